@@ -1,0 +1,368 @@
+"""Settings: built-in defaults, then a TOML file, then ``DIGEST_SECTION__KEY`` overrides.
+
+The file is found by ``--config PATH``, then ``$DIGEST_CONFIG``, then
+``./digest.toml``; with none of them the built-in defaults apply (the same values
+``config.example.toml`` documents). Secrets (the SMTP password, the signing key)
+come only from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+from .resources import package_resource
+
+__all__ = [
+    "DeliverySettings",
+    "DigestSettings",
+    "FeedSettings",
+    "ScheduleSettings",
+    "Settings",
+    "SmtpSettings",
+    "StoreSettings",
+    "TopicRule",
+    "find_config_file",
+    "load_settings",
+]
+
+ENV_PREFIX = "DIGEST_"
+
+
+@dataclass(frozen=True)
+class TopicRule:
+    name: str
+    keywords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    url: str
+    name: str = ""
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    name: str = "The Weekly Digest"
+    from_: str = "Weekly Digest <digest@example.org>"
+    reply_to: str = ""
+    base_url: str = "https://digest.example.org"
+    postal_address: str = "Example Media, 1 Example Street, 10115 Berlin, Germany"
+    language: str = "en"
+    teaser_words: int = 45
+    max_articles: int = 30
+    min_articles: int = 1
+    templates_dir: str = ""
+    catch_all_topic: str = "More stories"
+    subject: str = "{name} — {date}: {top_story}"
+    list_id: str = ""
+    unsubscribe_mailto: str = ""
+    utm_source: str = ""
+    utm_medium: str = "email"
+    utm_campaign: str = "digest-{number}"
+    bounce_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///digest.db"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: str = "none"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    connections: int = 4
+    timeout: float = 30.0
+    max_per_second: float = 0.0
+    helo: str = ""
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    transport: str = "smtp"
+    maildir: str = "outbox"
+    workers: bool = False
+    lease_seconds: int = 300
+    batch_size: int = 50
+    retry_base_seconds: int = 60
+    max_attempts: int = 8
+    max_consecutive_errors: int = 25
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str = "0 8 * * mon"
+    timezone: str = "UTC"
+    misfire_grace: int = 6 * 3600
+    local_time: bool = False
+    retry_minutes: int = 5
+    feeds_minutes: int = 30
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    digest: DigestSettings = DigestSettings()
+    store: StoreSettings = StoreSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    topics: tuple[TopicRule, ...] = ()
+    feeds: tuple[FeedSettings, ...] = ()
+    secret_key: str = field(default="", repr=False)
+    config_path: Path | None = None
+
+    @property
+    def topic_names(self) -> tuple[str, ...]:
+        """Configured topics in config order, then the catch-all."""
+        names = tuple(t.name for t in self.topics)
+        if self.digest.catch_all_topic not in names:
+            names += (self.digest.catch_all_topic,)
+        return names
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative paths in the config are resolved: the config file's folder."""
+        return self.config_path.parent if self.config_path else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def store_url(self) -> str:
+        """store.url with a relative SQLite path resolved against the config's folder."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
+            path = url[len(prefix):]
+            if not path.startswith("/"):
+                return prefix + str(self.resolve_path(path))
+        return url
+
+    @property
+    def signing_key(self) -> bytes:
+        """The key for unsubscribe/preferences tokens; a stable per-store fallback when unset."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        # Without DIGEST_SECRET_KEY, tokens still need to be unguessable and stable;
+        # the store's location is neither secret nor random, so warn in `digest check`.
+        return ("digest-insecure-default:" + self.store_url).encode()
+
+
+_SECTIONS: dict[str, type] = {
+    "digest": DigestSettings,
+    "store": StoreSettings,
+    "smtp": SmtpSettings,
+    "delivery": DeliverySettings,
+    "schedule": ScheduleSettings,
+}
+# TOML names that are Python keywords.
+_KEY_ALIASES = {"from": "from_"}
+_ENV_ONLY = {("smtp", "password")}
+_CHOICES = {
+    ("smtp", "security"): ("none", "starttls", "ssl"),
+    ("delivery", "transport"): ("smtp", "maildir"),
+    ("schedule", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+
+
+def default_topics() -> tuple[TopicRule, ...]:
+    """The topics of the shipped config.example.toml: the one list of default topics."""
+    example = tomllib.loads(package_resource("config.example.toml").read_text("utf-8"))
+    return _topics(example["topics"], "config.example.toml")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None,
+                     environ: Mapping[str, str] | None = None) -> Path | None:
+    """``--config``, then ``$DIGEST_CONFIG``, then ``./digest.toml``; None when none exists."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found (create one with: digest init)")
+        return path.resolve()
+    if env.get("DIGEST_CONFIG"):
+        path = Path(env["DIGEST_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"DIGEST_CONFIG points to {path}, which does not exist")
+        return path.resolve()
+    local = Path("digest.toml")
+    return local.resolve() if local.is_file() else None
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false",
+                                                        "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}") from None
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build_section(name: str, raw: Mapping[str, Any], origin: str) -> Any:
+    cls = _SECTIONS[name]
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        attr = _KEY_ALIASES.get(key, key)
+        where = f"{origin}: [{name}] {key}"
+        if attr not in known:
+            names = ", ".join(sorted(_toml_key(k) for k in known))
+            raise ConfigError(f"{where} is not a setting; known keys: {names}")
+        if (name, key) in _ENV_ONLY and not origin.startswith("environment"):
+            raise ConfigError(f"{where}: secrets do not belong in files; remove it and set "
+                              f"DIGEST_{name.upper()}__{key.upper()} in the environment")
+        values[attr] = _coerce(value, known[attr].default, where)
+        choices = _CHOICES.get((name, key))
+        if choices and values[attr] not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return values
+
+
+def _toml_key(attr: str) -> str:
+    return next((k for k, a in _KEY_ALIASES.items() if a == attr), attr)
+
+
+def _topics(raw: Any, origin: str) -> tuple[TopicRule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{origin}: [[topics]] must be a list of tables with name and keywords")
+    rules = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw, 1):
+        where = f"{origin}: topic #{i}"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not item["name"].strip():
+            raise ConfigError(f"{where} needs a name, e.g. name = \"AI\"")
+        keywords = item.get("keywords", [])
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            raise ConfigError(f"{where} ({item['name']}): keywords must be a list of strings")
+        extra = set(item) - {"name", "keywords"}
+        if extra:
+            raise ConfigError(f"{where} ({item['name']}): unknown key(s) {', '.join(sorted(extra))}")
+        if item["name"].lower() in seen:
+            raise ConfigError(f"{where}: topic {item['name']!r} is listed twice")
+        seen.add(item["name"].lower())
+        rules.append(TopicRule(item["name"].strip(), tuple(k.strip() for k in keywords if k.strip())))
+    return tuple(rules)
+
+
+def _feeds(raw: Any, origin: str) -> tuple[FeedSettings, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{origin}: [[feeds]] must be a list of tables with url, name, topic")
+    feeds = []
+    for i, item in enumerate(raw, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+            raise ConfigError(f"{origin}: feed #{i} needs a url")
+        extra = set(item) - {"url", "name", "topic"}
+        if extra:
+            raise ConfigError(f"{origin}: feed #{i}: unknown key(s) {', '.join(sorted(extra))}")
+        feeds.append(FeedSettings(item["url"], str(item.get("name", "")),
+                                  str(item.get("topic", ""))))
+    return tuple(feeds)
+
+
+def load_settings(config: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (if any) and the environment into frozen Settings."""
+    env = os.environ if environ is None else environ
+    path = find_config_file(config, env)
+    data: dict[str, Any] = {}
+    origin = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{key}] must be a table")
+            sections[key].update(_build_section(key, value, origin))
+        elif key not in ("topics", "feeds"):
+            raise ConfigError(f"{origin}: unknown section [{key}]; known: "
+                              f"{', '.join([*_SECTIONS, 'topics', 'feeds'])}")
+
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if section not in _SECTIONS:
+            continue
+        sections[section].update(_build_section(section, {key: value}, f"environment {name}"))
+
+    topics = _topics(data["topics"], origin) if "topics" in data else default_topics()
+    feeds = _feeds(data["feeds"], origin) if "feeds" in data else ()
+    settings = Settings(
+        digest=DigestSettings(**sections["digest"]),
+        store=StoreSettings(**sections["store"]),
+        smtp=SmtpSettings(**sections["smtp"]),
+        delivery=DeliverySettings(**sections["delivery"]),
+        schedule=ScheduleSettings(**sections["schedule"]),
+        topics=topics,
+        feeds=feeds,
+        secret_key=env.get("DIGEST_SECRET_KEY", ""),
+        config_path=path,
+    )
+    _validate(settings, origin)
+    return settings
+
+
+def _validate(s: Settings, origin: str) -> None:
+    d = s.digest
+    if d.teaser_words < 5:
+        raise ConfigError(f"{origin}: [digest] teaser_words must be at least 5 (got {d.teaser_words})")
+    if d.max_articles < 1:
+        raise ConfigError(f"{origin}: [digest] max_articles must be at least 1")
+    if d.min_articles < 0:
+        raise ConfigError(f"{origin}: [digest] min_articles cannot be negative")
+    if not d.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{origin}: [digest] base_url must start with https:// "
+                          f"(got {d.base_url!r})")
+    if s.smtp.connections < 1:
+        raise ConfigError(f"{origin}: [smtp] connections must be at least 1")
+    try:
+        ZoneInfo(s.schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{origin}: [schedule] timezone {s.schedule.timezone!r} is not an IANA "
+                          f"zone name such as Europe/Berlin") from None
+
+
+def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """A copy of settings with some section values replaced (used by demo and tests)."""
+    changes = {name: replace(getattr(settings, name), **values)
+               for name, values in sections.items()}
+    return dataclasses.replace(settings, **changes)

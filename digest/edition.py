@@ -1,0 +1,172 @@
+"""What goes into an edition: the new articles, grouped by topic, capped, as template data.
+
+The content of an edition variant is a pure function of its articles, the settings and
+the variant's topic set, so a resumed send renders exactly what the first run rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .links import add_utm
+from .models import Article, Edition
+from .teasers import teaser_for
+
+__all__ = [
+    "ALL_TOPICS",
+    "EditionContent",
+    "Entry",
+    "Section",
+    "build_content",
+    "effective_variant",
+    "new_articles",
+    "next_edition_number",
+    "order_topics",
+    "variant_topics",
+]
+
+# The variant key of the full edition (every topic).
+ALL_TOPICS = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    title: str
+    url: str            # the "Read more" target, always absolute http(s)
+    source: str | None
+    date: datetime
+    teaser: str
+    topic: str
+
+
+@dataclass(frozen=True)
+class Section:
+    topic: str
+    anchor: str
+    entries: tuple[Entry, ...]
+    more: int           # articles of this topic left out by max_articles
+    total: int
+
+
+@dataclass(frozen=True)
+class EditionContent:
+    number: int
+    date: datetime
+    sections: tuple[Section, ...]
+    archive_url: str
+
+    @property
+    def shown(self) -> int:
+        return sum(len(s.entries) for s in self.sections)
+
+    @property
+    def total(self) -> int:
+        return sum(s.total for s in self.sections)
+
+    @property
+    def top_story(self) -> Entry | None:
+        return self.sections[0].entries[0] if self.sections else None
+
+
+def new_articles(session: Session, cutoff: datetime) -> list[Article]:
+    """Articles no edition has taken, added up to cutoff."""
+    return list(session.scalars(
+        select(Article).where(Article.edition_id.is_(None), Article.added_at <= cutoff)
+        .order_by(Article.id)))
+
+
+def next_edition_number(session: Session) -> int:
+    return (session.scalar(select(func.max(Edition.number))) or 0) + 1
+
+
+def _sort_time(article: Article) -> datetime:
+    return article.published_at or article.added_at
+
+
+def order_topics(groups: dict[str, list[Article]], settings: Settings) -> list[str]:
+    """Configured topics in config order, then other topics by size, the catch-all last."""
+    configured = [t.name for t in settings.topics]
+    catch_all = settings.digest.catch_all_topic
+    first = [t for t in configured if t in groups and t != catch_all]
+    others = sorted((t for t in groups if t not in configured and t != catch_all),
+                    key=lambda t: (-len(groups[t]), t.casefold()))
+    return first + others + ([catch_all] if catch_all in groups else [])
+
+
+def _anchor(topic: str) -> str:
+    return "topic-" + (re.sub(r"[^a-z0-9]+", "-", topic.casefold()).strip("-") or "x")
+
+
+def _cap(groups: list[list[Article]], limit: int) -> list[int]:
+    """How many of each group to show: round-robin, so every topic keeps its newest."""
+    shown = [0] * len(groups)
+    left = limit
+    while left > 0 and any(shown[i] < len(g) for i, g in enumerate(groups)):
+        for i, group in enumerate(groups):
+            if left and shown[i] < len(group):
+                shown[i] += 1
+                left -= 1
+    return shown
+
+
+def variant_topics(variant: str) -> frozenset[str] | None:
+    """The topic set of a variant key; None for the full edition."""
+    return None if variant == ALL_TOPICS else frozenset(json.loads(variant))
+
+
+def effective_variant(chosen: Sequence[str], edition_topics: Iterable[str]) -> str | None:
+    """The variant key a subscriber with chosen topics gets, or None when none of their
+    topics has anything in this edition. Choosing every present topic is the full edition."""
+    present = set(edition_topics)
+    if not chosen:
+        return ALL_TOPICS
+    wanted = present & {t for t in chosen}
+    if not wanted:
+        return None
+    if wanted == present:
+        return ALL_TOPICS
+    return json.dumps(sorted(wanted))
+
+
+def build_content(articles: Sequence[Article], settings: Settings, number: int,
+                  date: datetime, variant: str = ALL_TOPICS) -> EditionContent:
+    """Group, order and cap articles into the data the templates render."""
+    only = variant_topics(variant)
+    groups: dict[str, list[Article]] = defaultdict(list)
+    for article in articles:
+        if only is None or article.topic in only:
+            groups[article.topic].append(article)
+    for group in groups.values():
+        group.sort(key=lambda a: (_sort_time(a), a.id), reverse=True)
+    order = order_topics(groups, settings)
+    ordered = [groups[t] for t in order]
+    counts = _cap(ordered, settings.digest.max_articles)
+    d = settings.digest
+    base = d.base_url.rstrip("/")
+    campaign = d.utm_campaign.format(number=number)
+    sections = []
+    for topic, group, count in zip(order, ordered, counts, strict=True):
+        entries = tuple(
+            Entry(
+                id=a.id, title=a.title,
+                url=add_utm(a.url or f"{base}/articles/{a.id}", d.utm_source, d.utm_medium,
+                            campaign),
+                source=a.source_name, date=_sort_time(a),
+                teaser=teaser_for(a.summary, a.body, d.teaser_words), topic=topic,
+            )
+            for a in group[:count]
+        )
+        if entries:
+            sections.append(Section(topic, _anchor(topic), entries, len(group) - count,
+                                    len(group)))
+    return EditionContent(number, date, tuple(sections), f"{base}/editions/{number}")

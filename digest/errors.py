@@ -1,0 +1,53 @@
+"""The errors digest raises on purpose.
+
+The CLI turns every ``DigestError`` into one line (``Error: …``) and exit code 1;
+anything else is a bug and keeps its traceback.
+
+    DigestError
+    ├── ConfigError        the config file or an environment override is wrong
+    ├── StoreError         the database cannot be opened or is not a digest store
+    ├── InputError         an import file, a CSV row, an address, a topic is bad
+    ├── NothingToSend      no new articles (or nothing left) for an edition
+    └── DeliveryError      the SMTP server or Maildir cannot take messages
+        └── EditionPaused  too many errors in a row; the edition is paused
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DeliveryError",
+    "DigestError",
+    "EditionPaused",
+    "InputError",
+    "NothingToSend",
+    "StoreError",
+]
+
+
+class DigestError(Exception):
+    """An expected failure, reported to the user as one line."""
+
+
+class ConfigError(DigestError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+class StoreError(DigestError):
+    """The store cannot be opened or used."""
+
+
+class InputError(DigestError):
+    """User-supplied input (file, row, address, topic) is invalid."""
+
+
+class NothingToSend(DigestError):
+    """There is nothing new to put in an edition, or nothing left to send."""
+
+
+class DeliveryError(DigestError):
+    """Messages cannot be handed to the transport."""
+
+
+class EditionPaused(DeliveryError):
+    """Sending stopped after too many errors in a row; the rest stays pending."""

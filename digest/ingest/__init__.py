@@ -1,0 +1,15 @@
+"""Getting articles into the store: one parser per input kind, one writer."""
+
+from .parsers import SUFFIXES, ParsedFile, parse_path
+from .records import ArticleInput
+from .writer import ImportReport, import_files, write_articles
+
+__all__ = [
+    "SUFFIXES",
+    "ArticleInput",
+    "ImportReport",
+    "ParsedFile",
+    "import_files",
+    "parse_path",
+    "write_articles",
+]

@@ -1,0 +1,187 @@
+"""The store's tables as SQLAlchemy 2.0 typed models, and the lifecycle enums."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Article",
+    "Base",
+    "Delivery",
+    "DeliveryStatus",
+    "Edition",
+    "EditionStatus",
+    "Source",
+    "Subscriber",
+    "SubscriberStatus",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC, on every backend alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(cls, native_enum=False, length=16, validate_strings=True,
+                values_callable=lambda e: [m.value for m in e])
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"          # signed up, not yet confirmed
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class EditionStatus(enum.StrEnum):
+    SENDING = "sending"          # ledger written; deliveries pending or in progress
+    PAUSED = "paused"            # too many errors in a row; resume with `digest send`
+    SENT = "sent"                # no delivery left pending (deferred ones may retry)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"          # claimed by a sender under a lease
+    SENT = "sent"
+    DEFERRED = "deferred"        # temporary failure; retried at next_attempt_at
+    FAILED = "failed"            # permanent failure (5xx) or out of attempts
+    SKIPPED = "skipped"          # nothing new in the subscriber's topics
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Source(Base):
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("kind", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))      # file | feed | cli | web
+    name: Mapped[str] = mapped_column(String(300))
+    url: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Article(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id"))
+    title: Mapped[str] = mapped_column(String(1000))
+    url: Mapped[str | None] = mapped_column(String(2000))
+    canonical_url: Mapped[str | None] = mapped_column(String(2000), unique=True)
+    author: Mapped[str | None] = mapped_column(String(300))
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    summary: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str | None] = mapped_column(Text)   # nh3-sanitised, when the input had HTML
+    topic: Mapped[str] = mapped_column(String(100), index=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"), index=True)
+
+    source: Mapped[Source | None] = relationship(lazy="joined")
+
+    @property
+    def source_name(self) -> str | None:
+        return self.source.name if self.source else None
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    # Lower-cased address: uniqueness is case-insensitive.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[SubscriberStatus] = mapped_column(_enum(SubscriberStatus),
+                                                     default=SubscriberStatus.ACTIVE, index=True)
+    topics: Mapped[list[str]] = mapped_column(JSON, default=list)   # empty: every topic
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # Bumped to revoke every token issued so far (unsubscribe, preferences).
+    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Edition(Base):
+    __tablename__ = "editions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    subject: Mapped[str] = mapped_column(String(998))
+    status: Mapped[EditionStatus] = mapped_column(_enum(EditionStatus),
+                                                  default=EditionStatus.SENDING)
+    # The scheduler's slot (its scheduled time) that made this edition, when it did.
+    slot: Mapped[datetime | None] = mapped_column(UTCDateTime, unique=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    articles: Mapped[list[Article]] = relationship(order_by=Article.id)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id"),
+        Index("ix_deliveries_edition_status", "edition_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"))
+    # The subscriber's effective topic set for this edition ("" means every topic).
+    variant: Mapped[str] = mapped_column(String(1000), default="")
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus),
+                                                   default=DeliveryStatus.PENDING)
+    message_id: Mapped[str] = mapped_column(String(300))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When local-time delivery is on: not before this moment.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscriber: Mapped[Subscriber] = relationship()

@@ -1,0 +1,59 @@
+"""`digest preview`: the coming edition rendered as one reader would see it, nothing stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .config import Settings
+from .edition import build_content, effective_variant, new_articles, next_edition_number
+from .errors import InputError, NothingToSend
+from .render import Personal, Renderer
+from .store import Store
+from .topics import TopicClassifier
+
+__all__ = ["PreviewResult", "render_preview"]
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    html: str
+    text: str
+    subject: str
+    number: int
+    articles: int
+    topics: int
+
+
+def render_preview(store: Store, settings: Settings, now: datetime,
+                   topics: Sequence[str] = ()) -> PreviewResult:
+    """Render the next edition (or one subscriber's variant of it) with sample personal links."""
+    classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
+    with store.sessions() as session:
+        articles = new_articles(session, now)
+        number = next_edition_number(session)
+    if not articles:
+        raise NothingToSend("no new articles since the last edition: nothing to preview "
+                            "(import some with: digest articles import FILE…)")
+    present = {a.topic for a in articles}
+    chosen = []
+    for topic in topics:
+        known = classifier.known(topic) or next((t for t in present
+                                                 if t.casefold() == topic.casefold()), None)
+        if known is None:
+            raise InputError(f"--topic {topic!r} is not a topic; choose from "
+                             f"{', '.join(settings.topic_names)}")
+        chosen.append(known)
+    variant = effective_variant(chosen, present)
+    if variant is None:
+        raise NothingToSend(f"nothing new in {', '.join(chosen)} for this edition")
+    content = build_content(articles, settings, number, now, variant)
+    rendered = Renderer(settings).render(content)
+    base = settings.digest.base_url.rstrip("/")
+    html, text = rendered.personalise(Personal(
+        greeting="Hello,", email="reader@example.org",
+        unsubscribe_url=f"{base}/unsubscribe/preview",
+        preferences_url=f"{base}/preferences/preview"))
+    return PreviewResult(html, text, rendered.subject, number, content.shown,
+                         len(content.sections))

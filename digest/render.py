@@ -1,0 +1,144 @@
+"""Jinja2 → premailer, once per edition variant; the per-subscriber parts stay
+placeholders that message building fills in by cheap substitution."""
+
+from __future__ import annotations
+
+import html
+import logging
+import textwrap
+from dataclasses import dataclass
+from datetime import datetime
+
+import jinja2
+import premailer
+
+from .config import Settings
+from .edition import EditionContent
+from .errors import ConfigError
+from .resources import package_resource
+
+__all__ = [
+    "PLACEHOLDERS",
+    "Personal",
+    "RenderedVariant",
+    "Renderer",
+]
+
+# Per-subscriber fields, as they appear in rendered output. Only [A-Z_]: neither Jinja2,
+# premailer nor quoted-printable changes them.
+PLACEHOLDERS = {
+    "greeting": "__DIGEST_GREETING__",
+    "email": "__DIGEST_EMAIL__",
+    "unsubscribe_url": "__DIGEST_UNSUBSCRIBE_URL__",
+    "preferences_url": "__DIGEST_PREFERENCES_URL__",
+}
+
+# One fixed option set: premailer caches parsed CSS per option set, and network access is
+# never wanted (DESIGN: premailer never touches the network).
+_PREMAILER_OPTIONS = dict(
+    allow_network=False,
+    allow_loading_external_files=False,
+    disable_validation=True,
+    cssutils_logging_level=logging.CRITICAL,
+    remove_classes=False,
+    strip_important=False,
+    disable_link_rewrites=True,
+)
+
+
+@dataclass(frozen=True)
+class Personal:
+    """The per-subscriber values filled into a rendered variant."""
+
+    greeting: str
+    email: str
+    unsubscribe_url: str
+    preferences_url: str
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    subject: str
+    html: str        # inlined; contains PLACEHOLDERS
+    text: str        # contains PLACEHOLDERS
+    articles: int
+
+    def personalise(self, personal: Personal) -> tuple[str, str]:
+        """(html, text) for one subscriber, each value escaped for its context."""
+        out_html, out_text = self.html, self.text
+        for field, token in PLACEHOLDERS.items():
+            value = getattr(personal, field)
+            out_html = out_html.replace(token, html.escape(value, quote=True))
+            out_text = out_text.replace(token, value)
+        return out_html, out_text
+
+
+def _day(value: datetime) -> str:
+    return f"{value.day} {value:%b %Y}"
+
+
+def _wrap(value: str, width: int = 72, indent: str = "") -> str:
+    return textwrap.fill(value, width=width, initial_indent=indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+class Renderer:
+    """Renders edition content with the user's templates_dir over the built-in templates."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        loaders: list[jinja2.BaseLoader] = []
+        if settings.digest.templates_dir:
+            path = settings.resolve_path(settings.digest.templates_dir)
+            if not path.is_dir():
+                raise ConfigError(f"[digest] templates_dir {path} is not a directory")
+            loaders.append(jinja2.FileSystemLoader(path))
+        loaders.append(jinja2.FileSystemLoader(package_resource("templates")))
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"),
+                                                default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["day"] = _day
+        self.env.filters["wrap"] = _wrap
+
+    def subject(self, content: EditionContent, *, test: bool = False) -> str:
+        d = self.settings.digest
+        top = content.top_story
+        try:
+            subject = d.subject.format(name=d.name, date=_day(content.date),
+                                       number=content.number, count=content.total,
+                                       top_story=top.title if top else "")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"[digest] subject pattern {d.subject!r} is invalid ({exc}); "
+                              f"use {{name}}, {{date}}, {{number}}, {{count}}, {{top_story}}"
+                              ) from None
+        subject = " ".join(subject.split()).rstrip(" :—-")
+        return f"[TEST] {subject}" if test else subject
+
+    def render(self, content: EditionContent, *, test: bool = False) -> RenderedVariant:
+        """The variant's subject, inlined HTML and text, with placeholders for each
+        subscriber's parts. Runs Jinja2 and premailer once."""
+        d = self.settings.digest
+        context = {
+            "digest": d,
+            "edition": content,
+            "sections": content.sections,
+            "subject": self.subject(content, test=test),
+            "preheader": " · ".join(e.title for s in content.sections
+                                    for e in s.entries[:1])[:180],
+            **PLACEHOLDERS,
+        }
+        try:
+            raw_html = self.env.get_template("digest.html.j2").render(context)
+            text = self.env.get_template("digest.txt.j2").render(context)
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "template"
+            line = getattr(exc, "lineno", None)
+            raise ConfigError(f"{where}{f':{line}' if line else ''}: template error: "
+                              f"{exc}") from None
+        inlined = premailer.Premailer(raw_html, **_PREMAILER_OPTIONS).transform()
+        return RenderedVariant(context["subject"], inlined, text.strip() + "\n", content.shown)

@@ -1,0 +1,63 @@
+"""Topic assignment (explicit topic, feed category, keyword rules, catch-all) and grouping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .config import TopicRule
+
+__all__ = ["TopicClassifier"]
+
+# Below this score an article is not "about" a topic: one title hit (3) or two body hits.
+_MIN_SCORE = 2
+_TITLE_WEIGHT = 3
+_BODY_CAP = 10
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    name: str
+    pattern: re.Pattern[str] | None
+
+
+class TopicClassifier:
+    """Picks one topic per article from the configured rules."""
+
+    def __init__(self, rules: Sequence[TopicRule], catch_all: str) -> None:
+        self.catch_all = catch_all
+        self._rules = [
+            _Compiled(rule.name, re.compile(
+                r"(?<!\w)(?:" + "|".join(re.escape(k) for k in sorted(rule.keywords, key=len,
+                                                                       reverse=True))
+                + r")(?!\w)", re.IGNORECASE) if rule.keywords else None)
+            for rule in rules
+        ]
+        self._by_key = {rule.name.casefold(): rule.name for rule in rules}
+        self._by_key.setdefault(catch_all.casefold(), catch_all)
+
+    def known(self, name: str) -> str | None:
+        """The configured spelling of a topic name, or None if it is not configured."""
+        return self._by_key.get(name.strip().casefold())
+
+    def assign(self, title: str, text: str, explicit: str | None = None,
+               categories: Iterable[str] = ()) -> str:
+        """Explicit topic first, then a category naming a configured topic, then the best
+        keyword score (title weighs more than body; ties go to the earlier topic), then the
+        catch-all."""
+        if explicit and explicit.strip():
+            return self.known(explicit) or explicit.strip()
+        for category in categories:
+            known = self.known(category)
+            if known:
+                return known
+        best, best_score = self.catch_all, 0
+        for rule in self._rules:
+            if rule.pattern is None:
+                continue
+            score = (_TITLE_WEIGHT * len(rule.pattern.findall(title))
+                     + min(len(rule.pattern.findall(text)), _BODY_CAP))
+            if score > best_score:
+                best, best_score = rule.name, score
+        return best if best_score >= _MIN_SCORE else self.catch_all
