@@ -96,9 +96,9 @@ def _json_record(obj: Any, where: str, feed_title: str | None = None) -> Article
     summary = summary or highlight
     if not title:
         raise ValueError("missing title (every article needs a non-empty \"title\")")
-    if not body and not summary:
-        raise ValueError(f"article {title[:60]!r} has no body or summary")
     url = obj.get("url") or obj.get("link") or obj.get("external_url")
+    if not body and not summary and not url:
+        raise ValueError(f"article {title[:60]!r} has no body, summary or url")
     if url is not None and not isinstance(url, str):
         raise ValueError(f"url must be a string, got {url!r}")
     if url and not is_web_url(url):
@@ -246,6 +246,10 @@ def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
 def feed_records(data: bytes, where: str, out_problems: list[str],
                  out_warnings: list[str]) -> tuple[str | None, list[ArticleInput]]:
     """Parse feed bytes (never a URL or path) into (feed title, records)."""
+    if data[:1].isspace():
+        # Whitespace before the XML declaration makes the XML parser give up (and
+        # feedparser fall back to its lenient mode) on an otherwise fine feed.
+        data = data.lstrip()
     parsed = feedparser.parse(data, sanitize_html=True, resolve_relative_uris=True)
     entries = parsed.get("entries", [])
     if not entries:

@@ -1,0 +1,238 @@
+"""The core pipeline through the CLI: init, import, preview."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from conftest import SAMPLE_JSON, SEED, Digest, need
+
+SEED_TITLE = "OpenAI Executive Jan Leike Resigns, Citing Safety Concerns"
+BOILERPLATE = ["ADVERTISEMENT", "Show Full Article", "Print Article", "Next Story",
+               "More Stories", "Highlights"]
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_more: list[str] = []
+        self.h2: list[str] = []
+        self.styled = 0
+        self._href: str | None = None
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("style"):
+            self.styled += 1
+        if tag == "a":
+            self._href = a.get("href")
+        if tag == "h2":
+            self._in_h2 = True
+            self.h2.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.h2[-1] += data
+        if self._href is not None and "Read more" in data:
+            self.read_more.append(self._href)
+            self._href = None
+
+
+def test_init_import_preview(digest: Digest, tmp_path: Path) -> None:
+    seed = need(SEED)
+    result = digest.ok("articles", "import", str(seed), str(SAMPLE_JSON))
+    assert "Imported 31 new articles, skipped 0 duplicates." in result.output
+
+    result = digest.ok("preview", "--out", "d.html")
+    assert "Wrote d.html: edition 1, 30 articles in 8 topics." in result.output
+    html = (tmp_path / "d.html").read_text()
+    page = Links()
+    page.feed(html)
+    assert page.styled > 50, "premailer inlined the CSS"
+    assert "@media" in html and "prefers-color-scheme: dark" in html
+    topics = [h.strip() for h in page.h2]
+    assert topics == ["AI", "Technology", "Science", "Business", "Politics", "Culture",
+                      "Sports", "More stories"]
+    assert len(page.read_more) == 30
+    assert all(re.match(r"https?://[^/]+/", href) for href in page.read_more)
+    entry = html[html.rindex('<div class="entry"', 0, html.index(f">{SEED_TITLE}</a>")):]
+    entry = entry[:entry.index("Read more")]
+    assert entry.count(SEED_TITLE) == 1
+    assert "Jan Leike, OpenAI's alignment lead, resigns" in entry.replace("&#39;", "'")
+    for line in BOILERPLATE:
+        assert line not in html
+
+    result = digest.ok("preview", "--text", "--out", "d.txt")
+    text = (tmp_path / "d.txt").read_text()
+    assert text.count(SEED_TITLE) == 1
+    assert "Jan Leike, OpenAI's alignment lead, resigns" in text
+    assert text.count("Read more: ") == 30
+    data = json.loads(SAMPLE_JSON.read_text())
+    for article in data[:29]:
+        assert " ".join(article["title"].split()[:4]) in " ".join(text.split())
+    for line in BOILERPLATE:
+        assert line not in text
+
+
+def test_reimport_adds_nothing_and_says_so(digest: Digest) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    result = digest.ok("articles", "import", str(SAMPLE_JSON))
+    assert result.output.strip() == ("Imported 0 new articles, skipped 30 duplicates (nothing "
+                                     "new: these articles are already in the store).")
+
+
+def test_duplicate_by_canonical_url_and_by_text(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(o) for o in [
+        {"title": "Story one", "url": "https://www.example.com/a/?utm_source=x&id=3#top",
+         "body": "First text."},
+        {"title": "Story one, retitled", "url": "http://example.com/a?id=3&fbclid=abc",
+         "body": "Other text."},
+        {"title": "  STORY   two ", "body": "Same body, spaced   differently."},
+        {"title": "Story two", "body": "same body spaced differently"},
+    ]))
+    result = digest.ok("articles", "import", "a.jsonl")
+    assert "Imported 2 new articles, skipped 2 duplicates." in result.output
+
+
+def test_articles_list_json_gives_every_field(digest: Digest) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    rows = json.loads(digest.ok("articles", "list", "--format", "json", "--topic", "ai").stdout)
+    assert rows and all(r["topic"] == "AI" for r in rows)
+    assert {"title", "url", "canonical_url", "author", "published_at", "added_at", "summary",
+            "body", "topic", "tags", "content_hash", "source"} <= set(rows[0])
+    assert rows[0]["body"]
+    new = json.loads(digest.ok("articles", "list", "--new", "--format", "json").stdout)
+    assert len(new) == 30
+
+
+def test_bad_files_get_one_line_each(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text('[{"title": "x", ')
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "notes.docx").write_bytes(b"PK\x03\x04")
+    result = digest("articles", "import", "broken.json", "empty.txt", "notes.docx")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors == [
+        "error: broken.json:1: not valid JSON: Expecting property name enclosed in double "
+        "quotes",
+        "error: empty.txt: no text in the file (the first non-empty line is the title, the "
+        "rest the article)",
+        "error: notes.docx: unknown file type '.docx'; use one of .json, .jsonl, .txt, "
+        ".html, .htm, .xml, .rss, .atom",
+    ]
+    assert "Traceback" not in result.output
+
+    (tmp_path / "good.json").write_text(json.dumps([{"title": "Fine", "body": "Some text."}]))
+    result = digest("articles", "import", "broken.json", "good.json")
+    assert result.exit_code == 0
+    assert "Imported 1 new article, skipped 0 duplicates, 1 problem." in result.stdout
+    assert "broken.json:1: not valid JSON" in result.stderr
+
+
+def test_bad_record_does_not_take_the_good_ones_down(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "mixed.jsonl").write_text("\n".join([
+        json.dumps({"title": "Good one", "body": "Text."}),
+        json.dumps({"body": "no title"}),
+        "{not json",
+        json.dumps({"title": "Bad date", "body": "x y", "published_at": "last tuesday"}),
+        json.dumps({"title": "Bad url", "body": "x y", "url": "javascript:alert(1)"}),
+        json.dumps({"title": "Good two", "body": "More text."}),
+    ]))
+    result = digest("articles", "import", "mixed.jsonl")
+    assert result.exit_code == 0
+    assert "Imported 2 new articles" in result.stdout
+    assert result.stderr.splitlines() == [
+        "error: mixed.jsonl:2: missing title (every article needs a non-empty \"title\")",
+        "error: mixed.jsonl:3: not valid JSON: Expecting property name enclosed in double "
+        "quotes (column 2)",
+        "error: mixed.jsonl:4: 'last tuesday' is not a date; use ISO 8601, e.g. "
+        "2024-05-17T09:00:00Z",
+        "error: mixed.jsonl:5: url 'javascript:alert(1)' is not an absolute http(s) URL",
+    ]
+
+
+def test_hostile_html_never_reaches_the_output(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "evil.json").write_text(json.dumps([{
+        "title": "Hello <script>alert('t')</script><img src=x onerror=alert(1)>world",
+        "summary": "Summary <a href=\"javascript:alert(2)\">click</a> with enough words to "
+                   "count as a summary <svg onload=alert(3)>",
+        "body": "<p>Body</p><script>document.cookie</script><iframe src=//evil></iframe>"
+                "<a href='javascript:steal()' onclick='x()'>link</a> and more words here.",
+        "url": "https://example.com/evil",
+    }]))
+    digest.ok("articles", "import", "evil.json")
+    for args in (["preview", "--out", "p.html"], ["preview", "--text", "--out", "p.txt"]):
+        digest.ok(*args)
+        out = (tmp_path / args[-1]).read_text().lower()
+        for bad in ("<script", "onerror", "onload", "javascript:", "<iframe", "<svg",
+                    "document.cookie", "onclick"):
+            assert bad not in out, bad
+    rows = json.loads(digest.ok("articles", "list", "--format", "json").stdout)
+    assert rows[0]["title"] == "Hello world"
+    assert "<script" not in (rows[0]["body_html"] or "")
+    assert "javascript:" not in (rows[0]["body_html"] or "")
+
+
+def test_topic_option_and_unknown_topic(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "one.json").write_text(json.dumps([{"title": "Parliament votes", "body": "Text."}]))
+    result = digest("articles", "import", "one.json", "--topic", "Gardening")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --topic 'Gardening' is not a configured topic")
+    digest.ok("articles", "import", "one.json", "--topic", "science")
+    rows = json.loads(digest.ok("articles", "list", "--format", "json").stdout)
+    assert rows[0]["topic"] == "Science"
+
+
+def test_preview_with_nothing_new(digest: Digest) -> None:
+    result = digest("preview")
+    assert result.exit_code == 1
+    assert result.output == ("Error: no new articles since the last edition: nothing to "
+                             "preview (import some with: digest articles import FILE…)\n")
+
+
+def test_preview_of_one_subscribers_topics(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    result = digest.ok("preview", "--topic", "AI", "--topic", "sports", "--out", "v.html")
+    assert "articles in 2 topics" in result.output
+    html = (tmp_path / "v.html").read_text()
+    assert ">AI</h2>" in html and ">Sports</h2>" in html and ">Science</h2>" not in html
+
+
+def test_max_articles_caps_with_more_line(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    result = digest.ok("preview", "--text", "--out", "t.txt",
+                       env={"DIGEST_DIGEST__MAX_ARTICLES": "8"})
+    assert "8 articles in 8 topics" in result.output
+    text = (tmp_path / "t.txt").read_text()
+    assert text.count("Read more: ") == 8
+    assert "3 more AI stories: https://digest.example.org/editions/1#topic-ai" in text
+
+
+def test_templates_dir_overrides_one_template(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "digest.txt.j2").write_text(
+        "{% for s in sections %}{{ s.topic }}={{ s.entries|length }};{% endfor %}"
+        "{{ unsubscribe_url }}")
+    digest.ok("preview", "--text", "--out", "t.txt",
+              env={"DIGEST_DIGEST__TEMPLATES_DIR": "mine"})
+    assert (tmp_path / "t.txt").read_text().startswith("AI=4;Technology=5;")
+    digest.ok("preview", "--out", "t.html", env={"DIGEST_DIGEST__TEMPLATES_DIR": "mine"})
+    assert "<table role=\"presentation\"" in (tmp_path / "t.html").read_text()
+
+
+def test_utm_parameters_on_read_more_links(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("preview", "--text", "--out", "t.txt", env={"DIGEST_DIGEST__UTM_SOURCE": "weekly"})
+    text = (tmp_path / "t.txt").read_text()
+    # The feed's own utm_* are replaced, not doubled.
+    assert ("https://healthwire.example.net/ml-triage-pilot?utm_source=weekly&utm_medium=email"
+            "&utm_campaign=digest-1") in text
+    assert "utm_source=rss" not in text
