@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -18,13 +19,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import Settings, load_settings
-from .errors import DigestError, InputError
+from .delivery import (
+    SendReport,
+    dry_run as dry_run_edition,
+    has_unfinished_edition,
+    plan_edition,
+    retry_deferred,
+    send_edition,
+    send_test_copy,
+)
+from .demo import run_demo
+from .editions import edition_detail, edition_summaries
+from .errors import DigestError, EditionPaused, InputError, NothingToSend
 from .ingest import import_files
-from .models import Article, utcnow
+from .models import Article, Subscriber, SubscriberStatus, utcnow
 from .preview import render_preview
 from .resources import package_resource
 from .store import Store
+from .subscribers import SubscriberBook
 from .topics import TopicClassifier
+from .transport import make_transport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -228,6 +242,333 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     out.print(f"Subject: {result.subject}")
     if open_browser:
         webbrowser.open(path.resolve().as_uri())
+
+
+# --- subscribers ------------------------------------------------------------------------
+
+@cli.group(cls=DigestGroup)
+def subscribers() -> None:
+    """Add, change, import, export and list subscribers.
+
+    Example:
+
+        digest subscribers add ada@example.org --name "Ada" --topic AI --topic Science
+    """
+
+
+def _book(app: App) -> SubscriberBook:
+    return SubscriberBook(app.store, app.settings)
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name, used in To: and the greeting.")
+@click.option("--topic", "topics", multiple=True, help="Only these topics (repeat; default: all).")
+@click.option("--timezone", help="IANA zone, e.g. Europe/Berlin (for local-time delivery).")
+@click.pass_obj
+def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
+                    timezone: str | None) -> None:
+    """Add an active subscriber.
+
+    Example:
+
+        digest subscribers add grace@example.org --name Grace --topic AI --timezone America/New_York
+    """
+    sub = _book(app).add(email, name, topics, timezone)
+    out.print(f"Added {sub.email}" + (f" (topics: {', '.join(sub.topics)})" if sub.topics
+                                      else " (all topics)"))
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(app: App, email: str) -> None:
+    """Delete a subscriber (anonymised instead when the ledger mentions them).
+
+    Example:
+
+        digest subscribers remove ada@example.org
+    """
+    _book(app).remove(email)
+    out.print(f"Removed {email.strip()}")
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@click.pass_obj
+def subscribers_unsubscribe(app: App, email: str) -> None:
+    """Mark a subscriber unsubscribed: no further editions.
+
+    Example:
+
+        digest subscribers unsubscribe ada@example.org
+    """
+    sub = _book(app).set_status(email, SubscriberStatus.UNSUBSCRIBED)
+    out.print(f"Unsubscribed {sub.email}")
+
+
+@subscribers.command("activate")
+@click.argument("email")
+@click.pass_obj
+def subscribers_activate(app: App, email: str) -> None:
+    """Make a pending, bounced or unsubscribed subscriber active again.
+
+    Example:
+
+        digest subscribers activate ada@example.org
+    """
+    sub = _book(app).set_status(email, SubscriberStatus.ACTIVE)
+    out.print(f"Activated {sub.email}")
+
+
+@subscribers.command("set-topics")
+@click.argument("email")
+@click.argument("topics", nargs=-1)
+@click.pass_obj
+def subscribers_set_topics(app: App, email: str, topics: Sequence[str]) -> None:
+    """Choose a subscriber's topics (none: every topic).
+
+    Example:
+
+        digest subscribers set-topics ada@example.org AI Science
+    """
+    sub = _book(app).set_topics(email, topics)
+    out.print(f"{sub.email}: " + (", ".join(sub.topics) if sub.topics else "all topics"))
+
+
+def _subscriber_row(s: Subscriber) -> dict[str, Any]:
+    return {"email": s.email, "name": s.name, "status": s.status.value, "topics": s.topics,
+            "timezone": s.timezone}
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def subscribers_list(app: App, status: str | None, fmt: str) -> None:
+    """List subscribers.
+
+    Example:
+
+        digest subscribers list --status active --format json
+    """
+    subs = _book(app).list(SubscriberStatus(status) if status else None)
+    rows = [_subscriber_row(s) for s in subs]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["email", "name", "status", "topics", "timezone"])
+        for r in rows:
+            writer.writerow([r["email"], r["name"], r["status"], ";".join(r["topics"]),
+                             r["timezone"] or ""])
+    else:
+        table = Table("email", "name", "status", "topics", "timezone")
+        for r in rows:
+            table.add_row(r["email"], r["name"], r["status"], ", ".join(r["topics"]) or "all",
+                          r["timezone"] or "")
+        out.print(table)
+        out.print(f"{len(rows)} subscriber{'s' * (len(rows) != 1)}")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def subscribers_import(app: App, file: Path) -> None:
+    """Import subscribers from a CSV file with a header row.
+
+    Columns: email (required), name, topics (separated by ;), timezone. Every row is
+    checked; the good rows are stored in one transaction, the others reported.
+
+    Example:
+
+        digest subscribers import people.csv
+    """
+    report = _book(app).import_csv(file)
+    for line in report.rejected:
+        err.print(f"[red]rejected:[/red] {line}", markup=True)
+    out.print(f"Imported {report.added} new subscriber{'s' * (report.added != 1)}, updated "
+              f"{report.updated}, rejected {len(report.rejected)}.")
+    if report.added + report.updated == 0:
+        sys.exit(1)
+
+
+@subscribers.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def subscribers_export(app: App, file: Path) -> None:
+    """Write every subscriber to a CSV file (the import format, plus status).
+
+    Example:
+
+        digest subscribers export backup.csv
+    """
+    count = _book(app).export_csv(file)
+    out.print(f"Wrote {count} subscriber{'s' * (count != 1)} to {file}")
+
+
+# --- send and editions -----------------------------------------------------------------
+
+def _summary(report: SendReport) -> Table:
+    title = f"Edition {report.edition}" if report.edition else "Deferred deliveries"
+    table = Table("", "sent", "deferred", "failed", "skipped", "pending", title=title)
+    run = report.this_run
+    table.add_row("this run", *(str(run.get(k, 0)) for k in
+                                ("sent", "deferred", "failed", "skipped", "pending")))
+    c = report.counts
+    table.add_row("ledger", *(str(c.get(k, 0)) for k in
+                              ("sent", "deferred", "failed", "skipped", "pending")))
+    return table
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Build everything, store and send nothing.")
+@click.option("--to", "to", metavar="EMAIL", help="Send one test copy ([TEST] subject) to EMAIL.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before sending a new edition.")
+@click.option("--edition", "number", type=int, help="Resume edition N.")
+@click.option("--retry", is_flag=True, help="Send deferred deliveries that are due.")
+@click.option("--force", is_flag=True, help="Send an edition even with no new articles.")
+@click.pass_obj
+def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None, retry: bool,
+         force: bool) -> None:
+    """Create the next edition (or resume an unfinished one) and send it.
+
+    Each subscriber gets the edition once; a killed run resumes where it stopped.
+
+    Example:
+
+        digest send --to me@example.org && digest send --yes
+    """
+    settings, store = app.settings, app.store
+    transport = make_transport(settings)
+    if to:
+        transport.check()
+        subject = send_test_copy(store, settings, transport, to, utcnow())
+        out.print(f"Sent a test copy to {to}: {subject}")
+        return
+    if dry_run:
+        try:
+            plan = dry_run_edition(store, settings, utcnow())
+        except NothingToSend as exc:
+            out.print(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+            return
+        out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
+                  f"{len(plan.topics)} topics and go to {plan.recipients} subscribers in "
+                  f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
+                  f"skipped: nothing new in their topics). Nothing was stored or sent.")
+        return
+    with progress_bar() as progress:
+        task = progress.add_task("Sending", total=None)
+
+        def advance(_status: str) -> None:
+            progress.advance(task)
+
+        if retry:
+            report = retry_deferred(store, settings, transport, progress=advance)
+        else:
+            if number is None and not has_unfinished_edition(store):
+                try:
+                    plan = plan_edition(store, settings, utcnow())
+                except NothingToSend as exc:
+                    if not force:
+                        out.print(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+                        return
+                else:
+                    if not yes:
+                        if not sys.stdin.isatty():
+                            raise InputError(
+                                f"edition {plan.number} would go to {plan.recipients} "
+                                f"subscribers; add --yes to send without asking")
+                        progress.stop()
+                        click.confirm(f"Send edition {plan.number} ({plan.articles} articles)"
+                                      f" to {plan.recipients} subscribers?", abort=True)
+                        progress.start()
+            report = send_edition(store, settings, transport, number=number, force=force,
+                                  progress=advance,
+                                  on_open=lambda _e, n: progress.update(task, total=n))
+    out.print(_summary(report))
+    if report.edition is not None and not report.created and not any(report.this_run.values()):
+        out.print(f"Edition {report.edition} has nothing pending: nothing was sent.")
+    if report.paused:
+        what = f"edition {report.edition}" if report.edition else "sending"
+        raise EditionPaused(f"{what} paused after {report.paused}")
+
+
+@cli.group(cls=DigestGroup)
+def editions() -> None:
+    """List editions and show one with its delivery counts.
+
+    Example:
+
+        digest editions list && digest editions show 1
+    """
+
+
+@editions.command("list")
+@click.pass_obj
+def editions_list(app: App) -> None:
+    """Every edition with its state and delivery counts.
+
+    Example:
+
+        digest editions list
+    """
+    table = Table("no.", "created", "status", "articles", "sent", "deferred", "failed",
+                  "skipped", "pending")
+    for row in edition_summaries(app.store):
+        c = row.counts
+        table.add_row(str(row.number), f"{row.created_at:%Y-%m-%d %H:%M}", row.status,
+                      str(row.articles), *(str(c[k]) for k in ("sent", "deferred", "failed",
+                                                               "skipped", "pending")))
+    out.print(table)
+
+
+@editions.command("show")
+@click.argument("number", type=int)
+@click.pass_obj
+def editions_show(app: App, number: int) -> None:
+    """One edition: subject, articles per topic, deliveries, recent failures.
+
+    Example:
+
+        digest editions show 3
+    """
+    detail = edition_detail(app.store, number)
+    out.print(f"Edition {detail.number}: {detail.subject}")
+    out.print(f"Status {detail.status}; created {detail.created_at:%Y-%m-%d %H:%M} UTC; "
+              f"cut-off {detail.cutoff:%Y-%m-%d %H:%M} UTC"
+              + (f"; finished {detail.finished_at:%Y-%m-%d %H:%M} UTC"
+                 if detail.finished_at else ""))
+    out.print("Articles: " + ", ".join(f"{t} {n}" for t, n in detail.topics))
+    out.print("Deliveries: " + ", ".join(f"{k} {v}" for k, v in detail.counts.items()))
+    for email, status, error in detail.problems:
+        out.print(f"  {status:8} {email}: {error}")
+
+
+@cli.command()
+@click.argument("directory", default="digest-demo",
+                type=click.Path(file_okay=False, path_type=Path))
+def demo(directory: Path) -> None:
+    """Try everything in a fresh folder: sample articles and subscribers, sent through a
+    built-in SMTP server on 127.0.0.1; the received mail is kept in DIRECTORY/outbox.
+
+    Example:
+
+        digest demo demo-out && open demo-out/preview.html
+    """
+    with progress_bar() as progress:
+        task = progress.add_task("Sending", total=None)
+        result = run_demo(directory, progress=lambda _s: progress.advance(task))
+    out.print(f"Imported {result.articles} sample articles and {result.subscribers} "
+              f"subscribers into {result.config.parent / 'digest.db'}")
+    out.print(_summary(result.report))
+    out.print(f"The loopback SMTP server received {result.messages} messages:")
+    out.print(f"  messages  {result.outbox}/*.eml")
+    out.print(f"  preview   {result.preview}")
+    out.print(f"  config    {result.config}")
+    out.print(f"Look around: digest --config {result.config} editions show "
+              f"{result.report.edition}")
 
 
 def main() -> None:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
 from .db import create_schema, open_engine, session_factory
-from .models import Article, Edition
+from .models import Article, Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 
-__all__ = ["Store"]
+__all__ = ["Claim", "Ledger", "Store", "delivery_counts", "new_owner", "retire_owner"]
 
 
 class Store:
@@ -30,6 +38,20 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def locked_session(self) -> Iterator[Session]:
+        """A session in a transaction that holds the store's write lock from its start, so
+        two processes never both create an edition (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+        a transaction-scoped advisory lock)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7140521)"))
+                with Session(bind=conn, expire_on_commit=False) as session:
+                    yield session
+                    session.flush()
 
     def articles(self, *, new_only: bool = False, topic: str | None = None,
                  limit: int | None = None) -> Sequence[Article]:
@@ -50,3 +72,182 @@ class Store:
     def latest_article_time(self) -> datetime | None:
         with self.sessions() as session:
             return session.scalar(select(func.max(Article.added_at)))
+
+
+# --- the delivery ledger ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery claimed for sending, with what is needed to build its message."""
+
+    delivery_id: int
+    edition_id: int
+    variant: str
+    attempts: int
+    message_id: str
+    subscriber_id: int
+    email: str
+    name: str
+    token_version: int
+
+
+_OWNER_HOST = socket.gethostname()
+_LIVE_OWNERS: set[str] = set()
+
+
+def new_owner() -> str:
+    """An identity for one sender run: host, process, and a nonce."""
+    owner = f"{_OWNER_HOST}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+    _LIVE_OWNERS.add(owner)
+    return owner
+
+
+def retire_owner(owner: str) -> None:
+    _LIVE_OWNERS.discard(owner)
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when the owner was a process on this host that no longer runs."""
+    try:
+        host, pid_text, _nonce = owner.split("/")
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != _OWNER_HOST:
+        return False      # another machine's: only its lease expiring frees its rows
+    if pid == os.getpid():
+        return owner not in _LIVE_OWNERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child not yet reaped still answers kill(0)
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith(("Z", "X"))
+    except (OSError, IndexError):
+        return False
+
+
+class Ledger:
+    """Claims and records deliveries; one instance per sender process, shared by its
+    threads. Every result is committed on its own before the next message on that
+    connection, so a kill loses at most one in-flight message per connection."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self._lock = threading.Lock()
+        self._postgres = store.engine.dialect.name == "postgresql"
+        # SQLite: BEGIN IMMEDIATE takes the write lock before reading the rows to claim.
+        self._claims = store.engine.connect().execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        self._writes = store.engine.connect()
+
+    def close(self) -> None:
+        self._claims.close()
+        self._writes.close()
+
+    def recover(self, now: datetime) -> int:
+        """Give back rows claimed by senders that died (on this host) or whose lease ran out."""
+        d = Delivery.__table__
+        with self._lock, self._claims.begin():
+            owners = self._claims.execute(
+                select(d.c.claimed_by).where(d.c.status == DeliveryStatus.SENDING.value)
+                .distinct()).scalars().all()
+            dead = [o for o in owners if o and _owner_is_dead(o)]
+            result = self._claims.execute(
+                update(d).where(d.c.status == DeliveryStatus.SENDING.value,
+                                or_(d.c.lease_until < now, d.c.claimed_by.in_(dead)))
+                .values(status=DeliveryStatus.PENDING.value, claimed_by=None, lease_until=None))
+            return int(result.rowcount or 0)
+
+    def claim(self, limit: int, now: datetime, lease_seconds: int, *,
+              edition_id: int | None = None, retry: bool = False) -> list[Claim]:
+        """Up to limit pending (or, with retry, due deferred) deliveries, now ours."""
+        d, s = Delivery.__table__, Subscriber.__table__
+        if retry:
+            wanted = and_(d.c.status == DeliveryStatus.DEFERRED.value,
+                          d.c.next_attempt_at <= now)
+        else:
+            wanted = d.c.status == DeliveryStatus.PENDING.value
+        query = (
+            select(d.c.id, d.c.edition_id, d.c.variant, d.c.attempts, d.c.message_id,
+                   s.c.id.label("sid"), s.c.email, s.c.name, s.c.token_version,
+                   s.c.status.label("sub_status"))
+            .select_from(d.join(s, s.c.id == d.c.subscriber_id))
+            .where(wanted, or_(d.c.not_before.is_(None), d.c.not_before <= now))
+            .order_by(d.c.id).limit(limit)
+        )
+        if edition_id is not None:
+            query = query.where(d.c.edition_id == edition_id)
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True, of=d)
+        with self._lock, self._claims.begin():
+            rows = self._claims.execute(query).all()
+            live = [r for r in rows if r.sub_status == SubscriberStatus.ACTIVE.value]
+            gone = [r.id for r in rows if r.sub_status != SubscriberStatus.ACTIVE.value]
+            if live:
+                self._claims.execute(
+                    update(d).where(d.c.id.in_([r.id for r in live]))
+                    .values(status=DeliveryStatus.SENDING.value, claimed_by=self.owner,
+                            lease_until=now + timedelta(seconds=lease_seconds)))
+            if gone:
+                self._claims.execute(
+                    update(d).where(d.c.id.in_(gone))
+                    .values(status=DeliveryStatus.SKIPPED.value,
+                            last_error="subscriber no longer active"))
+        return [Claim(r.id, r.edition_id, r.variant, r.attempts, r.message_id, r.sid, r.email,
+                      r.name, r.token_version) for r in live]
+
+    def _write(self, statement: Any) -> None:
+        with self._lock, self._writes.begin():
+            self._writes.execute(statement)
+
+    def sent(self, delivery_id: int, now: datetime) -> None:
+        d = Delivery.__table__
+        self._write(update(d).where(d.c.id == delivery_id).values(
+            status=DeliveryStatus.SENT.value, sent_at=now, attempts=d.c.attempts + 1,
+            claimed_by=None, lease_until=None, last_error=None))
+
+    def deferred(self, delivery_id: int, retry_at: datetime, error: str) -> None:
+        d = Delivery.__table__
+        self._write(update(d).where(d.c.id == delivery_id).values(
+            status=DeliveryStatus.DEFERRED.value, next_attempt_at=retry_at,
+            attempts=d.c.attempts + 1, claimed_by=None, lease_until=None, last_error=error))
+
+    def failed(self, delivery_id: int, subscriber_id: int, error: str, bounce_threshold: int,
+               *, hard: bool) -> None:
+        """Give up on a delivery; a hard (5xx) failure counts towards bouncing the subscriber."""
+        d, s = Delivery.__table__, Subscriber.__table__
+        with self._lock, self._writes.begin():
+            self._writes.execute(update(d).where(d.c.id == delivery_id).values(
+                status=DeliveryStatus.FAILED.value, attempts=d.c.attempts + 1,
+                claimed_by=None, lease_until=None, last_error=error))
+            if hard:
+                self._writes.execute(update(s).where(s.c.id == subscriber_id).values(
+                    hard_bounces=s.c.hard_bounces + 1))
+                self._writes.execute(update(s).where(
+                    s.c.id == subscriber_id, s.c.hard_bounces >= bounce_threshold,
+                    s.c.status == SubscriberStatus.ACTIVE.value)
+                    .values(status=SubscriberStatus.BOUNCED.value))
+
+    def release(self, delivery_ids: Sequence[int]) -> None:
+        """Hand claimed but unsent deliveries back."""
+        if not delivery_ids:
+            return
+        d = Delivery.__table__
+        self._write(update(d).where(d.c.id.in_(list(delivery_ids)),
+                                    d.c.claimed_by == self.owner)
+                    .values(status=DeliveryStatus.PENDING.value, claimed_by=None,
+                            lease_until=None))
+
+
+def delivery_counts(session: Session, edition_id: int | None = None) -> dict[str, int]:
+    """Deliveries per status (every status present, zero when none)."""
+    d = Delivery.__table__
+    query = select(d.c.status, func.count()).group_by(d.c.status)
+    if edition_id is not None:
+        query = query.where(d.c.edition_id == edition_id)
+    counts = {status.value: 0 for status in DeliveryStatus}
+    counts.update({status: n for status, n in session.execute(query).all()})
+    return counts

@@ -58,3 +58,44 @@ def digest(tmp_path: Path) -> Iterator[Digest]:
     d = Digest(tmp_path)
     d.ok("init")
     yield d
+
+
+# --- delivery fixtures ------------------------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from digest.loopback import LoopbackSMTPServer  # noqa: E402
+
+
+@pytest.fixture
+def smtp() -> Iterator[LoopbackSMTPServer]:
+    """A real SMTP server on 127.0.0.1; set .reply_policy to make it misbehave."""
+    server = LoopbackSMTPServer().start()
+    yield server
+    server.stop()
+
+
+def smtp_env(server: LoopbackSMTPServer, **extra: str) -> dict[str, str]:
+    env = {"DIGEST_SMTP__HOST": "127.0.0.1", "DIGEST_SMTP__PORT": str(server.port),
+           "DIGEST_SMTP__TIMEOUT": "5", "DIGEST_DELIVERY__RETRY_BASE_SECONDS": "0"}
+    env.update(extra)
+    return env
+
+
+def write_subscribers(folder: Path, count: int, topics: str = "") -> Path:
+    path = folder / "subs.csv"
+    lines = ["email,name,topics,timezone"]
+    lines += [f"reader{i:05d}@example.org,Reader {i},{topics},Europe/Berlin"
+              for i in range(count)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_digest(folder: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`digest …` as a separate process (for kill and concurrency tests)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    full.update(env)
+    full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
+    return subprocess.Popen([sys.executable, "-m", "digest", *args], cwd=folder, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,468 @@
+"""Editions and their delivery: create (or resume) an edition, write its ledger, send it
+over a pool of connections, and record every result.
+
+The ledger contract (DESIGN.md): one delivery row per (edition, subscriber); a
+subscriber never gets an edition twice, except messages in flight when the process was
+killed (at most one per connection), which carry the same Message-ID when resent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .edition import build_content, effective_variant, new_articles, next_edition_number
+from .errors import DeliveryError, EditionPaused, InputError, NothingToSend
+from .message import MessageTemplate, Recipient, build_email_message, message_id, SMTP_POLICY
+from .models import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from .render import Renderer
+from .store import Claim, Ledger, Store, delivery_counts, new_owner, retire_owner
+from .subscribers import normalise_email
+from .transport import Connection, PermanentFailure, TemporaryFailure, Transport
+
+__all__ = [
+    "EditionPlan",
+    "SendReport",
+    "Sender",
+    "open_edition",
+    "plan_edition",
+    "send_edition",
+    "send_test_copy",
+]
+
+_LEDGER_CHUNK = 2000
+_MAX_BACKOFF = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class EditionPlan:
+    """What an edition would be, before it exists."""
+
+    number: int
+    articles: int
+    topics: tuple[str, ...]
+    recipients: int           # subscribers who would get a message
+    skipped: int              # active subscribers whose topics have nothing new
+    variants: int
+
+
+@dataclass
+class SendReport:
+    edition: int | None
+    counts: dict[str, int]                    # the ledger for the edition, after this run
+    this_run: dict[str, int] = field(default_factory=dict)
+    paused: str | None = None
+    created: bool = False
+
+
+def _active_subscribers(session: Session) -> Iterator[tuple[int, list[str]]]:
+    query = (select(Subscriber.id, Subscriber.topics)
+             .where(Subscriber.status == SubscriberStatus.ACTIVE).order_by(Subscriber.id))
+    for sid, topics in session.execute(query.execution_options(yield_per=_LEDGER_CHUNK)):
+        yield sid, topics or []
+
+
+def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
+    """Counts for the edition `digest send` would create now (nothing is written)."""
+    with store.sessions() as session:
+        articles = new_articles(session, now)
+        if not articles:
+            last = session.scalar(select(func.max(Edition.number)))
+            raise NothingToSend(
+                "no new articles" + (f" since edition {last}" if last else "") +
+                ": nothing to send (import some with: digest articles import FILE…)")
+        topics = tuple(sorted({a.topic for a in articles}))
+        variants: set[str] = set()
+        recipients = skipped = 0
+        for _sid, chosen in _active_subscribers(session):
+            variant = effective_variant(chosen, topics)
+            if variant is None:
+                skipped += 1
+            else:
+                recipients += 1
+                variants.add(variant)
+        return EditionPlan(next_edition_number(session), len(articles), topics, recipients,
+                           skipped, len(variants))
+
+
+def unfinished_edition(session: Session) -> Edition | None:
+    return session.scalar(select(Edition).where(
+        Edition.status.in_([EditionStatus.SENDING, EditionStatus.PAUSED]))
+        .order_by(Edition.number).limit(1))
+
+
+def open_edition(store: Store, settings: Settings, now: datetime, *,
+                 number: int | None = None, slot: datetime | None = None,
+                 force: bool = False) -> tuple[Edition, bool]:
+    """The edition to send: number N, else an unfinished one, else a new one made of the
+    articles no edition has taken (with its whole ledger, in one transaction).
+    Returns (edition, created)."""
+    with store.locked_session() as session:
+        if number is not None:
+            edition = session.scalar(select(Edition).where(Edition.number == number))
+            if edition is None:
+                raise InputError(f"there is no edition {number} (see: digest editions list)")
+            return edition, False
+        edition = unfinished_edition(session)
+        if edition is not None:
+            if edition.status is EditionStatus.PAUSED:
+                edition.status = EditionStatus.SENDING
+            return edition, False
+        if slot is not None:
+            done = session.scalar(select(Edition).where(Edition.slot == slot))
+            if done is not None:
+                return done, False
+        articles = new_articles(session, now)
+        if not articles and not force:
+            last = session.scalar(select(func.max(Edition.number)))
+            raise NothingToSend(
+                "no new articles" + (f" since edition {last}" if last else "") +
+                ": nothing to send (import some with: digest articles import FILE…)")
+        number = next_edition_number(session)
+        content = build_content(articles, settings, number, now)
+        edition = Edition(number=number, cutoff=now, created_at=now, slot=slot,
+                          subject=Renderer(settings).subject(content),
+                          status=EditionStatus.SENDING)
+        session.add(edition)
+        session.flush()
+        session.execute(update(Article).where(Article.id.in_([a.id for a in articles]))
+                        .values(edition_id=edition.id))
+        _write_ledger(session, settings, edition, {a.topic for a in articles})
+        return edition, True
+
+
+def _write_ledger(session: Session, settings: Settings, edition: Edition,
+                  topics: set[str]) -> None:
+    rows: list[dict[str, object]] = []
+    for sid, chosen in _active_subscribers(session):
+        variant = effective_variant(chosen, topics)
+        rows.append({
+            "edition_id": edition.id, "subscriber_id": sid, "variant": variant or "",
+            "message_id": message_id(settings, edition.id, sid),
+            "status": (DeliveryStatus.PENDING if variant is not None
+                       else DeliveryStatus.SKIPPED).value,
+            "last_error": None if variant is not None else "nothing new in chosen topics",
+            "attempts": 0,
+        })
+        if len(rows) >= _LEDGER_CHUNK:
+            session.execute(insert(Delivery), rows)
+            rows = []
+    if rows:
+        session.execute(insert(Delivery), rows)
+
+
+class RateLimiter:
+    """At most per_second messages per second over all threads (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            at = max(self._next, now)
+            self._next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+ProgressFn = Callable[[str], None]
+
+
+class Sender:
+    """Sends claimed deliveries over `connections` threads, one connection each."""
+
+    def __init__(self, store: Store, settings: Settings, transport: Transport, *,
+                 progress: ProgressFn | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.transport = transport
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self._paused = threading.Event()
+        self._templates: dict[tuple[int, str], MessageTemplate] = {}
+        self._template_lock = threading.Lock()
+        self._errors_lock = threading.Lock()
+        self._errors_in_row = 0
+        self._last_error = ""
+        self._failures: list[BaseException] = []
+        self._counts = {s.value: 0 for s in DeliveryStatus}
+        self.limiter = RateLimiter(settings.smtp.max_per_second)
+
+    # -- the variant of each delivery, rendered once per process --
+
+    def template(self, edition_id: int, variant: str) -> MessageTemplate:
+        key = (edition_id, variant)
+        with self._template_lock:
+            if key not in self._templates:
+                with self.store.sessions() as session:
+                    edition = session.get(Edition, edition_id)
+                    assert edition is not None
+                    articles = list(session.scalars(
+                        select(Article).where(Article.edition_id == edition_id)
+                        .order_by(Article.id)))
+                content = build_content(articles, self.settings, edition.number,
+                                        edition.cutoff, variant)
+                rendered = Renderer(self.settings).render(content)
+                self._templates[key] = MessageTemplate(self.settings, rendered, variant,
+                                                       edition_id)
+            return self._templates[key]
+
+    # -- bookkeeping shared by the threads --
+
+    def _count(self, status: DeliveryStatus) -> None:
+        with self._errors_lock:
+            self._counts[status.value] += 1
+            if status is DeliveryStatus.SENT:
+                self._errors_in_row = 0
+        if self.progress:
+            self.progress(status.value)
+
+    def _error(self, message: str) -> None:
+        with self._errors_lock:
+            self._errors_in_row += 1
+            self._last_error = message
+            if self._errors_in_row >= self.settings.delivery.max_consecutive_errors:
+                self._paused.set()
+                self.stop.set()
+
+    # -- one thread --
+
+    def _deliver(self, ledger: Ledger, conn: Connection, claim: Claim) -> Connection | None:
+        """Send one claimed delivery and record the result; returns the connection to use
+        next (None when it must be reopened)."""
+        template = self.template(claim.edition_id, claim.variant)
+        message = template.build(Recipient(claim.subscriber_id, claim.email, claim.name,
+                                           claim.token_version, claim.message_id))
+        self.limiter.wait()
+        d = self.settings.delivery
+        try:
+            conn.send(template.envelope_from, claim.email, message)
+        except TemporaryFailure as exc:
+            attempts = claim.attempts + 1
+            if attempts >= d.max_attempts:
+                ledger.failed(claim.delivery_id, claim.subscriber_id,
+                              f"gave up after {attempts} attempts: {exc}",
+                              self.settings.digest.bounce_threshold, hard=False)
+                self._count(DeliveryStatus.FAILED)
+            else:
+                delay = min(timedelta(seconds=d.retry_base_seconds * 2 ** (attempts - 1)),
+                            _MAX_BACKOFF)
+                ledger.deferred(claim.delivery_id, utcnow() + delay, str(exc))
+                self._count(DeliveryStatus.DEFERRED)
+            self._error(str(exc))
+            if exc.reconnect:
+                conn.close()
+                return None
+            return conn
+        except PermanentFailure as exc:
+            ledger.failed(claim.delivery_id, claim.subscriber_id, str(exc),
+                          self.settings.digest.bounce_threshold, hard=True)
+            self._count(DeliveryStatus.FAILED)
+            self._error(str(exc))
+            return conn
+        ledger.sent(claim.delivery_id, utcnow())
+        self._count(DeliveryStatus.SENT)
+        return conn
+
+    def _thread(self, ledger: Ledger, edition_id: int | None, retry: bool) -> None:
+        conn: Connection | None = None
+        d = self.settings.delivery
+        try:
+            while not self.stop.is_set():
+                claims = ledger.claim(d.batch_size, utcnow(), d.lease_seconds,
+                                      edition_id=edition_id, retry=retry)
+                if not claims:
+                    return
+                for i, claim in enumerate(claims):
+                    if self.stop.is_set():
+                        ledger.release([c.delivery_id for c in claims[i:]])
+                        return
+                    if conn is None:
+                        try:
+                            conn = self.transport.open()
+                        except DeliveryError as exc:
+                            ledger.release([c.delivery_id for c in claims[i:]])
+                            self._error(str(exc))
+                            self.stop.wait(1.0)
+                            break
+                    conn = self._deliver(ledger, conn, claim)
+        except BaseException as exc:  # a bug or a store failure: stop everyone, re-raise
+            self._failures.append(exc)
+            self.stop.set()
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def run(self, *, edition_id: int | None = None, retry: bool = False) -> dict[str, int]:
+        """Send until nothing is left to claim (or stopped); returns this run's counts."""
+        owner = new_owner()
+        ledger = Ledger(self.store, owner)
+        try:
+            ledger.recover(utcnow())
+            threads = [threading.Thread(target=self._thread, args=(ledger, edition_id, retry),
+                                        name=f"digest-sender-{i}", daemon=True)
+                       for i in range(self.settings.smtp.connections)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            retire_owner(owner)
+            ledger.close()
+        if self._failures:
+            raise self._failures[0]
+        return dict(self._counts)
+
+    @property
+    def paused_reason(self) -> str | None:
+        if not self._paused.is_set():
+            return None
+        return (f"{self._errors_in_row} errors in a row (last: {self._last_error}); the rest "
+                f"stays pending: fix the cause and run digest send to resume")
+
+
+def finish_editions(store: Store, paused: bool, edition_id: int | None = None) -> None:
+    """Mark editions with nothing pending as sent (or the edition as paused)."""
+    with store.sessions.begin() as session:
+        query = select(Edition).where(Edition.status.in_([EditionStatus.SENDING,
+                                                          EditionStatus.PAUSED]))
+        if edition_id is not None:
+            query = query.where(Edition.id == edition_id)
+        for edition in session.scalars(query):
+            counts = delivery_counts(session, edition.id)
+            if paused:
+                edition.status = EditionStatus.PAUSED
+            elif counts["pending"] == 0 and counts["sending"] == 0:
+                edition.status = EditionStatus.SENT
+                edition.finished_at = utcnow()
+
+
+def send_edition(store: Store, settings: Settings, transport: Transport, *,
+                 now: datetime | None = None, number: int | None = None,
+                 slot: datetime | None = None, force: bool = False,
+                 progress: ProgressFn | None = None,
+                 stop: threading.Event | None = None,
+                 on_open: Callable[[Edition, int], None] | None = None) -> SendReport:
+    """Create or resume an edition and send what is pending. The transport is checked
+    first: when the server cannot be reached nothing is written."""
+    transport.check()
+    edition, created = open_edition(store, settings, now or utcnow(), number=number,
+                                    slot=slot, force=force)
+    with store.sessions() as session:
+        pending = delivery_counts(session, edition.id)["pending"]
+    if on_open:
+        on_open(edition, pending)
+    sender = Sender(store, settings, transport, progress=progress, stop=stop)
+    this_run = sender.run(edition_id=edition.id)
+    finish_editions(store, sender.paused_reason is not None, edition.id)
+    with store.sessions() as session:
+        counts = delivery_counts(session, edition.id)
+    report = SendReport(edition.number, counts, this_run, sender.paused_reason, created)
+    return report
+
+
+def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
+                   progress: ProgressFn | None = None,
+                   stop: threading.Event | None = None) -> SendReport:
+    """Send every deferred delivery whose retry time has come, in any edition."""
+    transport.check()
+    sender = Sender(store, settings, transport, progress=progress, stop=stop)
+    this_run = sender.run(retry=True)
+    finish_editions(store, sender.paused_reason is not None)
+    with store.sessions() as session:
+        counts = delivery_counts(session)
+    return SendReport(None, counts, this_run, sender.paused_reason)
+
+
+def due_deferred(store: Store, now: datetime) -> int:
+    with store.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at <= now)) or 0)
+
+
+def send_test_copy(store: Store, settings: Settings, transport: Transport, address: str,
+                   now: datetime) -> str:
+    """Send the coming (or unfinished) edition to one address, "[TEST]" in the subject,
+    without touching the ledger. Returns the subject."""
+    address = normalise_email(address)
+    with store.sessions() as session:
+        edition = unfinished_edition(session)
+        if edition is not None:
+            articles = list(session.scalars(select(Article).where(
+                Article.edition_id == edition.id)))
+            number, date = edition.number, edition.cutoff
+        else:
+            articles = new_articles(session, now)
+            number, date = next_edition_number(session), now
+        sub = session.scalar(select(Subscriber).where(Subscriber.email_key == address.lower()))
+    if not articles:
+        raise NothingToSend("no new articles: nothing to send a test copy of")
+    rendered = Renderer(settings).render(build_content(articles, settings, number, date),
+                                         test=True)
+    template = MessageTemplate(settings, rendered, "test", 0)
+    recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
+                          sub.token_version if sub else 0, make_msgid(domain=template
+                                                                      .envelope_from
+                                                                      .rsplit("@", 1)[1]))
+    message = build_email_message(template, recipient).as_bytes(policy=SMTP_POLICY)
+    conn = transport.open()
+    try:
+        conn.send(template.envelope_from, address, message)
+    except (TemporaryFailure, PermanentFailure) as exc:
+        raise DeliveryError(f"the server did not take the test copy for {address}: {exc}"
+                            ) from None
+    finally:
+        conn.close()
+    return rendered.subject
+
+
+def dry_run(store: Store, settings: Settings, now: datetime) -> EditionPlan:
+    """Everything `digest send` would do up to the wire — render every variant and build
+    every message — with nothing stored and nothing sent."""
+    plan = plan_edition(store, settings, now)
+    with store.sessions() as session:
+        articles = new_articles(session, now)
+        topics = {a.topic for a in articles}
+        templates: dict[str, MessageTemplate] = {}
+        subs = session.execute(select(Subscriber.id, Subscriber.email, Subscriber.name,
+                                      Subscriber.token_version, Subscriber.topics)
+                               .where(Subscriber.status == SubscriberStatus.ACTIVE))
+        for sid, email, name, version, chosen in subs:
+            variant = effective_variant(chosen or [], topics)
+            if variant is None:
+                continue
+            if variant not in templates:
+                content = build_content(articles, settings, plan.number, now, variant)
+                templates[variant] = MessageTemplate(
+                    settings, Renderer(settings).render(content), variant, 0)
+            templates[variant].build(Recipient(sid, email, name, version,
+                                               message_id(settings, 0, sid)))
+    return plan
+
+
+def has_unfinished_edition(store: Store) -> bool:
+    with store.sessions() as session:
+        return unfinished_edition(session) is not None

@@ -1,0 +1,79 @@
+"""`digest demo`: the whole pipeline in a fresh folder, offline, through a loopback SMTP
+server, leaving the received messages behind to look at."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import load_settings, with_overrides
+from .delivery import ProgressFn, SendReport, send_edition
+from .errors import InputError
+from .ingest import import_files
+from .loopback import LoopbackSMTPServer
+from .resources import package_resource
+from .store import Store
+from .subscribers import SubscriberBook
+from .topics import TopicClassifier
+from .transport import SmtpTransport
+
+__all__ = ["DemoResult", "run_demo"]
+
+_MARKER = ".digest-demo"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    folder: Path
+    config: Path
+    outbox: Path
+    preview: Path
+    articles: int
+    subscribers: int
+    report: SendReport
+    messages: int
+
+
+def _prepare(folder: Path) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / _MARKER).exists():
+            raise InputError(f"{folder} is not empty and holds no earlier demo; choose a new "
+                             f"folder, e.g. digest demo digest-demo")
+        # An earlier demo of ours: start it over.
+        for name in ("digest.toml", "digest.db", "digest.db-wal", "digest.db-shm",
+                     "preview.html"):
+            (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(folder / "outbox", ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / _MARKER).write_text("made by digest demo; safe to delete this folder\n")
+
+
+def run_demo(folder: Path, progress: ProgressFn | None = None) -> DemoResult:
+    _prepare(folder)
+    config = folder / "digest.toml"
+    shutil.copyfile(package_resource("config.example.toml"), config)
+    outbox = folder / "outbox"
+    with LoopbackSMTPServer(outbox=outbox) as server:
+        settings = with_overrides(load_settings(config), smtp={
+            "host": "127.0.0.1", "port": server.port, "security": "none", "username": "",
+            "connections": 2})
+        store = Store.from_settings(settings)
+        try:
+            classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
+            imported = import_files(store.sessions, classifier,
+                                    [package_resource("data/sample_articles.json")])
+            book = SubscriberBook(store, settings)
+            subs = book.import_csv(package_resource("data/sample_subscribers.csv"))
+            report = send_edition(store, settings, SmtpTransport(settings.smtp),
+                                  progress=progress)
+        finally:
+            store.close()
+    received = sorted(outbox.glob("*.eml"))
+    preview = folder / "preview.html"
+    if server.received:
+        html_part = server.received[0].message().get_body(preferencelist=("html",))
+        if html_part is not None:
+            preview.write_text(html_part.get_content(), encoding="utf-8")
+    return DemoResult(folder, config, outbox, preview, imported.added, subs.added, report,
+                      len(received))

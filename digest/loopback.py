@@ -1,0 +1,127 @@
+"""A real SMTP server on 127.0.0.1 (aiosmtpd in a thread): `digest demo` sends through
+it, and tests use it as the far end, optionally misbehaving on purpose."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPProtocol
+from aiosmtpd.smtp import Envelope, Session
+
+__all__ = ["DROP", "LoopbackSMTPServer", "Received", "free_port"]
+
+# A reply policy may return this to close the connection instead of answering.
+DROP = "DROP"
+
+# (phase, mail_from, recipient) → an SMTP reply such as "451 try later", DROP, or None
+# for the normal answer. Phases: "RCPT" (per recipient), "DATA" (per recipient).
+ReplyPolicy = Callable[[str, str, str], str | None]
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+    def message(self) -> EmailMessage:
+        # Parsing original_content with policy.default keeps UTF-8 headers intact.
+        msg = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Handler:
+    def __init__(self, server: LoopbackSMTPServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(self, smtp: SMTPProtocol, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        reply = self.server.reply("RCPT", envelope.mail_from or "", address)
+        if reply == DROP:
+            assert smtp.transport is not None
+            smtp.transport.close()
+            return "421 closing"
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, smtp: SMTPProtocol, session: Session,
+                          envelope: Envelope) -> str:
+        for rcpt in envelope.rcpt_tos:
+            reply = self.server.reply("DATA", envelope.mail_from or "", rcpt)
+            if reply == DROP:
+                assert smtp.transport is not None
+                smtp.transport.abort()
+                return "421 closing"
+            if reply:
+                return reply
+        data = envelope.original_content or b""
+        self.server.store(Received(envelope.mail_from or "", tuple(envelope.rcpt_tos), data))
+        return "250 Message accepted for delivery"
+
+
+class LoopbackSMTPServer:
+    """An SMTP server on 127.0.0.1 that keeps what it receives (and, with outbox, writes
+    each message to outbox/NNNNN.eml)."""
+
+    def __init__(self, outbox: Path | None = None, reply_policy: ReplyPolicy | None = None,
+                 port: int | None = None) -> None:
+        self.outbox = outbox
+        self.reply_policy = reply_policy
+        self.port = port or free_port()
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+                                      data_size_limit=50 * 2**20, ready_timeout=10)
+
+    def reply(self, phase: str, mail_from: str, rcpt: str) -> str | None:
+        return self.reply_policy(phase, mail_from, rcpt) if self.reply_policy else None
+
+    def store(self, item: Received) -> None:
+        with self._lock:
+            self.received.append(item)
+            number = len(self.received)
+        if self.outbox is not None:
+            path = self.outbox / f"{number:05d}.eml"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(item.data)
+            tmp.replace(path)
+
+    def by_recipient(self) -> dict[str, list[Received]]:
+        out: dict[str, list[Received]] = {}
+        with self._lock:
+            for item in self.received:
+                for rcpt in item.recipients:
+                    out.setdefault(rcpt, []).append(item)
+        return out
+
+    def start(self) -> LoopbackSMTPServer:
+        if self.outbox is not None:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def __enter__(self) -> LoopbackSMTPServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,231 @@
+"""MIME messages for one edition variant.
+
+``MessageTemplate`` serialises a rendered variant once — headers that every recipient
+shares, the MIME skeleton and both bodies in quoted-printable, split at the
+per-subscriber placeholders. A subscriber's message is then a join of those bytes with
+a few short values encoded by binascii (C speed): no Jinja2, no premailer and no email
+package per message. ``build_email_message`` builds the same message the slow,
+obvious way with the email package; tests prove both parse to the same thing.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import html
+import re
+import time
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
+
+from .config import Settings
+from .errors import ConfigError
+from .render import PLACEHOLDERS, Personal, RenderedVariant
+from .tokens import Signer
+
+__all__ = [
+    "MessageTemplate",
+    "Recipient",
+    "SMTP_POLICY",
+    "build_email_message",
+    "list_id",
+    "message_id",
+    "sender_address",
+]
+
+# Long List-Unsubscribe URLs must not be folded into encoded-words (that breaks the link).
+SMTP_POLICY = SMTP.clone(max_line_length=998)
+_CRLF = re.compile(r"[\r\n]+")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    subscriber_id: int
+    email: str
+    name: str
+    token_version: int
+    message_id: str
+
+
+def sender_address(settings: Settings) -> tuple[str, str]:
+    """(display name, address) of [digest] from."""
+    name, addr = parseaddr(settings.digest.from_)
+    if "@" not in addr:
+        raise ConfigError(f"[digest] from {settings.digest.from_!r} has no address; use "
+                          f"\"Name <name@example.org>\"")
+    return name or settings.digest.name, addr
+
+
+def _domain(settings: Settings) -> str:
+    return sender_address(settings)[1].rsplit("@", 1)[1].lower()
+
+
+def list_id(settings: Settings) -> str:
+    """The List-Id value: configured, or derived from the name and the sender's domain."""
+    if settings.digest.list_id:
+        return _CRLF.sub(" ", settings.digest.list_id)
+    slug = re.sub(r"[^a-z0-9]+", "-", settings.digest.name.lower()).strip("-") or "digest"
+    return f"{settings.digest.name} <{slug}.{_domain(settings)}>"
+
+
+def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
+    """Stable per (edition, subscriber): a resend carries the same Message-ID."""
+    tag = hashlib.sha256(f"{settings.store_url}|{edition_id}|{subscriber_id}".encode()
+                         ).hexdigest()[:12]
+    return f"<digest.{edition_id}.{subscriber_id}.{tag}@{_domain(settings)}>"
+
+
+def _header_text(value: str) -> str:
+    """A header value with no CR/LF, RFC 2047-encoded when it is not ASCII."""
+    value = _CRLF.sub(" ", value).strip()
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=998).encode(linesep="\r\n")
+
+
+def _mailbox(name: str, address: str) -> str:
+    return formataddr((_CRLF.sub(" ", name).strip(), address), charset="utf-8")
+
+
+def _greeting(name: str) -> str:
+    first = name.split()[0] if name.strip() else ""
+    return f"Hello {first}," if first else "Hello,"
+
+
+def _qp(text: str) -> bytes:
+    data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+    return binascii.b2a_qp(data, istext=True)
+
+
+def _split(body: str) -> list[tuple[bytes, str | None]]:
+    """QP-encoded static pieces, each followed by the placeholder field after it (or None)."""
+    tokens = {token: field for field, token in PLACEHOLDERS.items()}
+    pattern = re.compile("|".join(re.escape(t) for t in tokens))
+    pieces: list[tuple[bytes, str | None]] = []
+    start = 0
+    for m in pattern.finditer(body):
+        pieces.append((_qp(body[start:m.start()]), tokens[m.group()]))
+        start = m.end()
+    pieces.append((_qp(body[start:]), None))
+    return pieces
+
+
+class MessageTemplate:
+    """One variant, serialised once; ``build`` makes one subscriber's message bytes."""
+
+    def __init__(self, settings: Settings, rendered: RenderedVariant, variant_key: str,
+                 edition_id: int) -> None:
+        self.settings = settings
+        self.rendered = rendered
+        d = settings.digest
+        self.base = d.base_url.rstrip("/")
+        self.envelope_from = sender_address(settings)[1]
+        self._unsubscribe = Signer(settings.signing_key, "unsubscribe")
+        self._preferences = Signer(settings.signing_key, "preferences")
+        self.mailto = d.unsubscribe_mailto
+        boundary = "=_digest_" + hashlib.sha256(
+            f"{edition_id}|{variant_key}|{rendered.subject}".encode()).hexdigest()[:28]
+        self.boundary = boundary
+        shared = [
+            f"From: {_mailbox(*sender_address(settings))}",
+            f"Subject: {_header_text(rendered.subject)}",
+        ]
+        self._head = ("\r\n".join(shared) + "\r\n").encode()
+        tail = []
+        if d.reply_to:
+            tail.append(f"Reply-To: {_CRLF.sub(' ', d.reply_to)}")
+        tail += [
+            f"List-Id: {_header_text(list_id(settings))}",
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        ]
+        self._tail = ("\r\n".join(tail) + "\r\n\r\n").encode()
+        part = ('--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
+                'Content-Transfer-Encoding: quoted-printable\r\n\r\n')
+        self._text_head = part.format(b=boundary, sub="plain").encode()
+        self._html_head = ("\r\n" + part.format(b=boundary, sub="html")).encode()
+        self._end = f"\r\n--{boundary}--\r\n".encode()
+        self._text = _split(rendered.text)
+        self._html = _split(rendered.html)
+        self._date_second = -1
+        self._date = b""
+
+    # -- per subscriber --
+
+    def personal(self, r: Recipient) -> Personal:
+        return Personal(
+            greeting=_greeting(r.name),
+            email=r.email,
+            unsubscribe_url=f"{self.base}/u/{self._unsubscribe.make(r.subscriber_id, r.token_version)}",
+            preferences_url=f"{self.base}/p/{self._preferences.make(r.subscriber_id, r.token_version)}",
+        )
+
+    def list_unsubscribe(self, personal: Personal) -> str:
+        value = f"<{personal.unsubscribe_url}>"
+        if self.mailto:
+            value += f", <mailto:{self.mailto}?subject=unsubscribe>"
+        return value
+
+    def _date_header(self) -> bytes:
+        now = int(time.time())
+        if now != self._date_second:
+            self._date = f"Date: {format_datetime(datetime.fromtimestamp(now, UTC))}\r\n".encode()
+            self._date_second = now
+        return self._date
+
+    def build(self, r: Recipient) -> bytes:
+        """The complete message for one recipient, CRLF line endings, ready for DATA."""
+        p = self.personal(r)
+        values_text = {"greeting": p.greeting, "email": p.email,
+                       "unsubscribe_url": p.unsubscribe_url,
+                       "preferences_url": p.preferences_url}
+        out = [
+            self._head,
+            f"To: {_mailbox(r.name, r.email)}\r\n".encode(),
+            self._date_header(),
+            f"Message-ID: {r.message_id}\r\nList-Unsubscribe: {self.list_unsubscribe(p)}\r\n"
+            .encode(),
+            self._tail,
+            self._text_head,
+        ]
+        for piece, field in self._text:
+            out.append(piece)
+            if field:
+                out += (b"=\r\n", _qp(values_text[field]), b"=\r\n")
+        out.append(self._html_head)
+        for piece, field in self._html:
+            out.append(piece)
+            if field:
+                out += (b"=\r\n", _qp(html.escape(values_text[field], quote=True)), b"=\r\n")
+        out.append(self._end)
+        return b"".join(out)
+
+
+def build_email_message(template: MessageTemplate, r: Recipient,
+                        date: datetime | None = None) -> EmailMessage:
+    """The same message built the obvious way with the email package (a test copy, and the
+    reference the fast path is checked against)."""
+    settings = template.settings
+    personal = template.personal(r)
+    html_body, text_body = template.rendered.personalise(personal)
+    msg = EmailMessage(policy=SMTP_POLICY)
+    name, addr = sender_address(settings)
+    msg["From"] = Address(display_name=name, addr_spec=addr)
+    msg["To"] = Address(display_name=_CRLF.sub(" ", r.name).strip(), addr_spec=r.email)
+    msg["Subject"] = _CRLF.sub(" ", template.rendered.subject)
+    msg["Date"] = format_datetime(date or datetime.now(UTC))
+    msg["Message-ID"] = r.message_id
+    if settings.digest.reply_to:
+        msg["Reply-To"] = settings.digest.reply_to
+    msg["List-Id"] = list_id(settings)
+    msg["List-Unsubscribe"] = template.list_unsubscribe(personal)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(text_body, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(html_body, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg

@@ -1,0 +1,178 @@
+"""The one place that talks SMTP (and its stand-in, a Maildir folder).
+
+A transport opens connections; a connection sends one message to one recipient and
+either returns (accepted) or raises TemporaryFailure (retry later) or PermanentFailure
+(give up on this recipient).
+"""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import ssl
+from pathlib import Path
+from typing import Protocol
+
+from .config import Settings, SmtpSettings
+from .errors import DeliveryError
+
+__all__ = [
+    "Connection",
+    "MaildirTransport",
+    "PermanentFailure",
+    "SmtpTransport",
+    "TemporaryFailure",
+    "Transport",
+    "make_transport",
+]
+
+
+class TemporaryFailure(Exception):
+    """4xx, a dropped connection or a timeout: try again later."""
+
+    def __init__(self, message: str, *, reconnect: bool = False) -> None:
+        super().__init__(message)
+        self.reconnect = reconnect
+
+
+class PermanentFailure(Exception):
+    """5xx: this recipient will not take the message."""
+
+
+class Connection(Protocol):
+    def send(self, sender: str, recipient: str, message: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    description: str
+
+    def open(self) -> Connection: ...
+    def check(self) -> None: ...
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}"[:300]
+
+
+def _classify(code: int, text: bytes | str) -> Exception:
+    reply = _reply(code, text)
+    if 500 <= code < 600:
+        return PermanentFailure(reply)
+    # 421 means the server is closing the connection.
+    return TemporaryFailure(reply, reconnect=code == 421 or not 400 <= code < 500)
+
+
+class SmtpConnection:
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.smtp = self._connect()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        helo = s.helo or None
+        if s.security == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, local_hostname=helo,
+                                                  timeout=s.timeout,
+                                                  context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, local_hostname=helo, timeout=s.timeout)
+        try:
+            smtp.ehlo()
+            if s.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if s.username:
+                smtp.login(s.username, s.password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        try:
+            self.smtp.sendmail(sender, [recipient], message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = exc.recipients.get(recipient, (550, b"refused"))
+            raise _classify(code, text) from None
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            raise TemporaryFailure(f"connection lost: {exc}", reconnect=True) from None
+        except smtplib.SMTPResponseException as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            # Timeouts and resets: the message may or may not have arrived.
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}", reconnect=True) from None
+
+    def close(self) -> None:
+        try:
+            self.smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            self.smtp.close()
+
+
+class SmtpTransport:
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.description = f"SMTP {settings.host}:{settings.port}"
+
+    def open(self) -> SmtpConnection:
+        """A connected, greeted (and, when configured, encrypted and logged-in) connection;
+        DeliveryError with the fix when that fails."""
+        s = self.settings
+        try:
+            return SmtpConnection(s)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(f"SMTP server {s.host}:{s.port} refused the login for "
+                                f"{s.username!r}: {_reply(exc.smtp_code, exc.smtp_error)}; "
+                                f"check [smtp] username and DIGEST_SMTP__PASSWORD") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"SMTP server {s.host}:{s.port}: {exc}; check [smtp] security"
+                                ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DeliveryError(f"cannot reach the SMTP server at {s.host}:{s.port} "
+                                f"({reason or type(exc).__name__}); check [smtp] host, port "
+                                f"and security, and that the server is running") from None
+
+    def check(self) -> None:
+        self.open().close()
+
+
+class MaildirConnection:
+    def __init__(self, box: mailbox.Maildir) -> None:
+        self.box = box
+
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        # Maildir.add writes into tmp/ and renames into new/: readers never see half a file.
+        self.box.add(message)
+
+    def close(self) -> None:
+        pass
+
+
+class MaildirTransport:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"Maildir {path}"
+
+    def open(self) -> MaildirConnection:
+        try:
+            return MaildirConnection(mailbox.Maildir(self.path, create=True))
+        except OSError as exc:
+            raise DeliveryError(f"cannot use the Maildir {self.path}: {exc.strerror}; check "
+                                f"[delivery] maildir") from None
+
+    def check(self) -> None:
+        self.open()
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.delivery.transport == "maildir":
+        return MaildirTransport(settings.resolve_path(settings.delivery.maildir))
+    return SmtpTransport(settings.smtp)
+
+
