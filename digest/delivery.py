@@ -337,6 +337,11 @@ class Sender:
         return dict(self._counts)
 
     @property
+    def rendered_variants(self) -> int:
+        """How many variants this sender rendered (Jinja2 + premailer runs)."""
+        return len(self._templates)
+
+    @property
     def paused_reason(self) -> str | None:
         if not self._paused.is_set():
             return None

@@ -99,7 +99,8 @@ def _greeting(name: str) -> str:
 
 def _qp(text: str) -> bytes:
     data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
-    return binascii.b2a_qp(data, istext=True)
+    # b2a_qp ends soft breaks with a bare LF when the input has no CRLF of its own.
+    return binascii.b2a_qp(data, istext=True).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _split(body: str) -> list[tuple[bytes, str | None]]:

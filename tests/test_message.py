@@ -1,0 +1,127 @@
+"""The fast message path equals the email package's, byte for meaning."""
+
+from __future__ import annotations
+
+import dataclasses
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_JSON
+
+from digest.config import Settings, load_settings, with_overrides
+from digest.delivery import Sender, open_edition
+from digest.edition import build_content, new_articles
+from digest.ingest import import_files
+from digest.message import (
+    SMTP_POLICY,
+    MessageTemplate,
+    Recipient,
+    build_email_message,
+    message_id,
+)
+from digest.models import utcnow
+from digest.render import Renderer
+from digest.store import Store
+from digest.subscribers import SubscriberBook
+from digest.topics import TopicClassifier
+from digest.transport import MaildirTransport
+
+NAMES = ["", "Ada", "Zoë Müller-Łukasiewicz", "Evil\r\nBcc: victim@example.org",
+         'Doe, "John" <x>', "李小龍", "A" * 150]
+COMPARED = ("From", "To", "Subject", "Message-ID", "List-Id", "List-Unsubscribe",
+            "List-Unsubscribe-Post", "MIME-Version", "Reply-To")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Settings, Store]:
+    settings = load_settings(None, environ={"DIGEST_STORE__URL":
+                                            f"sqlite:///{tmp_path / 'd.db'}"})
+    settings = with_overrides(settings, digest={
+        "base_url": "https://newsletters.example-publishing-group.org/a/very/long/prefix/"
+                    "for/the/archive/and/the/unsubscribe/pages",
+        "reply_to": "Letters <letters@example.org>",
+        "unsubscribe_mailto": "unsubscribe@example.org"})
+    store = Store.from_settings(settings)
+    import_files(store.sessions, TopicClassifier(settings.topics, "More stories"),
+                 [SAMPLE_JSON])
+    return settings, store
+
+
+def template(settings: Settings, store: Store, variant: str = "") -> MessageTemplate:
+    now = utcnow()
+    with store.sessions() as session:
+        content = build_content(new_articles(session, now), settings, 7, now, variant)
+    return MessageTemplate(settings, Renderer(settings).render(content), variant, 7)
+
+
+def test_fast_path_equals_the_email_package(setup: tuple[Settings, Store]) -> None:
+    settings, store = setup
+    for variant in ("", '["AI", "Science"]'):
+        t = template(settings, store, variant)
+        for i, name in enumerate(NAMES):
+            r = Recipient(i + 1, f"reader{i}@example.org", name, 3,
+                          message_id(settings, 7, i + 1))
+            fast_bytes = t.build(r)
+            slow_bytes = build_email_message(t, r).as_bytes(policy=SMTP_POLICY)
+            fast = message_from_bytes(fast_bytes, policy=policy.default)
+            slow = message_from_bytes(slow_bytes, policy=policy.default)
+            assert not fast.defects and not slow.defects
+            for header in COMPARED:
+                assert fast[header] == slow[header], (header, name)
+            assert fast["Date"] and fast["Bcc"] is None
+            assert fast.get_content_type() == slow.get_content_type() == "multipart/alternative"
+            fast_parts = [(p.get_content_type(), p.get_content()) for p in fast.iter_parts()]
+            slow_parts = [(p.get_content_type(), p.get_content()) for p in slow.iter_parts()]
+            assert fast_parts == slow_parts
+            assert [p[0] for p in fast_parts] == ["text/plain", "text/html"]
+            assert all(len(line) <= 998 for line in fast_bytes.split(b"\r\n"))
+            assert b"\n" not in fast_bytes.replace(b"\r\n", b"")
+            assert b"\r" not in fast_bytes.replace(b"\r\n", b"")
+
+
+def test_headers_carry_no_line_breaks_and_long_urls_stay_whole(
+        setup: tuple[Settings, Store]) -> None:
+    settings, store = setup
+    t = template(settings, store)
+    r = Recipient(5, "r@example.org", "Evil\r\nBcc: victim@example.org", 1,
+                  message_id(settings, 7, 5))
+    raw = t.build(r)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n") if line[:1] not in b" \t"]
+    assert b"Bcc" not in names
+    [unsub] = [line for line in head.split(b"\r\n") if line.startswith(b"List-Unsubscribe:")]
+    url = t.personal(r).unsubscribe_url.encode()
+    assert len(url) > 78 and b"<" + url + b">" in unsub and b"=?" not in unsub
+    assert b"mailto:unsubscribe@example.org?subject=unsubscribe" in unsub
+    # The email package path, with the folding policy DESIGN.md names, keeps it whole too.
+    slow = build_email_message(t, r).as_bytes(policy=SMTP_POLICY)
+    assert b"<" + url + b">" in slow
+
+
+def test_message_id_is_stable_per_edition_and_subscriber(setup: tuple[Settings, Store]) -> None:
+    settings, _ = setup
+    assert message_id(settings, 3, 9) == message_id(settings, 3, 9)
+    assert len({message_id(settings, 3, 9), message_id(settings, 3, 10),
+                message_id(settings, 4, 9)}) == 3
+
+
+def test_one_render_per_variant_not_per_subscriber(setup: tuple[Settings, Store],
+                                                   tmp_path: Path) -> None:
+    settings, store = setup
+    book = SubscriberBook(store, settings)
+    for i in range(30):
+        book.add(f"r{i}@example.org", topics=[["AI"], ["Science", "AI"], []][i % 3])
+    edition, created = open_edition(store, settings, utcnow())
+    assert created
+    sender = Sender(store, settings, MaildirTransport(tmp_path / "mail"))
+    counts = sender.run(edition_id=edition.id)
+    assert counts["sent"] == 30
+    assert sender.rendered_variants == 3
+    assert len(list((tmp_path / "mail" / "new").iterdir())) == 30
+
+
+def test_settings_are_frozen(setup: tuple[Settings, Store]) -> None:
+    settings, _ = setup
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.digest.name = "x"  # type: ignore[misc]
