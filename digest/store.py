@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,15 @@ class Ledger:
         # SQLite: BEGIN IMMEDIATE takes the write lock before reading the rows to claim.
         self._claims = store.engine.connect().execution_options(sqlite_begin="BEGIN IMMEDIATE")
         self._writes = store.engine.connect()
+        # The hot path, one commit per sent message, goes straight to the driver: through
+        # SQLAlchemy it costs ~50-150 µs a message, a third of a loopback SMTP send.
+        self._raw = self._writes.connection.driver_connection
+        self._sqlite = store.engine.dialect.name == "sqlite"
+        mark = "?" if self._sqlite else "%s"
+        self._sent_sql = (
+            f"UPDATE deliveries SET status = '{DeliveryStatus.SENT.value}', sent_at = {mark}, "
+            f"attempts = attempts + 1, claimed_by = NULL, lease_until = NULL, "
+            f"last_error = NULL WHERE id = {mark}")
 
     def close(self) -> None:
         self._claims.close()
@@ -204,10 +213,18 @@ class Ledger:
             self._writes.execute(statement)
 
     def sent(self, delivery_id: int, now: datetime) -> None:
-        d = Delivery.__table__
-        self._write(update(d).where(d.c.id == delivery_id).values(
-            status=DeliveryStatus.SENT.value, sent_at=now, attempts=d.c.attempts + 1,
-            claimed_by=None, lease_until=None, last_error=None))
+        stamp = now.astimezone(UTC).replace(tzinfo=None)
+        # SQLite stores DateTime as text in SQLAlchemy's format; other drivers take objects.
+        value: Any = stamp.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else stamp
+        with self._lock:
+            cursor = self._raw.cursor()
+            try:
+                cursor.execute(self._sent_sql, (value, delivery_id))
+            finally:
+                cursor.close()
+            # SQLite runs in autocommit mode here (the UPDATE is its own transaction);
+            # other drivers need the commit.
+            self._raw.commit()
 
     def deferred(self, delivery_id: int, retry_at: datetime, error: str) -> None:
         d = Delivery.__table__

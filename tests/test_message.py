@@ -7,6 +7,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from conftest import SAMPLE_JSON
 
 from digest.config import Settings, load_settings, with_overrides
@@ -20,7 +21,7 @@ from digest.message import (
     build_email_message,
     message_id,
 )
-from digest.models import utcnow
+from digest.models import Delivery, DeliveryStatus, utcnow
 from digest.render import Renderer
 from digest.store import Store
 from digest.subscribers import SubscriberBook
@@ -118,6 +119,11 @@ def test_one_render_per_variant_not_per_subscriber(setup: tuple[Settings, Store]
     counts = sender.run(edition_id=edition.id)
     assert counts["sent"] == 30
     assert sender.rendered_variants == 3
+    with store.sessions() as session:
+        rows = session.scalars(select(Delivery)).all()
+    assert {r.status for r in rows} == {DeliveryStatus.SENT}
+    assert all(r.sent_at is not None and abs((r.sent_at - utcnow()).total_seconds()) < 60
+               for r in rows)
     assert len(list((tmp_path / "mail" / "new").iterdir())) == 30
 
 

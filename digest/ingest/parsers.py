@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import feedparser
-import trafilatura
 
 from ..links import is_web_url
 from ..teasers import clean_text, html_to_text, sanitize_html, split_highlights
@@ -210,6 +209,9 @@ def _parse_txt(path: Path, data: bytes, out: ParsedFile) -> None:
 # --- HTML article pages -----------------------------------------------------------------
 
 def _parse_html(path: Path, data: bytes, out: ParsedFile) -> None:
+    # Imported here: trafilatura is heavy, and `digest send` never reads HTML pages.
+    import trafilatura
+
     doc = trafilatura.bare_extraction(data, with_metadata=True, include_comments=False,
                                       include_tables=False)
     meta = doc.as_dict() if doc is not None and hasattr(doc, "as_dict") else (doc or {})
