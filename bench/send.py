@@ -100,7 +100,7 @@ def settings_for(folder: Path, port: int, connections: int) -> Settings:
 
 def prepare_store(folder: Path, subscribers: int, settings: Settings) -> None:
     store = Store.from_settings(settings)
-    import_files(store.sessions, TopicClassifier(settings.topics, "More stories"),
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"),
                  [package_resource("data/sample_articles.json")])
     topics = [[], [], ["AI"], ["Science", "Technology"], ["Business"]]
     with store.engine.begin() as conn:

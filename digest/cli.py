@@ -17,11 +17,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from .config import Settings, load_settings
 from .delivery import (
     SendReport,
-    dry_run as dry_run_edition,
+    dry_run_edition,
     has_unfinished_edition,
     plan_edition,
     retry_deferred,
@@ -71,6 +72,10 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
+        except OperationalError as exc:
+            # The database went away or stayed locked past the busy timeout.
+            raise click.ClickException(f"the store cannot be used right now: {exc.orig}; "
+                                       f"check [store] url and retry") from None
 
 
 def progress_bar(console: Console = err) -> Progress:
@@ -151,7 +156,7 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
     topic = classifier.known(topic) if topic else None
     with progress_bar() as progress:
         task = progress.add_task("Importing", total=None)
-        report = import_files(app.store.sessions, classifier, paths, topic=topic,
+        report = import_files(app.store.writes, classifier, paths, topic=topic,
                               progress=lambda _r: progress.advance(task))
     for line in report.problems:
         err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)

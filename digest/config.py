@@ -268,11 +268,13 @@ def _topics(raw: Any, origin: str) -> tuple[TopicRule, ...]:
             raise ConfigError(f"{where} ({item['name']}): keywords must be a list of strings")
         extra = set(item) - {"name", "keywords"}
         if extra:
-            raise ConfigError(f"{where} ({item['name']}): unknown key(s) {', '.join(sorted(extra))}")
+            raise ConfigError(f"{where} ({item['name']}): unknown key(s) "
+                              f"{', '.join(sorted(extra))}")
         if item["name"].lower() in seen:
             raise ConfigError(f"{where}: topic {item['name']!r} is listed twice")
         seen.add(item["name"].lower())
-        rules.append(TopicRule(item["name"].strip(), tuple(k.strip() for k in keywords if k.strip())))
+        words = tuple(k.strip() for k in keywords if k.strip())
+        rules.append(TopicRule(item["name"].strip(), words))
     return tuple(rules)
 
 
@@ -344,7 +346,8 @@ def load_settings(config: str | os.PathLike[str] | None = None,
 def _validate(s: Settings, origin: str) -> None:
     d = s.digest
     if d.teaser_words < 5:
-        raise ConfigError(f"{origin}: [digest] teaser_words must be at least 5 (got {d.teaser_words})")
+        raise ConfigError(f"{origin}: [digest] teaser_words must be at least 5 "
+                          f"(got {d.teaser_words})")
     if d.max_articles < 1:
         raise ConfigError(f"{origin}: [digest] max_articles must be at least 1")
     if d.min_articles < 0:

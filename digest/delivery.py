@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .edition import build_content, effective_variant, new_articles, next_edition_number
-from .errors import DeliveryError, EditionPaused, InputError, NothingToSend
-from .message import MessageTemplate, Recipient, build_email_message, message_id, SMTP_POLICY
+from .errors import DeliveryError, InputError, NothingToSend
+from .message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
 from .models import (
     Article,
     Delivery,
@@ -351,7 +351,7 @@ class Sender:
 
 def finish_editions(store: Store, paused: bool, edition_id: int | None = None) -> None:
     """Mark editions with nothing pending as sent (or the edition as paused)."""
-    with store.sessions.begin() as session:
+    with store.writes.begin() as session:
         query = select(Edition).where(Edition.status.in_([EditionStatus.SENDING,
                                                           EditionStatus.PAUSED]))
         if edition_id is not None:
@@ -444,7 +444,7 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     return rendered.subject
 
 
-def dry_run(store: Store, settings: Settings, now: datetime) -> EditionPlan:
+def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
     """Everything `digest send` would do up to the wire — render every variant and build
     every message — with nothing stored and nothing sent."""
     plan = plan_edition(store, settings, now)

@@ -61,7 +61,7 @@ def run_demo(folder: Path, progress: ProgressFn | None = None) -> DemoResult:
         store = Store.from_settings(settings)
         try:
             classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
-            imported = import_files(store.sessions, classifier,
+            imported = import_files(store.writes, classifier,
                                     [package_resource("data/sample_articles.json")])
             book = SubscriberBook(store, settings)
             subs = book.import_csv(package_resource("data/sample_subscribers.csv"))

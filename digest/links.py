@@ -9,7 +9,8 @@ __all__ = ["add_utm", "canonical_url", "is_web_url"]
 _TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "hsa_", "_hs")
 _TRACKING_NAMES = {
     "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "igshid", "mkt_tok", "ref",
-    "ref_src", "ref_url", "cmpid", "ncid", "sr_share", "smid", "smtyp", "cid", "__twitter_impression",
+    "ref_src", "ref_url", "cmpid", "ncid", "sr_share", "smid", "smtyp", "cid",
+    "__twitter_impression",
     "_ga", "_gl", "oly_anon_id", "oly_enc_id", "rss", "src", "spm", "wt_mc", "wt.mc_id",
 }
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -16,11 +16,11 @@ import html
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from datetime import UTC, datetime
-from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
 from .config import Settings
@@ -160,11 +160,13 @@ class MessageTemplate:
     # -- per subscriber --
 
     def personal(self, r: Recipient) -> Personal:
+        unsubscribe = self._unsubscribe.make(r.subscriber_id, r.token_version)
+        preferences = self._preferences.make(r.subscriber_id, r.token_version)
         return Personal(
             greeting=_greeting(r.name),
             email=r.email,
-            unsubscribe_url=f"{self.base}/u/{self._unsubscribe.make(r.subscriber_id, r.token_version)}",
-            preferences_url=f"{self.base}/p/{self._preferences.make(r.subscriber_id, r.token_version)}",
+            unsubscribe_url=f"{self.base}/u/{unsubscribe}",
+            preferences_url=f"{self.base}/p/{preferences}",
         )
 
     def list_unsubscribe(self, personal: Personal) -> str:

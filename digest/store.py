@@ -31,6 +31,11 @@ class Store:
         self.engine: Engine = open_engine(url)
         create_schema(self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        # Sessions that write: on SQLite they take the write lock at BEGIN, so a
+        # read-then-write never fails with "database is locked" when another process
+        # committed in between (SQLite cannot upgrade a stale read snapshot).
+        self.writes: sessionmaker[Session] = session_factory(
+            self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -44,14 +49,10 @@ class Store:
         """A session in a transaction that holds the store's write lock from its start, so
         two processes never both create an edition (SQLite: BEGIN IMMEDIATE; PostgreSQL:
         a transaction-scoped advisory lock)."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            with conn.begin():
-                if self.engine.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(7140521)"))
-                with Session(bind=conn, expire_on_commit=False) as session:
-                    yield session
-                    session.flush()
+        with self.writes.begin() as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(7140521)"))
+            yield session
 
     def articles(self, *, new_only: bool = False, topic: str | None = None,
                  limit: int | None = None) -> Sequence[Article]:

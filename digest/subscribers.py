@@ -108,7 +108,7 @@ class SubscriberBook:
             timezone: str | None = None,
             status: SubscriberStatus = SubscriberStatus.ACTIVE) -> Subscriber:
         address = normalise_email(email)
-        with self.store.sessions.begin() as session:
+        with self.store.writes.begin() as session:
             if self._find(session, address):
                 raise InputError(f"{address} is already subscribed (change it with: digest "
                                  f"subscribers set-topics, or remove it first)")
@@ -119,7 +119,7 @@ class SubscriberBook:
         return sub
 
     def remove(self, email: str) -> None:
-        with self.store.sessions.begin() as session:
+        with self.store.writes.begin() as session:
             sub = self._get(session, email)
             # Keep the ledger's history consistent: a subscriber with deliveries is
             # anonymised and unsubscribed instead of deleted.
@@ -132,7 +132,7 @@ class SubscriberBook:
                 session.delete(sub)
 
     def set_status(self, email: str, status: SubscriberStatus) -> Subscriber:
-        with self.store.sessions.begin() as session:
+        with self.store.writes.begin() as session:
             sub = self._get(session, email)
             sub.status = status
             if status is SubscriberStatus.ACTIVE:
@@ -140,7 +140,7 @@ class SubscriberBook:
             return sub
 
     def set_topics(self, email: str, topics: Sequence[str]) -> Subscriber:
-        with self.store.sessions.begin() as session:
+        with self.store.writes.begin() as session:
             sub = self._get(session, email)
             sub.topics = self.check_topics(session, topics)
             return sub
@@ -172,7 +172,7 @@ class SubscriberBook:
         reader.fieldnames = header
         report = CsvImportReport()
         rows: dict[str, dict[str, object]] = {}
-        with self.store.sessions.begin() as session:
+        with self.store.writes.begin() as session:
             for row in reader:
                 line = reader.line_num
                 try:

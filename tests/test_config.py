@@ -64,7 +64,8 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     assert result.output == (f"Error: {tmp_path / 'digest.toml'}: [digest] teaser_words must "
                              f"be at least 5 (got 2)\n")
     result = d("--config", "nope.toml", "articles", "list")
-    assert result.output == "Error: config file nope.toml not found (create one with: digest init)\n"
+    assert result.output == ("Error: config file nope.toml not found (create one with: "
+                             "digest init)\n")
 
 
 def test_init_refuses_to_overwrite(digest: Digest) -> None:

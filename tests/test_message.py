@@ -7,8 +7,8 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from conftest import SAMPLE_JSON
+from sqlalchemy import select
 
 from digest.config import Settings, load_settings, with_overrides
 from digest.delivery import Sender, open_edition
@@ -44,7 +44,7 @@ def setup(tmp_path: Path) -> tuple[Settings, Store]:
         "reply_to": "Letters <letters@example.org>",
         "unsubscribe_mailto": "unsubscribe@example.org"})
     store = Store.from_settings(settings)
-    import_files(store.sessions, TopicClassifier(settings.topics, "More stories"),
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"),
                  [SAMPLE_JSON])
     return settings, store
 

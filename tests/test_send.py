@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import signal
 import sqlite3
@@ -302,7 +301,7 @@ def test_demo_in_a_fresh_folder(tmp_path: Path) -> None:
         msg = message_from_bytes(path.read_bytes(), policy=policy.default)
         for header in HEADERS:
             assert msg[header], (path, header)
-    assert f"The loopback SMTP server received 6 messages" in result.stdout
+    assert "The loopback SMTP server received 6 messages" in result.stdout
     again = d("demo", "out")
     assert again.exit_code == 0
     assert len(list((out / "outbox").glob("*.eml"))) == 6

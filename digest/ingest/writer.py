@@ -58,7 +58,8 @@ def content_hash(title: str, body: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _source(session: Session, kind: str, name: str | None, cache: dict[str, Source]) -> Source | None:
+def _source(session: Session, kind: str, name: str | None,
+            cache: dict[str, Source]) -> Source | None:
     if not name:
         return None
     name = name.strip()[:300]
