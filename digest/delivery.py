@@ -35,6 +35,7 @@ from .models import (
 from .render import Renderer
 from .store import Claim, Ledger, Store, delivery_counts, new_owner, retire_owner
 from .subscribers import normalise_email
+from .timing import wave_time
 from .transport import Connection, PermanentFailure, TemporaryFailure, Transport
 
 __all__ = [
@@ -72,11 +73,11 @@ class SendReport:
     created: bool = False
 
 
-def _active_subscribers(session: Session) -> Iterator[tuple[int, list[str]]]:
-    query = (select(Subscriber.id, Subscriber.topics)
+def _active_subscribers(session: Session) -> Iterator[tuple[int, list[str], str | None]]:
+    query = (select(Subscriber.id, Subscriber.topics, Subscriber.timezone)
              .where(Subscriber.status == SubscriberStatus.ACTIVE).order_by(Subscriber.id))
-    for sid, topics in session.execute(query.execution_options(yield_per=_LEDGER_CHUNK)):
-        yield sid, topics or []
+    for sid, topics, zone in session.execute(query.execution_options(yield_per=_LEDGER_CHUNK)):
+        yield sid, topics or [], zone
 
 
 def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
@@ -91,7 +92,7 @@ def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan
         topics = tuple(sorted({a.topic for a in articles}))
         variants: set[str] = set()
         recipients = skipped = 0
-        for _sid, chosen in _active_subscribers(session):
+        for _sid, chosen, _zone in _active_subscribers(session):
             variant = effective_variant(chosen, topics)
             if variant is None:
                 skipped += 1
@@ -110,10 +111,11 @@ def unfinished_edition(session: Session) -> Edition | None:
 
 def open_edition(store: Store, settings: Settings, now: datetime, *,
                  number: int | None = None, slot: datetime | None = None,
-                 force: bool = False) -> tuple[Edition, bool]:
+                 force: bool = False, waves: bool = False) -> tuple[Edition, bool]:
     """The edition to send: number N, else an unfinished one, else a new one made of the
     articles no edition has taken (with its whole ledger, in one transaction).
-    Returns (edition, created)."""
+    With waves (local-time delivery) each delivery waits for the cron's hour in the
+    subscriber's own zone. Returns (edition, created)."""
     with store.locked_session() as session:
         if number is not None:
             edition = session.scalar(select(Edition).where(Edition.number == number))
@@ -144,15 +146,19 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
         session.flush()
         session.execute(update(Article).where(Article.id.in_([a.id for a in articles]))
                         .values(edition_id=edition.id))
-        _write_ledger(session, settings, edition, {a.topic for a in articles})
+        _write_ledger(session, settings, edition, {a.topic for a in articles},
+                      slot or now if waves else None)
         return edition, True
 
 
 def _write_ledger(session: Session, settings: Settings, edition: Edition,
-                  topics: set[str]) -> None:
+                  topics: set[str], wave_base: datetime | None) -> None:
     rows: list[dict[str, object]] = []
-    for sid, chosen in _active_subscribers(session):
+    waves: dict[str | None, datetime] = {}
+    for sid, chosen, zone in _active_subscribers(session):
         variant = effective_variant(chosen, topics)
+        if wave_base is not None and zone not in waves:
+            waves[zone] = wave_time(settings, zone, wave_base)
         rows.append({
             "edition_id": edition.id, "subscriber_id": sid, "variant": variant or "",
             "message_id": message_id(settings, edition.id, sid),
@@ -160,6 +166,7 @@ def _write_ledger(session: Session, settings: Settings, edition: Edition,
                        else DeliveryStatus.SKIPPED).value,
             "last_error": None if variant is not None else "nothing new in chosen topics",
             "attempts": 0,
+            "not_before": waves.get(zone) if wave_base is not None else None,
         })
         if len(rows) >= _LEDGER_CHUNK:
             session.execute(insert(Delivery), rows)
@@ -195,8 +202,10 @@ class Sender:
 
     def __init__(self, store: Store, settings: Settings, transport: Transport, *,
                  progress: ProgressFn | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
+        self.clock = clock
         self.settings = settings
         self.transport = transport
         self.progress = progress
@@ -292,7 +301,7 @@ class Sender:
         d = self.settings.delivery
         try:
             while not self.stop.is_set():
-                claims = ledger.claim(d.batch_size, utcnow(), d.lease_seconds,
+                claims = ledger.claim(d.batch_size, self.clock(), d.lease_seconds,
                                       edition_id=edition_id, retry=retry)
                 if not claims:
                     return
@@ -321,7 +330,7 @@ class Sender:
         owner = new_owner()
         ledger = Ledger(self.store, owner)
         try:
-            ledger.recover(utcnow())
+            ledger.recover(self.clock())
             threads = [threading.Thread(target=self._thread, args=(ledger, edition_id, retry),
                                         name=f"digest-sender-{i}", daemon=True)
                        for i in range(self.settings.smtp.connections)]
@@ -367,7 +376,7 @@ def finish_editions(store: Store, paused: bool, edition_id: int | None = None) -
 
 def send_edition(store: Store, settings: Settings, transport: Transport, *,
                  now: datetime | None = None, number: int | None = None,
-                 slot: datetime | None = None, force: bool = False,
+                 slot: datetime | None = None, force: bool = False, waves: bool = False,
                  progress: ProgressFn | None = None,
                  stop: threading.Event | None = None,
                  on_open: Callable[[Edition, int], None] | None = None) -> SendReport:
@@ -375,12 +384,13 @@ def send_edition(store: Store, settings: Settings, transport: Transport, *,
     first: when the server cannot be reached nothing is written."""
     transport.check()
     edition, created = open_edition(store, settings, now or utcnow(), number=number,
-                                    slot=slot, force=force)
+                                    slot=slot, force=force, waves=waves)
     with store.sessions() as session:
         pending = delivery_counts(session, edition.id)["pending"]
     if on_open:
         on_open(edition, pending)
-    sender = Sender(store, settings, transport, progress=progress, stop=stop)
+    sender = Sender(store, settings, transport, progress=progress, stop=stop,
+                    clock=(lambda: now) if now else utcnow)
     this_run = sender.run(edition_id=edition.id)
     finish_editions(store, sender.paused_reason is not None, edition.id)
     with store.sessions() as session:
@@ -390,11 +400,12 @@ def send_edition(store: Store, settings: Settings, transport: Transport, *,
 
 
 def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
-                   progress: ProgressFn | None = None,
+                   now: datetime | None = None, progress: ProgressFn | None = None,
                    stop: threading.Event | None = None) -> SendReport:
     """Send every deferred delivery whose retry time has come, in any edition."""
     transport.check()
-    sender = Sender(store, settings, transport, progress=progress, stop=stop)
+    sender = Sender(store, settings, transport, progress=progress, stop=stop,
+                    clock=(lambda: now) if now else utcnow)
     this_run = sender.run(retry=True)
     finish_editions(store, sender.paused_reason is not None)
     with store.sessions() as session:

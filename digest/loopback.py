@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -31,6 +32,7 @@ class Received:
     mail_from: str
     recipients: tuple[str, ...]
     data: bytes
+    at: float = field(default_factory=time.time)    # when the server accepted it
 
     def message(self) -> EmailMessage:
         # Parsing original_content with policy.default keeps UTF-8 headers intact.

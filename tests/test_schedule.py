@@ -1,0 +1,333 @@
+"""The scheduler: real scheduler processes, a real SQLite file, a real SMTP server, cron
+slots a few seconds ahead; and the slot functions with an injected clock."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, write_subscribers
+
+from digest.config import load_settings, with_overrides
+from digest.loopback import LoopbackSMTPServer
+from digest.models import utcnow
+from digest.scheduler import edition_trigger, run_slot, send_due
+from digest.store import Store
+from digest.subscribers import SubscriberBook
+from digest.timing import next_runs
+
+_RUNNING: list[Scheduler] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_schedulers() -> Iterator[None]:
+    yield
+    while _RUNNING:
+        sched = _RUNNING.pop()
+        if sched.proc.poll() is None:
+            sched.stop(signal.SIGKILL)
+
+
+class Scheduler:
+    """`digest schedule run` as a process, its log lines collected as they come."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.proc = run_digest(folder, "schedule", "run", env=env)
+        _RUNNING.append(self)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no log line with {text!r}:\n" + "\n".join(self.lines))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+
+def slot_in(seconds: float) -> datetime:
+    """A whole second at least `seconds` from now."""
+    return datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC)
+
+
+def daily_cron(at: datetime) -> str:
+    """A 6-field (seconds first) cron that fires once a day at `at` (UTC)."""
+    return f"{at.second} {at.minute} {at.hour} * * *"
+
+
+def wait_until(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def db_rows(folder: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(folder / "digest.db") as db:
+        return list(db.execute(sql))
+
+
+def env_for(smtp: LoopbackSMTPServer, cron: str, **extra: str) -> dict[str, str]:
+    settings = {"DIGEST_SCHEDULE__CRON": cron, "DIGEST_SCHEDULE__TIMEZONE": "UTC",
+                "DIGEST_SCHEDULE__MISFIRE_GRACE": "60", **extra}
+    return smtp_env(smtp, **settings)
+
+
+@pytest.fixture
+def newsroom(digest: Digest, tmp_path: Path) -> Digest:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 20)))
+    return digest
+
+
+@pytest.mark.slow
+def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                           tmp_path: Path) -> None:
+    slot = slot_in(4)
+    sched = Scheduler(tmp_path, env_for(smtp, daily_cron(slot)))
+    sched.wait_for("scheduler started")
+    wait_until(lambda: len(smtp.received) >= 20)
+    time.sleep(1.5)
+    assert sched.stop() == 0
+    assert len(smtp.received) == 20
+    assert len({item.recipients[0] for item in smtp.received}) == 20
+    assert min(item.at for item in smtp.received) >= slot.timestamp()
+    [(number, status, stored_slot)] = db_rows(tmp_path, "select number, status, slot "
+                                                        "from editions")
+    assert (number, status) == (1, "sent")
+    assert str(stored_slot).startswith(slot.strftime("%Y-%m-%d %H:%M:%S"))
+    assert any(f"slot {slot.isoformat()}: edition 1 sent: sent 20" in line
+               for line in sched.lines), sched.lines
+    assert any("scheduler stopped" in line for line in sched.lines)
+
+    # Restarts keep one copy of each job in the job store.
+    for _ in range(2):
+        again = Scheduler(tmp_path, env_for(smtp, daily_cron(slot)))
+        again.wait_for("scheduler started")
+        assert again.stop() == 0
+    ids = sorted(i for (i,) in db_rows(tmp_path, "select id from apscheduler_jobs"))
+    assert [i for i in ids if i != "digest-startup-sweep"] == ["digest-edition", "digest-sweep"]
+    assert len(smtp.received) == 20
+
+
+@pytest.mark.slow
+def test_sigkill_mid_send_and_restart_resumes_the_slot(digest: Digest,
+                                                       smtp: LoopbackSMTPServer,
+                                                       tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 300)))
+    slot = slot_in(3)
+    env = env_for(smtp, daily_cron(slot), DIGEST_SMTP__MAX_PER_SECOND="120",
+                  DIGEST_SMTP__CONNECTIONS="4")
+    sched = Scheduler(tmp_path, env)
+    wait_until(lambda: len(smtp.received) >= 100)
+    sched.stop(signal.SIGKILL)
+    assert len(smtp.received) < 300
+    restarted = Scheduler(tmp_path, env)
+    wait_until(lambda: len(smtp.by_recipient()) == 300, timeout=60)
+    time.sleep(1)
+    assert restarted.stop() == 0
+    counts = {rcpt: len(items) for rcpt, items in smtp.by_recipient().items()}
+    duplicates = {r: n for r, n in counts.items() if n > 1}
+    assert len(counts) == 300 and len(duplicates) <= 4, duplicates
+    for rcpt in duplicates:
+        assert len({i.message()["Message-ID"] for i in smtp.by_recipient()[rcpt]}) == 1
+    assert db_rows(tmp_path, "select number, status from editions") == [(1, "sent")]
+    assert db_rows(tmp_path, "select status, count(*) from deliveries group by status") == \
+        [("sent", 300)]
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_message_in_flight_and_exits_0(digest: Digest,
+                                                            smtp: LoopbackSMTPServer,
+                                                            tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 300)))
+    slot = slot_in(3)
+    env = env_for(smtp, daily_cron(slot), DIGEST_SMTP__MAX_PER_SECOND="100")
+    sched = Scheduler(tmp_path, env)
+    wait_until(lambda: len(smtp.received) >= 60)
+    assert sched.stop(signal.SIGTERM) == 0
+    received = len(smtp.received)
+    statuses = dict(db_rows(tmp_path, "select status, count(*) from deliveries group by status"))
+    assert "sending" not in statuses                     # everything claimed was handed back
+    assert statuses["sent"] == received and statuses["pending"] == 300 - received
+    assert any("SIGTERM: finishing the messages in flight" in line for line in sched.lines)
+
+
+@pytest.mark.slow
+def test_missed_slot_within_the_grace_runs_once(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                tmp_path: Path) -> None:
+    slot = slot_in(3)
+    env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="30")
+    first = Scheduler(tmp_path, env)
+    first.wait_for("scheduler started")
+    assert first.stop() == 0                     # down before the slot
+    wait_until(lambda: time.time() > slot.timestamp() + 2)
+    late = Scheduler(tmp_path, env)              # back 2 s late: within the grace
+    wait_until(lambda: len(smtp.received) >= 20)
+    time.sleep(1)
+    assert late.stop() == 0
+    assert len(smtp.received) == 20
+    assert db_rows(tmp_path, "select number, status from editions") == [(1, "sent")]
+
+
+@pytest.mark.slow
+def test_missed_slot_beyond_the_grace_is_skipped_and_logged(newsroom: Digest,
+                                                            smtp: LoopbackSMTPServer,
+                                                            tmp_path: Path) -> None:
+    slot = slot_in(2)
+    env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="1")
+    first = Scheduler(tmp_path, env)
+    first.wait_for("scheduler started")
+    assert first.stop() == 0
+    wait_until(lambda: time.time() > slot.timestamp() + 4)
+    late = Scheduler(tmp_path, env)
+    line = late.wait_for("was missed by more than the misfire grace")
+    assert slot.isoformat() in line
+    time.sleep(1)
+    assert late.stop() == 0
+    assert smtp.received == []
+    assert db_rows(tmp_path, "select count(*) from editions") == [(0,)]
+    assert db_rows(tmp_path, "select count(*) from articles where edition_id is null") == \
+        [(30,)]                                  # they wait for the next slot
+
+
+@pytest.mark.slow
+def test_a_second_scheduler_refuses_to_start(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                             tmp_path: Path) -> None:
+    first = Scheduler(tmp_path, env_for(smtp, "0 8 * * mon"))
+    first.wait_for("scheduler started")
+    second = run_digest(tmp_path, "schedule", "run", env=env_for(smtp, "0 8 * * mon"))
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 1
+    assert err == (f"Error: another scheduler (pid {first.proc.pid}) is already running on "
+                   f"the store {tmp_path / 'digest.db'}; stop it first (one scheduler per "
+                   f"store)\n")
+    assert first.stop() == 0
+
+
+def test_berlin_daylight_saving_keeps_the_local_hour(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={"DIGEST_SCHEDULE__CRON": "0 8 * * *",
+                                            "DIGEST_SCHEDULE__TIMEZONE": "Europe/Berlin"})
+    trigger = edition_trigger(settings)
+    spring = next_runs(trigger, datetime(2026, 3, 28, 0, tzinfo=UTC), 3)
+    autumn = next_runs(trigger, datetime(2026, 10, 24, 0, tzinfo=UTC), 3)
+    for run in spring + autumn:
+        assert (run.hour, run.minute) == (8, 0)              # always 08:00 in Berlin
+    assert [r.astimezone(UTC).hour for r in spring] == [7, 6, 6]   # CET → CEST on Mar 29
+    assert [r.astimezone(UTC).hour for r in autumn] == [6, 7, 7]   # CEST → CET on Oct 25
+    assert [r.day for r in spring] == [28, 29, 30] and [r.day for r in autumn] == [24, 25, 26]
+
+
+def _store(tmp_path: Path, **schedule: object):  # type: ignore[no-untyped-def]
+    settings = load_settings(None, environ={"DIGEST_STORE__URL":
+                                            f"sqlite:///{tmp_path / 'digest.db'}"})
+    return with_overrides(settings, schedule=schedule)
+
+
+def test_local_time_waves_reach_each_zone_at_its_own_0800(tmp_path: Path,
+                                                          smtp: LoopbackSMTPServer) -> None:
+    settings = _store(tmp_path, cron="0 8 * * mon", timezone="Europe/Berlin", local_time=True)
+    settings = with_overrides(settings, smtp={"port": smtp.port})
+    store = Store.from_settings(settings)
+    from digest.ingest import import_files
+    from digest.topics import TopicClassifier
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
+    book = SubscriberBook(store, settings)
+    book.add("tokyo@example.org", timezone="Asia/Tokyo")
+    book.add("berlin@example.org", timezone="Europe/Berlin")
+    book.add("newyork@example.org", timezone="America/New_York")
+    book.add("default@example.org")                      # the config's zone: Berlin
+
+    sunday = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    slot = next_runs(edition_trigger(settings, store, sunday), sunday, 1)[0]
+    assert slot == datetime(2026, 11, 29, 23, tzinfo=UTC)    # Monday 08:00 in Tokyo
+
+    def got() -> set[str]:
+        return {i.recipients[0].split("@")[0] for i in smtp.received}
+
+    run_slot(store, settings, slot, now=slot)
+    assert got() == {"tokyo"}
+    send_due(store, settings, now=datetime(2026, 11, 30, 6, 59, tzinfo=UTC))
+    assert got() == {"tokyo"}
+    send_due(store, settings, now=datetime(2026, 11, 30, 7, 0, tzinfo=UTC))  # 08:00 Berlin
+    assert got() == {"tokyo", "berlin", "default"}
+    send_due(store, settings, now=datetime(2026, 11, 30, 12, 59, tzinfo=UTC))
+    assert got() == {"tokyo", "berlin", "default"}
+    send_due(store, settings, now=datetime(2026, 11, 30, 13, 0, tzinfo=UTC))  # 08:00 New York
+    assert got() == {"tokyo", "berlin", "default", "newyork"}
+    assert len(smtp.received) == 4
+    with sqlite3.connect(tmp_path / "digest.db") as db:
+        waves = dict(db.execute("select s.email, d.not_before from deliveries d join "
+                                "subscribers s on s.id = d.subscriber_id"))
+        [(status,)] = db.execute("select status from editions")
+    assert waves["newyork@example.org"].startswith("2026-11-30 13:00:00")
+    assert status == "sent"
+    store.close()
+
+
+def test_thin_week_is_skipped_and_articles_carry_over(tmp_path: Path,
+                                                      smtp: LoopbackSMTPServer) -> None:
+    settings = _store(tmp_path)
+    settings = with_overrides(settings, smtp={"port": smtp.port},
+                              digest={"min_articles": 31})
+    store = Store.from_settings(settings)
+    from digest.ingest import import_files
+    from digest.topics import TopicClassifier
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
+    SubscriberBook(store, settings).add("a@example.org")
+    now = utcnow()
+    outcome = run_slot(store, settings, now - timedelta(seconds=1), now=now)
+    assert outcome.action == "skipped"
+    assert outcome.detail == ("30 new articles, fewer than min_articles 31; they carry over "
+                              "to the next slot")
+    assert smtp.received == []
+    settings = with_overrides(settings, digest={"min_articles": 30})
+    outcome = run_slot(store, settings, now, now=now + timedelta(seconds=1))
+    assert (outcome.action, outcome.edition) == ("sent", 1)
+    assert len(smtp.received) == 1
+    store.close()
+
+
+def test_schedule_show(newsroom: Digest) -> None:
+    result = newsroom.ok("schedule", "show", env={"DIGEST_SCHEDULE__TIMEZONE": "Europe/Berlin",
+                                                  "DIGEST_SCHEDULE__LOCAL_TIME": "true"})
+    assert "Edition: cron '0 8 * * mon' in Europe/Berlin (local time" in result.stdout
+    assert "Waves of the next edition:" in result.stdout
+    assert "Europe/Berlin            Mon" in result.stdout
+    assert "No editions yet." in result.stdout
+    bad = newsroom("schedule", "show", env={"DIGEST_SCHEDULE__CRON": "every monday"})
+    assert bad.exit_code == 1
+    assert bad.output == ("Error: [schedule] cron 'every monday' needs 5 fields (minute hour "
+                          "day month weekday), e.g. \"0 8 * * mon\"\n")
+
+
