@@ -24,6 +24,7 @@ __all__ = [
     "DeliverySettings",
     "DigestSettings",
     "FeedSettings",
+    "FetchSettings",
     "ScheduleSettings",
     "Settings",
     "SmtpSettings",
@@ -102,6 +103,15 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class FetchSettings:
+    timeout: float = 20.0
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+    concurrency: int = 8
+    backfill: int = 3
+
+
+@dataclass(frozen=True)
 class ScheduleSettings:
     cron: str = "0 8 * * mon"
     timezone: str = "UTC"
@@ -119,6 +129,7 @@ class Settings:
     smtp: SmtpSettings = SmtpSettings()
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    fetch: FetchSettings = FetchSettings()
     topics: tuple[TopicRule, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
@@ -168,6 +179,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "delivery": DeliverySettings,
     "schedule": ScheduleSettings,
+    "fetch": FetchSettings,
 }
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
@@ -334,6 +346,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         smtp=SmtpSettings(**sections["smtp"]),
         delivery=DeliverySettings(**sections["delivery"]),
         schedule=ScheduleSettings(**sections["schedule"]),
+        fetch=FetchSettings(**sections["fetch"]),
         topics=topics,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),

@@ -81,7 +81,8 @@ class EditionContent:
 def new_articles(session: Session, cutoff: datetime) -> list[Article]:
     """Articles no edition has taken, added up to cutoff."""
     return list(session.scalars(
-        select(Article).where(Article.edition_id.is_(None), Article.added_at <= cutoff)
+        select(Article).where(Article.edition_id.is_(None), Article.added_at <= cutoff,
+                              Article.is_backlog.is_(False))
         .order_by(Article.id)))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -25,8 +26,10 @@ __all__ = [
     "Base",
     "Delivery",
     "DeliveryStatus",
+    "ArticleSource",
     "Edition",
     "EditionStatus",
+    "Feed",
     "Source",
     "Subscriber",
     "SubscriberStatus",
@@ -115,12 +118,49 @@ class Article(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"), index=True)
+    # A new feed's back catalogue: stored (for de-duplication) but never "new".
+    is_backlog: Mapped[bool] = mapped_column(Boolean, default=False)
 
     source: Mapped[Source | None] = relationship(lazy="joined")
+    also_from: Mapped[list[Source]] = relationship(secondary="article_sources", lazy="selectin",
+                                                   order_by="Source.id")
 
     @property
     def source_name(self) -> str | None:
-        return self.source.name if self.source else None
+        """Every source that carried this article, the first one first."""
+        names = [s.name for s in ([self.source] if self.source else []) + self.also_from]
+        return " · ".join(dict.fromkeys(names)) or None
+
+
+class ArticleSource(Base):
+    """Further sources of an article that came in more than once (the same story twice)."""
+
+    __tablename__ = "article_sources"
+
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), primary_key=True)
+    url: Mapped[str | None] = mapped_column(String(2000))
+
+
+class Feed(Base):
+    """A polled feed and its health."""
+
+    __tablename__ = "feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    topic: Mapped[str | None] = mapped_column(String(100))
+    backfill: Mapped[int] = mapped_column(Integer, default=3)
+    from_config: Mapped[bool] = mapped_column(Boolean, default=False)
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    items_added: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Subscriber(Base):

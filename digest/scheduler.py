@@ -33,9 +33,10 @@ from sqlalchemy import select, text
 
 from .config import Settings, load_settings
 from .delivery import finish_editions, retry_deferred, send_edition
+from .edition import new_articles
 from .errors import DigestError
+from .feeds import FeedBook
 from .models import (
-    Article,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -52,6 +53,7 @@ __all__ = [
     "SchedulerLock",
     "edition_job",
     "edition_trigger",
+    "feeds_job",
     "run_scheduler",
     "run_slot",
     "schedule_overview",
@@ -62,6 +64,7 @@ __all__ = [
 log = logging.getLogger("digest.scheduler")
 
 EDITION_JOB = "digest-edition"
+FEEDS_JOB = "digest-feeds"
 SWEEP_JOB = "digest-sweep"          # deferred retries, due waves, unfinished editions
 STARTUP_JOB = "digest-startup-sweep"
 JOBS_TABLE = "apscheduler_jobs"
@@ -116,8 +119,7 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
     now = now or utcnow()
     with store.sessions() as session:
         existing = session.scalar(select(Edition).where(Edition.slot == slot))
-        fresh = len(session.scalars(select(Article.id).where(
-            Article.edition_id.is_(None), Article.added_at <= now)).all())
+        fresh = len(new_articles(session, now))
     if existing is not None and existing.status is EditionStatus.SENT:
         return SlotOutcome(slot, existing.number, "done", "already sent")
     if existing is None:
@@ -216,6 +218,12 @@ def sweep_job(config: str | None) -> None:
             log.info("%s", line)
 
 
+def feeds_job(config: str | None) -> None:
+    """Poll every feed (the feeds module logs one line per feed)."""
+    with _job(config) as (settings, store):
+        FeedBook(store, settings).fetch()
+
+
 def _schedule_waves(store: Store, config: str | None, number: int | None) -> None:
     if _scheduler is None or number is None:
         return
@@ -295,6 +303,9 @@ def build_scheduler(settings: Settings, store: Store, config: str | None) -> Blo
     jobs: list[tuple[str, Any, Any]] = [
         (EDITION_JOB, edition_job, edition_trigger(settings, store)),
         (SWEEP_JOB, sweep_job, IntervalTrigger(minutes=settings.schedule.retry_minutes,
+                                               timezone=zone)),
+        # Does nothing while there are no feeds; `feeds add` needs no scheduler restart.
+        (FEEDS_JOB, feeds_job, IntervalTrigger(minutes=settings.schedule.feeds_minutes,
                                                timezone=zone)),
     ]
     jobstore.start(scheduler, "default")  # so the stored jobs can be read before start()

@@ -59,7 +59,8 @@ class Store:
         with self.sessions() as session:
             query = select(Article).order_by(Article.added_at.desc(), Article.id.desc())
             if new_only:
-                query = query.where(Article.edition_id.is_(None))
+                query = query.where(Article.edition_id.is_(None),
+                                    Article.is_backlog.is_(False))
             if topic:
                 query = query.where(func.lower(Article.topic) == topic.lower())
             if limit:

@@ -134,7 +134,8 @@ def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPS
         again.wait_for("scheduler started")
         assert again.stop() == 0
     ids = sorted(i for (i,) in db_rows(tmp_path, "select id from apscheduler_jobs"))
-    assert [i for i in ids if i != "digest-startup-sweep"] == ["digest-edition", "digest-sweep"]
+    assert [i for i in ids if i != "digest-startup-sweep"] == ["digest-edition", "digest-feeds",
+                                                                 "digest-sweep"]
     assert len(smtp.received) == 20
 
 

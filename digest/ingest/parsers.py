@@ -255,13 +255,11 @@ def feed_records(data: bytes, where: str, out_problems: list[str],
     parsed = feedparser.parse(data, sanitize_html=True, resolve_relative_uris=True)
     entries = parsed.get("entries", [])
     if not entries:
-        if parsed.get("bozo"):
-            reason = parsed.get("bozo_exception")
-            head = data[:512].lstrip().lower()
-            if head.startswith((b"<!doctype html", b"<html")):
-                out_problems.append(f"{where}: this is an HTML page, not an RSS/Atom feed")
-            else:
-                out_problems.append(f"{where}: not a readable feed: {reason}")
+        head = data[:512].lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html")):
+            out_problems.append(f"{where}: this is an HTML page, not an RSS/Atom feed")
+        elif parsed.get("bozo"):
+            out_problems.append(f"{where}: not a readable feed: {parsed.get('bozo_exception')}")
         else:
             out_problems.append(f"{where}: the feed has no entries")
         return None, []

@@ -23,3 +23,4 @@ class ArticleInput:
     published_at: datetime | None = None
     author: str | None = None
     source_name: str | None = None
+    backlog: bool = False              # part of a new feed's back catalogue: never "new"
