@@ -169,11 +169,18 @@ def make_teaser(text: str, max_words: int) -> str:
 def teaser_for(summary: str | None, body: str, max_words: int) -> str:
     """The teaser of an article: its explicit summary when it has one, else its body."""
     if summary:
-        cleaned = _TRAILERS.sub("", summary).strip()
-        if len(cleaned.split()) >= 5:
-            return make_teaser(cleaned, max_words)
+        cleaned = _TRAILERS.sub("", summary).strip().rstrip(".…")
+        if len(cleaned.split()) >= 5 and not _is_cut_from(cleaned, body):
+            return make_teaser(_TRAILERS.sub("", summary).strip(), max_words)
     text = make_teaser(body, max_words)
     return text or make_teaser(summary or "", max_words)
+
+
+def _is_cut_from(summary: str, body: str) -> bool:
+    """A feed's summary that is only the start of the body with its markup stripped (often
+    with words glued together where tags were): the body makes the better teaser."""
+    letters = re.sub(r"\W+", "", summary)
+    return len(letters) > 20 and re.sub(r"\W+", "", body).startswith(letters)
 
 
 def normalise_for_hash(text: str) -> str:

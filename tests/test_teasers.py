@@ -55,3 +55,10 @@ def test_explicit_summary_preferred_and_feed_trailer_dropped() -> None:
     summary = "A clear summary of the story in a few words. [&hellip;]"
     assert teaser_for(summary, "Body text that is different.", 45) == \
         "A clear summary of the story in a few words."
+
+
+def test_a_summary_cut_from_the_body_gives_way_to_the_body() -> None:
+    body = "MyPhone v.2.11\n\nDeveloper: someone\n\nLanguage: English and more words here."
+    glued = "MyPhone v.2.11Developer: someoneLanguage: English and..."
+    assert teaser_for(glued, body, 45) == ("MyPhone v.2.11 Developer: someone Language: English "
+                                           "and more words here.")
