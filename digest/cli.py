@@ -16,10 +16,12 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
+from .checks import Step, check_rendered, check_setup
 from .config import Settings, load_settings
 from .delivery import (
     SendReport,
@@ -44,8 +46,9 @@ from .subscribers import SubscriberBook
 from .topics import TopicClassifier
 from .transport import make_transport
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: printed values (paths, titles, addresses) may contain [brackets].
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class App:
@@ -162,9 +165,9 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
         report = import_files(app.store.writes, classifier, paths, topic=topic,
                               progress=lambda _r: progress.advance(task))
     for line in report.problems:
-        err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(line)}", markup=True)
     for line in report.warnings:
-        err.print(f"[yellow]warning:[/yellow] {line}", markup=True)
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", markup=True)
     if len(report.files) > 1:
         table = Table("file", "added", "duplicates", "problems", title="Import")
         for f in report.files:
@@ -229,9 +232,11 @@ def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
 @click.option("--text", is_flag=True, help="Write the plain-text part instead of the HTML.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the result in a browser.")
 @click.option("--topic", "topics", multiple=True, help="Preview one subscriber's topics.")
+@click.option("--check", is_flag=True,
+              help="Also check size, alt texts, links and the text part; exit 1 on a problem.")
 @click.pass_obj
 def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
-            topics: Sequence[str]) -> None:
+            topics: Sequence[str], check: bool) -> None:
     """Render the coming edition without creating it, and write it to a file.
 
     Example:
@@ -250,6 +255,32 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     out.print(f"Subject: {result.subject}")
     if open_browser:
         webbrowser.open(path.resolve().as_uri())
+    if check:
+        _print_steps(check_rendered(result.html, result.text))
+
+
+def _print_steps(steps: Sequence[Step]) -> None:
+    """One line per step; exit 1 when any failed."""
+    for step in steps:
+        mark = "[red]✗[/red]" if not step.ok else "[yellow]![/yellow]" if step.warning \
+            else "[green]✓[/green]"
+        out.print(f"{mark} {escape(step.name)}: {escape(step.detail)}", markup=True,
+                  highlight=False)
+    if not all(step.ok for step in steps):
+        sys.exit(1)
+
+
+@cli.command()
+@click.pass_obj
+def check(app: App) -> None:
+    """Check the setup: config, store, secret key, DKIM key, and the SMTP server step by
+    step (connect, EHLO, STARTTLS and AUTH when configured, QUIT). Sends nothing.
+
+    Example:
+
+        DIGEST_SMTP__PASSWORD=… digest check
+    """
+    _print_steps(check_setup(app.settings, app.store))
 
 
 # --- subscribers ------------------------------------------------------------------------
@@ -395,7 +426,7 @@ def subscribers_import(app: App, file: Path) -> None:
     """
     report = _book(app).import_csv(file)
     for line in report.rejected:
-        err.print(f"[red]rejected:[/red] {line}", markup=True)
+        err.print(f"[red]rejected:[/red] {escape(line)}", markup=True)
     out.print(f"Imported {report.added} new subscriber{'s' * (report.added != 1)}, updated "
               f"{report.updated}, rejected {len(report.rejected)}.")
     if report.added + report.updated == 0:
@@ -676,7 +707,8 @@ def feeds_fetch(app: App, name: str | None) -> None:
         for problem in r.problems:
             label = "error" if r.status == "error" else "warning"
             colour = "red" if label == "error" else "yellow"
-            err.print(f"[{colour}]{label}:[/{colour}] {r.name}: {problem}", markup=True)
+            err.print(f"[{colour}]{label}:[/{colour}] {escape(f'{r.name}: {problem}')}",
+                      markup=True)
     table = Table("feed", "result", "new", "known", title="Fetch")
     for r in sorted(results, key=lambda r: r.name):
         table.add_row(r.name, r.status, str(r.added), str(r.duplicates))

@@ -22,6 +22,7 @@ from .resources import package_resource
 
 __all__ = [
     "DeliverySettings",
+    "DkimSettings",
     "DigestSettings",
     "FeedSettings",
     "FetchSettings",
@@ -112,6 +113,17 @@ class FetchSettings:
 
 
 @dataclass(frozen=True)
+class DkimSettings:
+    selector: str = ""
+    domain: str = ""
+    private_key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.selector and self.domain and self.private_key)
+
+
+@dataclass(frozen=True)
 class ScheduleSettings:
     cron: str = "0 8 * * mon"
     timezone: str = "UTC"
@@ -130,6 +142,7 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     fetch: FetchSettings = FetchSettings()
+    dkim: DkimSettings = DkimSettings()
     topics: tuple[TopicRule, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
@@ -180,6 +193,7 @@ _SECTIONS: dict[str, type] = {
     "delivery": DeliverySettings,
     "schedule": ScheduleSettings,
     "fetch": FetchSettings,
+    "dkim": DkimSettings,
 }
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
@@ -347,6 +361,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         delivery=DeliverySettings(**sections["delivery"]),
         schedule=ScheduleSettings(**sections["schedule"]),
         fetch=FetchSettings(**sections["fetch"]),
+        dkim=DkimSettings(**sections["dkim"]),
         topics=topics,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
@@ -368,6 +383,13 @@ def _validate(s: Settings, origin: str) -> None:
     if not d.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{origin}: [digest] base_url must start with https:// "
                           f"(got {d.base_url!r})")
+    k = s.dkim
+    if any((k.selector, k.domain, k.private_key)) and not k.enabled:
+        raise ConfigError(f"{origin}: [dkim] needs selector, domain and private_key together "
+                          f"(or none of them to send unsigned)")
+    if k.enabled and not s.resolve_path(k.private_key).is_file():
+        raise ConfigError(f"{origin}: [dkim] private_key {s.resolve_path(k.private_key)} does "
+                          f"not exist; point it at the PEM file of the selector's key")
     if s.smtp.connections < 1:
         raise ConfigError(f"{origin}: [smtp] connections must be at least 1")
     try:

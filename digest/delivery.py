@@ -232,9 +232,8 @@ class Sender:
                     articles = list(session.scalars(
                         select(Article).where(Article.edition_id == edition_id)
                         .order_by(Article.id)))
-                content = build_content(articles, self.settings, edition.number,
-                                        edition.cutoff, variant)
-                rendered = Renderer(self.settings).render(content)
+                rendered = Renderer(self.settings).render_edition(
+                    articles, edition.number, edition.cutoff, variant)
                 self._templates[key] = MessageTemplate(self.settings, rendered, variant,
                                                        edition_id)
             return self._templates[key]
@@ -436,14 +435,15 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
         sub = session.scalar(select(Subscriber).where(Subscriber.email_key == address.lower()))
     if not articles:
         raise NothingToSend("no new articles: nothing to send a test copy of")
-    rendered = Renderer(settings).render(build_content(articles, settings, number, date),
-                                         test=True)
+    rendered = Renderer(settings).render_edition(articles, number, date, test=True)
     template = MessageTemplate(settings, rendered, "test", 0)
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=template
                                                                       .envelope_from
                                                                       .rsplit("@", 1)[1]))
     message = build_email_message(template, recipient).as_bytes(policy=SMTP_POLICY)
+    if template.signer:
+        message = template.signer.sign(message)
     conn = transport.open()
     try:
         conn.send(template.envelope_from, address, message)
@@ -463,6 +463,7 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
         articles = new_articles(session, now)
         topics = {a.topic for a in articles}
         templates: dict[str, MessageTemplate] = {}
+        renderer = Renderer(settings)
         subs = session.execute(select(Subscriber.id, Subscriber.email, Subscriber.name,
                                       Subscriber.token_version, Subscriber.topics)
                                .where(Subscriber.status == SubscriberStatus.ACTIVE))
@@ -471,9 +472,9 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
             if variant is None:
                 continue
             if variant not in templates:
-                content = build_content(articles, settings, plan.number, now, variant)
                 templates[variant] = MessageTemplate(
-                    settings, Renderer(settings).render(content), variant, 0)
+                    settings, renderer.render_edition(articles, plan.number, now, variant),
+                    variant, 0)
             templates[variant].build(Recipient(sid, email, name, version,
                                                message_id(settings, 0, sid)))
     return plan

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPProtocol
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 __all__ = ["DROP", "LoopbackSMTPServer", "Received", "free_port"]
 
@@ -78,19 +78,34 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
+class _Authenticator:
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server: SMTPProtocol, session: Session, envelope: Envelope,
+                 mechanism: str, auth_data: Any) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and auth_data.login == self.user \
+            and auth_data.password == self.password
+        return AuthResult(success=ok, handled=False)
+
+
 class LoopbackSMTPServer:
     """An SMTP server on 127.0.0.1 that keeps what it receives (and, with outbox, writes
     each message to outbox/NNNNN.eml)."""
 
     def __init__(self, outbox: Path | None = None, reply_policy: ReplyPolicy | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, login: tuple[str, str] | None = None) -> None:
         self.outbox = outbox
         self.reply_policy = reply_policy
         self.port = port or free_port()
         self.received: list[Received] = []
         self._lock = threading.Lock()
+        extra: dict[str, Any] = {}
+        if login is not None:
+            # Loopback only, so AUTH without TLS is acceptable here.
+            extra = {"authenticator": _Authenticator(*login), "auth_require_tls": False}
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                      data_size_limit=50 * 2**20, ready_timeout=10)
+                                      data_size_limit=50 * 2**20, ready_timeout=10, **extra)
 
     def reply(self, phase: str, mail_from: str, rcpt: str) -> str | None:
         return self.reply_policy(phase, mail_from, rcpt) if self.reply_policy else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .config import Settings
-from .edition import build_content, effective_variant, new_articles, next_edition_number
+from .edition import effective_variant, new_articles, next_edition_number
 from .errors import InputError, NothingToSend
 from .render import Personal, Renderer
 from .store import Store
@@ -48,12 +48,11 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     variant = effective_variant(chosen, present)
     if variant is None:
         raise NothingToSend(f"nothing new in {', '.join(chosen)} for this edition")
-    content = build_content(articles, settings, number, now, variant)
-    rendered = Renderer(settings).render(content)
+    rendered = Renderer(settings).render_edition(articles, number, now, variant)
     base = settings.digest.base_url.rstrip("/")
     html, text = rendered.personalise(Personal(
         greeting="Hello,", email="reader@example.org",
         unsubscribe_url=f"{base}/unsubscribe/preview",
         preferences_url=f"{base}/preferences/preview"))
-    return PreviewResult(html, text, rendered.subject, number, content.shown,
-                         len(content.sections))
+    return PreviewResult(html, text, rendered.subject, number, rendered.articles,
+                         rendered.topics)

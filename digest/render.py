@@ -6,18 +6,22 @@ from __future__ import annotations
 import html
 import logging
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import jinja2
 import premailer
 
-from .config import Settings
-from .edition import EditionContent
+from .config import Settings, with_overrides
+from .edition import ALL_TOPICS, EditionContent, build_content
 from .errors import ConfigError
+from .models import Article
 from .resources import package_resource
 
 __all__ = [
+    "GMAIL_CLIP_BYTES",
+    "HTML_BUDGET",
     "PLACEHOLDERS",
     "Personal",
     "RenderedVariant",
@@ -43,6 +47,8 @@ _PREMAILER_OPTIONS = dict(
     remove_classes=False,
     strip_important=False,
     disable_link_rewrites=True,
+    # bgcolor= and friends are obsolete HTML; the inlined CSS carries the colours.
+    disable_basic_attributes=["bgcolor", "width", "height", "align", "valign"],
 )
 
 
@@ -56,12 +62,22 @@ class Personal:
     preferences_url: str
 
 
+# Gmail clips an HTML part larger than about 102 KB, hiding the rest (the footer with
+# the unsubscribe link among it). Rendered variants stay under this, which leaves room
+# for the per-subscriber values.
+GMAIL_CLIP_BYTES = 102 * 1024
+HTML_BUDGET = 100_000
+_SHORTER_TEASERS = (30, 20, 12)
+
+
 @dataclass(frozen=True)
 class RenderedVariant:
     subject: str
     html: str        # inlined; contains PLACEHOLDERS
     text: str        # contains PLACEHOLDERS
-    articles: int
+    articles: int    # articles shown
+    topics: int = 0
+    total: int = 0   # articles in the variant, shown or behind "more stories" links
 
     def personalise(self, personal: Personal) -> tuple[str, str]:
         """(html, text) for one subscriber, each value escaped for its context."""
@@ -141,4 +157,24 @@ class Renderer:
             raise ConfigError(f"{where}{f':{line}' if line else ''}: template error: "
                               f"{exc}") from None
         inlined = premailer.Premailer(raw_html, **_PREMAILER_OPTIONS).transform()
-        return RenderedVariant(context["subject"], inlined, text.strip() + "\n", content.shown)
+        return RenderedVariant(context["subject"], inlined, text.strip() + "\n", content.shown,
+                               len(content.sections), content.total)
+
+    def render_edition(self, articles: Sequence[Article], number: int, date: datetime,
+                       variant: str = ALL_TOPICS, *, test: bool = False) -> RenderedVariant:
+        """Group, cap and render one variant, within the HTML budget: when it is too large,
+        first the teasers get shorter, then fewer articles are shown (the rest stay one
+        click away, behind each topic's "more stories" link to the online edition)."""
+        d = self.settings.digest
+        words, cap = d.teaser_words, d.max_articles
+        tries = [(words, cap)] + [(w, cap) for w in _SHORTER_TEASERS if w < words]
+        rendered = None
+        while True:
+            for words, cap in tries:
+                settings = with_overrides(self.settings, digest={"teaser_words": words,
+                                                                 "max_articles": cap})
+                content = build_content(articles, settings, number, date, variant)
+                rendered = self.render(content, test=test)
+                if len(rendered.html.encode()) <= HTML_BUDGET or cap <= 1:
+                    return rendered
+            tries = [(words, max(1, int(cap * 0.8)))]

@@ -1,0 +1,187 @@
+"""`digest check` (the setup, step by step) and `digest preview --check` (the rendered
+email against what inboxes need)."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass
+from html.parser import HTMLParser
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from .config import Settings
+from .errors import DigestError
+from .message import DkimSigner
+from .models import Feed, Subscriber, SubscriberStatus
+from .render import GMAIL_CLIP_BYTES
+from .store import Store
+
+__all__ = ["Step", "check_rendered", "check_setup"]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False     # ok, but worth a look
+
+
+def _reply(code: int, text: bytes) -> str:
+    return f"{code} {' '.join(text.decode('utf-8', 'replace').split())}"[:200]
+
+
+def check_smtp(settings: Settings) -> list[Step]:
+    """Connect, EHLO, STARTTLS and AUTH when configured, QUIT: one step each."""
+    s = settings.smtp
+    steps: list[Step] = []
+    where = f"{s.host}:{s.port}"
+    try:
+        if s.security == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(timeout=s.timeout,
+                                                  context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(timeout=s.timeout)
+        code, banner = smtp.connect(s.host, s.port)
+    except (OSError, smtplib.SMTPException) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return [Step("connect", False, f"cannot reach {where} ({reason}); check [smtp] host, "
+                                       f"port and security")]
+    steps.append(Step("connect", True, f"{where} ({'TLS, ' if s.security == 'ssl' else ''}"
+                                       f"{_reply(code, banner)})"))
+    try:
+        _session_steps(smtp, settings, steps)
+    except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        steps.append(Step("session", False, f"{type(exc).__name__}: {exc}"))
+    finally:
+        smtp.close()
+    return steps
+
+
+def _session_steps(smtp: smtplib.SMTP, settings: Settings, steps: list[Step]) -> None:
+    s = settings.smtp
+    code, _ = smtp.ehlo(s.helo or None)
+    features = " ".join(sorted(k.upper() for k in smtp.esmtp_features))
+    steps.append(Step("EHLO", 200 <= code < 300, f"{code}; offers {features or 'nothing'}"))
+    if s.security == "starttls":
+        if not smtp.has_extn("starttls"):
+            steps.append(Step("STARTTLS", False, "the server does not offer STARTTLS; "
+                                                 "use security = \"none\" or \"ssl\""))
+            return
+        code, reply = smtp.starttls(context=ssl.create_default_context())
+        smtp.ehlo(s.helo or None)
+        steps.append(Step("STARTTLS", True, _reply(code, reply)))
+    elif s.security == "none" and smtp.has_extn("starttls"):
+        steps.append(Step("STARTTLS", True, "offered but not used ([smtp] security = "
+                                            "\"none\"); consider \"starttls\"",
+                          warning=True))
+    if s.username:
+        try:
+            code, reply = smtp.login(s.username, s.password)
+            steps.append(Step("AUTH", True, f"as {s.username}: {_reply(code, reply)}"))
+        except smtplib.SMTPException as exc:
+            steps.append(Step("AUTH", False, f"as {s.username}: {exc}; check [smtp] "
+                                             f"username and DIGEST_SMTP__PASSWORD"))
+            return
+    code, reply = smtp.quit()
+    steps.append(Step("QUIT", True, _reply(code, reply)))
+
+
+def check_setup(settings: Settings, store: Store) -> list[Step]:
+    steps = [Step("config", True, f"{settings.config_path or 'built-in defaults'}: "
+                                  f"{len(settings.topics)} topics, {len(settings.feeds)} "
+                                  f"feeds in the file")]
+    try:
+        with store.sessions() as session:
+            active = session.scalar(select(func.count()).select_from(Subscriber).where(
+                Subscriber.status == SubscriberStatus.ACTIVE))
+            feeds = session.scalar(select(func.count()).select_from(Feed))
+        steps.append(Step("store", True, f"{settings.store_url}: {active} active subscribers, "
+                                         f"{feeds} feeds"))
+    except SQLAlchemyError as exc:
+        steps.append(Step("store", False, f"{settings.store_url}: {exc}"))
+    if not settings.secret_key:
+        steps.append(Step("secret key", True, "DIGEST_SECRET_KEY is not set: links are signed "
+                                              "with a key derived from the store's location; "
+                                              "set a random secret in production",
+                          warning=True))
+    else:
+        steps.append(Step("secret key", True, "DIGEST_SECRET_KEY is set"))
+    if settings.dkim.enabled:
+        try:
+            DkimSigner(settings)
+            steps.append(Step("DKIM", True, f"signing as {settings.dkim.selector}._domainkey."
+                                            f"{settings.dkim.domain}"))
+        except DigestError as exc:
+            steps.append(Step("DKIM", False, str(exc)))
+    else:
+        steps.append(Step("DKIM", True, "not configured: messages go out unsigned ([dkim])",
+                          warning=True))
+    if settings.delivery.transport == "maildir":
+        maildir = settings.resolve_path(settings.delivery.maildir)
+        steps.append(Step("transport", True, f"Maildir {maildir}"))
+    else:
+        steps += check_smtp(settings)
+    return steps
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.images_without_alt: list[str] = []
+        self.titles: list[str] = []
+        self._in_title = 0
+        self._title = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "a" and a.get("href") is not None:
+            self.links.append(a["href"] or "")
+        if tag == "img" and not (a.get("alt") or "").strip() and a.get("alt") != "":
+            self.images_without_alt.append(a.get("src") or "?")
+        if tag == "h3":
+            self._in_title += 1
+            self._title = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h3" and self._in_title:
+            self._in_title -= 1
+            self.titles.append(" ".join(self._title.split()))
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self._title += data
+
+
+def check_rendered(html: str, text: str) -> list[Step]:
+    """Size against Gmail's clipping, images without alt, links that are not absolute
+    http(s), and whether the text part carries every article of the HTML part."""
+    page = _Collect()
+    page.feed(html)
+    size = len(html.encode())
+    steps = [Step("size", size <= GMAIL_CLIP_BYTES,
+                  f"HTML part {size / 1024:.1f} KB of Gmail's {GMAIL_CLIP_BYTES // 1024} KB "
+                  f"clipping limit ({100 * size / GMAIL_CLIP_BYTES:.0f} %)")]
+    steps.append(Step("images", not page.images_without_alt,
+                      "every image has alt text" if not page.images_without_alt else
+                      f"{len(page.images_without_alt)} without alt text: "
+                      + ", ".join(page.images_without_alt[:5])))
+    bad = [h for h in page.links if not re.match(r"https?://[^/\s]+", h)
+           and not h.startswith(("#", "mailto:"))]
+    steps.append(Step("links", not bad, f"{len(page.links)} links, all absolute http(s) "
+                      f"(or in-page anchors)" if not bad else
+                      f"{len(bad)} not absolute http(s): " + ", ".join(bad[:5])))
+    flat = " ".join(text.split())
+    missing = [t for t in page.titles if t not in flat]
+    urls = [h for h in page.links if h.startswith("http")]
+    missing_urls = sorted({u for u in urls if u not in text})
+    steps.append(Step("text part", not missing and not missing_urls,
+                      f"carries all {len(page.titles)} articles and {len(set(urls))} links"
+                      if not missing and not missing_urls else
+                      f"missing {len(missing)} titles and {len(missing_urls)} links: "
+                      + ", ".join((missing + missing_urls)[:5])))
+    return steps
