@@ -45,6 +45,7 @@ from .store import Store
 from .subscribers import SubscriberBook
 from .topics import TopicClassifier
 from .transport import make_transport
+from .web import serve as serve_web
 
 # markup=False: printed values (paths, titles, addresses) may contain [brackets].
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -719,6 +720,32 @@ def feeds_fetch(app: App, name: str | None) -> None:
               f"article{'s' * (added != 1)}, {failed} failed.")
     if results and failed == len(results):
         sys.exit(1)
+
+
+# --- web --------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the subscriber pages: one-click unsubscribe, sign-up with confirmation,
+    topic preferences, and the archive (with an Atom feed). [digest] base_url must be
+    the public address of this server (behind your TLS proxy).
+
+    Example:
+
+        DIGEST_SECRET_KEY=… digest serve --host 0.0.0.0 --port 8080
+    """
+    settings = app.settings
+    logging.basicConfig(stream=sys.stderr, level=settings.schedule.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.secret_key:
+        err.print("warning: DIGEST_SECRET_KEY is not set; links are signed with a key "
+                  "derived from the store's location. Set a random secret in production.")
+    out.print(f"Serving {settings.digest.name} on http://{host}:{port} (links in mail "
+              f"point to {settings.digest.base_url}); Ctrl-C stops.")
+    serve_web(settings, host, port)
 
 
 # --- schedule ---------------------------------------------------------------------------

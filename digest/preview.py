@@ -52,7 +52,6 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     base = settings.digest.base_url.rstrip("/")
     html, text = rendered.personalise(Personal(
         greeting="Hello,", email="reader@example.org",
-        unsubscribe_url=f"{base}/unsubscribe/preview",
-        preferences_url=f"{base}/preferences/preview"))
+        unsubscribe_url=f"{base}/unsubscribe", preferences_url=f"{base}/subscribe"))
     return PreviewResult(html, text, rendered.subject, number, rendered.articles,
                          rendered.topics)

@@ -89,7 +89,7 @@ class RenderedVariant:
         return out_html, out_text
 
 
-def _day(value: datetime) -> str:
+def day(value: datetime) -> str:
     return f"{value.day} {value:%b %Y}"
 
 
@@ -118,14 +118,14 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters["day"] = _day
+        self.env.filters["day"] = day
         self.env.filters["wrap"] = _wrap
 
     def subject(self, content: EditionContent, *, test: bool = False) -> str:
         d = self.settings.digest
         top = content.top_story
         try:
-            subject = d.subject.format(name=d.name, date=_day(content.date),
+            subject = d.subject.format(name=d.name, date=day(content.date),
                                        number=content.number, count=content.total,
                                        top_story=top.title if top else "")
         except (KeyError, IndexError, ValueError) as exc:

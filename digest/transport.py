@@ -148,7 +148,10 @@ class MaildirConnection:
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         # Maildir.add writes into tmp/ and renames into new/: readers never see half a file.
-        self.box.add(message)
+        try:
+            self.box.add(message)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot write to the Maildir: {exc.strerror}") from None
 
     def close(self) -> None:
         pass
@@ -161,7 +164,10 @@ class MaildirTransport:
 
     def open(self) -> MaildirConnection:
         try:
-            return MaildirConnection(mailbox.Maildir(self.path, create=True))
+            # Maildir(create=True) leaves an existing folder without tmp/ new/ cur/ as is.
+            for sub in ("tmp", "new", "cur"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            return MaildirConnection(mailbox.Maildir(self.path, create=False))
         except OSError as exc:
             raise DeliveryError(f"cannot use the Maildir {self.path}: {exc.strerror}; check "
                                 f"[delivery] maildir") from None

@@ -234,6 +234,8 @@ def test_too_many_errors_in_a_row_pause_the_edition(newsroom: Digest, smtp: Loop
 
 
 def test_maildir_transport(newsroom: Digest, tmp_path: Path) -> None:
+    (tmp_path / "mail").mkdir()                 # an existing plain folder becomes a Maildir
+    (tmp_path / "mail" / "README").write_text("kept")
     newsroom.ok("send", "--yes", env={"DIGEST_DELIVERY__TRANSPORT": "maildir",
                                       "DIGEST_DELIVERY__MAILDIR": "mail"})
     files = list((tmp_path / "mail" / "new").iterdir())
