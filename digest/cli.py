@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from .checks import Step, check_rendered, check_setup
 from .config import Settings, load_settings
+from .db import open_engine, upgrade_schema
 from .delivery import (
     SendReport,
     dry_run_edition,
@@ -64,7 +65,9 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store.from_settings(self.settings)
+        store = Store.from_settings(self.settings)
+        click.get_current_context().call_on_close(store.close)
+        return store
 
     @cached_property
     def classifier(self) -> TopicClassifier:
@@ -125,9 +128,46 @@ def init(directory: Path, force: bool) -> None:
                          f"replace it")
     shutil.copyfile(package_resource("config.example.toml"), target)
     settings = load_settings(target)
-    Store.from_settings(settings).close()
+    engine = open_engine(settings.store_url)
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
     out.print(f"Wrote {target} and created the store at {settings.store_url}")
     out.print("Next: digest articles import FILE…, then digest preview")
+
+
+@cli.group(cls=DigestGroup)
+def db() -> None:
+    """The store's schema.
+
+    Example:
+
+        digest db upgrade
+    """
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(app: App) -> None:
+    """Bring the store to the current schema, keeping its data.
+
+    Run it after installing a newer digest (stop the scheduler and workers first).
+
+    Example:
+
+        digest --config /etc/digest/digest.toml db upgrade
+    """
+    engine = open_engine(app.settings.store_url)
+    try:
+        before, after = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        out.print(f"The store is at the current schema revision ({after}); nothing to do.")
+    else:
+        out.print(f"Upgraded the store from schema revision {before or 'none (empty)'} to "
+                  f"{after}.")
 
 
 # --- articles ---------------------------------------------------------------------------
@@ -722,6 +762,16 @@ def feeds_fetch(app: App, name: str | None) -> None:
         sys.exit(1)
 
 
+def _log_to_stderr(settings: Settings) -> None:
+    """One line per event on stderr, at [schedule] log_level."""
+    logging.basicConfig(stream=sys.stderr, level=settings.schedule.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Their INFO lines repeat ours ("Added job", "Running job", "Context impl").
+    quiet = max(logging.WARNING, logging.getLevelName(settings.schedule.log_level))
+    for name in ("apscheduler", "alembic"):
+        logging.getLogger(name).setLevel(quiet)
+
+
 # --- web --------------------------------------------------------------------------------
 
 @cli.command()
@@ -738,8 +788,7 @@ def serve(app: App, host: str, port: int) -> None:
         DIGEST_SECRET_KEY=… digest serve --host 0.0.0.0 --port 8080
     """
     settings = app.settings
-    logging.basicConfig(stream=sys.stderr, level=settings.schedule.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr(settings)
     if not settings.secret_key:
         err.print("warning: DIGEST_SECRET_KEY is not set; links are signed with a key "
                   "derived from the store's location. Set a random secret in production.")
@@ -774,12 +823,7 @@ def schedule_run(app: App) -> None:
         DIGEST_SECRET_KEY=… digest --config /etc/digest/digest.toml schedule run
     """
     settings = app.settings
-    logging.basicConfig(stream=sys.stderr, level=settings.schedule.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # APScheduler's own INFO lines repeat ours ("Added job", "Running job").
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING,
-                                                  logging.getLevelName(
-                                                      settings.schedule.log_level)))
+    _log_to_stderr(settings)
     run_scheduler(settings, app.config)
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import StoreError
-from .models import Base
 
-__all__ = ["create_schema", "open_engine", "session_factory"]
+__all__ = ["check_schema", "current_revision", "head_revision", "open_engine",
+           "session_factory", "upgrade_schema"]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -46,10 +50,74 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create any missing tables (idempotent)."""
+MIGRATIONS = "digest:migrations"
+_FIRST_TABLES = {"sources", "articles", "subscribers", "editions", "deliveries"}
+
+
+def _alembic_config(connection: Any) -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the store to `revision` (default: the newest); returns (before, after).
+    A store made before migrations existed (its tables, no version) is taken to be at the
+    first revision and upgraded from there."""
     try:
-        Base.metadata.create_all(engine)
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                # Batch migrations copy tables; foreign keys would cascade on the drop.
+                # (The pragma is ignored inside a transaction, so it goes first.)
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            with conn.begin():
+                before, after = _upgrade(conn, revision)
+            if engine.dialect.name == "sqlite":
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+    except OperationalError as exc:
+        raise StoreError(f"cannot open the store at {engine.url!r}: {exc.orig}") from None
+    return before, after
+
+
+def _upgrade(conn: Any, revision: str) -> tuple[str | None, str]:
+    tables = set(inspect(conn).get_table_names())
+    before = MigrationContext.configure(conn).get_current_revision()
+    config = _alembic_config(conn)
+    if before is None and _FIRST_TABLES <= tables:
+        command.stamp(config, "0001")
+        before = "0001"
+    command.upgrade(config, revision)
+    after = MigrationContext.configure(conn).get_current_revision()
+    return before, after or ""
+
+
+def check_schema(engine: Engine) -> None:
+    """A new, empty store gets the schema; one at an older revision is an error telling
+    how to upgrade (several processes must not migrate at once behind each other's back)."""
+    try:
+        current = current_revision(engine)
+        if current is None:
+            tables = set(inspect(engine).get_table_names())
+            if not tables & _FIRST_TABLES:
+                upgrade_schema(engine)
+                return
+        head = head_revision()
+        if current != head:
+            have = current or "none"
+            raise StoreError(f"the store at {engine.url!r} has schema revision {have}, this "
+                             f"digest needs {head}: run digest db upgrade")
     except OperationalError as exc:
         raise StoreError(f"cannot open the store at {engine.url!r}: {exc.orig}") from None
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -119,7 +120,7 @@ class Article(Base):
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"), index=True)
     # A new feed's back catalogue: stored (for de-duplication) but never "new".
-    is_backlog: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_backlog: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     source: Mapped[Source | None] = relationship(lazy="joined")
     also_from: Mapped[list[Source]] = relationship(secondary="article_sources", lazy="selectin",

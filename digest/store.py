@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
-from .db import create_schema, open_engine, session_factory
+from .db import check_schema, open_engine, session_factory
 from .models import Article, Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 
 __all__ = ["Claim", "Ledger", "Store", "delivery_counts", "new_owner", "retire_owner"]
@@ -29,7 +29,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = open_engine(url)
-        create_schema(self.engine)
+        check_schema(self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         # Sessions that write: on SQLite they take the write lock at BEGIN, so a
         # read-then-write never fails with "database is locked" when another process

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -24,8 +26,10 @@ def need(path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The user's config must not leak into tests; the test run's own switches stay.
     for name in list(os.environ):
-        if name.startswith("DIGEST_"):
+        if name.startswith("DIGEST_") and not name.startswith(("DIGEST_TEST_",
+                                                               "DIGEST_REQUIRE_")):
             monkeypatch.delenv(name)
 
 
@@ -52,12 +56,56 @@ class Digest:
         return result
 
 
+# --- the store backend: SQLite always; PostgreSQL too when DIGEST_TEST_POSTGRES names a
+# server (an admin URL such as postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgresql"] if os.environ.get("DIGEST_TEST_POSTGRES") else ["sqlite"]
+
+
+@pytest.fixture(params=_backends())
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty store: an SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'digest.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin_url = os.environ["DIGEST_TEST_POSTGRES"]
+    name = f"digest_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture
-def digest(tmp_path: Path) -> Iterator[Digest]:
-    """A folder where `digest init` has run."""
+def digest(tmp_path: Path, store_url: str) -> Iterator[Digest]:
+    """A folder where `digest init` has run, its config pointing at the test's store."""
     d = Digest(tmp_path)
-    d.ok("init")
+    d.ok("init", env={"DIGEST_STORE__URL": store_url})
+    config = tmp_path / "digest.toml"
+    config.write_text(config.read_text().replace('url = "sqlite:///digest.db"',
+                                                 f'url = "{store_url}"'))
     yield d
+
+
+def sql(folder: Path, statement: str) -> list[tuple[Any, ...]]:
+    """Rows of a query against the store of the digest.toml in folder (either backend)."""
+    from sqlalchemy import create_engine, text
+
+    from digest.config import load_settings
+
+    engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(statement))]
+    finally:
+        engine.dispose()
 
 
 # --- delivery fixtures ------------------------------------------------------------------

@@ -92,9 +92,21 @@ def feeds_json(digest: Digest) -> dict[str, dict[str, object]]:
                                                        "json").stdout)}
 
 
+_STORES: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while _STORES:
+        _STORES.pop().close()
+
+
 def book(folder: Path) -> FeedBook:
     settings = load_settings(folder / "digest.toml", environ={})
-    return FeedBook(Store.from_settings(settings), settings)
+    store = Store.from_settings(settings)
+    _STORES.append(store)
+    return FeedBook(store, settings)
 
 
 def test_every_corpus_feed_over_http(digest: Digest, http: FeedServer, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -35,9 +36,8 @@ COMPARED = ("From", "To", "Subject", "Message-ID", "List-Id", "List-Unsubscribe"
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Settings, Store]:
-    settings = load_settings(None, environ={"DIGEST_STORE__URL":
-                                            f"sqlite:///{tmp_path / 'd.db'}"})
+def setup(store_url: str) -> Iterator[tuple[Settings, Store]]:
+    settings = load_settings(None, environ={"DIGEST_STORE__URL": store_url})
     settings = with_overrides(settings, digest={
         "base_url": "https://newsletters.example-publishing-group.org/a/very/long/prefix/"
                     "for/the/archive/and/the/unsubscribe/pages",
@@ -46,7 +46,8 @@ def setup(tmp_path: Path) -> tuple[Settings, Store]:
     store = Store.from_settings(settings)
     import_files(store.writes, TopicClassifier(settings.topics, "More stories"),
                  [SAMPLE_JSON])
-    return settings, store
+    yield settings, store
+    store.close()
 
 
 def template(settings: Settings, store: Store, variant: str = "") -> MessageTemplate:

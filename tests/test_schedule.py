@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, write_subscribers
+from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
+from sqlalchemy import text
 
 from digest.config import load_settings, with_overrides
 from digest.loopback import LoopbackSMTPServer
@@ -90,9 +90,8 @@ def wait_until(condition, timeout: float = 30) -> None:  # type: ignore[no-untyp
     raise AssertionError("timed out")
 
 
-def db_rows(folder: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(folder / "digest.db") as db:
-        return list(db.execute(sql))
+def db_rows(folder: Path, statement: str) -> list[tuple[object, ...]]:
+    return sql(folder, statement)
 
 
 def env_for(smtp: LoopbackSMTPServer, cron: str, **extra: str) -> dict[str, str]:
@@ -230,9 +229,13 @@ def test_a_second_scheduler_refuses_to_start(newsroom: Digest, smtp: LoopbackSMT
     second = run_digest(tmp_path, "schedule", "run", env=env_for(smtp, "0 8 * * mon"))
     _out, err = second.communicate(timeout=30)
     assert second.returncode == 1
-    assert err == (f"Error: another scheduler (pid {first.proc.pid}) is already running on "
-                   f"the store {tmp_path / 'digest.db'}; stop it first (one scheduler per "
-                   f"store)\n")
+    if load_settings(tmp_path / "digest.toml", environ={}).store_url.startswith("sqlite"):
+        assert err == (f"Error: another scheduler (pid {first.proc.pid}) is already running "
+                       f"on the store {tmp_path / 'digest.db'}; stop it first (one scheduler "
+                       f"per store)\n")
+    else:
+        assert err == ("Error: another scheduler is already running on this store; stop it "
+                       "first (one scheduler per store)\n")
     assert first.stop() == 0
 
 
@@ -249,15 +252,14 @@ def test_berlin_daylight_saving_keeps_the_local_hour(tmp_path: Path) -> None:
     assert [r.day for r in spring] == [28, 29, 30] and [r.day for r in autumn] == [24, 25, 26]
 
 
-def _store(tmp_path: Path, **schedule: object):  # type: ignore[no-untyped-def]
-    settings = load_settings(None, environ={"DIGEST_STORE__URL":
-                                            f"sqlite:///{tmp_path / 'digest.db'}"})
+def _store(store_url: str, **schedule: object):  # type: ignore[no-untyped-def]
+    settings = load_settings(None, environ={"DIGEST_STORE__URL": store_url})
     return with_overrides(settings, schedule=schedule)
 
 
-def test_local_time_waves_reach_each_zone_at_its_own_0800(tmp_path: Path,
+def test_local_time_waves_reach_each_zone_at_its_own_0800(store_url: str,
                                                           smtp: LoopbackSMTPServer) -> None:
-    settings = _store(tmp_path, cron="0 8 * * mon", timezone="Europe/Berlin", local_time=True)
+    settings = _store(store_url, cron="0 8 * * mon", timezone="Europe/Berlin", local_time=True)
     settings = with_overrides(settings, smtp={"port": smtp.port})
     store = Store.from_settings(settings)
     from digest.ingest import import_files
@@ -287,18 +289,18 @@ def test_local_time_waves_reach_each_zone_at_its_own_0800(tmp_path: Path,
     send_due(store, settings, now=datetime(2026, 11, 30, 13, 0, tzinfo=UTC))  # 08:00 New York
     assert got() == {"tokyo", "berlin", "default", "newyork"}
     assert len(smtp.received) == 4
-    with sqlite3.connect(tmp_path / "digest.db") as db:
-        waves = dict(db.execute("select s.email, d.not_before from deliveries d join "
-                                "subscribers s on s.id = d.subscriber_id"))
-        [(status,)] = db.execute("select status from editions")
-    assert waves["newyork@example.org"].startswith("2026-11-30 13:00:00")
+    with store.engine.connect() as conn:
+        waves = dict(conn.execute(text("select s.email, d.not_before from deliveries d join "
+                                       "subscribers s on s.id = d.subscriber_id")).all())
+        status = conn.execute(text("select status from editions")).scalar()
+    assert str(waves["newyork@example.org"]).startswith("2026-11-30 13:00:00")
     assert status == "sent"
     store.close()
 
 
-def test_thin_week_is_skipped_and_articles_carry_over(tmp_path: Path,
+def test_thin_week_is_skipped_and_articles_carry_over(store_url: str,
                                                       smtp: LoopbackSMTPServer) -> None:
-    settings = _store(tmp_path)
+    settings = _store(store_url)
     settings = with_overrides(settings, smtp={"port": smtp.port},
                               digest={"min_articles": 31})
     store = Store.from_settings(settings)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import time
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, write_subscribers
+from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
 
 from digest.loopback import DROP, LoopbackSMTPServer
 
@@ -19,13 +19,11 @@ HEADERS = ("Date", "Message-ID", "From", "To", "Subject", "MIME-Version", "List-
 
 
 def ledger(folder: Path) -> dict[str, int]:
-    with sqlite3.connect(folder / "digest.db") as db:
-        return dict(db.execute("select status, count(*) from deliveries group by status"))
+    return dict(sql(folder, "select status, count(*) from deliveries group by status"))
 
 
 def editions(folder: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(folder / "digest.db") as db:
-        return list(db.execute("select number, status from editions order by number"))
+    return sql(folder, "select number, status from editions order by number")
 
 
 def per_recipient(server: LoopbackSMTPServer) -> dict[str, int]:
@@ -121,11 +119,10 @@ def test_per_subscriber_topics(digest: Digest, smtp: LoopbackSMTPServer,
         html = got[address].get_body(("html",)).get_content()
         shown = {t for t in ("AI", "Science") if f">{t}</h2>" in html}
         assert shown == topics, address
-    with sqlite3.connect(tmp_path / "digest.db") as db:
-        rows = dict(db.execute("select s.email, d.status || ':' || coalesce(d.last_error, '') "
-                               "from deliveries d join subscribers s on s.id = d.subscriber_id"))
-        variants = {v for (v,) in db.execute("select distinct variant from deliveries "
-                                             "where status = 'sent'")}
+    rows = dict(sql(tmp_path, "select s.email, d.status || ':' || coalesce(d.last_error, '') "
+                              "from deliveries d join subscribers s on s.id = d.subscriber_id"))
+    variants = {v for (v,) in sql(tmp_path, "select distinct variant from deliveries "
+                                            "where status = 'sent'")}
     assert rows["culture@example.org"] == "skipped:nothing new in chosen topics"
     assert variants == {"", '["AI"]'}    # two renders for four recipients
 
@@ -169,10 +166,11 @@ def test_backoff_waits_before_retrying(newsroom: Digest, smtp: LoopbackSMTPServe
         phase == "RCPT" and rcpt == "reader00003@example.org") else None
     env = smtp_env(smtp, DIGEST_DELIVERY__RETRY_BASE_SECONDS="3600")
     newsroom.ok("send", "--yes", env=env)
-    with sqlite3.connect(tmp_path / "digest.db") as db:
-        [(attempts, gap)] = db.execute(
-            "select attempts, (julianday(next_attempt_at) - julianday('now')) * 86400 "
-            "from deliveries where status = 'deferred'")
+    [(attempts, retry_at)] = sql(tmp_path, "select attempts, next_attempt_at from deliveries "
+                                           "where status = 'deferred'")
+    if isinstance(retry_at, str):     # SQLite keeps datetimes as text
+        retry_at = datetime.fromisoformat(retry_at)
+    gap = (retry_at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
     assert attempts == 1 and 3500 < gap <= 3600
     newsroom.ok("send", "--retry", env=env)
     assert ledger(tmp_path) == {"sent": 19, "deferred": 1}   # not due yet

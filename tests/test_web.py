@@ -19,6 +19,7 @@ from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env
 
 from digest.config import load_settings
 from digest.loopback import LoopbackSMTPServer, free_port
+from digest.store import Store
 from digest.tokens import Signer
 from digest.web import create_app
 
@@ -43,13 +44,15 @@ def site(digest: Digest, tmp_path: Path, smtp: LoopbackSMTPServer) -> Iterator[S
     base = f"http://127.0.0.1:{port}"
     env = smtp_env(smtp, DIGEST_DIGEST__BASE_URL=base, DIGEST_SECRET_KEY=SECRET)
     settings = load_settings(tmp_path / "digest.toml", environ=env)
-    server = waitress.create_server(create_app(settings), host="127.0.0.1", port=port,
-                                    threads=4)
+    store = Store.from_settings(settings)
+    server = waitress.create_server(create_app(settings, store), host="127.0.0.1",
+                                    port=port, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield Site(base, env, digest, smtp)
     server.close()
     thread.join(timeout=5)
+    store.close()
 
 
 def send_edition(site: Site) -> None:
