@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import insert  # noqa: E402
+
 from digest.config import Settings, load_settings, with_overrides  # noqa: E402
 from digest.delivery import Sender, open_edition  # noqa: E402
 from digest.edition import build_content, new_articles  # noqa: E402
@@ -47,7 +49,7 @@ from digest.message import (  # noqa: E402
     build_email_message,
     message_id,
 )
-from digest.models import utcnow  # noqa: E402
+from digest.models import Subscriber, SubscriberStatus, utcnow  # noqa: E402
 from digest.render import Renderer  # noqa: E402
 from digest.resources import package_resource  # noqa: E402
 from digest.store import Store  # noqa: E402
@@ -103,13 +105,13 @@ def prepare_store(folder: Path, subscribers: int, settings: Settings) -> None:
     import_files(store.writes, TopicClassifier(settings.topics, "More stories"),
                  [package_resource("data/sample_articles.json")])
     topics = [[], [], ["AI"], ["Science", "Technology"], ["Business"]]
+    now = utcnow()
     with store.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO subscribers (email, email_key, name, status, topics, timezone, "
-            "token_version, hard_bounces, created_at, updated_at) VALUES "
-            "(?, ?, ?, 'active', ?, NULL, 1, 0, '2026-01-01', '2026-01-01')",
-            [(f"reader{i}@example.org", f"reader{i}@example.org", f"Reader {i}",
-              json.dumps(topics[i % len(topics)])) for i in range(subscribers)])
+        conn.execute(insert(Subscriber), [
+            {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
+             "name": f"Reader {i}", "status": SubscriberStatus.ACTIVE,
+             "topics": topics[i % len(topics)], "token_version": 1, "hard_bounces": 0,
+             "created_at": now, "updated_at": now} for i in range(subscribers)])
     store.close()
 
 

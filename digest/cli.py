@@ -6,7 +6,9 @@ import csv
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 import webbrowser
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,9 +29,11 @@ from .db import open_engine, upgrade_schema
 from .delivery import (
     SendReport,
     dry_run_edition,
+    enqueue_edition,
     has_unfinished_edition,
     plan_edition,
     retry_deferred,
+    run_worker,
     send_edition,
     send_test_copy,
 )
@@ -509,9 +513,11 @@ def _summary(report: SendReport) -> Table:
 @click.option("--edition", "number", type=int, help="Resume edition N.")
 @click.option("--retry", is_flag=True, help="Send deferred deliveries that are due.")
 @click.option("--force", is_flag=True, help="Send an edition even with no new articles.")
+@click.option("--enqueue", is_flag=True,
+              help="Create the edition and its ledger only; `digest worker`s send it.")
 @click.pass_obj
 def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None, retry: bool,
-         force: bool) -> None:
+         force: bool, enqueue: bool) -> None:
     """Create the next edition (or resume an unfinished one) and send it.
 
     Each subscriber gets the edition once; a killed run resumes where it stopped.
@@ -522,6 +528,16 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     """
     settings, store = app.settings, app.store
     transport = make_transport(settings)
+    if enqueue or (settings.delivery.workers and not (to or dry_run or retry)):
+        try:
+            edition, created, pending = enqueue_edition(store, settings, force=force)
+        except NothingToSend as exc:
+            out.print(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+            return
+        state = "Created" if created else "Edition exists:"
+        out.print(f"{state} edition {edition.number}: {pending} deliveries pending. "
+                  f"Workers send them: digest worker")
+        return
     if to:
         transport.check()
         subject = send_test_copy(store, settings, transport, to, utcnow())
@@ -573,6 +589,39 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     if report.paused:
         what = f"edition {report.edition}" if report.edition else "sending"
         raise EditionPaused(f"{what} paused after {report.paused}")
+
+
+@cli.command()
+@click.option("--until-done", is_flag=True,
+              help="Exit once nothing is due and no other worker holds anything.")
+@click.option("--poll", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds between looks for new work when idle.")
+@click.pass_obj
+def worker(app: App, until_done: bool, poll: float) -> None:
+    """Send queued deliveries; run any number of workers, on any number of machines.
+
+    Each worker claims batches of pending deliveries under a lease
+    ([delivery] lease_seconds): a worker that dies leaves its batch to be claimed again.
+
+    Example:
+
+        digest send --enqueue && digest worker --until-done
+    """
+    stop = threading.Event()
+
+    def shutdown(signum: int, _frame: Any) -> None:
+        err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    with progress_bar() as progress:
+        task = progress.add_task("Sending", total=None)
+        totals = run_worker(app.store, app.settings, make_transport(app.settings),
+                            until_done=until_done, poll=poll, stop=stop,
+                            progress=lambda _s: progress.advance(task))
+    out.print(f"Worker done: sent {totals['sent']}, deferred {totals['deferred']}, failed "
+              f"{totals['failed']}.")
 
 
 @cli.group(cls=DigestGroup)

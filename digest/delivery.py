@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .edition import build_content, effective_variant, new_articles, next_edition_number
-from .errors import DeliveryError, InputError, NothingToSend
+from .errors import DeliveryError, EditionPaused, InputError, NothingToSend
 from .message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
 from .models import (
     Article,
@@ -483,3 +483,55 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
 def has_unfinished_edition(store: Store) -> bool:
     with store.sessions() as session:
         return unfinished_edition(session) is not None
+
+
+def due_work(store: Store, now: datetime) -> tuple[int, int]:
+    """(pending deliveries that are due, deliveries some sender holds) over all editions."""
+    with store.sessions() as session:
+        counts = delivery_counts(session)
+        pending = session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.status == DeliveryStatus.PENDING,
+            (Delivery.not_before.is_(None)) | (Delivery.not_before <= now)))
+    return int(pending or 0), counts["sending"]
+
+
+def run_worker(store: Store, settings: Settings, transport: Transport, *,
+               until_done: bool = False, poll: float = 5.0,
+               stop: threading.Event | None = None,
+               progress: ProgressFn | None = None) -> dict[str, int]:
+    """Send pending (and due deferred) deliveries of every edition until stopped — or, with
+    until_done, until nothing is due and no other sender holds anything. Any number of
+    workers on any number of machines can run at once: each claims its own batches."""
+    transport.check()
+    stop = stop or threading.Event()
+    totals = {s.value: 0 for s in DeliveryStatus}
+    while not stop.is_set():
+        worked = 0
+        for retry in (False, True):
+            sender = Sender(store, settings, transport, progress=progress, stop=stop)
+            counts = sender.run(retry=retry)
+            for status, n in counts.items():
+                totals[status] += n
+                worked += n
+            if sender.paused_reason:
+                finish_editions(store, paused=False)
+                raise EditionPaused(f"worker stopped after {sender.paused_reason}")
+        finish_editions(store, paused=False)
+        if until_done:
+            pending, held = due_work(store, utcnow())
+            if pending == 0 and held == 0:
+                break
+        if not worked:
+            stop.wait(poll)
+    return totals
+
+
+def enqueue_edition(store: Store, settings: Settings, now: datetime | None = None, *,
+                    slot: datetime | None = None, force: bool = False,
+                    waves: bool = False) -> tuple[Edition, bool, int]:
+    """Create (or find the unfinished) edition and its ledger without sending anything:
+    workers send. Returns (edition, created, pending deliveries)."""
+    edition, created = open_edition(store, settings, now or utcnow(), slot=slot, force=force,
+                                    waves=waves)
+    with store.sessions() as session:
+        return edition, created, delivery_counts(session, edition.id)["pending"]

@@ -32,7 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select, text
 
 from .config import Settings, load_settings
-from .delivery import finish_editions, retry_deferred, send_edition
+from .delivery import enqueue_edition, finish_editions, retry_deferred, send_edition
 from .edition import new_articles
 from .errors import DigestError
 from .feeds import FeedBook
@@ -130,6 +130,11 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
         return SlotOutcome(slot, None, "skipped",
                            f"{fresh} new article{'s' * (fresh != 1)}, fewer than min_articles "
                            f"{settings.digest.min_articles}; they carry over to the next slot")
+    if settings.delivery.workers:
+        edition, _created, pending = enqueue_edition(
+            store, settings, now, slot=slot, waves=settings.schedule.local_time)
+        return SlotOutcome(slot, edition.number, "queued",
+                           f"{pending} deliveries pending for the workers")
     transport = make_transport(settings)
     report = send_edition(store, settings, transport, now=now, slot=slot,
                           number=existing.number if existing else None, stop=stop,
@@ -160,6 +165,8 @@ def send_due(store: Store, settings: Settings, now: datetime | None = None,
     come. Returns one line per thing done."""
     now = now or utcnow()
     done: list[str] = []
+    if settings.delivery.workers:
+        return done               # `digest worker`s send, retry and resume
     transport = make_transport(settings)
     with store.sessions() as session:
         unfinished = session.scalars(select(Edition.number).where(

@@ -1,0 +1,75 @@
+"""Migrations: a new store gets the schema, an older one upgrades in place with its data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from conftest import Digest
+from sqlalchemy import create_engine, text
+
+from digest.db import head_revision, open_engine, upgrade_schema
+from digest.models import Base
+
+
+def test_the_migrations_build_exactly_the_models(store_url: str) -> None:
+    engine = open_engine(store_url)
+    try:
+        assert upgrade_schema(engine) == (None, head_revision())
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == []
+    finally:
+        engine.dispose()
+
+
+def _old_store(store_url: str) -> None:
+    """A store as the first released schema left it, with data in it."""
+    engine = open_engine(store_url)
+    upgrade_schema(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into subscribers (email, email_key, name, status, topics, timezone, "
+            "token_version, hard_bounces, created_at, updated_at) values ('ada@example.org', "
+            "'ada@example.org', 'Ada', 'active', '[\"AI\"]', 'Europe/London', 1, 0, "
+            "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        conn.execute(text(
+            "insert into articles (title, body, topic, tags, content_hash, added_at) values "
+            "('An old article', 'Its text.', 'AI', '[]', 'abc', '2026-01-01 00:00:00')"))
+    engine.dispose()
+
+
+def test_an_older_store_upgrades_in_place_with_its_data(tmp_path: Path, store_url: str) -> None:
+    _old_store(store_url)
+    d = Digest(tmp_path)
+    (tmp_path / "digest.toml").write_text(f'[store]\nurl = "{store_url}"\n')
+    refused = d("articles", "list")
+    assert refused.exit_code == 1
+    assert "has schema revision 0001, this digest needs 0002: run digest db upgrade" in \
+        refused.output
+    assert d.ok("db", "upgrade").stdout == \
+        "Upgraded the store from schema revision 0001 to 0002.\n"
+    assert d.ok("db", "upgrade").stdout == \
+        "The store is at the current schema revision (0002); nothing to do.\n"
+    rows = json.loads(d.ok("articles", "list", "--new", "--format", "json").stdout)
+    assert [r["title"] for r in rows] == ["An old article"]
+    subs = json.loads(d.ok("subscribers", "list", "--format", "json").stdout)
+    assert subs == [{"email": "ada@example.org", "name": "Ada", "status": "active",
+                     "topics": ["AI"], "timezone": "Europe/London"}]
+    d.ok("feeds", "add", "https://example.org/feed.xml", "--name", "New in 0002")
+
+
+def test_a_store_from_before_migrations_is_adopted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _old_store(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("drop table alembic_version"))   # made before there were any
+    engine.dispose()
+    engine = open_engine(url)
+    assert upgrade_schema(engine) == ("0001", "0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("select title from articles")).scalar() == "An old article"
+    engine.dispose()
