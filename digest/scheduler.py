@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -262,7 +264,19 @@ class SchedulerLock:
         self._file: Any = None
         self._conn: Any = None
 
-    def acquire(self) -> None:
+    def acquire(self, wait: float = 5.0) -> None:
+        """Take the lock, waiting a little: a scheduler that has just exited may take a
+        moment to let go of it (PostgreSQL ends its session asynchronously)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._try_acquire()
+            except DigestError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _try_acquire(self) -> None:
         url = self.store.engine.url
         if url.get_backend_name() == "sqlite":
             path = Path(f"{url.database}.scheduler-lock")
@@ -341,6 +355,16 @@ def _on_event(event: JobExecutionEvent) -> None:
         log.error("job %s failed: %s", event.job_id, event.exception)
 
 
+def _shutdown_when_running(scheduler: BaseScheduler) -> None:
+    deadline = time.monotonic() + 60
+    while not scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        scheduler.shutdown(wait=False)
+    except SchedulerNotRunningError:
+        pass
+
+
 def run_scheduler(settings: Settings, config: str | None) -> None:
     """Run until SIGTERM or SIGINT; then let messages in flight finish and return."""
     global _scheduler
@@ -356,7 +380,10 @@ def run_scheduler(settings: Settings, config: str | None) -> None:
             log.info("%s: finishing the messages in flight, then stopping",
                      signal.Signals(signum).name)
             STOP.set()
-            scheduler.shutdown(wait=False)
+            # Not from the handler itself: the signal may land while start() is still
+            # adding jobs, when shutting down would raise inside whatever was running.
+            threading.Thread(target=_shutdown_when_running, args=(scheduler,),
+                             daemon=True).start()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

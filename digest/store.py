@@ -29,7 +29,11 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = open_engine(url)
-        check_schema(self.engine)
+        try:
+            check_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         # Sessions that write: on SQLite they take the write lock at BEGIN, so a
         # read-then-write never fails with "database is locked" when another process

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,13 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not here (the shared test material sits beside the project)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Unclosed connections and files warn in the test that left them, not a later one."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

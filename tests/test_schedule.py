@@ -115,7 +115,7 @@ def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPS
     sched.wait_for("scheduler started")
     wait_until(lambda: len(smtp.received) >= 20)
     time.sleep(1.5)
-    assert sched.stop() == 0
+    assert sched.stop() == 0, sched.lines
     assert len(smtp.received) == 20
     assert len({item.recipients[0] for item in smtp.received}) == 20
     assert min(item.at for item in smtp.received) >= slot.timestamp()
@@ -131,7 +131,7 @@ def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPS
     for _ in range(2):
         again = Scheduler(tmp_path, env_for(smtp, daily_cron(slot)))
         again.wait_for("scheduler started")
-        assert again.stop() == 0
+        assert again.stop() == 0, '\n'.join(again.lines)
     ids = sorted(i for (i,) in db_rows(tmp_path, "select id from apscheduler_jobs"))
     assert [i for i in ids if i != "digest-startup-sweep"] == ["digest-edition", "digest-feeds",
                                                                  "digest-sweep"]
@@ -154,7 +154,7 @@ def test_sigkill_mid_send_and_restart_resumes_the_slot(digest: Digest,
     restarted = Scheduler(tmp_path, env)
     wait_until(lambda: len(smtp.by_recipient()) == 300, timeout=60)
     time.sleep(1)
-    assert restarted.stop() == 0
+    assert restarted.stop() == 0, restarted.lines
     counts = {rcpt: len(items) for rcpt, items in smtp.by_recipient().items()}
     duplicates = {r: n for r, n in counts.items() if n > 1}
     assert len(counts) == 300 and len(duplicates) <= 4, duplicates
@@ -190,12 +190,12 @@ def test_missed_slot_within_the_grace_runs_once(newsroom: Digest, smtp: Loopback
     env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="30")
     first = Scheduler(tmp_path, env)
     first.wait_for("scheduler started")
-    assert first.stop() == 0                     # down before the slot
+    assert first.stop() == 0, first.lines                     # down before the slot
     wait_until(lambda: time.time() > slot.timestamp() + 2)
     late = Scheduler(tmp_path, env)              # back 2 s late: within the grace
     wait_until(lambda: len(smtp.received) >= 20)
     time.sleep(1)
-    assert late.stop() == 0
+    assert late.stop() == 0, late.lines
     assert len(smtp.received) == 20
     assert db_rows(tmp_path, "select number, status from editions") == [(1, "sent")]
 
@@ -208,13 +208,13 @@ def test_missed_slot_beyond_the_grace_is_skipped_and_logged(newsroom: Digest,
     env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="1")
     first = Scheduler(tmp_path, env)
     first.wait_for("scheduler started")
-    assert first.stop() == 0
+    assert first.stop() == 0, first.lines
     wait_until(lambda: time.time() > slot.timestamp() + 4)
     late = Scheduler(tmp_path, env)
     line = late.wait_for("was missed by more than the misfire grace")
     assert slot.isoformat() in line
     time.sleep(1)
-    assert late.stop() == 0
+    assert late.stop() == 0, late.lines
     assert smtp.received == []
     assert db_rows(tmp_path, "select count(*) from editions") == [(0,)]
     assert db_rows(tmp_path, "select count(*) from articles where edition_id is null") == \
@@ -236,7 +236,7 @@ def test_a_second_scheduler_refuses_to_start(newsroom: Digest, smtp: LoopbackSMT
     else:
         assert err == ("Error: another scheduler is already running on this store; stop it "
                        "first (one scheduler per store)\n")
-    assert first.stop() == 0
+    assert first.stop() == 0, first.lines
 
 
 def test_berlin_daylight_saving_keeps_the_local_hour(tmp_path: Path) -> None:
