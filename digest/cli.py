@@ -494,6 +494,12 @@ def subscribers_export(app: App, file: Path) -> None:
 
 # --- send and editions -----------------------------------------------------------------
 
+def _sentence(exc: Exception) -> str:
+    """An expected, non-error condition as a sentence of its own."""
+    text = str(exc)
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def _summary(report: SendReport) -> Table:
     title = f"Edition {report.edition}" if report.edition else "Deferred deliveries"
     table = Table("", "sent", "deferred", "failed", "skipped", "pending", title=title)
@@ -532,7 +538,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
         try:
             edition, created, pending = enqueue_edition(store, settings, force=force)
         except NothingToSend as exc:
-            out.print(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+            out.print(_sentence(exc))
             return
         state = "Created" if created else "Edition exists:"
         out.print(f"{state} edition {edition.number}: {pending} deliveries pending. "
@@ -547,7 +553,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
         try:
             plan = dry_run_edition(store, settings, utcnow())
         except NothingToSend as exc:
-            out.print(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+            out.print(_sentence(exc))
             return
         out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
                   f"{len(plan.topics)} topics and go to {plan.recipients} subscribers in "
@@ -568,7 +574,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
                     plan = plan_edition(store, settings, utcnow())
                 except NothingToSend as exc:
                     if not force:
-                        out.print(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+                        out.print(_sentence(exc))
                         return
                 else:
                     if not yes:

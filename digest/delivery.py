@@ -80,15 +80,18 @@ def _active_subscribers(session: Session) -> Iterator[tuple[int, list[str], str 
         yield sid, topics or [], zone
 
 
+def _nothing_new(session: Session) -> NothingToSend:
+    last = session.scalar(select(func.max(Edition.number)))
+    return NothingToSend("no new articles" + (f" since edition {last}" if last else "") +
+                         ": nothing to send (import some with: digest articles import FILE…)")
+
+
 def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
     """Counts for the edition `digest send` would create now (nothing is written)."""
     with store.sessions() as session:
         articles = new_articles(session, now)
         if not articles:
-            last = session.scalar(select(func.max(Edition.number)))
-            raise NothingToSend(
-                "no new articles" + (f" since edition {last}" if last else "") +
-                ": nothing to send (import some with: digest articles import FILE…)")
+            raise _nothing_new(session)
         topics = tuple(sorted({a.topic for a in articles}))
         variants: set[str] = set()
         recipients = skipped = 0
@@ -133,10 +136,7 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
                 return done, False
         articles = new_articles(session, now)
         if not articles and not force:
-            last = session.scalar(select(func.max(Edition.number)))
-            raise NothingToSend(
-                "no new articles" + (f" since edition {last}" if last else "") +
-                ": nothing to send (import some with: digest articles import FILE…)")
+            raise _nothing_new(session)
         number = next_edition_number(session)
         content = build_content(articles, settings, number, now)
         edition = Edition(number=number, cutoff=now, created_at=now, slot=slot,
