@@ -63,7 +63,7 @@ def check_smtp(settings: Settings) -> list[Step]:
 
 def _session_steps(smtp: smtplib.SMTP, settings: Settings, steps: list[Step]) -> None:
     s = settings.smtp
-    code, _ = smtp.ehlo(s.helo or None)
+    code, _ = smtp.ehlo(s.helo or "")
     features = " ".join(sorted(k.upper() for k in smtp.esmtp_features))
     steps.append(Step("EHLO", 200 <= code < 300, f"{code}; offers {features or 'nothing'}"))
     if s.security == "starttls":
@@ -72,7 +72,7 @@ def _session_steps(smtp: smtplib.SMTP, settings: Settings, steps: list[Step]) ->
                                                  "use security = \"none\" or \"ssl\""))
             return
         code, reply = smtp.starttls(context=ssl.create_default_context())
-        smtp.ehlo(s.helo or None)
+        smtp.ehlo(s.helo or "")
         steps.append(Step("STARTTLS", True, _reply(code, reply)))
     elif s.security == "none" and smtp.has_extn("starttls"):
         steps.append(Step("STARTTLS", True, "offered but not used ([smtp] security = "

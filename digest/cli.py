@@ -437,7 +437,7 @@ def subscribers_list(app: App, status: str | None, fmt: str) -> None:
 
         digest subscribers list --status active --format json
     """
-    subs = _book(app).list(SubscriberStatus(status) if status else None)
+    subs = _book(app).subscribers(SubscriberStatus(status) if status else None)
     rows = [_subscriber_row(s) for s in subs]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -763,7 +763,7 @@ def feeds_list(app: App, fmt: str) -> None:
 
         digest feeds list --format json
     """
-    rows = FeedBook(app.store, app.settings).list()
+    rows = FeedBook(app.store, app.settings).feeds()
 
     def when(value: datetime | None) -> str | None:
         return value.isoformat(timespec="seconds") if value else None

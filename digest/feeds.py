@@ -176,7 +176,7 @@ class FeedBook:
             except InputError as exc:
                 log.error("[[feeds]] %s: %s", item.url, exc)
 
-    def list(self) -> list[Feed]:
+    def feeds(self) -> list[Feed]:
         self.sync_config()
         with self.store.sessions() as session:
             return list(session.scalars(select(Feed).order_by(Feed.id)))
@@ -184,7 +184,7 @@ class FeedBook:
     def fetch(self, name: str | None = None,
               progress: Callable[[FetchResult], None] | None = None) -> list[FetchResult]:
         """Fetch every feed (or the one named), store new items, record each feed's health."""
-        feeds = self.list()
+        feeds = self.feeds()
         if name is not None:
             feeds = [f for f in feeds if name in (f.name, f.url)]
             if not feeds:

@@ -45,6 +45,16 @@ def clean_name(name: str | None) -> str:
 
 
 @dataclass
+class _Row:
+    """One address of a CSV file, its rows merged."""
+
+    email: str
+    name: str = ""
+    topics: list[str] = field(default_factory=list)
+    timezone: str | None = None
+
+
+@dataclass
 class CsvImportReport:
     added: int = 0
     updated: int = 0
@@ -145,7 +155,7 @@ class SubscriberBook:
             sub.topics = self.check_topics(session, topics)
             return sub
 
-    def list(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
+    def subscribers(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
         with self.store.sessions() as session:
             query = select(Subscriber).order_by(Subscriber.id)
             if status:
@@ -171,7 +181,7 @@ class SubscriberBook:
                              f"email, name, topics, timezone)")
         reader.fieldnames = header
         report = CsvImportReport()
-        rows: dict[str, dict[str, object]] = {}
+        rows: dict[str, _Row] = {}
         with self.store.writes.begin() as session:
             for row in reader:
                 line = reader.line_num
@@ -183,28 +193,27 @@ class SubscriberBook:
                 except InputError as exc:
                     report.rejected.append(f"{path}:{line}: {exc}")
                     continue
-                merged = rows.setdefault(address.lower(), {"email": address, "name": "",
-                                                           "topics": [], "timezone": None})
-                merged["name"] = clean_name(row.get("name")) or merged["name"]
-                merged["topics"] = list(dict.fromkeys([*merged["topics"], *topics]))  # type: ignore[misc]
-                merged["timezone"] = timezone or merged["timezone"]
+                merged = rows.setdefault(address.lower(), _Row(address))
+                merged.name = clean_name(row.get("name")) or merged.name
+                merged.topics = list(dict.fromkeys([*merged.topics, *topics]))
+                merged.timezone = timezone or merged.timezone
             for key, values in rows.items():
                 sub = self._find(session, key)
                 if sub is None:
-                    session.add(Subscriber(email=values["email"], email_key=key,
-                                           name=values["name"], topics=values["topics"],
-                                           timezone=values["timezone"],
+                    session.add(Subscriber(email=values.email, email_key=key,
+                                           name=values.name, topics=values.topics,
+                                           timezone=values.timezone,
                                            status=SubscriberStatus.ACTIVE))
                     report.added += 1
                 else:
-                    sub.name = str(values["name"]) or sub.name
-                    sub.topics = list(values["topics"]) or sub.topics  # type: ignore[arg-type]
-                    sub.timezone = values["timezone"] or sub.timezone  # type: ignore[assignment]
+                    sub.name = values.name or sub.name
+                    sub.topics = values.topics or sub.topics
+                    sub.timezone = values.timezone or sub.timezone
                     report.updated += 1
         return report
 
     def export_csv(self, path: Path) -> int:
-        subs = self.list()
+        subs = self.subscribers()
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)

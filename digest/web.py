@@ -189,7 +189,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     @app.post("/subscribe")
     @limiter.limit(SIGNUP_LIMIT)
     def subscribe_post() -> Any:
-        form = {"email": request.form.get("email", "").strip()[:320],
+        form: dict[str, Any] = {"email": request.form.get("email", "").strip()[:320],
                 "name": clean_name(request.form.get("name", "")),
                 "topics": request.form.getlist("topics")}
         try:
@@ -302,7 +302,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
                 in _PUBLISHED
             if row is not None:
                 _ = row.source_name   # load the sources while the session is open
-        if not published:
+        if not published or row is None:
             abort(404)
         return render_template("web/article.html.j2", article=row,
                                paragraphs=[p for p in (row.body or "").split("\n\n") if p])
