@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import logging
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -89,6 +89,19 @@ class RenderedVariant:
         return out_html, out_text
 
 
+def _shrinking(words: int, cap: int) -> Iterator[tuple[int, int]]:
+    """(teaser words, articles shown) to try in turn: as configured, then shorter teasers,
+    then a fifth fewer articles each time, down to one."""
+    yield words, cap
+    for shorter in _SHORTER_TEASERS:
+        if shorter < words:
+            words = shorter
+            yield words, cap
+    while cap > 1:
+        cap = max(1, int(cap * 0.8))
+        yield words, cap
+
+
 def day(value: datetime) -> str:
     return f"{value.day} {value:%b %Y}"
 
@@ -165,16 +178,12 @@ class Renderer:
         """Group, cap and render one variant, within the HTML budget: when it is too large,
         first the teasers get shorter, then fewer articles are shown (the rest stay one
         click away, behind each topic's "more stories" link to the online edition)."""
-        d = self.settings.digest
-        words, cap = d.teaser_words, d.max_articles
-        tries = [(words, cap)] + [(w, cap) for w in _SHORTER_TEASERS if w < words]
-        rendered = None
-        while True:
-            for words, cap in tries:
-                settings = with_overrides(self.settings, digest={"teaser_words": words,
-                                                                 "max_articles": cap})
-                content = build_content(articles, settings, number, date, variant)
-                rendered = self.render(content, test=test)
-                if len(rendered.html.encode()) <= HTML_BUDGET or cap <= 1:
-                    return rendered
-            tries = [(words, max(1, int(cap * 0.8)))]
+        for words, cap in _shrinking(self.settings.digest.teaser_words,
+                                     self.settings.digest.max_articles):
+            settings = with_overrides(self.settings, digest={"teaser_words": words,
+                                                             "max_articles": cap})
+            rendered = self.render(build_content(articles, settings, number, date, variant),
+                                   test=test)
+            if len(rendered.html.encode()) <= HTML_BUDGET or cap <= 1:
+                return rendered
+        raise AssertionError("_shrinking always ends with a cap of 1")
