@@ -278,7 +278,7 @@ class Sender:
             else:
                 delay = min(timedelta(seconds=d.retry_base_seconds * 2 ** (attempts - 1)),
                             _MAX_BACKOFF)
-                ledger.deferred(claim.delivery_id, utcnow() + delay, str(exc))
+                ledger.deferred(claim.delivery_id, self.clock() + delay, str(exc))
                 self._count(DeliveryStatus.DEFERRED)
             self._error(str(exc))
             if exc.reconnect:
@@ -291,7 +291,7 @@ class Sender:
             self._count(DeliveryStatus.FAILED)
             self._error(str(exc))
             return conn
-        ledger.sent(claim.delivery_id, utcnow())
+        ledger.sent(claim.delivery_id, self.clock())
         self._count(DeliveryStatus.SENT)
         return conn
 
@@ -410,12 +410,6 @@ def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
     with store.sessions() as session:
         counts = delivery_counts(session)
     return SendReport(None, counts, this_run, sender.paused_reason)
-
-
-def due_deferred(store: Store, now: datetime) -> int:
-    with store.sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at <= now)) or 0)
 
 
 def send_test_copy(store: Store, settings: Settings, transport: Transport, address: str,
