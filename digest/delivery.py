@@ -205,6 +205,8 @@ class Sender:
                  stop: threading.Event | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
+        # Decides what is due (claims, leases); results are stamped with the real time,
+        # since a scheduler job passes the fixed time it started at.
         self.clock = clock
         self.settings = settings
         self.transport = transport
@@ -278,7 +280,7 @@ class Sender:
             else:
                 delay = min(timedelta(seconds=d.retry_base_seconds * 2 ** (attempts - 1)),
                             _MAX_BACKOFF)
-                ledger.deferred(claim.delivery_id, self.clock() + delay, str(exc))
+                ledger.deferred(claim.delivery_id, utcnow() + delay, str(exc))
                 self._count(DeliveryStatus.DEFERRED)
             self._error(str(exc))
             if exc.reconnect:
@@ -291,7 +293,7 @@ class Sender:
             self._count(DeliveryStatus.FAILED)
             self._error(str(exc))
             return conn
-        ledger.sent(claim.delivery_id, self.clock())
+        ledger.sent(claim.delivery_id, utcnow())
         self._count(DeliveryStatus.SENT)
         return conn
 
