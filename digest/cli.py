@@ -10,7 +10,8 @@ import signal
 import sys
 import threading
 import webbrowser
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -27,11 +28,15 @@ from .checks import Step, check_rendered, check_setup
 from .config import Settings, load_settings
 from .db import open_engine, upgrade_schema
 from .delivery import (
+    NoRecipients,
     SendReport,
+    discard_edition,
     dry_run_edition,
     enqueue_edition,
     has_unfinished_edition,
+    next_retry,
     plan_edition,
+    reopen_failed,
     retry_deferred,
     run_worker,
     send_edition,
@@ -227,6 +232,42 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
     out.print(summary + ".")
     if report.added == 0 and report.problems:
         sys.exit(1)
+
+
+@articles.command("remove")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.pass_obj
+def articles_remove(app: App, ids: Sequence[int]) -> None:
+    """Delete articles by id (see: digest articles list); all or none.
+
+    An article already in an edition stays (discard that edition first).
+
+    Example:
+
+        digest articles remove 12 15
+    """
+    titles = app.store.remove_articles(list(dict.fromkeys(ids)))
+    for article_id, title in zip(dict.fromkeys(ids), titles, strict=True):
+        out.print(f"Removed article {article_id}: {title}")
+
+
+@articles.command("set-topic")
+@click.argument("article_id", metavar="ID", type=int)
+@click.argument("topic")
+@click.pass_obj
+def articles_set_topic(app: App, article_id: int, topic: str) -> None:
+    """Put article ID under TOPIC (one of the configured topics).
+
+    Example:
+
+        digest articles set-topic 12 Science
+    """
+    known = app.classifier.known(topic)
+    if known is None:
+        raise InputError(f"{topic!r} is not a configured topic; choose one of "
+                         f"{', '.join(app.settings.topic_names)}")
+    title = app.store.set_topic(article_id, known)
+    out.print(f"Article {article_id} is now under {known}: {title}")
 
 
 def _article_json(a: Article) -> dict[str, Any]:
@@ -512,21 +553,56 @@ def _summary(report: SendReport) -> Table:
     return table
 
 
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM, so that sending stops cleanly: the
+    messages in flight finish, claimed deliveries are handed back, the summary prints."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight "
+                      f"(again to stop at once)")
+            stop.set()
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _when(at: datetime, now: datetime) -> str:
+    """A moment as a UTC time and a distance: "2026-11-27 14:05 UTC (in 3 h 5 min)"."""
+    seconds = max(0, int((at - now).total_seconds()))
+    hours, minutes = divmod((seconds + 59) // 60, 60)
+    distance = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return f"{at:%Y-%m-%d %H:%M} UTC (in {distance})"
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Build everything, store and send nothing.")
 @click.option("--to", "to", metavar="EMAIL", help="Send one test copy ([TEST] subject) to EMAIL.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before sending a new edition.")
 @click.option("--edition", "number", type=int, help="Resume edition N.")
 @click.option("--retry", is_flag=True, help="Send deferred deliveries that are due.")
+@click.option("--retry-failed", is_flag=True,
+              help="With --edition N: send N's failed deliveries again (after fixing the "
+                   "cause); subscribers no longer active are left out.")
 @click.option("--force", is_flag=True, help="Send an edition even with no new articles.")
 @click.option("--enqueue", is_flag=True,
               help="Create the edition and its ledger only; `digest worker`s send it.")
 @click.pass_obj
 def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None, retry: bool,
-         force: bool, enqueue: bool) -> None:
+         retry_failed: bool, force: bool, enqueue: bool) -> None:
     """Create the next edition (or resume an unfinished one) and send it.
 
-    Each subscriber gets the edition once; a killed run resumes where it stopped.
+    Each subscriber gets the edition once; a killed or interrupted run resumes where it
+    stopped. Ctrl-C finishes the messages in flight and prints what is left.
 
     Example:
 
@@ -534,9 +610,13 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     """
     settings, store = app.settings, app.store
     transport = make_transport(settings)
-    if enqueue or (settings.delivery.workers and not (to or dry_run or retry)):
+    if retry_failed and number is None:
+        raise click.UsageError("--retry-failed needs --edition N (see: digest editions list)")
+    if enqueue or (settings.delivery.workers and not (to or dry_run or retry or retry_failed)):
         try:
             edition, created, pending = enqueue_edition(store, settings, force=force)
+        except NoRecipients:
+            raise
         except NothingToSend as exc:
             out.print(_sentence(exc))
             return
@@ -552,6 +632,8 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     if dry_run:
         try:
             plan = dry_run_edition(store, settings, utcnow())
+        except NoRecipients:
+            raise
         except NothingToSend as exc:
             out.print(_sentence(exc))
             return
@@ -560,34 +642,53 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
                   f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
                   f"skipped: nothing new in their topics). Nothing was stored or sent.")
         return
-    with progress_bar() as progress:
+    # Everything that may ask or refuse happens before the progress bar is drawn.
+    if retry_failed:
+        assert number is not None
+        transport.check()
+        reopened, left = reopen_failed(store, number)
+        note = (f"; {left} for subscribers no longer active stay failed" if left else "")
+        out.print(f"Edition {number}: {reopened} failed deliver"
+                  f"{'ies' if reopened != 1 else 'y'} to send again{note}.")
+        if not reopened:
+            return
+    elif retry:
+        now = utcnow()
+        due = next_retry(store)
+        if due is None:
+            out.print("Nothing is deferred: nothing to retry.")
+            return
+        if due > now:
+            out.print(f"Nothing to retry yet: the next deferred delivery is due at "
+                      f"{_when(due, now)}.")
+            return
+    elif number is None and not has_unfinished_edition(store):
+        try:
+            plan = plan_edition(store, settings, utcnow())
+        except NoRecipients:
+            raise
+        except NothingToSend as exc:
+            if not force:
+                out.print(_sentence(exc))
+                return
+        else:
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise InputError(f"edition {plan.number} would go to {plan.recipients} "
+                                     f"subscribers; add --yes to send without asking")
+                click.confirm(f"Send edition {plan.number} ({plan.articles} articles) to "
+                              f"{plan.recipients} subscribers?", abort=True)
+    with _stop_on_signals() as stop, progress_bar() as progress:
         task = progress.add_task("Sending", total=None)
 
         def advance(_status: str) -> None:
             progress.advance(task)
 
         if retry:
-            report = retry_deferred(store, settings, transport, progress=advance)
+            report = retry_deferred(store, settings, transport, progress=advance, stop=stop)
         else:
-            if number is None and not has_unfinished_edition(store):
-                try:
-                    plan = plan_edition(store, settings, utcnow())
-                except NothingToSend as exc:
-                    if not force:
-                        out.print(_sentence(exc))
-                        return
-                else:
-                    if not yes:
-                        if not sys.stdin.isatty():
-                            raise InputError(
-                                f"edition {plan.number} would go to {plan.recipients} "
-                                f"subscribers; add --yes to send without asking")
-                        progress.stop()
-                        click.confirm(f"Send edition {plan.number} ({plan.articles} articles)"
-                                      f" to {plan.recipients} subscribers?", abort=True)
-                        progress.start()
             report = send_edition(store, settings, transport, number=number, force=force,
-                                  progress=advance,
+                                  progress=advance, stop=stop,
                                   on_open=lambda _e, n: progress.update(task, total=n))
     out.print(_summary(report))
     if report.edition is not None and not report.created and not any(report.this_run.values()):
@@ -595,6 +696,11 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     if report.paused:
         what = f"edition {report.edition}" if report.edition else "sending"
         raise EditionPaused(f"{what} paused after {report.paused}")
+    if stop.is_set():
+        left = report.counts.get("pending", 0)
+        err.print(f"Interrupted: {left} deliveries still pending; run `digest send` again to "
+                  f"resume (nobody gets the edition twice).")
+        sys.exit(130)
 
 
 @cli.command()
@@ -657,6 +763,23 @@ def editions_list(app: App) -> None:
                       str(row.articles), *(str(c[k]) for k in ("sent", "deferred", "failed",
                                                                "skipped", "pending")))
     out.print(table)
+
+
+@editions.command("discard")
+@click.argument("number", type=int)
+@click.pass_obj
+def editions_discard(app: App, number: int) -> None:
+    """Delete edition N, which nobody received, and return its articles to the pool.
+
+    Refused once any message of the edition was sent.
+
+    Example:
+
+        digest editions discard 4
+    """
+    returned = discard_edition(app.store, number)
+    out.print(f"Discarded edition {number}; its {returned} article"
+              f"{'s' * (returned != 1)} will be in the next edition.")
 
 
 @editions.command("show")

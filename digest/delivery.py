@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .config import Settings
 from .edition import build_content, effective_variant, new_articles, next_edition_number
-from .errors import DeliveryError, EditionPaused, InputError, NothingToSend
+from .errors import DeliveryError, EditionPaused, InputError, NothingToSend, ServerRefused
 from .message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
 from .models import (
     Article,
@@ -40,10 +40,19 @@ from .transport import Connection, PermanentFailure, TemporaryFailure, Transport
 
 __all__ = [
     "EditionPlan",
+    "NoRecipients",
     "SendReport",
     "Sender",
+    "discard_edition",
+    "dry_run_edition",
+    "enqueue_edition",
+    "finish_editions",
+    "next_retry",
     "open_edition",
     "plan_edition",
+    "reopen_failed",
+    "retry_deferred",
+    "run_worker",
     "send_edition",
     "send_test_copy",
 ]
@@ -86,8 +95,24 @@ def _nothing_new(session: Session) -> NothingToSend:
                          ": nothing to send (import some with: digest articles import FILE…)")
 
 
+class NoRecipients(NothingToSend):
+    """Nobody would receive the edition: making it would use up its articles."""
+
+
+def _nobody(skipped: int, topics: Sequence[str]) -> NoRecipients:
+    """An edition nobody would receive is never made: its articles would be used up."""
+    if not skipped:
+        return NoRecipients("there are no active subscribers: nothing to send, and the new "
+                             "articles wait for the next edition (add someone with: digest "
+                             "subscribers add EMAIL)")
+    return NoRecipients(f"none of the {skipped} active subscribers chose a topic with new "
+                         f"articles ({', '.join(topics)}): nothing to send, and the articles "
+                         f"wait for the next edition")
+
+
 def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
-    """Counts for the edition `digest send` would create now (nothing is written)."""
+    """Counts for the edition `digest send` would create now (nothing is written).
+    NothingToSend when nothing is new or nobody would receive it."""
     with store.sessions() as session:
         articles = new_articles(session, now)
         if not articles:
@@ -102,6 +127,8 @@ def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan
             else:
                 recipients += 1
                 variants.add(variant)
+        if not recipients:
+            raise _nobody(skipped, topics)
         return EditionPlan(next_edition_number(session), len(articles), topics, recipients,
                            skipped, len(variants))
 
@@ -116,7 +143,8 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
                  number: int | None = None, slot: datetime | None = None,
                  force: bool = False, waves: bool = False) -> tuple[Edition, bool]:
     """The edition to send: number N, else an unfinished one, else a new one made of the
-    articles no edition has taken (with its whole ledger, in one transaction).
+    articles no edition has taken (with its whole ledger, in one transaction). A new
+    edition that nobody would receive is not made (NothingToSend): its articles wait.
     With waves (local-time delivery) each delivery waits for the cron's hour in the
     subscriber's own zone. Returns (edition, created)."""
     with store.locked_session() as session:
@@ -146,17 +174,26 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
         session.flush()
         session.execute(update(Article).where(Article.id.in_([a.id for a in articles]))
                         .values(edition_id=edition.id))
-        _write_ledger(session, settings, edition, {a.topic for a in articles},
-                      slot or now if waves else None)
+        topics = {a.topic for a in articles}
+        recipients, skipped = _write_ledger(session, settings, edition, topics,
+                                            slot or now if waves else None)
+        if not recipients:
+            raise _nobody(skipped, sorted(topics))    # the transaction is rolled back
         return edition, True
 
 
 def _write_ledger(session: Session, settings: Settings, edition: Edition,
-                  topics: set[str], wave_base: datetime | None) -> None:
+                  topics: set[str], wave_base: datetime | None) -> tuple[int, int]:
+    """One delivery row per active subscriber; returns (recipients, skipped)."""
     rows: list[dict[str, object]] = []
     waves: dict[str | None, datetime] = {}
+    recipients = skipped = 0
     for sid, chosen, zone in _active_subscribers(session):
         variant = effective_variant(chosen, topics)
+        if variant is None:
+            skipped += 1
+        else:
+            recipients += 1
         if wave_base is not None and zone not in waves:
             waves[zone] = wave_time(settings, zone, wave_base)
         rows.append({
@@ -173,6 +210,7 @@ def _write_ledger(session: Session, settings: Settings, edition: Edition,
             rows = []
     if rows:
         session.execute(insert(Delivery), rows)
+    return recipients, skipped
 
 
 class RateLimiter:
@@ -218,6 +256,7 @@ class Sender:
         self._errors_lock = threading.Lock()
         self._errors_in_row = 0
         self._last_error = ""
+        self._refused: str | None = None
         self._failures: list[BaseException] = []
         self._counts = {s.value: 0 for s in DeliveryStatus}
         self.limiter = RateLimiter(settings.smtp.max_per_second)
@@ -258,6 +297,16 @@ class Sender:
                 self._paused.set()
                 self.stop.set()
 
+    def _refuse(self, ledger: Ledger, delivery_ids: list[int], exc: ServerRefused) -> None:
+        """The server refused the session or the message: that would be the same for every
+        recipient, so the claims go back untouched (no attempt, no bounce) and the
+        edition pauses at once."""
+        ledger.release(delivery_ids, error=str(exc))
+        with self._errors_lock:
+            self._refused = self._refused or str(exc)
+        self._paused.set()
+        self.stop.set()
+
     # -- one thread --
 
     def _deliver(self, ledger: Ledger, conn: Connection, claim: Claim) -> Connection | None:
@@ -287,6 +336,10 @@ class Sender:
                 conn.close()
                 return None
             return conn
+        except ServerRefused as exc:
+            self._refuse(ledger, [claim.delivery_id], exc)
+            conn.close()
+            return None
         except PermanentFailure as exc:
             ledger.failed(claim.delivery_id, claim.subscriber_id, str(exc),
                           self.settings.digest.bounce_threshold, hard=True)
@@ -313,6 +366,9 @@ class Sender:
                     if conn is None:
                         try:
                             conn = self.transport.open()
+                        except ServerRefused as exc:
+                            self._refuse(ledger, [c.delivery_id for c in claims[i:]], exc)
+                            return
                         except DeliveryError as exc:
                             ledger.release([c.delivery_id for c in claims[i:]])
                             self._error(str(exc))
@@ -355,6 +411,9 @@ class Sender:
     def paused_reason(self) -> str | None:
         if not self._paused.is_set():
             return None
+        if self._refused:
+            return (f"{self._refused}; no delivery failed and no subscriber changed: fix "
+                    f"the cause and run digest send to resume")
         return (f"{self._errors_in_row} errors in a row (last: {self._last_error}); the rest "
                 f"stays pending: fix the cause and run digest send to resume")
 
@@ -510,7 +569,7 @@ def run_worker(store: Store, settings: Settings, transport: Transport, *,
                 totals[status] += n
                 worked += n
             if sender.paused_reason:
-                finish_editions(store, paused=False)
+                finish_editions(store, paused=True)
                 raise EditionPaused(f"worker stopped after {sender.paused_reason}")
         finish_editions(store, paused=False)
         if until_done:
@@ -531,3 +590,56 @@ def enqueue_edition(store: Store, settings: Settings, now: datetime | None = Non
                                     waves=waves)
     with store.sessions() as session:
         return edition, created, delivery_counts(session, edition.id)["pending"]
+
+
+def _edition(session: Session, number: int) -> Edition:
+    edition = session.scalar(select(Edition).where(Edition.number == number))
+    if edition is None:
+        raise InputError(f"there is no edition {number} (see: digest editions list)")
+    return edition
+
+
+def reopen_failed(store: Store, number: int) -> tuple[int, int]:
+    """Make edition N's failed deliveries pending again, for subscribers still active (after
+    the operator fixed what made them fail). Returns (reopened, left: failed deliveries of
+    subscribers who are no longer active, which stay as they are)."""
+    with store.locked_session() as session:
+        edition = _edition(session, number)
+        active = select(Subscriber.id).where(Subscriber.status == SubscriberStatus.ACTIVE)
+        failed = (Delivery.edition_id == edition.id) & (Delivery.status == DeliveryStatus.FAILED)
+        reopened = session.execute(
+            update(Delivery).where(failed, Delivery.subscriber_id.in_(active))
+            .values(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=None,
+                    not_before=None, claimed_by=None, lease_until=None)
+            .execution_options(synchronize_session=False)).rowcount or 0
+        left = session.scalar(select(func.count()).select_from(Delivery).where(failed)) or 0
+        if reopened and edition.status is EditionStatus.SENT:
+            edition.status = EditionStatus.SENDING
+            edition.finished_at = None
+        return int(reopened), int(left)
+
+
+def discard_edition(store: Store, number: int) -> int:
+    """Delete edition N, which nobody received (no delivery sent or in flight), with its
+    ledger; its articles return to the pool for the next edition. Returns how many."""
+    with store.locked_session() as session:
+        edition = _edition(session, number)
+        counts = delivery_counts(session, edition.id)
+        reached = counts["sent"] + counts["sending"]
+        if reached:
+            raise InputError(f"edition {number} was sent to {reached} subscriber"
+                             f"{'s' * (reached != 1)}: it cannot be discarded (an edition "
+                             f"someone received stays in the record)")
+        articles = session.execute(
+            update(Article).where(Article.edition_id == edition.id).values(edition_id=None)
+            .execution_options(synchronize_session=False)).rowcount or 0
+        session.execute(delete(Delivery).where(Delivery.edition_id == edition.id))
+        session.delete(edition)
+        return int(articles)
+
+
+def next_retry(store: Store) -> datetime | None:
+    """When the earliest deferred delivery is due again (None: nothing is deferred)."""
+    with store.sessions() as session:
+        return session.scalar(select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.status == DeliveryStatus.DEFERRED))

@@ -56,6 +56,15 @@ class Section:
     entries: tuple[Entry, ...]
     more: int           # articles of this topic left out by max_articles
     total: int
+    catch_all: bool = False
+
+    @property
+    def more_text(self) -> str:
+        """"3 more AI stories"; for the catch-all, whose name is already a phrase ("More
+        stories"), just "15 more stories"."""
+        noun = "story" if self.more == 1 else "stories"
+        return f"{self.more} more {noun}" if self.catch_all else \
+            f"{self.more} more {self.topic} {noun}"
 
 
 @dataclass(frozen=True)
@@ -169,5 +178,5 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
         )
         if entries:
             sections.append(Section(topic, _anchor(topic), entries, len(group) - count,
-                                    len(group)))
+                                    len(group), topic == d.catch_all_topic))
     return EditionContent(number, date, tuple(sections), f"{base}/editions/{number}")

@@ -58,7 +58,10 @@ def edition_detail(store: Store, number: int, problems: int = 20) -> EditionDeta
             select(Subscriber.email, Delivery.status, Delivery.last_error)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.edition_id == e.id,
-                   Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.DEFERRED]))
+                   Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.DEFERRED])
+                   # pending with a reason: handed back when the server refused the session
+                   | ((Delivery.status == DeliveryStatus.PENDING)
+                      & Delivery.last_error.is_not(None)))
             .order_by(Delivery.id).limit(problems)).all()
         return EditionDetail(e.number, e.subject, e.status.value, e.created_at, e.cutoff,
                              e.finished_at, [(t, n) for t, n in topics],

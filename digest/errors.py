@@ -9,7 +9,8 @@ anything else is a bug and keeps its traceback.
     ├── InputError         an import file, a CSV row, an address, a topic is bad
     ├── NothingToSend      no new articles (or nothing left) for an edition
     └── DeliveryError      the SMTP server or Maildir cannot take messages
-        └── EditionPaused  too many errors in a row; the edition is paused
+        ├── ServerRefused  a 5xx about the session or the message, never a recipient
+        └── EditionPaused  the edition is paused (errors in a row, or ServerRefused)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "EditionPaused",
     "InputError",
     "NothingToSend",
+    "ServerRefused",
     "StoreError",
 ]
 
@@ -47,6 +49,12 @@ class NothingToSend(DigestError):
 
 class DeliveryError(DigestError):
     """Messages cannot be handed to the transport."""
+
+
+class ServerRefused(DeliveryError):
+    """The SMTP server answered 5xx to the session (connect, EHLO, STARTTLS, AUTH) or to
+    the message (MAIL FROM, DATA): the fault is the server's setup or the message, never
+    a recipient's, so no delivery fails and no subscriber changes for it."""
 
 
 class EditionPaused(DeliveryError):

@@ -23,7 +23,7 @@ __all__ = ["DROP", "LoopbackSMTPServer", "Received", "free_port"]
 DROP = "DROP"
 
 # (phase, mail_from, recipient) → an SMTP reply such as "451 try later", DROP, or None
-# for the normal answer. Phases: "RCPT" (per recipient), "DATA" (per recipient).
+# for the normal answer. Phases: "MAIL" (recipient ""), "RCPT" and "DATA" (per recipient).
 ReplyPolicy = Callable[[str, str, str], str | None]
 
 
@@ -50,6 +50,15 @@ def free_port() -> int:
 class _Handler:
     def __init__(self, server: LoopbackSMTPServer) -> None:
         self.server = server
+
+    async def handle_MAIL(self, smtp: SMTPProtocol, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        reply = self.server.reply("MAIL", address, "")
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, smtp: SMTPProtocol, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:

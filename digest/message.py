@@ -27,7 +27,7 @@ import dkim
 
 from .config import Settings
 from .errors import ConfigError
-from .render import PLACEHOLDERS, Personal, RenderedVariant
+from .render import Personal, RenderedVariant
 from .tokens import Signer
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Recipient",
     "SMTP_POLICY",
     "build_email_message",
+    "header_safe",
     "list_id",
     "message_id",
     "sender_address",
@@ -43,7 +44,16 @@ __all__ = [
 
 # Long List-Unsubscribe URLs must not be folded into encoded-words (that breaks the link).
 SMTP_POLICY = SMTP.clone(max_line_length=998)
-_CRLF = re.compile(r"[\r\n]+")
+# Line breaks (header injection), and the bidi controls and invisible format characters
+# that make a subject or a name read differently from what it is (U+202E turns
+# "gpj.exe" around). ZWJ and ZWNJ stay: emoji and some scripts need them.
+_UNSAFE = re.compile("[\r\n\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064"
+                     "\u2066-\u2069\ufeff]+")
+# Header lines are folded to stay near 78 characters (RFC 5322's "should"); a word is
+# never cut, so a single word longer than this goes out as encoded-words instead, which
+# keeps every line within the 998-octet limit whatever the content.
+_FOLD_AT = 78
+_LONGEST_WORD = 900
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ def _domain(settings: Settings) -> str:
 def list_id(settings: Settings) -> str:
     """The List-Id value: configured, or derived from the name and the sender's domain."""
     if settings.digest.list_id:
-        return _CRLF.sub(" ", settings.digest.list_id)
+        return header_safe(settings.digest.list_id)
     slug = re.sub(r"[^a-z0-9]+", "-", settings.digest.name.lower()).strip("-") or "digest"
     return f"{settings.digest.name} <{slug}.{_domain(settings)}>"
 
@@ -83,16 +93,51 @@ def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
     return f"<digest.{edition_id}.{subscriber_id}.{tag}@{_domain(settings)}>"
 
 
-def _header_text(value: str) -> str:
-    """A header value with no CR/LF, RFC 2047-encoded when it is not ASCII."""
-    value = _CRLF.sub(" ", value).strip()
-    if value.isascii():
-        return value
-    return Header(value, "utf-8", maxlinelen=998).encode(linesep="\r\n")
+def header_safe(value: str) -> str:
+    """A header value as it may go out: no line breaks, no bidi or invisible format
+    characters, runs of white space as one space."""
+    return " ".join(_UNSAFE.sub(" ", value).split())
 
 
-def _mailbox(name: str, address: str) -> str:
-    return formataddr((_CRLF.sub(" ", name).strip(), address), charset="utf-8")
+def _words(text: str) -> list[str]:
+    """text as header words: as they are when ASCII, else RFC 2047 encoded-words (each
+    short enough to fold between)."""
+    words = text.split()
+    if text.isascii() and all(len(w) <= _LONGEST_WORD for w in words):
+        return words
+    return Header(text, "utf-8", maxlinelen=_FOLD_AT - 2).encode(linesep="\n").split()
+
+
+def _fold(name: str, words: list[str]) -> bytes:
+    """'name: words' and CRLF, folded between words (CRLF before the space) so that no
+    line passes 78 characters unless one word does, and none passes 998."""
+    lines: list[str] = []
+    line = f"{name}:"
+    for word in words:
+        if len(line) + 1 + len(word) > _FOLD_AT and line.strip() != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _text_header(name: str, value: str) -> bytes:
+    """An unstructured header (Subject), folded; encoded-words when not ASCII."""
+    return _fold(name, _words(header_safe(value)))
+
+
+def _mailbox_header(name: str, display: str, address: str) -> bytes:
+    """A header of one mailbox, "display name" <address>, folded; the display name in
+    encoded-words when it is not ASCII, the address always as it is."""
+    display = header_safe(display)
+    if not display:
+        return _fold(name, [f"<{address}>"] if name == "List-Id" else [address])
+    if display.isascii() and len(display) <= _LONGEST_WORD:
+        words = formataddr((display, address)).rsplit(" <", 1)[0].split(" ")
+    else:
+        words = _words(display)
+    return _fold(name, [*words, f"<{address}>"])
 
 
 def _greeting(name: str) -> str:
@@ -106,9 +151,17 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(data, istext=True).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def _split(body: str) -> list[tuple[bytes, str | None]]:
+def _list_id_header(value: str) -> bytes:
+    """List-Id: the phrase as text (encoded-words when not ASCII), the <id> as it is."""
+    phrase, bracket, key = value.rpartition("<")
+    if not bracket:
+        return _text_header("List-Id", value)
+    return _fold("List-Id", [*_words(phrase), f"<{key.strip()}"])
+
+
+def _split(body: str, placeholders: dict[str, str]) -> list[tuple[bytes, str | None]]:
     """QP-encoded static pieces, each followed by the placeholder field after it (or None)."""
-    tokens = {token: field for field, token in PLACEHOLDERS.items()}
+    tokens = {token: field for field, token in placeholders.items()}
     pattern = re.compile("|".join(re.escape(t) for t in tokens))
     pieces: list[tuple[bytes, str | None]] = []
     start = 0
@@ -135,28 +188,26 @@ class MessageTemplate:
         boundary = "=_digest_" + hashlib.sha256(
             f"{edition_id}|{variant_key}|{rendered.subject}".encode()).hexdigest()[:28]
         self.boundary = boundary
-        shared = [
-            f"From: {_mailbox(*sender_address(settings))}",
-            f"Subject: {_header_text(rendered.subject)}",
-        ]
-        self._head = ("\r\n".join(shared) + "\r\n").encode()
+        self._head = (_mailbox_header("From", *sender_address(settings))
+                      + _text_header("Subject", rendered.subject))
         tail = []
         if d.reply_to:
-            tail.append(f"Reply-To: {_CRLF.sub(' ', d.reply_to)}")
+            reply_name, reply_addr = parseaddr(header_safe(d.reply_to))
+            tail.append(_mailbox_header("Reply-To", reply_name, reply_addr))
         tail += [
-            f"List-Id: {_header_text(list_id(settings))}",
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-            "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            _list_id_header(list_id(settings)),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            b"MIME-Version: 1.0\r\n",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode(),
         ]
-        self._tail = ("\r\n".join(tail) + "\r\n\r\n").encode()
+        self._tail = b"".join(tail) + b"\r\n"
         part = ('--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
                 'Content-Transfer-Encoding: quoted-printable\r\n\r\n')
         self._text_head = part.format(b=boundary, sub="plain").encode()
         self._html_head = ("\r\n" + part.format(b=boundary, sub="html")).encode()
         self._end = f"\r\n--{boundary}--\r\n".encode()
-        self._text = _split(rendered.text)
-        self._html = _split(rendered.html)
+        self._text = _split(rendered.text, rendered.placeholders)
+        self._html = _split(rendered.html, rendered.placeholders)
         self._date_second = -1
         self._date = b""
         self.signer = dkim_signer(settings)
@@ -194,10 +245,10 @@ class MessageTemplate:
                        "preferences_url": p.preferences_url}
         out = [
             self._head,
-            f"To: {_mailbox(r.name, r.email)}\r\n".encode(),
+            _mailbox_header("To", r.name, r.email),
             self._date_header(),
-            f"Message-ID: {r.message_id}\r\nList-Unsubscribe: {self.list_unsubscribe(p)}\r\n"
-            .encode(),
+            f"Message-ID: {r.message_id}\r\n".encode(),
+            _fold("List-Unsubscribe", self.list_unsubscribe(p).split()),
             self._tail,
             self._text_head,
         ]
@@ -224,13 +275,13 @@ def build_email_message(template: MessageTemplate, r: Recipient,
     html_body, text_body = template.rendered.personalise(personal)
     msg = EmailMessage(policy=SMTP_POLICY)
     name, addr = sender_address(settings)
-    msg["From"] = Address(display_name=name, addr_spec=addr)
-    msg["To"] = Address(display_name=_CRLF.sub(" ", r.name).strip(), addr_spec=r.email)
-    msg["Subject"] = _CRLF.sub(" ", template.rendered.subject)
+    msg["From"] = Address(display_name=header_safe(name), addr_spec=addr)
+    msg["To"] = Address(display_name=header_safe(r.name), addr_spec=r.email)
+    msg["Subject"] = header_safe(template.rendered.subject)
     msg["Date"] = format_datetime(date or datetime.now(UTC))
     msg["Message-ID"] = r.message_id
     if settings.digest.reply_to:
-        msg["Reply-To"] = settings.digest.reply_to
+        msg["Reply-To"] = header_safe(settings.digest.reply_to)
     msg["List-Id"] = list_id(settings)
     msg["List-Unsubscribe"] = template.list_unsubscribe(personal)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import html
 import logging
+import secrets
+import string
 import textwrap
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import jinja2
@@ -22,20 +24,31 @@ from .resources import package_resource
 __all__ = [
     "GMAIL_CLIP_BYTES",
     "HTML_BUDGET",
-    "PLACEHOLDERS",
+    "PERSONAL_FIELDS",
+    "SUBJECT_MAX",
     "Personal",
     "RenderedVariant",
     "Renderer",
+    "new_placeholders",
 ]
 
-# Per-subscriber fields, as they appear in rendered output. Only [A-Z_]: neither Jinja2,
-# premailer nor quoted-printable changes them.
-PLACEHOLDERS = {
-    "greeting": "__DIGEST_GREETING__",
-    "email": "__DIGEST_EMAIL__",
-    "unsubscribe_url": "__DIGEST_UNSUBSCRIBE_URL__",
-    "preferences_url": "__DIGEST_PREFERENCES_URL__",
-}
+# The per-subscriber fields a template may place: {{ greeting }}, {{ email }}, …
+PERSONAL_FIELDS = ("greeting", "email", "unsubscribe_url", "preferences_url")
+
+# Subjects longer than this are cut at a word and end in "…": inboxes show about 60–90
+# characters, and a subject built from a hostile or careless title must stay a subject.
+SUBJECT_MAX = 160
+
+
+def new_placeholders() -> dict[str, str]:
+    """The per-subscriber fields as they appear in one rendering, field → placeholder.
+
+    Only [A-Z_], which neither Jinja2, premailer nor quoted-printable changes. Each
+    rendering draws its own random part: article text is fixed before the draw, so no
+    feed or import can contain a placeholder and have a reader's address or unsubscribe
+    link filled into its own words or URLs."""
+    nonce = "".join(secrets.choice(string.ascii_uppercase) for _ in range(24))
+    return {name: f"__DIGEST_{nonce}_{name.upper()}__" for name in PERSONAL_FIELDS}
 
 # One fixed option set: premailer caches parsed CSS per option set, and network access is
 # never wanted (DESIGN: premailer never touches the network).
@@ -73,17 +86,19 @@ _SHORTER_TEASERS = (30, 20, 12)
 @dataclass(frozen=True)
 class RenderedVariant:
     subject: str
-    html: str        # inlined; contains PLACEHOLDERS
-    text: str        # contains PLACEHOLDERS
+    html: str        # inlined; contains the placeholders
+    text: str        # contains the placeholders
     articles: int    # articles shown
     topics: int = 0
     total: int = 0   # articles in the variant, shown or behind "more stories" links
+    # field → placeholder, drawn for this rendering (see new_placeholders)
+    placeholders: dict[str, str] = field(default_factory=new_placeholders)
 
     def personalise(self, personal: Personal) -> tuple[str, str]:
         """(html, text) for one subscriber, each value escaped for its context."""
         out_html, out_text = self.html, self.text
-        for field, token in PLACEHOLDERS.items():
-            value = getattr(personal, field)
+        for name, token in self.placeholders.items():
+            value = getattr(personal, name)
             out_html = out_html.replace(token, html.escape(value, quote=True))
             out_text = out_text.replace(token, value)
         return out_html, out_text
@@ -100,6 +115,16 @@ def _shrinking(words: int, cap: int) -> Iterator[tuple[int, int]]:
     while cap > 1:
         cap = max(1, int(cap * 0.8))
         yield words, cap
+
+
+def _shorten(value: str, limit: int) -> str:
+    """value, or its longest start of whole words within limit characters, then "…"."""
+    if len(value) <= limit:
+        return value
+    cut = value[:limit - 1]
+    if " " in cut and not value[limit - 1].isspace():
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:—-") + "…"
 
 
 def day(value: datetime) -> str:
@@ -145,13 +170,14 @@ class Renderer:
             raise ConfigError(f"[digest] subject pattern {d.subject!r} is invalid ({exc}); "
                               f"use {{name}}, {{date}}, {{number}}, {{count}}, {{top_story}}"
                               ) from None
-        subject = " ".join(subject.split()).rstrip(" :—-")
+        subject = _shorten(" ".join(subject.split()).rstrip(" :—-"), SUBJECT_MAX)
         return f"[TEST] {subject}" if test else subject
 
     def render(self, content: EditionContent, *, test: bool = False) -> RenderedVariant:
         """The variant's subject, inlined HTML and text, with placeholders for each
         subscriber's parts. Runs Jinja2 and premailer once."""
         d = self.settings.digest
+        placeholders = new_placeholders()
         context = {
             "digest": d,
             "edition": content,
@@ -159,7 +185,7 @@ class Renderer:
             "subject": self.subject(content, test=test),
             "preheader": " · ".join(e.title for s in content.sections
                                     for e in s.entries[:1])[:180],
-            **PLACEHOLDERS,
+            **placeholders,
         }
         try:
             raw_html = self.env.get_template("digest.html.j2").render(context)
@@ -171,7 +197,7 @@ class Renderer:
                               f"{exc}") from None
         inlined = premailer.Premailer(raw_html, **_PREMAILER_OPTIONS).transform()
         return RenderedVariant(context["subject"], inlined, text.strip() + "\n", content.shown,
-                               len(content.sections), content.total)
+                               len(content.sections), content.total, placeholders)
 
     def render_edition(self, articles: Sequence[Article], number: int, date: datetime,
                        variant: str = ALL_TOPICS, *, test: bool = False) -> RenderedVariant:

@@ -36,7 +36,7 @@ from sqlalchemy import select, text
 from .config import Settings, load_settings
 from .delivery import enqueue_edition, finish_editions, retry_deferred, send_edition
 from .edition import new_articles
-from .errors import DigestError
+from .errors import DigestError, NothingToSend
 from .feeds import FeedBook
 from .models import (
     Delivery,
@@ -132,15 +132,18 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
         return SlotOutcome(slot, None, "skipped",
                            f"{fresh} new article{'s' * (fresh != 1)}, fewer than min_articles "
                            f"{settings.digest.min_articles}; they carry over to the next slot")
-    if settings.delivery.workers:
-        edition, _created, pending = enqueue_edition(
-            store, settings, now, slot=slot, waves=settings.schedule.local_time)
-        return SlotOutcome(slot, edition.number, "queued",
-                           f"{pending} deliveries pending for the workers")
-    transport = make_transport(settings)
-    report = send_edition(store, settings, transport, now=now, slot=slot,
-                          number=existing.number if existing else None, stop=stop,
-                          waves=settings.schedule.local_time)
+    try:
+        if settings.delivery.workers:
+            edition, _created, pending = enqueue_edition(
+                store, settings, now, slot=slot, waves=settings.schedule.local_time)
+            return SlotOutcome(slot, edition.number, "queued",
+                               f"{pending} deliveries pending for the workers")
+        transport = make_transport(settings)
+        report = send_edition(store, settings, transport, now=now, slot=slot,
+                              number=existing.number if existing else None, stop=stop,
+                              waves=settings.schedule.local_time)
+    except NothingToSend as exc:       # e.g. nobody subscribed yet: the articles carry over
+        return SlotOutcome(slot, None, "skipped", str(exc))
     waiting = _waiting(store, report.edition)
     action = "resumed" if existing is not None else "sent"
     detail = (f"sent {report.this_run['sent']}, deferred {report.this_run['deferred']}, "

@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
 from .db import check_schema, open_engine, session_factory
-from .models import Article, Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from .errors import InputError
+from .models import Article, ArticleSource, Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 
 __all__ = ["Claim", "Ledger", "Store", "delivery_counts", "new_owner", "retire_owner"]
 
@@ -70,6 +71,38 @@ class Store:
             if limit:
                 query = query.limit(limit)
             return list(session.scalars(query))
+
+    def remove_articles(self, ids: Sequence[int]) -> list[str]:
+        """Delete the articles with these ids, all or none; InputError naming the first id
+        that is unknown or already in an edition (discard the edition first)."""
+        with self.writes.begin() as session:
+            found = {a.id: a for a in session.scalars(select(Article).where(
+                Article.id.in_(list(ids))))}
+            for article_id in ids:
+                article = found.get(article_id)
+                if article is None:
+                    raise InputError(f"there is no article {article_id} (see: digest articles "
+                                     f"list)")
+                if article.edition_id is not None:
+                    number = session.scalar(select(Edition.number).where(
+                        Edition.id == article.edition_id))
+                    raise InputError(f"article {article_id} is in edition {number}; an "
+                                     f"edition nobody received can be discarded first: "
+                                     f"digest editions discard {number}")
+            session.execute(delete(ArticleSource).where(ArticleSource.article_id.in_(
+                list(found))))
+            session.execute(delete(Article).where(Article.id.in_(list(found)))
+                            .execution_options(synchronize_session=False))
+            return [found[i].title for i in ids]
+
+    def set_topic(self, article_id: int, topic: str) -> str:
+        """Put one article under a topic (the caller checked the name); returns its title."""
+        with self.writes.begin() as session:
+            article = session.get(Article, article_id)
+            if article is None:
+                raise InputError(f"there is no article {article_id} (see: digest articles list)")
+            article.topic = topic
+            return article.title
 
     def last_edition(self) -> Edition | None:
         with self.sessions() as session:
@@ -264,15 +297,17 @@ class Ledger:
                     s.c.status == SubscriberStatus.ACTIVE.value)
                     .values(status=SubscriberStatus.BOUNCED.value))
 
-    def release(self, delivery_ids: Sequence[int]) -> None:
-        """Hand claimed but unsent deliveries back."""
+    def release(self, delivery_ids: Sequence[int], *, error: str | None = None) -> None:
+        """Hand claimed but unsent deliveries back (with the reason, when there is one)."""
         if not delivery_ids:
             return
         d = Delivery.__table__
+        values: dict[str, Any] = {"status": DeliveryStatus.PENDING.value, "claimed_by": None,
+                                  "lease_until": None}
+        if error is not None:
+            values["last_error"] = error
         self._write(update(d).where(d.c.id.in_(list(delivery_ids)),
-                                    d.c.claimed_by == self.owner)
-                    .values(status=DeliveryStatus.PENDING.value, claimed_by=None,
-                            lease_until=None))
+                                    d.c.claimed_by == self.owner).values(**values))
 
 
 def delivery_counts(session: Session, edition_id: int | None = None) -> dict[str, int]:

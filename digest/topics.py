@@ -36,22 +36,31 @@ class TopicClassifier:
         ]
         self._by_key = {rule.name.casefold(): rule.name for rule in rules}
         self._by_key.setdefault(catch_all.casefold(), catch_all)
+        # A tag names a topic when it equals the topic's name or one of its keywords
+        # (an article tagged "ai" is about AI); the earlier topic wins a shared keyword.
+        self._by_tag: dict[str, str] = {}
+        for rule in rules:
+            for word in (rule.name, *rule.keywords):
+                self._by_tag.setdefault(word.strip().casefold(), rule.name)
 
     def known(self, name: str) -> str | None:
         """The configured spelling of a topic name, or None if it is not configured."""
         return self._by_key.get(name.strip().casefold())
 
     def assign(self, title: str, text: str, explicit: str | None = None,
-               categories: Iterable[str] = ()) -> str:
-        """Explicit topic first, then a category naming a configured topic, then the best
-        keyword score (title weighs more than body; ties go to the earlier topic), then the
-        catch-all."""
+               categories: Iterable[str] = (), tags: Iterable[str] = ()) -> str:
+        """Explicit topic first, then a category naming a configured topic, then a tag equal
+        to a topic's name or keyword, then the best keyword score (title weighs more than
+        body; ties go to the earlier topic), then the catch-all."""
         if explicit and explicit.strip():
             return self.known(explicit) or explicit.strip()
         for category in categories:
             known = self.known(category)
             if known:
                 return known
+        for tag in tags:
+            if tag.strip().casefold() in self._by_tag:
+                return self._by_tag[tag.strip().casefold()]
         best, best_score = self.catch_all, 0
         for rule in self._rules:
             if rule.pattern is None:

@@ -1,8 +1,9 @@
 """The one place that talks SMTP (and its stand-in, a Maildir folder).
 
 A transport opens connections; a connection sends one message to one recipient and
-either returns (accepted) or raises TemporaryFailure (retry later) or PermanentFailure
-(give up on this recipient).
+either returns (accepted) or raises TemporaryFailure (retry later), PermanentFailure
+(this recipient refused: a 5xx to RCPT TO) or ServerRefused (a 5xx to anything else:
+the session or the message is at fault, not the recipient).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .config import Settings, SmtpSettings
-from .errors import DeliveryError
+from .errors import DeliveryError, ServerRefused
 
 __all__ = [
     "Connection",
@@ -36,7 +37,7 @@ class TemporaryFailure(Exception):
 
 
 class PermanentFailure(Exception):
-    """5xx: this recipient will not take the message."""
+    """A 5xx to RCPT TO: this recipient will not take the message."""
 
 
 class Connection(Protocol):
@@ -57,10 +58,19 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"[:300]
 
 
-def _classify(code: int, text: bytes | str) -> Exception:
+_STAGES = {"MAIL": "the sender address (MAIL FROM)", "DATA": "the message (DATA)"}
+
+
+def _classify(code: int, text: bytes | str, stage: str) -> Exception:
+    """The exception for a reply at stage "RCPT", "MAIL", "DATA" or "SESSION". Only a
+    5xx to RCPT TO is about the recipient; any other 5xx is about the server or the
+    message, and would be the same for every recipient."""
     reply = _reply(code, text)
     if 500 <= code < 600:
-        return PermanentFailure(reply)
+        if stage == "RCPT":
+            return PermanentFailure(reply)
+        return ServerRefused(f"the SMTP server refused {_STAGES.get(stage, 'the session')}: "
+                             f"{reply}")
     # 421 means the server is closing the connection.
     return TemporaryFailure(reply, reconnect=code == 421 or not 400 <= code < 500)
 
@@ -96,13 +106,15 @@ class SmtpConnection:
             self.smtp.sendmail(sender, [recipient], message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(recipient, (550, b"refused"))
-            raise _classify(code, text) from None
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-            raise _classify(exc.smtp_code, exc.smtp_error) from None
+            raise _classify(code, text, "RCPT") from None
+        except smtplib.SMTPSenderRefused as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error, "MAIL") from None
+        except smtplib.SMTPDataError as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error, "DATA") from None
         except smtplib.SMTPServerDisconnected as exc:
             raise TemporaryFailure(f"connection lost: {exc}", reconnect=True) from None
         except smtplib.SMTPResponseException as exc:
-            raise _classify(exc.smtp_code, exc.smtp_error) from None
+            raise _classify(exc.smtp_code, exc.smtp_error, "SESSION") from None
         except (OSError, smtplib.SMTPException) as exc:
             # Timeouts and resets: the message may or may not have arrived.
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}", reconnect=True) from None
@@ -126,9 +138,16 @@ class SmtpTransport:
         try:
             return SmtpConnection(s)
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(f"SMTP server {s.host}:{s.port} refused the login for "
-                                f"{s.username!r}: {_reply(exc.smtp_code, exc.smtp_error)}; "
-                                f"check [smtp] username and DIGEST_SMTP__PASSWORD") from None
+            error = ServerRefused if 500 <= exc.smtp_code < 600 else DeliveryError
+            raise error(f"SMTP server {s.host}:{s.port} refused the login for "
+                        f"{s.username!r}: {_reply(exc.smtp_code, exc.smtp_error)}; "
+                        f"check [smtp] username and DIGEST_SMTP__PASSWORD") from None
+        except smtplib.SMTPResponseException as exc:
+            # A 5xx greeting, EHLO or STARTTLS: the server will not talk to us as set up.
+            error = ServerRefused if 500 <= exc.smtp_code < 600 else DeliveryError
+            raise error(f"SMTP server {s.host}:{s.port} refused the session: "
+                        f"{_reply(exc.smtp_code, exc.smtp_error)}; check [smtp] host, port, "
+                        f"security and username") from None
         except smtplib.SMTPNotSupportedError as exc:
             raise DeliveryError(f"SMTP server {s.host}:{s.port}: {exc}; check [smtp] security"
                                 ) from None

@@ -309,3 +309,210 @@ def test_demo_in_a_fresh_folder(tmp_path: Path) -> None:
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     refused = d("demo", "mine")
     assert refused.exit_code == 1 and "is not empty" in refused.output
+
+
+def subscriber_state(folder: Path) -> set[tuple[str, int]]:
+    return set(sql(folder, "select status, hard_bounces from subscribers"))
+
+
+def test_a_title_longer_than_a_header_line_still_goes_out(digest: Digest, smtp: LoopbackSMTPServer,
+                                                          tmp_path: Path) -> None:
+    """A 1,200-character title becomes the subject through {top_story}: the server once
+    answered "500 Line too long" to every message. Now the subject is cut and folded."""
+    (tmp_path / "long.json").write_text(json.dumps([
+        {"title": "Breaking " + "x" * 1200, "url": "https://example.org/long",
+         "body": "A story with a very long title."}]))
+    digest.ok("articles", "import", "long.json")
+    digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 5)))
+    digest.ok("send", "--yes", env=smtp_env(smtp, DIGEST_DIGEST__SUBJECT="{top_story}"))
+    assert ledger(tmp_path) == {"sent": 5}
+    subject = smtp.received[0].message()["Subject"]
+    assert subject.startswith("Breaking") and subject.endswith("…") and len(subject) <= 160
+    assert subscriber_state(tmp_path) == {("active", 0)}
+
+
+@pytest.mark.parametrize(("phase", "reply", "where"), [
+    ("MAIL", "530 5.7.0 Authentication required", "the sender address (MAIL FROM)"),
+    ("DATA", "554 5.7.1 Message rejected by policy", "the message (DATA)"),
+    ("DATA", "500 Line too long", "the message (DATA)"),
+])
+def test_a_5xx_about_the_server_or_message_pauses_and_changes_nobody(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path, phase: str, reply: str,
+        where: str) -> None:
+    smtp.reply_policy = lambda p, _f, _r: reply if p == phase else None
+    env = smtp_env(smtp, DIGEST_DIGEST__BOUNCE_THRESHOLD="1")
+    result = newsroom("send", "--yes", env=env)
+    assert result.exit_code == 1
+    assert (f"Error: edition 1 paused after the SMTP server refused {where}: {reply}; no "
+            f"delivery failed and no subscriber changed: fix the cause and run digest send "
+            f"to resume\n") in result.output
+    assert editions(tmp_path) == [(1, "paused")]
+    assert ledger(tmp_path) == {"pending": 20}
+    assert subscriber_state(tmp_path) == {("active", 0)}
+    assert reply in newsroom.ok("editions", "show", "1").stdout    # the reason is on record
+    smtp.reply_policy = None
+    newsroom.ok("send", "--yes", env=env)
+    assert ledger(tmp_path) == {"sent": 20}
+    assert editions(tmp_path) == [(1, "sent")]
+    assert set(per_recipient(smtp).values()) == {1} and len(per_recipient(smtp)) == 20
+
+
+def test_a_5xx_greeting_refuses_before_anything_is_written(newsroom: Digest,
+                                                           tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def refuse() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"554 5.7.1 No SMTP service here\r\n")
+
+    threading.Thread(target=refuse, daemon=True).start()
+    try:
+        result = newsroom("send", "--yes", env={"DIGEST_SMTP__HOST": "127.0.0.1",
+                                                "DIGEST_SMTP__PORT": str(port)})
+    finally:
+        listener.close()
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: SMTP server 127.0.0.1:{port} refused the "
+                                    f"session: 554 5.7.1 No SMTP service here;")
+    assert editions(tmp_path) == [] and ledger(tmp_path) == {}
+
+
+def test_retry_failed_sends_an_editions_failed_deliveries_again(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    refused = {"reader00002@example.org", "reader00007@example.org"}
+    smtp.reply_policy = lambda p, _f, rcpt: "550 5.7.1 Relay access denied" if (
+        p == "RCPT" and rcpt in refused) else None
+    env = smtp_env(smtp)
+    newsroom.ok("send", "--yes", env=env)
+    assert ledger(tmp_path) == {"sent": 18, "failed": 2}
+    newsroom.ok("subscribers", "unsubscribe", "reader00007@example.org")
+    usage = newsroom("send", "--retry-failed", env=env)
+    assert usage.exit_code == 2 and "--retry-failed needs --edition N" in usage.output
+    smtp.reply_policy = None
+    result = newsroom.ok("send", "--retry-failed", "--edition", "1", env=env)
+    assert ("Edition 1: 1 failed delivery to send again; 1 for subscribers no longer active "
+            "stay failed.") in result.stdout
+    assert ledger(tmp_path) == {"sent": 19, "failed": 1}
+    assert editions(tmp_path) == [(1, "sent")]
+    assert per_recipient(smtp)["reader00002@example.org"] == 1
+    assert "reader00007@example.org" not in per_recipient(smtp)
+
+
+def test_retry_before_anything_is_due_says_when(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                tmp_path: Path) -> None:
+    smtp.reply_policy = lambda p, _f, rcpt: "452 mailbox busy" if (
+        p == "RCPT" and rcpt == "reader00003@example.org") else None
+    env = smtp_env(smtp, DIGEST_DELIVERY__RETRY_BASE_SECONDS="3600")
+    assert newsroom.ok("send", "--retry", env=env).stdout == (
+        "Nothing is deferred: nothing to retry.\n")
+    newsroom.ok("send", "--yes", env=env)
+    result = newsroom.ok("send", "--retry", env=env)
+    assert result.stdout.startswith("Nothing to retry yet: the next deferred delivery is due "
+                                    "at ")
+    assert "UTC (in 1 h 0 min)." in result.stdout or "UTC (in 59 min)." in result.stdout
+
+
+def test_no_subscribers_no_edition(digest: Digest, smtp: LoopbackSMTPServer,
+                                   tmp_path: Path) -> None:
+    """Sending with nobody to send to once made edition 1 "sent" and used up every
+    article; now it is refused, nothing is created, and the articles wait."""
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    for args in (["send", "--yes"], ["send", "--enqueue"], ["send", "--dry-run"]):
+        result = digest(*args, env=smtp_env(smtp))
+        assert result.exit_code == 1, args
+        assert result.output == ("Error: there are no active subscribers: nothing to send, and "
+                                 "the new articles wait for the next edition (add someone "
+                                 "with: digest subscribers add EMAIL)\n")
+    assert editions(tmp_path) == []
+    assert sql(tmp_path, "select count(*) from articles where edition_id is null") == [(30,)]
+    digest.ok("subscribers", "add", "sports@example.org", "--topic", "Sports")
+    (tmp_path / "ai.json").write_text(json.dumps([{"title": "Only AI news", "topic": "AI",
+                                                   "url": "https://example.org/ai-only"}]))
+    digest.ok("send", "--yes", env=smtp_env(smtp))             # sports fans get sports
+    digest.ok("articles", "import", "ai.json")
+    result = digest("send", "--yes", env=smtp_env(smtp))
+    assert result.exit_code == 1
+    assert "none of the 1 active subscribers chose a topic with new articles (AI)" in \
+        result.output
+    assert editions(tmp_path) == [(1, "sent")]
+
+
+def test_discard_an_edition_nobody_received(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                            tmp_path: Path) -> None:
+    smtp.reply_policy = lambda p, _f, _r: "554 5.7.1 Rejected" if p == "DATA" else None
+    assert newsroom("send", "--yes", env=smtp_env(smtp)).exit_code == 1
+    assert editions(tmp_path) == [(1, "paused")]
+    result = newsroom.ok("editions", "discard", "1")
+    assert result.stdout == "Discarded edition 1; its 30 articles will be in the next edition.\n"
+    assert editions(tmp_path) == [] and ledger(tmp_path) == {}
+    assert sql(tmp_path, "select count(*) from articles where edition_id is null") == [(30,)]
+    smtp.reply_policy = None
+    newsroom.ok("send", "--yes", env=smtp_env(smtp))
+    assert editions(tmp_path) == [(1, "sent")]
+    refused = newsroom("editions", "discard", "1")
+    assert refused.exit_code == 1
+    assert refused.output == ("Error: edition 1 was sent to 20 subscribers: it cannot be "
+                              "discarded (an edition someone received stays in the record)\n")
+    missing = newsroom("editions", "discard", "7")
+    assert missing.output == "Error: there is no edition 7 (see: digest editions list)\n"
+
+
+def test_articles_remove_and_set_topic(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    title = sql(tmp_path, "select title from articles where id = 3")[0][0]
+    assert digest.ok("articles", "remove", "3").stdout == f"Removed article 3: {title}\n"
+    gone = digest("articles", "remove", "4", "3")
+    assert gone.exit_code == 1
+    assert gone.output == "Error: there is no article 3 (see: digest articles list)\n"
+    assert sql(tmp_path, "select count(*) from articles") == [(29,)]   # all or none
+    result = digest.ok("articles", "set-topic", "5", "science")
+    assert result.stdout.startswith("Article 5 is now under Science: ")
+    assert sql(tmp_path, "select topic from articles where id = 5") == [("Science",)]
+    bad = digest("articles", "set-topic", "5", "Gardening")
+    assert bad.exit_code == 1 and bad.output.startswith("Error: 'Gardening' is not a configured "
+                                                        "topic; choose one of AI, ")
+
+
+def test_a_tag_naming_a_topic_or_keyword_decides(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "tagged.json").write_text(json.dumps([
+        {"title": "Quarterly notes", "url": "https://example.org/q", "tags": ["ai"]},
+        {"title": "Weekend notes", "url": "https://example.org/w", "tags": ["Sports"]},
+        {"title": "Other notes", "url": "https://example.org/o", "tags": ["gardening"]}]))
+    digest.ok("articles", "import", "tagged.json")
+    assert sql(tmp_path, "select title, topic from articles order by id") == [
+        ("Quarterly notes", "AI"), ("Weekend notes", "Sports"), ("Other notes", "More stories")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_finishes_what_is_in_flight_and_says_how_to_resume(
+        digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C, no terminal) once printed only "Aborted!" and left claimed rows in
+    "sending". Now the messages in flight finish, the claims go back, the summary prints."""
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 200)))
+    env = smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="2", DIGEST_SMTP__MAX_PER_SECOND="40")
+    proc = run_digest(tmp_path, "send", "--yes", env=env)
+    deadline = time.monotonic() + 30
+    while len(smtp.received) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "this run" in out and "Aborted" not in out + err
+    assert "Interrupted: " in err and "run `digest send` again to resume" in err
+    mid = ledger(tmp_path)
+    assert "sending" not in mid and mid["sent"] == len(smtp.received) < 200
+    assert editions(tmp_path) == [(1, "sending")]
+    digest.ok("send", "--yes", env=smtp_env(smtp))
+    counts = per_recipient(smtp)
+    assert len(counts) == 200 and set(counts.values()) == {1}
+    assert ledger(tmp_path) == {"sent": 200}
