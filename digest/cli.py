@@ -843,14 +843,18 @@ def feeds() -> None:
 
 @feeds.command("add")
 @click.argument("url")
-@click.option("--name", help="Shown as the source of its articles (default: the host).")
+@click.option("--name", help="Shown as the source of its articles (default: the feed's own "
+                             "title, read from the feed now).")
 @click.option("--topic", help="Put every item of this feed under this topic.")
 @click.option("--backfill", type=click.IntRange(min=0),
               help="How many of its current items count as new ([fetch] backfill).")
 @click.pass_obj
 def feeds_add(app: App, url: str, name: str | None, topic: str | None,
               backfill: int | None) -> None:
-    """Add a feed to poll.
+    """Add a feed to poll, named after its own title unless --name is given.
+
+    Without --name the feed is fetched once to read its title; a feed that cannot be read
+    is refused with the reason (give --name to add it anyway).
 
     Example:
 
@@ -921,21 +925,26 @@ def feeds_fetch(app: App, name: str | None) -> None:
     book = FeedBook(app.store, app.settings)
     with progress_bar() as progress:
         task = progress.add_task("Fetching", total=None)
-        results = book.fetch(name, progress=lambda _r: progress.advance(task))
+        # Given a report callback, the feeds module does not log: each problem is printed
+        # once, below.
+        results = book.fetch(name, report=lambda _r: progress.advance(task))
     for r in results:
         for problem in r.problems:
             label = "error" if r.status == "error" else "warning"
             colour = "red" if label == "error" else "yellow"
             err.print(f"[{colour}]{label}:[/{colour}] {escape(f'{r.name}: {problem}')}",
                       markup=True)
-    table = Table("feed", "result", "new", "known", title="Fetch")
+    table = Table("feed", "result", "new", "older", "known", title="Fetch")
     for r in sorted(results, key=lambda r: r.name):
-        table.add_row(r.name, r.status, str(r.added), str(r.duplicates))
+        table.add_row(r.name, r.status, str(r.added), str(r.backlog), str(r.duplicates))
     out.print(table)
     added = sum(r.added for r in results)
+    older = sum(r.backlog for r in results)
     failed = sum(r.status == "error" for r in results)
     out.print(f"Fetched {len(results)} feed{'s' * (len(results) != 1)}: {added} new "
-              f"article{'s' * (added != 1)}, {failed} failed.")
+              f"article{'s' * (added != 1)}"
+              f"{f' ({older} older kept as back catalogue)' if older else ''}, "
+              f"{failed} failed.")
     if results and failed == len(results):
         sys.exit(1)
 

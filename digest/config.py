@@ -106,6 +106,7 @@ class DeliverySettings:
 @dataclass(frozen=True)
 class FetchSettings:
     timeout: float = 20.0
+    deadline_seconds: float = 60.0
     max_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
     concurrency: int = 8
@@ -392,6 +393,9 @@ def _validate(s: Settings, origin: str) -> None:
                           f"not exist; point it at the PEM file of the selector's key")
     if s.smtp.connections < 1:
         raise ConfigError(f"{origin}: [smtp] connections must be at least 1")
+    if s.fetch.deadline_seconds <= 0:
+        raise ConfigError(f"{origin}: [fetch] deadline_seconds must be more than 0 "
+                          f"(got {s.fetch.deadline_seconds:g})")
     try:
         ZoneInfo(s.schedule.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+import zlib
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import CORPUS, Digest, need
@@ -32,6 +37,7 @@ class FeedServer:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.encoded: dict[str, tuple[str, bytes]] = {}   # path: (Content-Encoding, body)
         self.log: list[tuple[str, int]] = []
         server = self
 
@@ -53,12 +59,21 @@ class FeedServer:
                 if path == "/slow.xml":
                     time.sleep(5)
                     return self.reply(200, rss("Slow", [("Late", "https://e.org/l", "x")]))
+                if path == "/trickle.xml":
+                    return self.trickle()
                 if path.startswith("/redirect/"):
                     target = {"/redirect/file": "file:///etc/passwd",
                               "/redirect/ftp": "ftp://example.org/feed.xml",
                               "/redirect/loop": "/redirect/loop",
-                              "/redirect/ok": "/feeds/feedjira__TechCrunch.xml"}[path]
+                              "/redirect/ok": "/feeds/feedjira__TechCrunch.xml",
+                              "/redirect/data": "data:text/xml,<rss/>",
+                              "/redirect/ipv6": "http://[::1",
+                              "/redirect/idna": "http://xn--abc-/feed.xml"}[path]
                     return self.reply(302, Location=target)
+                if path in server.encoded:
+                    coding, body = server.encoded[path]
+                    return self.reply(200, body, Content_Encoding=coding,
+                                      Content_Type="application/xml")
                 body = server.files.get(path)
                 if body is None:
                     return self.reply(404, b"not found")
@@ -69,7 +84,27 @@ class FeedServer:
                 self.reply(200, body, ETag=etag, Content_Type=kind,
                            Last_Modified="Mon, 01 Jun 2026 10:00:00 GMT")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            def trickle(self) -> None:
+                """A feed that never ends: one byte every 50 ms, each well inside any
+                read timeout, until the client hangs up."""
+                server.log.append((self.path, 200))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(b'<?xml version="1.0"?><rss version="2.0"><channel>')
+                for _ in range(20 * 600):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                # A client that gave up (timeout, deadline, size limit) is expected here.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -128,13 +163,22 @@ def test_every_corpus_feed_over_http(digest: Digest, http: FeedServer, tmp_path:
     assert empty["last_status"] == "error" and "not a readable feed" in str(empty["last_error"])
     assert f"error: feedparser__rss_empty_document: {http.base}/feeds/" in result.stderr
 
-    # Second fetch: conditional GET, 304 for every feed, nothing added.
+    # Second fetch: conditional GET, 304 for every feed that was read, nothing added; the
+    # broken ones are fetched again in full (no validators kept from an unusable body) and
+    # stay broken.
+    broken = {urlsplit(str(h["url"])).path: name for name, h in health.items()
+              if h["last_status"] == "error"}
+    assert "/feeds/feedparser__rss_empty_document.xml" in broken
     http.log.clear()
     again = digest.ok("feeds", "fetch")
     assert "0 new articles" in again.stdout
-    assert {status for _path, status in http.log} == {304}
+    assert {path: status for path, status in http.log if path in broken} == \
+        dict.fromkeys(broken, 200)
+    assert {status for path, status in http.log if path not in broken} == {304}
     assert len(http.log) == len(files)
-    assert feeds_json(digest)["feedjira__TechCrunch"]["last_status"] == "not modified"
+    health = feeds_json(digest)
+    assert health["feedjira__TechCrunch"]["last_status"] == "not modified"
+    assert {health[name]["last_status"] for name in broken.values()} == {"error"}
 
     # The hostile markup in the corpus does not survive into the rendered digest.
     digest.ok("preview", "--out", "p.html", env={"DIGEST_DIGEST__MAX_ARTICLES": "1000"})
@@ -245,7 +289,10 @@ def test_a_new_feed_does_not_flood_the_next_digest(digest: Digest, http: FeedSer
              for i in range(10)]
     http.files["/blog.xml"] = rss("Blog", items)
     digest.ok("feeds", "add", f"{http.base}/blog.xml", "--name", "Blog", "--backfill", "2")
-    digest.ok("feeds", "fetch")
+    first = digest.ok("feeds", "fetch")
+    assert first.stdout.endswith("Fetched 1 feed: 2 new articles (8 older kept as back "
+                                 "catalogue), 0 failed.\n")
+    assert feeds_json(digest)["Blog"]["last_status"] == "added 2 (+8 older)"
     new = json.loads(digest.ok("articles", "list", "--new", "--format", "json").stdout)
     assert sorted(r["title"] for r in new) == ["Story number 8 of the archive",
                                                "Story number 9 of the archive"]
@@ -269,3 +316,168 @@ def test_feeds_from_the_config_and_remove(digest: Digest, http: FeedServer,
     digest.ok("feeds", "add", f"{http.base}/other.xml", "--name", "Other")
     assert "Removed feed Other" in digest.ok("feeds", "remove", "Other").stdout
     assert set(feeds_json(digest)) == {"Configured"}
+
+
+def gzipped(chunks: Iterable[bytes], wbits: int = 31) -> bytes:
+    """chunks compressed as one stream (wbits 31: gzip, 15: zlib, -15: raw deflate)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return b"".join(packer.compress(chunk) for chunk in chunks) + packer.flush()
+
+
+def test_a_redirect_httpx_cannot_parse_is_that_feeds_error(digest: Digest, http: FeedServer,
+                                                           tmp_path: Path) -> None:
+    # httpx raises InvalidURL (not an HTTPError) or idna's IDNAError for these Locations,
+    # while preparing the redirect; it used to end the whole run with a traceback.
+    http.files["/good.xml"] = rss("Good", [("Fine story here", "https://e.org/a", "Text.")])
+    feeds = book(tmp_path)
+    for name in ("data", "ipv6", "idna"):
+        feeds.add(f"{http.base}/redirect/{name}", name)
+    feeds.add(f"{http.base}/good.xml", "good")
+    result = digest("feeds", "fetch")
+    assert result.exit_code == 0, result.output
+    health = feeds_json(digest)
+    assert health["good"]["items_added"] == 1
+    assert health["good"]["last_status"] == "added 1"
+    errors = {name: health[name]["last_error"] for name in ("data", "ipv6", "idna")}
+    assert errors == {
+        "data": f"{http.base}/redirect/data: redirected to an address that cannot be fetched "
+                f"(For absolute URLs, path must be empty or begin with '/')",
+        "ipv6": f"{http.base}/redirect/ipv6: RemoteProtocolError: Invalid URL in location "
+                f"header: Invalid port: ':1'.",
+        "idna": f"{http.base}/redirect/idna: redirected to an address that cannot be fetched "
+                f"(A-label must not end with a hyphen)"}
+    assert result.stdout.endswith("Fetched 4 feeds: 1 new article, 3 failed.\n")
+
+
+def test_compressed_feeds_are_read(digest: Digest, http: FeedServer, tmp_path: Path) -> None:
+    feeds = book(tmp_path)
+    codings = {"gzip": ("gzip", 31), "zlib": ("deflate", 15), "raw": ("deflate", -15),
+               "twice": ("gzip, gzip", 0), "members": ("gzip", 0)}
+    for name, (coding, wbits) in codings.items():
+        body = rss(name, [(f"A story served as {name} data", f"https://e.org/{name}", "T.")])
+        if name == "twice":
+            encoded = gzipped([gzipped([body])])
+        elif name == "members":                  # two gzip members make one body
+            encoded = gzipped([body[:50]]) + gzipped([body[50:]])
+        else:
+            encoded = gzipped([body], wbits)
+        http.encoded[f"/{name}.xml"] = (coding, encoded)
+        feeds.add(f"{http.base}/{name}.xml", name)
+    http.encoded["/br.xml"] = ("br", b"\x0b\x02\x80hi\x03")
+    http.encoded["/broken.xml"] = ("gzip", b"\x1f\x8b plainly not gzip")
+    feeds.add(f"{http.base}/br.xml", "br")
+    feeds.add(f"{http.base}/broken.xml", "broken")
+    digest("feeds", "fetch")
+    health = feeds_json(digest)
+    assert {name: health[name]["last_status"] for name in codings} == \
+        dict.fromkeys(codings, "added 1")
+    assert health["br"]["last_error"] == \
+        f"{http.base}/br.xml: unsupported Content-Encoding 'br' (we ask for gzip, deflate)"
+    assert str(health["broken"]["last_error"]).startswith(
+        f"{http.base}/broken.xml: the body is not valid gzip data (")
+
+
+def test_a_compression_bomb_is_refused_by_its_decoded_size(digest: Digest, http: FeedServer,
+                                                           tmp_path: Path) -> None:
+    # 64 MB of "<" gzipped twice is a few hundred bytes. httpx inflated each chunk in
+    # one go, so the size limit was checked only once all of it was in memory.
+    inflated = 64 * 2**20
+    bomb = gzipped([gzipped(b"<" * 2**20 for _ in range(inflated // 2**20))])
+    assert len(bomb) < 2000
+    http.encoded["/bomb.xml"] = ("gzip, gzip", bomb)
+    http.files["/good.xml"] = rss("Good", [("Fine story here", "https://e.org/a", "Text.")])
+    feeds = book(tmp_path)
+    feeds.add(f"{http.base}/bomb.xml", "bomb")
+    feeds.add(f"{http.base}/good.xml", "good")
+    tracemalloc.start()
+    try:
+        result = digest("feeds", "fetch", env={"DIGEST_FETCH__MAX_BYTES": "100000"})
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.output
+    health = feeds_json(digest)
+    assert health["bomb"]["last_error"] == (f"{http.base}/bomb.xml: larger than the 0.1 MB "
+                                            f"limit once decompressed ([fetch] max_bytes)")
+    assert health["good"]["items_added"] == 1
+    assert peak < 16 * 2**20, peak            # never the 64 MB it inflates to
+
+
+def test_a_trickling_server_hits_the_deadline(digest: Digest, http: FeedServer,
+                                              tmp_path: Path) -> None:
+    # One byte every 50 ms never trips the read timeout; the deadline ends the fetch.
+    http.files["/good.xml"] = rss("Good", [("Fine story here", "https://e.org/a", "Text.")])
+    feeds = book(tmp_path)
+    feeds.add(f"{http.base}/trickle.xml", "trickle")
+    feeds.add(f"{http.base}/good.xml", "good")
+    result = digest("feeds", "fetch", env={"DIGEST_FETCH__DEADLINE_SECONDS": "0.5",
+                                            "DIGEST_FETCH__TIMEOUT": "30"})
+    assert result.exit_code == 0, result.output
+    health = feeds_json(digest)
+    assert health["trickle"]["last_error"] == (f"{http.base}/trickle.xml: took longer than "
+                                               f"0.5 s in all ([fetch] deadline_seconds)")
+    assert health["good"]["items_added"] == 1
+    bad = digest("feeds", "list", env={"DIGEST_FETCH__DEADLINE_SECONDS": "0"})
+    assert bad.exit_code == 1
+    assert bad.output.endswith("[fetch] deadline_seconds must be more than 0 (got 0)\n")
+
+
+def test_feeds_add_names_a_feed_after_its_title(digest: Digest, http: FeedServer,
+                                                tmp_path: Path) -> None:
+    http.files["/news.xml"] = rss("Example News", [
+        ("Council approves the new river bridge", "https://e.org/bridge", "Finally.")])
+    http.files["/sport.xml"] = rss("Example Sport", [
+        ("Local team wins the regional final", "https://e.org/final", "At last.")])
+    http.files["/mirror.xml"] = rss("Example News", [
+        ("Museum reopens after a long renovation", "https://e.org/museum", "Doors open.")])
+    added = digest.ok("feeds", "add", f"{http.base}/news.xml").stdout
+    assert added.startswith(f"Added feed Example News ({http.base}/news.xml)")
+    digest.ok("feeds", "add", f"{http.base}/sport.xml")        # a second feed from one host
+    digest.ok("feeds", "add", f"{http.base}/mirror.xml")       # a second feed of one title
+    digest.ok("feeds", "add", f"{http.base}/mine.xml", "--name", "Mine")   # never fetched
+    assert list(feeds_json(digest)) == ["Example News", "Example Sport",
+                                        "Example News (127.0.0.1)", "Mine"]
+    missing = digest("feeds", "add", f"{http.base}/missing.xml")
+    assert missing.exit_code == 1
+    assert missing.output == (f"Error: {http.base}/missing.xml: HTTP 404 Not Found; check the "
+                              f"address, or add it anyway with --name NAME\n")
+    http.files["/page.html"] = b"<!DOCTYPE html><html><body><p>Hello</p></body></html>"
+    page = digest("feeds", "add", f"{http.base}/page.html")
+    assert page.output == (f"Error: {http.base}/page.html: this is an HTML page, not an "
+                           f"RSS/Atom feed; check the address, or add it anyway with --name "
+                           f"NAME\n")
+
+    # Readers see the feed's title as the source of its articles.
+    digest.ok("feeds", "fetch", env={"DIGEST_FETCH__BACKFILL": "5"})
+    rows = json.loads(digest.ok("articles", "list", "--format", "json").stdout)
+    assert {r["title"]: r["source"] for r in rows} == {
+        "Council approves the new river bridge": "Example News",
+        "Local team wins the regional final": "Example Sport",
+        "Museum reopens after a long renovation": "Example News (127.0.0.1)"}
+    digest.ok("preview", "--out", "p.html")
+    html = (tmp_path / "p.html").read_text()
+    assert "Example Sport &middot;" in html or "Example Sport ·" in html
+
+
+def test_feeds_add_refuses_an_address_that_does_not_parse(digest: Digest) -> None:
+    result = digest("feeds", "add", "http://[::1")
+    assert result.exit_code == 1
+    assert result.output == ("Error: 'http://[::1' is not a valid address (Invalid port: "
+                             "':1'); feeds must be http:// or https:// URLs\n")
+
+
+def test_a_broken_feed_is_reported_once_and_stays_broken(digest: Digest, http: FeedServer,
+                                                         tmp_path: Path) -> None:
+    # The real command in its own process: its stderr is what a user sees (under pytest,
+    # log records go to pytest's handler and a second copy would not show).
+    http.files["/page.html"] = b"<!DOCTYPE html><html><body><p>Not a feed</p></body></html>"
+    book(tmp_path).add(f"{http.base}/page.html", "page")
+    error = f"{http.base}/page.html: this is an HTML page, not an RSS/Atom feed"
+    for _run in range(2):                         # the second GET carries no stale ETag
+        run = subprocess.run([sys.executable, "-m", "digest", "feeds", "fetch"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1, run.stderr
+        assert run.stderr.count(error) == 1, run.stderr
+        health = feeds_json(digest)["page"]
+        assert (health["last_status"], health["last_error"]) == ("error", error)
+    assert http.log == [("/page.html", 200), ("/page.html", 200)]
