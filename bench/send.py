@@ -94,7 +94,8 @@ def start_sink(kind: str) -> tuple[subprocess.Popen[bytes], int, str]:
 
 def settings_for(folder: Path, port: int, connections: int) -> Settings:
     settings = load_settings(None, environ={"DIGEST_STORE__URL":
-                                            f"sqlite:///{folder / 'bench.db'}"})
+                                            f"sqlite:///{folder / 'bench.db'}",
+                                            "DIGEST_SECRET_KEY": "bench-" + "k" * 32})
     return with_overrides(settings, smtp={"port": port, "connections": connections,
                                           "timeout": 30.0},
                           delivery={"batch_size": 100})

@@ -103,13 +103,14 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
                                          f"{feeds} feeds"))
     except SQLAlchemyError as exc:
         steps.append(Step("store", False, f"{settings.store_url}: {exc}"))
-    if not settings.secret_key:
-        steps.append(Step("secret key", True, "DIGEST_SECRET_KEY is not set: links are signed "
-                                              "with a key derived from the store's location; "
-                                              "set a random secret in production",
-                          warning=True))
-    else:
+    if settings.secret_key:
         steps.append(Step("secret key", True, "DIGEST_SECRET_KEY is set"))
+    else:
+        try:
+            settings.signing_key     # DIGEST_SECRET_KEY unset: the file digest init wrote
+            steps.append(Step("secret key", True, f"{settings.secret_file}"))
+        except DigestError as exc:
+            steps.append(Step("secret key", False, str(exc)))
     if settings.dkim.enabled:
         try:
             DkimSigner(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.console import Console
@@ -25,7 +26,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from .checks import Step, check_rendered, check_setup
-from .config import Settings, load_settings
+from .config import Settings, find_config_file, load_settings
 from .db import open_engine, upgrade_schema
 from .delivery import (
     NoRecipients,
@@ -44,7 +45,7 @@ from .delivery import (
 )
 from .demo import run_demo
 from .editions import edition_detail, edition_summaries
-from .errors import DigestError, EditionPaused, InputError, NothingToSend
+from .errors import ConfigError, DigestError, EditionPaused, InputError, NothingToSend
 from .feeds import FeedBook
 from .ingest import import_files
 from .models import Article, Subscriber, SubscriberStatus, utcnow
@@ -52,7 +53,7 @@ from .preview import render_preview
 from .resources import package_resource
 from .scheduler import run_scheduler, schedule_overview
 from .store import Store
-from .subscribers import SubscriberBook
+from .subscribers import SubscriberBook, spreadsheet_safe
 from .topics import TopicClassifier
 from .transport import make_transport
 from .web import serve as serve_web
@@ -70,6 +71,13 @@ class App:
 
     @cached_property
     def settings(self) -> Settings:
+        """The config; outside a digest folder (no --config, no $DIGEST_CONFIG, no
+        ./digest.toml) a refusal, as git refuses outside a repository — running on
+        defaults would quietly start an empty store wherever the command was typed. A
+        store named in the environment (DIGEST_STORE__URL) is a configuration too."""
+        if find_config_file(self.config) is None and not os.environ.get("DIGEST_STORE__URL"):
+            raise ConfigError(f"no digest.toml in {Path.cwd()}; run `digest init` here, "
+                              f"or pass --config PATH (or set DIGEST_CONFIG)")
         return load_settings(self.config)
 
     @cached_property
@@ -390,16 +398,18 @@ def _book(app: App) -> SubscriberBook:
 @click.option("--name", default="", help="Display name, used in To: and the greeting.")
 @click.option("--topic", "topics", multiple=True, help="Only these topics (repeat; default: all).")
 @click.option("--timezone", help="IANA zone, e.g. Europe/Berlin (for local-time delivery).")
+@click.option("--force", is_flag=True,
+              help="Add an address that was removed earlier (only with their consent).")
 @click.pass_obj
 def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
-                    timezone: str | None) -> None:
+                    timezone: str | None, force: bool) -> None:
     """Add an active subscriber.
 
     Example:
 
         digest subscribers add grace@example.org --name Grace --topic AI --timezone America/New_York
     """
-    sub = _book(app).add(email, name, topics, timezone)
+    sub = _book(app).add(email, name, topics, timezone, force=force)
     out.print(f"Added {sub.email}" + (f" (topics: {', '.join(sub.topics)})" if sub.topics
                                       else " (all topics)"))
 
@@ -408,7 +418,9 @@ def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
 @click.argument("email")
 @click.pass_obj
 def subscribers_remove(app: App, email: str) -> None:
-    """Delete a subscriber (anonymised instead when the ledger mentions them).
+    """Erase a subscriber: name and address are deleted, they vanish from lists and
+    exports and are never mailed again. A hash of the address is kept so that an import
+    cannot bring them back by mistake (`subscribers add --force` can, with consent).
 
     Example:
 
@@ -434,15 +446,17 @@ def subscribers_unsubscribe(app: App, email: str) -> None:
 
 @subscribers.command("activate")
 @click.argument("email")
+@click.option("--force", is_flag=True,
+              help="Re-activate someone who unsubscribed (only with their consent).")
 @click.pass_obj
-def subscribers_activate(app: App, email: str) -> None:
-    """Make a pending, bounced or unsubscribed subscriber active again.
+def subscribers_activate(app: App, email: str, force: bool) -> None:
+    """Make a pending or bounced subscriber active again (one who unsubscribed: --force).
 
     Example:
 
         digest subscribers activate ada@example.org
     """
-    sub = _book(app).set_status(email, SubscriberStatus.ACTIVE)
+    sub = _book(app).set_status(email, SubscriberStatus.ACTIVE, force=force)
     out.print(f"Activated {sub.email}")
 
 
@@ -467,7 +481,8 @@ def _subscriber_row(s: Subscriber) -> dict[str, Any]:
 
 
 @subscribers.command("list")
-@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus
+                                            if s is not SubscriberStatus.REMOVED]))
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
 @click.pass_obj
@@ -486,8 +501,8 @@ def subscribers_list(app: App, status: str | None, fmt: str) -> None:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["email", "name", "status", "topics", "timezone"])
         for r in rows:
-            writer.writerow([r["email"], r["name"], r["status"], ";".join(r["topics"]),
-                             r["timezone"] or ""])
+            writer.writerow([spreadsheet_safe(v) for v in (
+                r["email"], r["name"], r["status"], ";".join(r["topics"]), r["timezone"] or "")])
     else:
         table = Table("email", "name", "status", "topics", "timezone")
         for r in rows:
@@ -498,37 +513,59 @@ def subscribers_list(app: App, status: str | None, fmt: str) -> None:
 
 
 @subscribers.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and report every row; store nothing.")
+@click.option("--reactivate", is_flag=True,
+              help="Let rows make unsubscribed or bounced subscribers active again (only "
+                   "with their consent).")
 @click.pass_obj
-def subscribers_import(app: App, file: Path) -> None:
-    """Import subscribers from a CSV file with a header row.
+def subscribers_import(app: App, file: Path, dry_run: bool, reactivate: bool) -> None:
+    """Import subscribers from a CSV file with a header row ("-": standard input).
 
-    Columns: email (required), name, topics (separated by ;), timezone. Every row is
-    checked; the good rows are stored in one transaction, the others reported.
+    Columns: email (required), name, topics (separated by ;), timezone, status,
+    hard_bounces, created_at — what `subscribers export` writes. Every row is checked;
+    the good rows are stored in one transaction, the others reported with their line.
+    Each change to an existing subscriber is reported; someone who unsubscribed or
+    bounced stays so unless --reactivate, and removed addresses are never re-added.
 
     Example:
 
-        digest subscribers import people.csv
+        digest subscribers import people.csv --dry-run && digest subscribers import people.csv
     """
-    report = _book(app).import_csv(file)
+    source: Path | TextIO = sys.stdin if str(file) == "-" else file
+    report = _book(app).import_csv(source, dry_run=dry_run, reactivate=reactivate)
     for line in report.rejected:
         err.print(f"[red]rejected:[/red] {escape(line)}", markup=True)
-    out.print(f"Imported {report.added} new subscriber{'s' * (report.added != 1)}, updated "
-              f"{report.updated}, rejected {len(report.rejected)}.")
-    if report.added + report.updated == 0:
+    for line in report.notes:
+        err.print(escape(line), markup=True)
+    prefix = "Dry run: would import" if dry_run else "Imported"
+    summary = (f"{prefix} {report.added} new subscriber{'s' * (report.added != 1)}, "
+               f"update {report.updated}" if dry_run else
+               f"{prefix} {report.added} new subscriber{'s' * (report.added != 1)}, updated "
+               f"{report.updated}")
+    summary += f", unchanged {report.unchanged}, rejected {len(report.rejected)}"
+    if report.reactivated:
+        summary += f"; re-activated {report.reactivated} who had unsubscribed or bounced"
+    out.print(summary + (". Nothing was stored." if dry_run else "."))
+    if report.rejected and report.added + report.updated + report.unchanged == 0:
         sys.exit(1)
 
 
 @subscribers.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.pass_obj
 def subscribers_export(app: App, file: Path) -> None:
-    """Write every subscriber to a CSV file (the import format, plus status).
+    """Write every subscriber to a CSV file ("-": standard output), in the columns
+    `subscribers import` reads. Cells that a spreadsheet would run as a formula (starting
+    with = + - @, a tab or CR) get a leading apostrophe, which import takes off again.
 
     Example:
 
         digest subscribers export backup.csv
     """
+    if str(file) == "-":
+        _book(app).export_csv(sys.stdout)
+        return
     count = _book(app).export_csv(file)
     out.print(f"Wrote {count} subscriber{'s' * (count != 1)} to {file}")
 

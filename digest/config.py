@@ -3,7 +3,8 @@
 The file is found by ``--config PATH``, then ``$DIGEST_CONFIG``, then
 ``./digest.toml``; with none of them the built-in defaults apply (the same values
 ``config.example.toml`` documents). Secrets (the SMTP password, the signing key)
-come only from the environment.
+come only from the environment — or, for the signing key, from the random file
+``digest init`` writes beside the store.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
 from .resources import package_resource
@@ -31,6 +35,7 @@ __all__ = [
     "SmtpSettings",
     "StoreSettings",
     "TopicRule",
+    "WebSettings",
     "find_config_file",
     "load_settings",
 ]
@@ -136,6 +141,17 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    # How many proxies in front of `digest serve` append to X-Forwarded-For (0: none, so
+    # the header is ignored and nobody can pick their own rate-limit bucket with it).
+    trusted_proxies: int = 0
+
+
+# The signing secret `digest init` writes when DIGEST_SECRET_KEY is not used.
+SECRET_FILE = "secret.key"
+
+
+@dataclass(frozen=True)
 class Settings:
     digest: DigestSettings = DigestSettings()
     store: StoreSettings = StoreSettings()
@@ -144,6 +160,7 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     fetch: FetchSettings = FetchSettings()
     dkim: DkimSettings = DkimSettings()
+    web: WebSettings = WebSettings()
     topics: tuple[TopicRule, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
@@ -178,13 +195,38 @@ class Settings:
         return url
 
     @property
+    def secret_file(self) -> Path:
+        """Where `digest init` keeps the signing secret: beside an SQLite store's file, or
+        beside the config file for a server database."""
+        try:
+            url = make_url(self.store_url)
+        except ArgumentError:
+            return self.base_dir / SECRET_FILE      # opening the store will say what is wrong
+        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+            return Path(url.database).parent / SECRET_FILE
+        return self.base_dir / SECRET_FILE
+
+    @property
     def signing_key(self) -> bytes:
-        """The key for unsubscribe/preferences tokens; a stable per-store fallback when unset."""
+        """The secret that signs unsubscribe/preferences/confirm links and the web forms:
+        DIGEST_SECRET_KEY, else the secret file `digest init` wrote. ConfigError when there
+        is neither: a guessable key would let anyone forge links."""
         if self.secret_key:
             return self.secret_key.encode()
-        # Without DIGEST_SECRET_KEY, tokens still need to be unguessable and stable;
-        # the store's location is neither secret nor random, so warn in `digest check`.
-        return ("digest-insecure-default:" + self.store_url).encode()
+        path = self.secret_file
+        fix = f"set DIGEST_SECRET_KEY, or run: digest init {self.base_dir}"
+        try:
+            key = path.read_bytes().strip()
+        except FileNotFoundError:
+            raise ConfigError(f"no key to sign links with: DIGEST_SECRET_KEY is not set and "
+                              f"{path} does not exist; {fix}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the signing key {path} ({exc.strerror}); "
+                              f"{fix}") from None
+        if len(key) < 32:
+            raise ConfigError(f"{path} holds fewer than 32 characters, too short to sign "
+                              f"links with; delete it and {fix}")
+        return key
 
 
 _SECTIONS: dict[str, type] = {
@@ -195,6 +237,7 @@ _SECTIONS: dict[str, type] = {
     "schedule": ScheduleSettings,
     "fetch": FetchSettings,
     "dkim": DkimSettings,
+    "web": WebSettings,
 }
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
@@ -363,6 +406,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         schedule=ScheduleSettings(**sections["schedule"]),
         fetch=FetchSettings(**sections["fetch"]),
         dkim=DkimSettings(**sections["dkim"]),
+        web=WebSettings(**sections["web"]),
         topics=topics,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
@@ -391,6 +435,9 @@ def _validate(s: Settings, origin: str) -> None:
     if k.enabled and not s.resolve_path(k.private_key).is_file():
         raise ConfigError(f"{origin}: [dkim] private_key {s.resolve_path(k.private_key)} does "
                           f"not exist; point it at the PEM file of the selector's key")
+    if s.web.trusted_proxies < 0:
+        raise ConfigError(f"{origin}: [web] trusted_proxies must be 0 or more (the number of "
+                          f"proxies in front of digest serve)")
     if s.smtp.connections < 1:
         raise ConfigError(f"{origin}: [smtp] connections must be at least 1")
     if s.fetch.deadline_seconds <= 0:

@@ -15,6 +15,7 @@ from .loopback import LoopbackSMTPServer
 from .resources import package_resource
 from .store import Store
 from .subscribers import SubscriberBook
+from .tokens import create_secret_file
 from .topics import TopicClassifier
 from .transport import SmtpTransport
 
@@ -58,6 +59,8 @@ def run_demo(folder: Path, progress: ProgressFn | None = None) -> DemoResult:
         settings = with_overrides(load_settings(config), smtp={
             "host": "127.0.0.1", "port": server.port, "security": "none", "username": "",
             "connections": 2})
+        # Like `digest init`: the links in the demo's mail are signed with a random key.
+        create_secret_file(settings.secret_file)
         store = Store.from_settings(settings)
         try:
             classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)

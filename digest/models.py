@@ -69,6 +69,7 @@ class SubscriberStatus(enum.StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    REMOVED = "removed"          # erased on request: only a hash of the address is kept
 
 
 class EditionStatus(enum.StrEnum):

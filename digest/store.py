@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Settings
 from .db import check_schema, open_engine, session_factory
 from .errors import InputError
-from .models import Article, ArticleSource, Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from .models import (
+    Article,
+    ArticleSource,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Subscriber,
+    SubscriberStatus,
+)
 
 __all__ = ["Claim", "Ledger", "Store", "delivery_counts", "new_owner", "retire_owner"]
 

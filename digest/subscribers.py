@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -16,14 +20,18 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .errors import InputError
-from .models import Article, Delivery, Subscriber, SubscriberStatus
+from .models import Article, Subscriber, SubscriberStatus
 from .store import Store
 from .topics import TopicClassifier
 
 __all__ = [
+    "EXPORT_COLUMNS",
     "CsvImportReport",
     "SubscriberBook",
+    "clean_name",
     "normalise_email",
+    "removed_key",
+    "spreadsheet_safe",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -49,16 +57,57 @@ class _Row:
     """One address of a CSV file, its rows merged."""
 
     email: str
+    line: int
     name: str = ""
     topics: list[str] = field(default_factory=list)
     timezone: str | None = None
+    status: SubscriberStatus | None = None
+    hard_bounces: int | None = None
+    created_at: datetime | None = None
 
 
 @dataclass
 class CsvImportReport:
     added: int = 0
     updated: int = 0
+    unchanged: int = 0
+    reactivated: int = 0
     rejected: list[str] = field(default_factory=list)   # "file:line: reason"
+    notes: list[str] = field(default_factory=list)      # "file:line: what changed"
+
+
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_COLUMNS = ("email", "name", "topics", "timezone", "status", "hard_bounces",
+                  "created_at")
+# Statuses an import may give a new subscriber; "removed" is never imported.
+_IMPORTABLE = {s.value: s for s in SubscriberStatus if s is not SubscriberStatus.REMOVED}
+
+
+def spreadsheet_safe(value: str) -> str:
+    """value, with a leading apostrophe when a spreadsheet would run it as a formula
+    (OWASP's advice for CSV files); import_csv takes the apostrophe off again."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _from_spreadsheet(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) \
+        else value
+
+
+def removed_key(address: str, subscriber_id: int) -> str:
+    """The email_key of a removed subscriber: a hash of the address (so that nobody
+    re-imports them by mistake) and the row id (so that the key stays unique)."""
+    return f"removed:{_address_hash(address)}:{subscriber_id}"
+
+
+def _address_hash(address: str) -> str:
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()[:40]
+
+
+def _was_removed(session: Session, address: str) -> bool:
+    return session.scalar(select(func.count()).where(
+        Subscriber.email_key.like(f"removed:{_address_hash(address)}:%"))) != 0
 
 
 class SubscriberBook:
@@ -116,12 +165,19 @@ class SubscriberBook:
 
     def add(self, email: str, name: str | None = None, topics: Sequence[str] = (),
             timezone: str | None = None,
-            status: SubscriberStatus = SubscriberStatus.ACTIVE) -> Subscriber:
+            status: SubscriberStatus = SubscriberStatus.ACTIVE, *,
+            force: bool = False) -> Subscriber:
+        """A new subscriber. An address removed earlier (at its owner's request) is
+        refused unless force: the operator then says they have consent again."""
         address = normalise_email(email)
         with self.store.writes.begin() as session:
             if self._find(session, address):
                 raise InputError(f"{address} is already subscribed (change it with: digest "
                                  f"subscribers set-topics, or remove it first)")
+            if not force and _was_removed(session, address):
+                raise InputError(f"{address} was removed from the list earlier; add it again "
+                                 f"only with their consent: digest subscribers add "
+                                 f"{address} --force")
             sub = Subscriber(email=address, email_key=address.lower(), name=clean_name(name),
                              topics=self.check_topics(session, topics),
                              timezone=self.check_timezone(timezone), status=status)
@@ -129,21 +185,29 @@ class SubscriberBook:
         return sub
 
     def remove(self, email: str) -> None:
+        """Erase a subscriber: the row stays (the ledger refers to it) with status removed,
+        no name and no address, only a hash of the address, so that the person is gone
+        from every list and export and is never mailed or imported again by mistake."""
         with self.store.writes.begin() as session:
             sub = self._get(session, email)
-            # Keep the ledger's history consistent: a subscriber with deliveries is
-            # anonymised and unsubscribed instead of deleted.
-            if session.scalar(select(func.count()).where(Delivery.subscriber_id == sub.id)):
-                sub.status = SubscriberStatus.UNSUBSCRIBED
-                sub.email = sub.email_key = f"removed-{sub.id}@invalid"
-                sub.name = ""
-                sub.token_version += 1
-            else:
-                session.delete(sub)
+            sub.status = SubscriberStatus.REMOVED
+            sub.email_key = removed_key(sub.email, sub.id)
+            sub.email = f"removed-{sub.id}@invalid"
+            sub.name = ""
+            sub.topics = []
+            sub.timezone = None
+            sub.token_version += 1
 
-    def set_status(self, email: str, status: SubscriberStatus) -> Subscriber:
+    def set_status(self, email: str, status: SubscriberStatus, *,
+                   force: bool = False) -> Subscriber:
+        """Change a subscriber's status. Making someone who unsubscribed active again
+        needs force: they said no, and only they (or their new consent) can undo it."""
         with self.store.writes.begin() as session:
             sub = self._get(session, email)
+            if (status is SubscriberStatus.ACTIVE and sub.status is
+                    SubscriberStatus.UNSUBSCRIBED and not force):
+                raise InputError(f"{sub.email} unsubscribed; re-activate them only with their "
+                                 f"consent: digest subscribers activate {sub.email} --force")
             sub.status = status
             if status is SubscriberStatus.ACTIVE:
                 sub.hard_bounces = 0
@@ -156,70 +220,184 @@ class SubscriberBook:
             return sub
 
     def subscribers(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
+        """Subscribers by id, of one status or all (removed ones are never listed)."""
         with self.store.sessions() as session:
-            query = select(Subscriber).order_by(Subscriber.id)
+            query = (select(Subscriber).where(Subscriber.status != SubscriberStatus.REMOVED)
+                     .order_by(Subscriber.id))
             if status:
                 query = query.where(Subscriber.status == status)
             return list(session.scalars(query))
 
     # -- CSV --
 
-    def import_csv(self, path: Path) -> CsvImportReport:
-        """Check every row, then store the good ones in one transaction. Rows for an address
-        seen earlier in the file are merged into it; existing subscribers are updated."""
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 "
-                             f"CSV") from None
+    def _read_row(self, session: Session, row: dict[str, str | None], path: str,
+                  line: int) -> _Row:
+        def cell(name: str) -> str:
+            return _from_spreadsheet((row.get(name) or "").strip())
+
+        address = normalise_email(cell("email"))
+        merged = _Row(address, line, clean_name(cell("name")),
+                      self.check_topics(session, re.split(r"[;,|]", cell("topics"))),
+                      self.check_timezone(cell("timezone")))
+        status = cell("status").lower()
+        if status:
+            if status not in _IMPORTABLE:
+                raise InputError(f"unknown status {status!r}; use one of "
+                                 f"{', '.join(_IMPORTABLE)}")
+            merged.status = _IMPORTABLE[status]
+        if cell("hard_bounces"):
+            try:
+                merged.hard_bounces = max(0, int(cell("hard_bounces")))
+            except ValueError:
+                raise InputError(f"hard_bounces {cell('hard_bounces')!r} is not a whole "
+                                 f"number") from None
+        if cell("created_at"):
+            try:
+                created = datetime.fromisoformat(cell("created_at"))
+            except ValueError:
+                raise InputError(f"created_at {cell('created_at')!r} is not an ISO date "
+                                 f"(2026-11-27T08:00:00+00:00)") from None
+            merged.created_at = created if created.tzinfo else created.replace(tzinfo=UTC)
+        return merged
+
+    def import_csv(self, source: Path | TextIO, *, dry_run: bool = False,
+                   reactivate: bool = False) -> CsvImportReport:
+        """Check every row, then store the good ones in one transaction (none with dry_run).
+
+        Columns: email (required), name, topics, timezone, status, hard_bounces, created_at
+        — the export's. A new address takes the row's status (default active). An existing
+        subscriber is updated (each change reported with its line) but never made active
+        again once unsubscribed or bounced, unless reactivate; an unsubscribed or bounced
+        row does unsubscribe an active one. Addresses removed earlier are refused. Rows for
+        an address seen earlier in the file are merged into it (and reported)."""
+        path, text = _read_csv_text(source)
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         if "email" not in header:
             raise InputError(f"{path}:1: the header row needs an 'email' column (columns: "
-                             f"email, name, topics, timezone)")
+                             f"{', '.join(EXPORT_COLUMNS)})")
         reader.fieldnames = header
         report = CsvImportReport()
         rows: dict[str, _Row] = {}
-        with self.store.writes.begin() as session:
-            for row in reader:
-                line = reader.line_num
-                try:
-                    address = normalise_email(row.get("email") or "")
-                    topics = self.check_topics(session, re.split(r"[;,|]", row.get("topics")
-                                                                  or ""))
-                    timezone = self.check_timezone(row.get("timezone"))
-                except InputError as exc:
-                    report.rejected.append(f"{path}:{line}: {exc}")
-                    continue
-                merged = rows.setdefault(address.lower(), _Row(address))
-                merged.name = clean_name(row.get("name")) or merged.name
-                merged.topics = list(dict.fromkeys([*merged.topics, *topics]))
-                merged.timezone = timezone or merged.timezone
-            for key, values in rows.items():
-                sub = self._find(session, key)
-                if sub is None:
-                    session.add(Subscriber(email=values.email, email_key=key,
-                                           name=values.name, topics=values.topics,
-                                           timezone=values.timezone,
-                                           status=SubscriberStatus.ACTIVE))
-                    report.added += 1
-                else:
-                    sub.name = values.name or sub.name
-                    sub.topics = values.topics or sub.topics
-                    sub.timezone = values.timezone or sub.timezone
-                    report.updated += 1
+        session = self.store.writes()
+        try:
+            with session.begin():
+                for row in reader:
+                    line = reader.line_num
+                    try:
+                        read = self._read_row(session, row, path, line)
+                    except InputError as exc:
+                        report.rejected.append(f"{path}:{line}: {exc}")
+                        continue
+                    key = read.email.lower()
+                    first = rows.get(key)
+                    if first is None:
+                        rows[key] = read
+                        continue
+                    report.notes.append(f"{path}:{line}: {read.email} appears again (first "
+                                        f"on line {first.line}); the rows are merged")
+                    first.name = read.name or first.name
+                    first.topics = list(dict.fromkeys([*first.topics, *read.topics]))
+                    first.timezone = read.timezone or first.timezone
+                    first.status = read.status or first.status
+                for key, values in rows.items():
+                    self._store_row(session, key, values, path, report, reactivate)
+                if dry_run:
+                    session.rollback()
+        finally:
+            session.close()
         return report
 
-    def export_csv(self, path: Path) -> int:
+    def _store_row(self, session: Session, key: str, values: _Row, path: str,
+                   report: CsvImportReport, reactivate: bool) -> None:
+        where = f"{path}:{values.line}"
+        sub = self._find(session, key)
+        if sub is None:
+            if _was_removed(session, key):
+                report.rejected.append(f"{where}: {values.email} was removed from the list "
+                                       f"earlier; not added again (with their consent: "
+                                       f"digest subscribers add {values.email} --force)")
+                return
+            session.add(Subscriber(
+                email=values.email, email_key=key, name=values.name, topics=values.topics,
+                timezone=values.timezone, status=values.status or SubscriberStatus.ACTIVE,
+                hard_bounces=values.hard_bounces or 0,
+                **({"created_at": values.created_at} if values.created_at else {})))
+            report.added += 1
+            return
+        changes: list[str] = []
+        if values.name and values.name != sub.name:
+            changes.append(f"name {sub.name!r} → {values.name!r}")
+            sub.name = values.name
+        if values.topics and values.topics != sub.topics:
+            changes.append(f"topics {', '.join(sub.topics) or 'all'} → "
+                           f"{', '.join(values.topics)}")
+            sub.topics = values.topics
+        if values.timezone and values.timezone != sub.timezone:
+            changes.append(f"timezone {sub.timezone or 'default'} → {values.timezone}")
+            sub.timezone = values.timezone
+        wanted = values.status
+        if wanted is not None and wanted is not sub.status:
+            opted_out = sub.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+            if wanted in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING) and opted_out \
+                    and not reactivate:
+                report.notes.append(f"{where}: {values.email} is {sub.status.value} here and "
+                                    f"stays so (re-activate with their consent: "
+                                    f"--reactivate)")
+            else:
+                if opted_out and wanted is SubscriberStatus.ACTIVE:
+                    report.reactivated += 1
+                    sub.hard_bounces = 0
+                changes.append(f"status {sub.status.value} → {wanted.value}")
+                sub.status = wanted
+        if changes:
+            report.updated += 1
+            report.notes.append(f"{where}: updated {values.email}: {'; '.join(changes)}")
+        else:
+            report.unchanged += 1
+
+    def export_csv(self, target: Path | TextIO) -> int:
+        """Write every subscriber (removed ones excepted) with every column import_csv
+        reads; cells a spreadsheet would run as formulas get a leading apostrophe.
+        A file is written whole or not at all."""
         subs = self.subscribers()
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["email", "name", "topics", "timezone", "status"])
+
+        def write(fh: TextIO) -> None:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(EXPORT_COLUMNS)
             for s in subs:
-                writer.writerow([s.email, s.name, ";".join(s.topics), s.timezone or "",
-                                 s.status.value])
-        tmp.replace(path)
+                writer.writerow([spreadsheet_safe(v) for v in (
+                    s.email, s.name, ";".join(s.topics), s.timezone or "", s.status.value,
+                    str(s.hard_bounces), s.created_at.isoformat() if s.created_at else "")])
+
+        if not isinstance(target, Path):
+            write(target)
+            return len(subs)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            with tmp.open("w", encoding="utf-8", newline="") as fh:
+                write(fh)
+            tmp.replace(target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}; check that the "
+                             f"folder exists and is writable") from None
         return len(subs)
+
+
+def _read_csv_text(source: Path | TextIO) -> tuple[str, str]:
+    """(name for messages, text) of a CSV file, or of a stream ("-": stdin)."""
+    if not isinstance(source, Path):
+        return "<stdin>", source.read().lstrip("\ufeff")
+    try:
+        return str(source), source.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{source}: is a folder; give a CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}: not UTF-8 text (byte {exc.start}); save it as UTF-8 "
+                         f"CSV") from None
+    except OSError as exc:
+        raise InputError(f"{source}: {exc.strerror or exc}") from None

@@ -4,6 +4,9 @@ A token is ``<payload>.<signature>``, both URL-safe base64. The payload names th
 purpose, the subscriber, the subscriber's token version (bump it to revoke every token
 issued so far) and an optional expiry. Each purpose has its own key, derived from the
 secret, so a token for one purpose is never valid for another.
+
+The secret is DIGEST_SECRET_KEY, or the random file `digest init` writes beside the store
+(``create_secret_file``); never anything derived from public facts.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["BadToken", "TokenClaims", "make_token", "read_token"]
+__all__ = ["BadToken", "TokenClaims", "create_secret_file", "make_token", "read_token"]
 
 
 class BadToken(ValueError):
@@ -79,3 +85,17 @@ def read_token(secret: bytes, purpose: str, token: str, now: float | None = None
     if claims.expires is not None and (now or time.time()) > claims.expires:
         raise BadToken("expired")
     return claims
+
+
+def create_secret_file(path: Path) -> bool:
+    """Write a new random secret (384 bits, URL-safe text) to path, readable by its owner
+    only (mode 0600). An existing file is never touched: replacing the secret would break
+    every link already sent. Returns True when it wrote one."""
+    try:
+        # O_EXCL: two `digest init`s at once cannot both write (and one overwrite the other).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(secrets.token_urlsafe(48) + "\n")
+    return True

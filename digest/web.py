@@ -1,10 +1,13 @@
 """The subscriber web pages: one-click unsubscribe (RFC 8058), double opt-in sign-up,
 topic preferences, and the archive of sent editions (HTML and Atom).
 
-A Flask app, served by waitress (`digest serve`). Links in mail carry HMAC-signed tokens
-(digest.tokens), one purpose each, bound to the subscriber's token version so they can
-be revoked. Forms carry CSRF tokens (Flask-WTF); the one-click POST does not, by design:
-mail providers POST it without cookies.
+A Flask app, served by waitress (`digest serve`, `WebServer`). Links in mail carry
+HMAC-signed tokens (digest.tokens), one purpose each, bound to the subscriber's token
+version so they can be revoked. Forms carry CSRF tokens (Flask-WTF); the one-click POST
+does not, by design: mail providers POST it without cookies. Links that change something
+(confirm, unsubscribe) show a page with a button on GET, because mail scanners follow
+links. Sign-up only queues its mail (digest.outbox); the server's outbox thread sends it.
+Rate limits count in the store (digest.ratelimits), per real client address.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,31 +26,40 @@ from typing import Any
 from zoneinfo import available_timezones
 
 import jinja2
+import waitress
 from flask import Flask, Response, abort, render_template, request, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter, Map
 
 from .config import Settings, with_overrides
 from .edition import build_content
-from .errors import DigestError, InputError
+from .errors import InputError
 from .message import SMTP_POLICY, sender_address
 from .models import Article, Edition, EditionStatus, Subscriber, SubscriberStatus
+from .outbox import OutboxSender, queue_mail
+from .ratelimits import SCHEME as LIMIT_STORAGE
 from .render import Personal, Renderer, day
 from .resources import package_resource
 from .store import Store
 from .subscribers import SubscriberBook, clean_name, normalise_email
-from .tokens import BadToken, Signer, read_token
-from .transport import PermanentFailure, TemporaryFailure, make_transport
+from .tokens import BadToken, Signer, TokenClaims, read_token
 
-__all__ = ["CONFIRM_HOURS", "create_app", "serve"]
+__all__ = ["CONFIRM_HOURS", "MAX_ID", "WebServer", "create_app", "serve"]
 
 log = logging.getLogger("digest.web")
 
 CONFIRM_HOURS = 48
 SIGNUP_LIMIT = "5 per 10 minutes"
+# The largest id the store holds: its Integer columns are 32-bit on PostgreSQL.
+MAX_ID = 2**31 - 1
+_USED = "This link was already used, or has been replaced by a newer one."
 _PUBLISHED = (EditionStatus.SENT, EditionStatus.SENDING)
 _SECURITY_HEADERS = {
     # No scripts at all; styles are inline (the email's own inlined CSS included).
@@ -59,15 +72,33 @@ _SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings, store: Store | None = None) -> Flask:
-    """The web app for one store."""
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a row id as the store can hold it (1 to MAX_ID). Anything else does
+    not match the route, so it is a 404 page, never a database overflow (a 500)."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, min=1, max=MAX_ID)
+
+
+def create_app(settings: Settings, store: Store | None = None,
+               outbox: OutboxSender | None = None) -> Flask:
+    """The web app for one store. Sign-ups queue their mail in the store's outbox and wake
+    `outbox` (when given) to send it; without one, a sender elsewhere drains it.
+    Raises ConfigError when there is no signing key."""
     store = store or Store.from_settings(settings)
     book = SubscriberBook(store, settings)
     renderer = Renderer(settings)
+    mail_text = renderer.env          # the mail templates (and a user's templates_dir)
     base = settings.digest.base_url.rstrip("/")
     key = settings.signing_key
 
     app = Flask("digest.web", static_folder=None)
+    app.url_map.converters["id"] = IdConverter
+    if settings.web.trusted_proxies:
+        # Behind N proxies, the client is the Nth address from the right of
+        # X-Forwarded-For; without trusted proxies the header is ignored (anyone can send it).
+        app.wsgi_app = ProxyFix(app.wsgi_app,   # type: ignore[method-assign]
+                                x_for=settings.web.trusted_proxies)
     app.secret_key = hmac.new(key, b"digest-web-session", hashlib.sha256).digest()
     app.config.update(
         MAX_CONTENT_LENGTH=64 * 1024,
@@ -87,8 +118,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     app.jinja_env.filters["day"] = day
     app.jinja_env.globals["digest"] = settings.digest
     csrf = CSRFProtect(app)
-    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://",
-                      default_limits=[])
+    # Counted in the store, so every thread and process of this site shares the buckets.
+    limiter = Limiter(get_remote_address, app=app, storage_uri=f"{LIMIT_STORAGE}://",
+                      storage_options={"store": store}, default_limits=[])
     preferences_signer = Signer(key, "preferences")
     confirm_signer = Signer(key, "confirm")
 
@@ -97,19 +129,28 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         return render_template("web/message.html.j2", heading=heading, paragraphs=paragraphs,
                                error=error, link=link), status
 
-    def subscriber_for(purpose: str, token: str) -> Subscriber:
-        """The subscriber a valid token names, or a 400 page (nothing changes)."""
+    def claims_of(purpose: str, token: str) -> TokenClaims:
+        """The claims of a valid token, or a 400 page (nothing changes)."""
         try:
-            claims = read_token(key, purpose, token)
+            return read_token(key, purpose, token)
         except BadToken as exc:
             reason = ("This link has expired." if str(exc) == "expired"
                       else "This link is not valid: it may have been cut or altered.")
             abort(400, reason)
+
+    def subscriber_for(purpose: str, token: str) -> Subscriber:
+        """The subscriber a valid, current token names, or a 400 page (nothing changes)."""
+        claims = claims_of(purpose, token)
         with store.sessions() as session:
             sub = session.get(Subscriber, claims.subscriber_id)
         if sub is None or sub.token_version != claims.version:
-            abort(400, "This link was already used, or has been replaced by a newer one.")
+            abort(400, _USED)
         return sub
+
+    def already_subscribed(sub: Subscriber) -> tuple[str, int]:
+        return page("You're already subscribed", f"{sub.email} already receives "
+                    f"{settings.digest.name}; there is nothing to confirm.",
+                    "To change your topics, use the “Manage topics” link in any digest.")
 
     # -- errors and headers --
 
@@ -199,23 +240,57 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         except InputError as exc:
             return render_template("web/subscribe.html.j2", topics=settings.topic_names,
                                    form=form, problem=str(exc)), 400
-        sub = _register(store, address, form["name"], topics)
-        if sub is not None:
-            _send_confirmation(settings, confirm_signer, sub, base)
-        # The same answer whether the address was new, pending or already subscribed.
+        # The same work and the same answer whether the address was new, pending or
+        # already subscribed: one mail queued (the outbox thread sends it).
+        with store.writes.begin() as session:
+            sub = _register(session, address, form["name"], topics)
+            if sub.status is SubscriberStatus.ACTIVE:
+                subject = f"You are already subscribed to {settings.digest.name}"
+                body = mail_text.get_template("subscribed.txt.j2").render(
+                    digest=settings.digest, greeting=_greeting(sub.name), email=sub.email,
+                    preferences_url=f"{base}/p/"
+                                    f"{preferences_signer.make(sub.id, sub.token_version)}")
+            else:
+                expires = int(time.time()) + CONFIRM_HOURS * 3600
+                subject = f"Confirm your subscription to {settings.digest.name}"
+                body = mail_text.get_template("confirm.txt.j2").render(
+                    digest=settings.digest, greeting=_greeting(sub.name), email=sub.email,
+                    confirm_url=f"{base}/confirm/"
+                                f"{confirm_signer.make(sub.id, sub.token_version, expires)}",
+                    hours=CONFIRM_HOURS)
+            envelope_from, message = _mail(settings, sub.email, subject, body)
+            queue_mail(session, envelope_from, sub.email, message, subscriber_id=sub.id)
+        if outbox is not None:
+            outbox.wake()
         return page("Check your inbox", f"If {address} can subscribe, a confirmation link "
                     f"is on its way to it.", f"The link works for {CONFIRM_HOURS} hours.")
 
     @app.get("/confirm/<token>")
     def confirm(token: str) -> Any:
-        sub = subscriber_for("confirm", token)
+        # A page with a button: mail scanners follow links, and must not subscribe anyone.
+        claims = claims_of("confirm", token)
+        with store.sessions() as session:
+            sub = session.get(Subscriber, claims.subscriber_id)
+        if sub is not None and sub.status is SubscriberStatus.ACTIVE:
+            return already_subscribed(sub)
+        if sub is None or sub.token_version != claims.version:
+            abort(400, _USED)
+        return render_template("web/confirm.html.j2", email=sub.email)
+
+    @app.post("/confirm/<token>")
+    def confirm_post(token: str) -> Any:
+        claims = claims_of("confirm", token)
         with store.writes.begin() as session:
-            row = session.get(Subscriber, sub.id)
-            assert row is not None
+            row = session.get(Subscriber, claims.subscriber_id, with_for_update=True)
+            if row is not None and row.status is SubscriberStatus.ACTIVE:
+                return already_subscribed(row)
+            if row is None or row.token_version != claims.version:
+                abort(400, _USED)
             row.status = SubscriberStatus.ACTIVE
             row.hard_bounces = 0
             row.token_version += 1          # the link is single-use
             version = row.token_version
+            sub = row
         return page("You are subscribed", f"{sub.email} will receive {settings.digest.name}.",
                     link=("Choose your topics",
                           url_for("preferences", token=preferences_signer.make(sub.id,
@@ -286,14 +361,14 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             preferences_url=f"{base}/subscribe"))
         return html
 
-    @app.get("/editions/<int:number>")
+    @app.get("/editions/<id:number>")
     def edition(number: int) -> Any:
         html = edition_html(number)
         if html is None:
             abort(404)
         return Response(html, mimetype="text/html")
 
-    @app.get("/articles/<int:article_id>")
+    @app.get("/articles/<id:article_id>")
     def article(article_id: int) -> Any:
         with store.sessions() as session:
             row = session.get(Article, article_id)
@@ -316,53 +391,93 @@ def _zones() -> Sequence[str]:
         ("Etc/", "SystemV/", "US/", "posix/", "right/")))
 
 
-def _register(store: Store, address: str, name: str, topics: list[str]) -> Subscriber | None:
-    """Record a sign-up; returns the subscriber to send a confirmation to (None when the
-    address is already active: nothing to confirm)."""
-    with store.writes.begin() as session:
-        sub = session.scalar(select(Subscriber).where(Subscriber.email_key == address.lower()))
-        if sub is None:
-            sub = Subscriber(email=address, email_key=address.lower(), name=name,
-                             topics=topics, status=SubscriberStatus.PENDING)
-            session.add(sub)
-            session.flush()
-        elif sub.status is SubscriberStatus.ACTIVE:
-            return None
-        elif sub.status is SubscriberStatus.PENDING:
-            sub.name, sub.topics = name or sub.name, topics or sub.topics
-        return sub
+def _register(session: Session, address: str, name: str, topics: list[str]) -> Subscriber:
+    """Record a sign-up in session's transaction; returns the subscriber (new, pending, or
+    as they were when already active: a stranger's form changes nothing of theirs)."""
+    sub = session.scalar(select(Subscriber).where(Subscriber.email_key == address.lower()))
+    if sub is None:
+        sub = Subscriber(email=address, email_key=address.lower(), name=name,
+                         topics=topics, status=SubscriberStatus.PENDING)
+        session.add(sub)
+        session.flush()
+    elif sub.status is SubscriberStatus.PENDING:
+        sub.name, sub.topics = name or sub.name, topics or sub.topics
+    return sub
 
 
-def _send_confirmation(settings: Settings, signer: Signer, sub: Subscriber, base: str) -> None:
-    expires = int(time.time()) + CONFIRM_HOURS * 3600
-    url = f"{base}/confirm/{signer.make(sub.id, sub.token_version, expires)}"
-    env = Renderer(settings).env
-    text = env.get_template("confirm.txt.j2").render(
-        digest=settings.digest, greeting=f"Hello {sub.name.split()[0]}," if sub.name
-        else "Hello,", email=sub.email, confirm_url=url, hours=CONFIRM_HOURS)
+def _greeting(name: str) -> str:
+    return f"Hello {name.split()[0]}," if name.strip() else "Hello,"
+
+
+def _mail(settings: Settings, to: str, subject: str, text: str) -> tuple[str, bytes]:
+    """(envelope sender, message bytes) of a plain-text mail from the digest to `to`."""
     msg = EmailMessage(policy=SMTP_POLICY)
     name, addr = sender_address(settings)
     msg["From"] = f"{name} <{addr}>"
-    msg["To"] = sub.email
-    msg["Subject"] = f"Confirm your subscription to {settings.digest.name}"
+    msg["To"] = to
+    msg["Subject"] = subject
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=addr.rsplit("@", 1)[1])
     msg.set_content(text)
-    transport = make_transport(settings)
-    try:
-        conn = transport.open()
+    return addr, msg.as_bytes(policy=SMTP_POLICY)
+
+
+class WebServer:
+    """The app under waitress, with the outbox sender beside it. `run` serves in the
+    calling thread until `stop` (from any other thread), Ctrl-C or SystemExit."""
+
+    def __init__(self, settings: Settings, host: str, port: int, store: Store | None = None,
+                 threads: int = 8, poll: float = 30.0) -> None:
+        self._own_store = store is None
+        self.store = store or Store.from_settings(settings)
         try:
-            conn.send(addr, sub.email, msg.as_bytes(policy=SMTP_POLICY))
+            self.outbox = OutboxSender(self.store, settings, poll=poll)
+            self.app = create_app(settings, self.store, self.outbox)
+            # Our own socket map: stop() closes exactly this server's sockets.
+            self._map: dict[int, Any] = {}
+            # waitress drops X-Forwarded-* itself unless told otherwise; with trusted
+            # proxies the app's ProxyFix reads it (the same in any WSGI server).
+            self.server = waitress.create_server(
+                self.app, map=self._map, host=host, port=port, threads=threads,
+                ident="digest", clear_untrusted_proxy_headers=not settings.web.trusted_proxies)
+        except BaseException:
+            if self._own_store:
+                self.store.close()
+            raise
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+
+    @property
+    def port(self) -> int:
+        return int(self.server.effective_port)   # type: ignore[union-attr]
+
+    def run(self) -> None:
+        """Serve until stopped; then the outbox sender finishes its pass and ends."""
+        self.outbox.start()
+        try:
+            self.server.run()
         finally:
-            conn.close()
-    except (DigestError, TemporaryFailure, PermanentFailure) as exc:
-        # The page says the same either way; the operator sees this in the log.
-        log.error("confirmation mail to subscriber %s not sent: %s", sub.id, exc)
+            # After Ctrl-C the loop is gone but its sockets are open (after stop(): no-op).
+            wasyncore.close_all(self._map)
+            self.outbox.stop()
+            if self._own_store:
+                self.store.close()
+
+    def stop(self) -> None:
+        """End `run` from another thread. The sockets are closed by the loop's own thread,
+        between two select() calls: closed from here, the loop (or a worker waking it)
+        would use a closed descriptor (OSError: Bad file descriptor)."""
+        with self._stop_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        # Workers first: each one pulls the trigger when it finishes a request, so the
+        # trigger must stay open until they have all ended.
+        self.server.task_dispatcher.shutdown()
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve the app with waitress until interrupted."""
-    import waitress
-
-    waitress.serve(create_app(settings), host=host, port=port, threads=8,
-                   ident="digest")
+    """Serve the app with waitress, and send queued confirmations, until interrupted.
+    Raises ConfigError (before listening) when there is no signing key."""
+    WebServer(settings, host, port).run()

@@ -253,3 +253,16 @@ def test_utm_parameters_on_read_more_links(digest: Digest, tmp_path: Path) -> No
     assert ("https://healthwire.example.net/ml-triage-pilot?utm_source=weekly&utm_medium=email"
             "&utm_campaign=digest-1") in text
     assert "utm_source=rss" not in text
+
+
+def test_outside_a_digest_folder_commands_refuse_and_create_nothing(tmp_path: Path) -> None:
+    """Run anywhere, a command once made an empty digest.db there and worked on it."""
+    d = Digest(tmp_path)
+    for args in (["articles", "list"], ["subscribers", "add", "a@example.org"],
+                 ["send", "--yes"]):
+        result = d(*args)
+        assert result.exit_code == 1, args
+        assert result.output == (f"Error: no digest.toml in {tmp_path}; run `digest init` "
+                                 f"here, or pass --config PATH (or set DIGEST_CONFIG)\n")
+    assert list(tmp_path.iterdir()) == []
+    assert d("--help").exit_code == 0 and d("articles", "--help").exit_code == 0

@@ -45,14 +45,15 @@ def test_an_older_store_upgrades_in_place_with_its_data(tmp_path: Path, store_ur
     _old_store(store_url)
     d = Digest(tmp_path)
     (tmp_path / "digest.toml").write_text(f'[store]\nurl = "{store_url}"\n')
+    head = head_revision()
     refused = d("articles", "list")
     assert refused.exit_code == 1
-    assert "has schema revision 0001, this digest needs 0002: run digest db upgrade" in \
+    assert f"has schema revision 0001, this digest needs {head}: run digest db upgrade" in \
         refused.output
     assert d.ok("db", "upgrade").stdout == \
-        "Upgraded the store from schema revision 0001 to 0002.\n"
+        f"Upgraded the store from schema revision 0001 to {head}.\n"
     assert d.ok("db", "upgrade").stdout == \
-        "The store is at the current schema revision (0002); nothing to do.\n"
+        f"The store is at the current schema revision ({head}); nothing to do.\n"
     rows = json.loads(d.ok("articles", "list", "--new", "--format", "json").stdout)
     assert [r["title"] for r in rows] == ["An old article"]
     subs = json.loads(d.ok("subscribers", "list", "--format", "json").stdout)
@@ -69,7 +70,23 @@ def test_a_store_from_before_migrations_is_adopted(tmp_path: Path) -> None:
         conn.execute(text("drop table alembic_version"))   # made before there were any
     engine.dispose()
     engine = open_engine(url)
-    assert upgrade_schema(engine) == ("0001", "0002")
+    assert upgrade_schema(engine) == ("0001", head_revision())
     with engine.connect() as conn:
         assert conn.execute(text("select title from articles")).scalar() == "An old article"
+    engine.dispose()
+
+
+def test_a_0002_store_upgrades_to_the_outbox_and_rate_limits(tmp_path: Path,
+                                                              store_url: str) -> None:
+    engine = open_engine(store_url)
+    upgrade_schema(engine, "0002")
+    engine.dispose()
+    d = Digest(tmp_path)
+    (tmp_path / "digest.toml").write_text(f'[store]\nurl = "{store_url}"\n')
+    assert d.ok("db", "upgrade").stdout == \
+        f"Upgraded the store from schema revision 0002 to {head_revision()}.\n"
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from outbox")).scalar() == 0
+        assert conn.execute(text("select count(*) from rate_limits")).scalar() == 0
     engine.dispose()

@@ -253,7 +253,8 @@ def test_berlin_daylight_saving_keeps_the_local_hour(tmp_path: Path) -> None:
 
 
 def _store(store_url: str, **schedule: object):  # type: ignore[no-untyped-def]
-    settings = load_settings(None, environ={"DIGEST_STORE__URL": store_url})
+    settings = load_settings(None, environ={"DIGEST_STORE__URL": store_url,
+                                            "DIGEST_SECRET_KEY": "k" * 32})
     return with_overrides(settings, schedule=schedule)
 
 

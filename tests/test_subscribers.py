@@ -4,7 +4,7 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import Digest
+from conftest import Digest, sql
 
 
 def subs(digest: Digest, *args: str) -> list[dict[str, object]]:
@@ -67,8 +67,10 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(digest: Digest, tmp_pat
         "Science, Business, Politics, Culture, Sports, More stories",
         "rejected: people.csv:6: unknown timezone 'Asia/Atlantis'; use an IANA name such as "
         "Europe/Berlin or America/New_York",
+        "people.csv:5: GRACE@example.org appears again (first on line 2); the rows are merged",
     ]
-    assert result.stdout == "Imported 2 new subscribers, updated 0, rejected 3.\n"
+    assert result.stdout == ("Imported 2 new subscribers, updated 0, unchanged 0, rejected "
+                             "3.\n")
     rows = {r["email"]: r for r in subs(digest)}
     assert rows["grace@example.org"]["topics"] == ["AI", "Technology", "Science"]
     assert rows["grace@example.org"]["name"] == "Grace Hopper"
@@ -76,12 +78,13 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(digest: Digest, tmp_pat
     (tmp_path / "bad.csv").write_text("email\nnope\n")
     result = digest("subscribers", "import", "bad.csv")
     assert result.exit_code == 1
-    assert "Imported 0 new subscribers, updated 0, rejected 1." in result.stdout
+    assert "Imported 0 new subscribers, updated 0, unchanged 0, rejected 1." in result.stdout
 
     (tmp_path / "noheader.csv").write_text("a@example.org,A\n")
     result = digest("subscribers", "import", "noheader.csv")
     assert result.output == ("Error: noheader.csv:1: the header row needs an 'email' column "
-                             "(columns: email, name, topics, timezone)\n")
+                             "(columns: email, name, topics, timezone, status, hard_bounces, "
+                             "created_at)\n")
 
     digest.ok("subscribers", "export", "out.csv")
     with (tmp_path / "out.csv").open() as fh:
@@ -94,3 +97,99 @@ def test_list_as_csv(digest: Digest) -> None:
     digest.ok("subscribers", "add", "a@example.org", "--name", "A, Person")
     assert digest.ok("subscribers", "list", "--format", "csv").stdout == (
         'email,name,status,topics,timezone\na@example.org,"A, Person",active,,\n')
+
+
+def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, tmp_path: Path,
+                                                               store_url: str) -> None:
+    """An export re-imported into a new store once brought unsubscribed people back as
+    active. Every field round-trips; an import never re-activates anyone on its own."""
+    digest.ok("subscribers", "add", "ada@example.org", "--name", "Ada", "--topic", "AI",
+              "--timezone", "Europe/London")
+    digest.ok("subscribers", "add", "bob@example.org", "--name", "=HYPERLINK(\"http://x\")")
+    digest.ok("subscribers", "add", "cy@example.org")
+    digest.ok("subscribers", "unsubscribe", "bob@example.org")
+    digest.ok("subscribers", "add", "gone@example.org")
+    digest.ok("subscribers", "remove", "gone@example.org")
+    digest.ok("subscribers", "export", "all.csv")
+    exported = (tmp_path / "all.csv").read_text()
+    assert "gone@" not in exported and "removed-" not in exported
+    cells = [cell for row in csv.reader(exported.splitlines()) for cell in row]
+    assert "'=HYPERLINK(\"http://x\")" in cells   # a spreadsheet shows it, never runs it
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
+    before = subs(digest)
+
+    fresh = Digest(tmp_path / "fresh")
+    fresh.folder.mkdir()
+    fresh.ok("init")
+    fresh.ok("subscribers", "import", str(tmp_path / "all.csv"))
+    assert subs(fresh) == before
+    # Every column, created_at and hard_bounces included, comes back as it was.
+    assert fresh.ok("subscribers", "export", "-").stdout == exported
+
+    # Into the same store: bob stays unsubscribed, whatever the file says.
+    (tmp_path / "again.csv").write_text("email,name,status\nbob@example.org,Bob,active\n"
+                                        "cy@example.org,Cy,active\n")
+    result = digest.ok("subscribers", "import", "again.csv")
+    assert result.stderr.splitlines() == [
+        "again.csv:2: bob@example.org is unsubscribed here and stays so (re-activate with "
+        "their consent: --reactivate)",
+        "again.csv:2: updated bob@example.org: name '=HYPERLINK(\"http://x\")' → 'Bob'",
+        "again.csv:3: updated cy@example.org: name '' → 'Cy'"]
+    assert result.stdout == "Imported 0 new subscribers, updated 2, unchanged 0, rejected 0.\n"
+    assert {s["email"]: s["status"] for s in subs(digest)}["bob@example.org"] == "unsubscribed"
+    forced = digest.ok("subscribers", "import", "again.csv", "--reactivate")
+    assert "re-activated 1 who had unsubscribed or bounced" in forced.stdout
+    assert {s["email"]: s["status"] for s in subs(digest)}["bob@example.org"] == "active"
+
+
+def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "Gone@Example.org", "--name", "Gone")
+    digest.ok("subscribers", "remove", "gone@example.org")
+    assert subs(digest) == []
+    assert sql(tmp_path, "select email, name, status from subscribers") == [
+        ("removed-1@invalid", "", "removed")]
+    (tmp_path / "old.csv").write_text("email\ngone@example.org\n")
+    result = digest("subscribers", "import", "old.csv")
+    assert result.exit_code == 1
+    assert result.stderr == ("rejected: old.csv:2: gone@example.org was removed from the list "
+                             "earlier; not added again (with their consent: digest subscribers "
+                             "add gone@example.org --force)\n")
+    refused = digest("subscribers", "add", "GONE@example.org")
+    assert refused.output == ("Error: GONE@example.org was removed from the list earlier; add "
+                              "it again only with their consent: digest subscribers add "
+                              "GONE@example.org --force\n")
+    digest.ok("subscribers", "add", "gone@example.org", "--force")
+    digest.ok("subscribers", "remove", "gone@example.org")      # twice removed: still fine
+    assert subs(digest) == []
+
+
+def test_import_dry_run_and_stdin(digest: Digest, tmp_path: Path) -> None:
+    csv_text = "email,name\nada@example.org,Ada\nbo@example.org,Bo\n"
+    result = digest("subscribers", "import", "-", "--dry-run", input=csv_text)
+    assert result.exit_code == 0
+    assert result.stdout == ("Dry run: would import 2 new subscribers, update 0, unchanged 0, "
+                             "rejected 0. Nothing was stored.\n")
+    assert subs(digest) == []
+    digest("subscribers", "import", "-", input=csv_text)
+    assert [s["email"] for s in subs(digest)] == ["ada@example.org", "bo@example.org"]
+    exported = digest.ok("subscribers", "export", "-").stdout
+    assert exported.startswith("email,name,topics,timezone,status,hard_bounces,created_at\n"
+                               "ada@example.org,Ada,,,active,0,")
+
+
+def test_export_to_a_missing_folder_is_one_line(digest: Digest, tmp_path: Path) -> None:
+    result = digest("subscribers", "export", "/no/such/dir/x.csv")
+    assert result.exit_code == 1
+    assert result.output == ("Error: cannot write /no/such/dir/x.csv: No such file or "
+                             "directory; check that the folder exists and is writable\n")
+
+
+def test_activate_after_unsubscribe_needs_force(digest: Digest) -> None:
+    digest.ok("subscribers", "add", "ada@example.org")
+    digest.ok("subscribers", "unsubscribe", "ada@example.org")
+    result = digest("subscribers", "activate", "ada@example.org")
+    assert result.output == ("Error: ada@example.org unsubscribed; re-activate them only with "
+                             "their consent: digest subscribers activate ada@example.org "
+                             "--force\n")
+    digest.ok("subscribers", "activate", "ada@example.org", "--force")
+    assert subs(digest)[0]["status"] == "active"
