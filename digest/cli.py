@@ -56,7 +56,8 @@ from .store import Store
 from .subscribers import SubscriberBook, spreadsheet_safe
 from .topics import TopicClassifier
 from .transport import make_transport
-from .web import serve as serve_web
+from .tokens import create_secret_file
+from .web import WebServer
 
 # markup=False: printed values (paths, titles, addresses) may contain [brackets].
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -130,9 +131,13 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Overwrite an existing digest.toml.")
+@click.option("--force", is_flag=True,
+              help="Overwrite an existing digest.toml (never the secret key).")
 def init(directory: Path, force: bool) -> None:
-    """Write DIRECTORY/digest.toml from the example and create the store.
+    """Write DIRECTORY/digest.toml from the example, create the store, and write a random
+    secret key beside the store (secret.key, mode 0600) that signs the links in mail
+    unless DIGEST_SECRET_KEY is set. An existing key is never replaced; in a folder that
+    has a digest.toml but no key, init only writes the key.
 
     Example:
 
@@ -141,6 +146,10 @@ def init(directory: Path, force: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "digest.toml"
     if target.exists() and not force:
+        settings = load_settings(target)
+        if create_secret_file(settings.secret_file):
+            out.print(f"Wrote the secret key {settings.secret_file}; kept {target}")
+            return
         raise InputError(f"{target} already exists; edit it, or run digest init --force to "
                          f"replace it")
     shutil.copyfile(package_resource("config.example.toml"), target)
@@ -150,7 +159,11 @@ def init(directory: Path, force: bool) -> None:
         upgrade_schema(engine)
     finally:
         engine.dispose()
+    wrote_key = create_secret_file(settings.secret_file)
     out.print(f"Wrote {target} and created the store at {settings.store_url}")
+    if wrote_key:
+        out.print(f"Wrote the secret key {settings.secret_file} (keep it private; it signs "
+                  f"the links in every email)")
     out.print("Next: digest articles import FILE…, then digest preview")
 
 
@@ -1004,21 +1017,25 @@ def _log_to_stderr(settings: Settings) -> None:
 @click.pass_obj
 def serve(app: App, host: str, port: int) -> None:
     """Serve the subscriber pages: one-click unsubscribe, sign-up with confirmation,
-    topic preferences, and the archive (with an Atom feed). [digest] base_url must be
-    the public address of this server (behind your TLS proxy).
+    topic preferences, and the archive (with an Atom feed); confirmation mails go out
+    through [smtp] from a background thread. [digest] base_url must be the public address
+    of this server; behind your TLS proxy, set [web] trusted_proxies.
 
     Example:
 
-        DIGEST_SECRET_KEY=… digest serve --host 0.0.0.0 --port 8080
+        digest serve --host 127.0.0.1 --port 8080
     """
     settings = app.settings
     _log_to_stderr(settings)
-    if not settings.secret_key:
-        err.print("warning: DIGEST_SECRET_KEY is not set; links are signed with a key "
-                  "derived from the store's location. Set a random secret in production.")
+    server = WebServer(settings, host, port)     # refuses without a signing key
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)     # waitress ends its loop; the outbox finishes its pass
+
+    signal.signal(signal.SIGTERM, terminate)
     out.print(f"Serving {settings.digest.name} on http://{host}:{port} (links in mail "
               f"point to {settings.digest.base_url}); Ctrl-C stops.")
-    serve_web(settings, host, port)
+    server.run()
 
 
 # --- schedule ---------------------------------------------------------------------------

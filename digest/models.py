@@ -11,9 +11,11 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -31,6 +33,8 @@ __all__ = [
     "Edition",
     "EditionStatus",
     "Feed",
+    "OutboxMail",
+    "RateLimitHit",
     "Source",
     "Subscriber",
     "SubscriberStatus",
@@ -227,3 +231,36 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     subscriber: Mapped[Subscriber] = relationship()
+
+
+class OutboxMail(Base):
+    """A transactional mail (a sign-up confirmation) waiting for the background sender:
+    a web request only adds a row, so it never waits for the SMTP server. Sent rows are
+    deleted."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # For log lines (never the address or the message: the message holds a signed link).
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
+    sender: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(320))
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # A sender claims a row until then, so two processes never send it twice.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RateLimitHit(Base):
+    """One fixed-window rate-limit counter (Flask-Limiter's key: client, limit, route),
+    shared by every thread and process that serves the web pages."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    # Seconds since the epoch, as the limits library counts them.
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
