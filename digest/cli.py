@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -104,6 +105,21 @@ class DigestGroup(click.Group):
             # The database went away or stayed locked past the busy timeout.
             raise click.ClickException(f"the store cannot be used right now: {exc.orig}; "
                                        f"check [store] url and retry") from None
+
+
+def print_table(table: Table, *, keep: Sequence[str] = (), fold: Sequence[str] = (),
+                console: Console = out) -> None:
+    """Print a table that fits the terminal without hiding what identifies a row: the
+    columns named in keep (numbers, dates, addresses) are never cut or wrapped, those in
+    fold (paths, URLs) wrap where needed instead of ending in "…"; the rest give way."""
+    for column in table.columns:
+        if column.header in keep:
+            column.no_wrap = True
+            column.min_width = max([cell_len(str(c)) for c in column.cells] +
+                                   [cell_len(str(column.header))])
+        elif column.header in fold:
+            column.overflow = "fold"
+    console.print(table)
 
 
 def progress_bar(console: Console = err) -> Progress:
@@ -243,7 +259,7 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
         table = Table("file", "added", "duplicates", "problems", title="Import")
         for f in report.files:
             table.add_row(str(f.path), str(f.added), str(f.duplicates), str(len(f.problems)))
-        out.print(table)
+        print_table(table, keep=("added", "duplicates", "problems"), fold=("file",))
     summary = (f"Imported {report.added} new article{'s' * (report.added != 1)}, "
                f"skipped {report.duplicates} duplicate{'s' * (report.duplicates != 1)}")
     if report.problems:
@@ -327,15 +343,17 @@ def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
         table.add_row(str(a.id), a.topic, a.title, a.source_name or "",
                       f"{a.published_at:%Y-%m-%d}" if a.published_at else "",
                       str(a.edition_id or "new"))
-    out.print(table)
+    print_table(table, keep=("id", "published", "edition"))
     out.print(f"{len(rows)} article{'s' * (len(rows) != 1)}")
 
 
 # --- preview ----------------------------------------------------------------------------
 
 @cli.command()
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write it (default: preview.html, or preview.txt with --text).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, allow_dash=True,
+                                                  path_type=Path),
+              help="Where to write it (default: preview.html, or preview.txt with --text; "
+                   "-: standard output).")
 @click.option("--text", is_flag=True, help="Write the plain-text part instead of the HTML.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the result in a browser.")
 @click.option("--topic", "topics", multiple=True, help="Preview one subscriber's topics.")
@@ -351,14 +369,24 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
         digest preview --out digest.html --open
     """
     result = render_preview(app.store, app.settings, utcnow(), topics=list(topics))
+    summary = (f"edition {result.number}, {result.articles} article"
+               f"{'s' * (result.articles != 1)} in {result.topics} topic"
+               f"{'s' * (result.topics != 1)}.")
+    if out_path is not None and str(out_path) == "-":
+        # The rendering on stdout (for a pipe); what was rendered goes to stderr.
+        click.echo(result.text if text else result.html, nl=False)
+        err.print(f"Rendered {summary}")
+        err.print(f"Subject: {result.subject}")
+        if check:
+            _print_steps(check_rendered(result.html, result.text), console=err)
+        return
     path = out_path or Path("preview.txt" if text else "preview.html")
     try:
         path.write_text(result.text if text else result.html, encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
-    out.print(f"Wrote {path}: edition {result.number}, {result.articles} article"
-              f"{'s' * (result.articles != 1)} in {result.topics} topic"
-              f"{'s' * (result.topics != 1)}.")
+        raise InputError(f"cannot write {path}: {exc.strerror}; check that the folder exists "
+                         f"and is writable") from None
+    out.print(f"Wrote {path}: {summary}")
     out.print(f"Subject: {result.subject}")
     if open_browser:
         webbrowser.open(path.resolve().as_uri())
@@ -366,12 +394,12 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
         _print_steps(check_rendered(result.html, result.text))
 
 
-def _print_steps(steps: Sequence[Step]) -> None:
+def _print_steps(steps: Sequence[Step], console: Console = out) -> None:
     """One line per step; exit 1 when any failed."""
     for step in steps:
         mark = "[red]✗[/red]" if not step.ok else "[yellow]![/yellow]" if step.warning \
             else "[green]✓[/green]"
-        out.print(f"{mark} {escape(step.name)}: {escape(step.detail)}", markup=True,
+        console.print(f"{mark} {escape(step.name)}: {escape(step.detail)}", markup=True,
                   highlight=False)
     if not all(step.ok for step in steps):
         sys.exit(1)
@@ -521,7 +549,7 @@ def subscribers_list(app: App, status: str | None, fmt: str) -> None:
         for r in rows:
             table.add_row(r["email"], r["name"], r["status"], ", ".join(r["topics"]) or "all",
                           r["timezone"] or "")
-        out.print(table)
+        print_table(table, keep=("email", "status", "timezone"))
         out.print(f"{len(rows)} subscriber{'s' * (len(rows) != 1)}")
 
 
@@ -805,14 +833,13 @@ def editions_list(app: App) -> None:
 
         digest editions list
     """
-    table = Table("no.", "created", "status", "articles", "sent", "deferred", "failed",
-                  "skipped", "pending")
+    table = Table("no.", "created (UTC)", "status", "articles", "deliveries")
     for row in edition_summaries(app.store):
-        c = row.counts
+        # Only the states that occur, each named: fits 80 columns, hides none.
+        deliveries = ", ".join(f"{n} {state}" for state, n in row.counts.items() if n)
         table.add_row(str(row.number), f"{row.created_at:%Y-%m-%d %H:%M}", row.status,
-                      str(row.articles), *(str(c[k]) for k in ("sent", "deferred", "failed",
-                                                               "skipped", "pending")))
-    out.print(table)
+                      str(row.articles), deliveries or "none")
+    print_table(table, keep=("no.", "created (UTC)", "status", "articles"))
 
 
 @editions.command("discard")
@@ -959,7 +986,7 @@ def feeds_list(app: App, fmt: str) -> None:
                       else "never", f"{f.last_success_at:%Y-%m-%d %H:%M}"
                       if f.last_success_at else "never", f.last_status or "",
                       str(f.items_added), f.last_error or "")
-    out.print(table)
+    print_table(table, keep=("last fetch", "last success"), fold=("name", "url"))
 
 
 @feeds.command("fetch")
@@ -987,7 +1014,7 @@ def feeds_fetch(app: App, name: str | None) -> None:
     table = Table("feed", "result", "new", "older", "known", title="Fetch")
     for r in sorted(results, key=lambda r: r.name):
         table.add_row(r.name, r.status, str(r.added), str(r.backlog), str(r.duplicates))
-    out.print(table)
+    print_table(table, keep=("new", "older", "known"), fold=("feed",))
     added = sum(r.added for r in results)
     older = sum(r.backlog for r in results)
     failed = sum(r.status == "error" for r in results)
@@ -1098,7 +1125,7 @@ def schedule_show(app: App, count: int) -> None:
         for number, status, created, slot in overview.editions:
             table.add_row(str(number), status, f"{created:%Y-%m-%d %H:%M}",
                           f"{slot:%Y-%m-%d %H:%M}" if slot else "manual")
-        out.print(table)
+        print_table(table, keep=("no.", "created", "slot"))
     else:
         out.print("No editions yet.")
 

@@ -266,3 +266,37 @@ def test_outside_a_digest_folder_commands_refuse_and_create_nothing(tmp_path: Pa
                                  f"here, or pass --config PATH (or set DIGEST_CONFIG)\n")
     assert list(tmp_path.iterdir()) == []
     assert d("--help").exit_code == 0 and d("articles", "--help").exit_code == 0
+
+
+def test_tables_at_80_columns_never_cut_what_identifies_a_row(digest: Digest,
+                                                              tmp_path: Path) -> None:
+    """At 80 columns `editions list` once showed "2026-1…" and the import table's long file
+    names all ended alike in "…"."""
+    folder = tmp_path / "exports-from-the-old-content-management-system" / "weekly"
+    folder.mkdir(parents=True)
+    data = json.loads(SAMPLE_JSON.read_text())
+    for i in range(3):
+        (folder / f"articles-of-the-newsroom-archive-part-{i}.json").write_text(
+            json.dumps(data[i * 10:(i + 1) * 10]))
+    result = digest.ok("articles", "import", str(folder))
+    assert "…" not in result.stdout
+    flat = re.sub(r"[\s│┃]", "", result.stdout)
+    for i in range(3):
+        assert f"articles-of-the-newsroom-archive-part-{i}.json" in flat
+    digest.ok("subscribers", "add", "a-rather-long-address-for-a-reader@example.org",
+              "--timezone", "America/Argentina/ComodRivadavia")
+    listed = digest.ok("subscribers", "list").stdout
+    assert "a-rather-long-address-for-a-reader@example.org" in listed
+    assert "America/Argentina/ComodRivadavia" in listed and "…" not in listed
+    digest.ok("send", "--enqueue")
+    editions = digest.ok("editions", "list").stdout
+    assert re.search(r"│ 1\s+│ \d{4}-\d\d-\d\d \d\d:\d\d │ sending │ 30\s+│ 1 pending", editions)
+    assert all(len(line) <= 80 for line in editions.splitlines()) and "…" not in editions
+
+
+def test_preview_to_stdout(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    result = digest.ok("preview", "--text", "--out", "-")
+    assert result.stdout.startswith("The Weekly Digest · No. 1 · ")
+    assert result.stderr.startswith("Rendered edition 1, 30 articles in 8 topics.\nSubject: ")
+    assert not (tmp_path / "-").exists() and not (tmp_path / "preview.txt").exists()

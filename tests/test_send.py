@@ -66,6 +66,7 @@ def test_send_reaches_everyone_once(newsroom: Digest, smtp: LoopbackSMTPServer,
     shown = newsroom.ok("editions", "show", "1").stdout
     assert "Status sent" in shown and "sent 20" in shown
     assert "│ 1   │" in newsroom.ok("editions", "list").stdout
+    assert "│ 20 sent    │" in newsroom.ok("editions", "list").stdout
 
 
 def test_send_asks_unless_yes(newsroom: Digest, smtp: LoopbackSMTPServer) -> None:
