@@ -40,7 +40,8 @@ COMPARED = ("From", "To", "Subject", "Message-ID", "List-Id", "List-Unsubscribe"
 
 @pytest.fixture
 def setup(store_url: str) -> Iterator[tuple[Settings, Store]]:
-    settings = load_settings(None, environ={"DIGEST_STORE__URL": store_url})
+    settings = load_settings(None, environ={"DIGEST_STORE__URL": store_url,
+                                            "DIGEST_SECRET_KEY": "k" * 32})
     settings = with_overrides(settings, digest={
         "base_url": "https://newsletters.example-publishing-group.org/a/very/long/prefix/"
                     "for/the/archive/and/the/unsubscribe/pages",
