@@ -147,6 +147,9 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
     edition that nobody would receive is not made (NothingToSend): its articles wait.
     With waves (local-time delivery) each delivery waits for the cron's hour in the
     subscriber's own zone. Returns (edition, created)."""
+    # Every message carries signed links: without a key nothing may be created that
+    # could not be sent.
+    settings.signing_key  # noqa: B018
     with store.locked_session() as session:
         if number is not None:
             edition = session.scalar(select(Edition).where(Edition.number == number))
@@ -242,6 +245,7 @@ class Sender:
                  progress: ProgressFn | None = None,
                  stop: threading.Event | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
+        settings.signing_key  # noqa: B018  (ConfigError before anything is claimed)
         self.store = store
         # Decides what is due (claims, leases); results are stamped with the real time,
         # since a scheduler job passes the fixed time it started at.

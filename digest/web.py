@@ -437,9 +437,16 @@ class WebServer:
             self._map: dict[int, Any] = {}
             # waitress drops X-Forwarded-* itself unless told otherwise; with trusted
             # proxies the app's ProxyFix reads it (the same in any WSGI server).
-            self.server = waitress.create_server(
-                self.app, map=self._map, host=host, port=port, threads=threads,
-                ident="digest", clear_untrusted_proxy_headers=not settings.web.trusted_proxies)
+            try:
+                self.server = waitress.create_server(
+                    self.app, map=self._map, host=host, port=port, threads=threads,
+                    ident="digest",
+                    clear_untrusted_proxy_headers=not settings.web.trusted_proxies)
+            except OSError as exc:
+                wasyncore.close_all(self._map)
+                raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                                 f"stop what uses that port, or choose another with --port "
+                                 f"(or --host)") from None
         except BaseException:
             if self._own_store:
                 self.store.close()

@@ -300,3 +300,15 @@ def test_preview_to_stdout(digest: Digest, tmp_path: Path) -> None:
     assert result.stdout.startswith("The Weekly Digest · No. 1 · ")
     assert result.stderr.startswith("Rendered edition 1, 30 articles in 8 topics.\nSubject: ")
     assert not (tmp_path / "-").exists() and not (tmp_path / "preview.txt").exists()
+
+
+def test_serve_on_a_port_in_use_is_one_line(digest: Digest) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = digest("serve", "--port", str(port))
+    assert result.exit_code == 1
+    assert result.output == (f"Error: cannot listen on 127.0.0.1:{port} (Address already in "
+                             f"use); stop what uses that port, or choose another with --port "
+                             f"(or --host)\n")

@@ -517,3 +517,13 @@ def test_ctrl_c_finishes_what_is_in_flight_and_says_how_to_resume(
     counts = per_recipient(smtp)
     assert len(counts) == 200 and set(counts.values()) == {1}
     assert ledger(tmp_path) == {"sent": 200}
+
+
+def test_without_a_signing_key_nothing_is_created(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                  tmp_path: Path) -> None:
+    (tmp_path / "secret.key").unlink()
+    for args in (["send", "--yes"], ["send", "--enqueue"], ["worker", "--until-done"]):
+        result = newsroom(*args, env=smtp_env(smtp))
+        assert result.exit_code == 1, args
+        assert result.output.startswith("Error: no key to sign links with: "), args
+    assert editions(tmp_path) == [] and ledger(tmp_path) == {}
