@@ -527,3 +527,41 @@ def test_without_a_signing_key_nothing_is_created(newsroom: Digest, smtp: Loopba
         assert result.exit_code == 1, args
         assert result.output.startswith("Error: no key to sign links with: "), args
     assert editions(tmp_path) == [] and ledger(tmp_path) == {}
+
+
+@pytest.mark.slow
+def test_the_question_comes_before_any_progress_bar(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                    tmp_path: Path) -> None:
+    """In a terminal the progress bar was drawn, then the y/N question over it."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    main, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(smtp_env(smtp), PYTHONPATH=str(ROOT), COLUMNS="80", TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "send"], cwd=tmp_path, env=env,
+                            stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 30
+    try:
+        while b"[y/N]" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                seen += os.read(main, 4096)
+        assert b"Send edition 1 (30 articles) to 20 subscribers? [y/N]" in seen
+        assert b"Sending" not in seen and b"\x1b[?25l" not in seen    # no bar, cursor kept
+        os.write(main, b"n\n")
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    assert proc.returncode == 1                      # Aborted!
+    assert editions(tmp_path) == [] and smtp.received == []
