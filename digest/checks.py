@@ -13,13 +13,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
-from .errors import DigestError
-from .message import DkimSigner
-from .models import Feed, Subscriber, SubscriberStatus
+from .errors import ConfigError, DigestError, InputError
+from .message import DkimSigner, sender_address
+from .models import Feed, Subscriber, SubscriberStatus, utcnow
 from .render import GMAIL_CLIP_BYTES
+from .scheduler import edition_trigger
 from .store import Store
+from .subscribers import normalise_email
+from .timing import next_runs
 
-__all__ = ["Step", "check_rendered", "check_setup"]
+__all__ = ["Step", "check_rendered", "check_schedule", "check_sender", "check_setup",
+           "check_subscriber_topics"]
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,75 @@ def _session_steps(smtp: smtplib.SMTP, settings: Settings, steps: list[Step]) ->
     steps.append(Step("QUIT", True, _reply(code, reply)))
 
 
+def _config_file(settings: Settings) -> str:
+    return str(settings.config_path) if settings.config_path else "the config"
+
+
+def check_schedule(settings: Settings) -> list[Step]:
+    """A failed step when `digest schedule run` would refuse [schedule] cron, or when the
+    cron never comes; nothing when it is fine. The trigger is built by the scheduler's own
+    function, so this check and the scheduler cannot disagree."""
+    cron = settings.schedule.cron
+    try:
+        trigger = edition_trigger(settings)
+    except DigestError as exc:
+        return [Step("schedule", False, f"{exc}; the scheduler refuses it: fix [schedule] "
+                                        f"cron in {_config_file(settings)}")]
+    if not next_runs(trigger, utcnow(), 1):
+        return [Step("schedule", False, f"[schedule] cron {cron!r} never comes (no such date "
+                                        f"from now on), so no edition would go out: fix "
+                                        f"[schedule] cron in {_config_file(settings)}")]
+    return []
+
+
+def check_sender(settings: Settings) -> list[Step]:
+    """A failed step when [digest] from is not a valid address (the same validation as a
+    subscriber's address); nothing when it is."""
+    try:
+        _name, address = sender_address(settings)    # says itself how to fix a bare name
+    except ConfigError as exc:
+        return [Step("sender", False, str(exc))]
+    try:
+        normalise_email(address)
+    except InputError as exc:
+        return [Step("sender", False, f"[digest] from {settings.digest.from_!r}: "
+                                      f"{str(exc).rstrip('.')}; set [digest] from in "
+                                      f"{_config_file(settings)} to \"Name "
+                                      f"<name@your-domain.example>\"")]
+    return []
+
+
+def check_subscriber_topics(settings: Settings, store: Store) -> list[Step]:
+    """A failed step when active subscribers chose topics none of which the config has any
+    more (they would get no edition at all); nothing otherwise. An empty choice means every
+    topic and is always fine."""
+    current = set(settings.topic_names)
+    with store.sessions() as session:
+        rows = session.execute(select(Subscriber.email, Subscriber.topics)
+                               .where(Subscriber.status == SubscriberStatus.ACTIVE)
+                               .order_by(Subscriber.id))
+        # Articles carry the config's names exactly, so a topic only matches as spelled.
+        stranded = [(email, topics) for email, topics in rows
+                    if topics and not current & set(topics)]
+    if not stranded:
+        return []
+    email, topics = stranded[0]
+    count = f"{len(stranded)} active subscriber{'s' * (len(stranded) != 1)}"
+    return [Step("subscriber topics", False,
+                 f"{count} chose only topics the config no longer has, so they get nothing "
+                 f"(e.g. {email}: {', '.join(topics)}); give them current ones with `digest "
+                 f"subscribers set-topics ADDRESS TOPIC…` (topics: "
+                 f"{', '.join(settings.topic_names)})")]
+
+
 def check_setup(settings: Settings, store: Store) -> list[Step]:
+    """One step per part of the setup, in order: config, store, the schedule, the sender
+    address and subscribers' topics (only when something is wrong with them), secret key,
+    DKIM, and the transport (the SMTP session step by step)."""
     steps = [Step("config", True, f"{settings.config_path or 'built-in defaults'}: "
                                   f"{len(settings.topics)} topics, {len(settings.feeds)} "
                                   f"feeds in the file")]
+    store_ok = True
     try:
         with store.sessions() as session:
             active = session.scalar(select(func.count()).select_from(Subscriber).where(
@@ -102,7 +171,12 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
         steps.append(Step("store", True, f"{settings.store_url}: {active} active subscribers, "
                                          f"{feeds} feeds"))
     except SQLAlchemyError as exc:
+        store_ok = False
         steps.append(Step("store", False, f"{settings.store_url}: {exc}"))
+    steps += check_schedule(settings)
+    steps += check_sender(settings)
+    if store_ok:
+        steps += check_subscriber_topics(settings, store)
     if settings.secret_key:
         steps.append(Step("secret key", True, "DIGEST_SECRET_KEY is set"))
     else:

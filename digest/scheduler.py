@@ -25,8 +25,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers import SchedulerNotRunningError
-from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
@@ -68,7 +67,9 @@ log = logging.getLogger("digest.scheduler")
 EDITION_JOB = "digest-edition"
 FEEDS_JOB = "digest-feeds"
 SWEEP_JOB = "digest-sweep"          # deferred retries, due waves, unfinished editions
-STARTUP_JOB = "digest-startup-sweep"
+# Earlier versions kept a one-shot start-up sweep under this id; the sweep job's own first
+# run (at start) does its work now, and a leftover row is removed at start.
+OLD_STARTUP_JOB = "digest-startup-sweep"
 JOBS_TABLE = "apscheduler_jobs"
 
 # Set by SIGTERM/SIGINT: senders finish the message in flight and stop claiming.
@@ -316,11 +317,39 @@ def _same_trigger(a: Any, b: Any) -> bool:
     return str(a) == str(b) and getattr(a, "timezone", None) == getattr(b, "timezone", None)
 
 
+class _DigestScheduler(BlockingScheduler):
+    """A BlockingScheduler that shuts itself down, on its own thread, between two passes
+    over the job store once STOP is set.
+
+    APScheduler's shutdown() called from another thread can land in the middle of a pass:
+    the pass then finds the scheduler stopped while removing a one-shot job that has just
+    run (a due wave) and raises JobLookupError out of start(), or uses the job store after
+    shutdown() disposed of its engine. Stopping between passes leaves no such moment.
+    """
+
+    def _process_jobs(self) -> float | None:
+        # The main loop calls this after every wake-up, and start() always wakes it once,
+        # so a STOP set at any moment (even before start) is seen here.
+        if STOP.is_set():
+            if self.state != STATE_STOPPED:
+                self.shutdown(wait=False)
+            return None
+        return super()._process_jobs()
+
+    def wakeup(self) -> None:
+        # Before start() there is no event to set, and nothing to wake: start() runs a
+        # first pass of its own.
+        if self._event is not None:
+            super().wakeup()
+
+
 def build_scheduler(settings: Settings, store: Store, config: str | None) -> BlockingScheduler:
-    """A scheduler with digest's jobs in the store's job table, not yet started."""
+    """A scheduler with digest's jobs in the store's job table, not yet started. It sweeps
+    at once when started (deferred mail, due waves, editions a killed run left unfinished),
+    then every [schedule] retry_minutes, and stops between two passes once STOP is set."""
     zone = ZoneInfo(settings.schedule.timezone)
     jobstore = SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)
-    scheduler = BlockingScheduler(
+    scheduler = _DigestScheduler(
         jobstores={"default": jobstore}, timezone=zone,
         job_defaults={"coalesce": True, "max_instances": 1,
                       "misfire_grace_time": settings.schedule.misfire_grace})
@@ -341,10 +370,14 @@ def build_scheduler(settings: Settings, store: Store, config: str | None) -> Blo
         if stored is not None and _same_trigger(stored.trigger, trigger) \
                 and stored.next_run_time is not None:
             extra["next_run_time"] = stored.next_run_time
+        if job_id == SWEEP_JOB:
+            # The start-up sweep is the sweep's first run: one job, so max_instances keeps
+            # a second sweep from running beside it when the stored run time is past too.
+            extra["next_run_time"] = utcnow()
         scheduler.add_job(func, trigger, args=[config], id=job_id, name=job_id,
                           replace_existing=True, **extra)
-    scheduler.add_job(sweep_job, DateTrigger(utcnow()), args=[config], id=STARTUP_JOB,
-                      replace_existing=True, misfire_grace_time=None)
+    if jobstore.lookup_job(OLD_STARTUP_JOB) is not None:
+        jobstore.remove_job(OLD_STARTUP_JOB)
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
     return scheduler
 
@@ -358,45 +391,44 @@ def _on_event(event: JobExecutionEvent) -> None:
         log.error("job %s failed: %s", event.job_id, event.exception)
 
 
-def _shutdown_when_running(scheduler: BaseScheduler) -> None:
-    deadline = time.monotonic() + 60
-    while not scheduler.running and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        scheduler.shutdown(wait=False)
-    except SchedulerNotRunningError:
-        pass
+def _stop_on_signal(signum: int, _frame: Any) -> None:
+    log.info("%s: finishing the messages in flight, then stopping", signal.Signals(signum).name)
+    # Only the flag: the handler interrupts the main thread anywhere, even inside the
+    # scheduler's own locks. The waker thread and the scheduler's main loop do the rest.
+    STOP.set()
+
+
+def _wake_on_stop(scheduler: _DigestScheduler) -> None:
+    STOP.wait()
+    scheduler.wakeup()
 
 
 def run_scheduler(settings: Settings, config: str | None) -> None:
-    """Run until SIGTERM or SIGINT; then let messages in flight finish and return."""
+    """Run until SIGTERM or SIGINT; then let messages in flight finish and return.
+
+    A signal at any moment from here on (waiting for the lock, building the jobs, the first
+    pass over them, a job running) stops the scheduler cleanly and this returns normally."""
     global _scheduler
+    STOP.clear()
+    previous = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM,
+                                                                      signal.SIGINT)}
     store = Store.from_settings(settings)
     lock = SchedulerLock(store)
-    lock.acquire()
-    STOP.clear()
+    waker: threading.Thread | None = None
     try:
+        lock.acquire()
         scheduler = build_scheduler(settings, store, config)
         _scheduler = scheduler
-
-        def stop(signum: int, _frame: Any) -> None:
-            log.info("%s: finishing the messages in flight, then stopping",
-                     signal.Signals(signum).name)
-            STOP.set()
-            # Not from the handler itself: the signal may land while start() is still
-            # adding jobs, when shutting down would raise inside whatever was running.
-            threading.Thread(target=_shutdown_when_running, args=(scheduler,),
-                             daemon=True).start()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        waker = threading.Thread(target=_wake_on_stop, args=(scheduler,), daemon=True,
+                                 name="digest-scheduler-waker")
+        waker.start()
         log.info("scheduler started (pid %s): edition cron %r in %s, misfire grace %ss",
                  os.getpid(), settings.schedule.cron, settings.schedule.timezone,
                  settings.schedule.misfire_grace)
         upcoming = next_runs(edition_trigger(settings, store), utcnow(), 1)
         if upcoming:
             log.info("next edition slot: %s", upcoming[0].isoformat())
-        scheduler.start()
+        scheduler.start()          # returns once STOP is set and the scheduler shut down
         # shutdown(wait=False) returns at once; wait for running jobs to finish their
         # message in flight and release what they had claimed.
         for thread in threading.enumerate():
@@ -405,8 +437,21 @@ def run_scheduler(settings: Settings, config: str | None) -> None:
         log.info("scheduler stopped")
     finally:
         _scheduler = None
+        if not STOP.is_set():
+            # Only when something failed before any signal came. The handlers go first:
+            # one landing inside this STOP.set() would wait for the lock this thread holds.
+            _restore_handlers(previous)
+            STOP.set()             # lets the waker end
+        if waker is not None:
+            waker.join()
         lock.release()
         store.close()
+        _restore_handlers(previous)
+
+
+def _restore_handlers(previous: dict[signal.Signals, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 # --- schedule show ----------------------------------------------------------------------

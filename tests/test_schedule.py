@@ -12,6 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.date import DateTrigger
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
 from sqlalchemy import text
 
@@ -133,8 +137,7 @@ def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPS
         again.wait_for("scheduler started")
         assert again.stop() == 0, '\n'.join(again.lines)
     ids = sorted(i for (i,) in db_rows(tmp_path, "select id from apscheduler_jobs"))
-    assert [i for i in ids if i != "digest-startup-sweep"] == ["digest-edition", "digest-feeds",
-                                                                 "digest-sweep"]
+    assert ids == ["digest-edition", "digest-feeds", "digest-sweep"]
     assert len(smtp.received) == 20
 
 
@@ -335,3 +338,47 @@ def test_schedule_show(newsroom: Digest) -> None:
                           "day month weekday), e.g. \"0 8 * * mon\"\n")
 
 
+
+
+def add_due_one_shot_jobs(folder: Path, count: int) -> None:
+    """Put `count` one-shot jobs whose time has passed into the store's job table, the way
+    local-time waves that came due while the scheduler was down sit there. Each is a cheap
+    stand-in (os.getpid): what matters is that the scheduler's first pass runs and removes
+    them one by one, which makes that pass long enough to stop the scheduler inside it."""
+    url = load_settings(folder / "digest.toml", environ={}).store_url
+    # Written straight into the job store: a running scheduler would run them itself.
+    # The never-started scheduler only lends the jobs its defaults.
+    lender = BlockingScheduler(timezone=UTC)
+    jobstore = SQLAlchemyJobStore(url=url, tablename="apscheduler_jobs")
+    jobstore.start(lender, "default")
+    try:
+        past = utcnow() - timedelta(seconds=1)
+        for i in range(count):
+            job_id = f"digest-wave-test-{i}"
+            if jobstore.lookup_job(job_id) is not None:
+                jobstore.remove_job(job_id)
+            jobstore.add_job(Job(lender, id=job_id, name=job_id, func="os:getpid", args=(),
+                                 kwargs={}, trigger=DateTrigger(past), executor="default",
+                                 misfire_grace_time=None, coalesce=True, max_instances=1,
+                                 next_run_time=past))
+    finally:
+        jobstore.shutdown()
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_early_moment_exits_0_without_a_traceback(
+        digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    # Stopped at once, or a few ms into start(): before, inside and after its first pass
+    # over the start-up sweep and 300 due one-shot jobs. Before the fix a shutdown from
+    # another thread could land inside that pass, which then raised JobLookupError while
+    # removing a job that had just run: a traceback and exit 1.
+    env = env_for(smtp, "0 8 * * mon")
+    for delay in (0, 0.005, 0.01, 0.02, 0.05, 0.1):
+        add_due_one_shot_jobs(tmp_path, 300)
+        sched = Scheduler(tmp_path, env)
+        sched.wait_for("scheduler started")
+        time.sleep(delay)              # picks the moment to stop; nothing waits on it
+        code = sched.stop(signal.SIGTERM)
+        log = "\n".join(sched.lines)
+        assert code == 0 and "Traceback" not in log, f"stopped after {delay}s:\n{log}"
+        assert "scheduler stopped" in log, log

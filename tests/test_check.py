@@ -1,0 +1,117 @@
+"""`digest check` flags what would break later: a cron the scheduler refuses, a sender
+address that is not one, subscribers left with none of the config's topics. Driven through
+the CLI against a real SMTP server, so every other step passes and exit 1 is the flag's."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Digest, smtp_env
+
+from digest.loopback import LoopbackSMTPServer
+
+
+@pytest.fixture
+def env(smtp: LoopbackSMTPServer) -> dict[str, str]:
+    return smtp_env(smtp)
+
+
+def step(output: str, name: str) -> str:
+    """The printed line of one step (the mark, the name, the detail)."""
+    lines = [line for line in output.splitlines() if line[2:].startswith(f"{name}:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_a_sound_setup_passes_without_the_extra_steps(digest: Digest,
+                                                      env: dict[str, str]) -> None:
+    digest.ok("subscribers", "add", "ada@example.org", "--topic", "AI", env=env)
+    result = digest("check", env={**env, "DIGEST_SCHEDULE__CRON": "30 0 8 * * mon"})
+    assert result.exit_code == 0, result.output
+    names = [line[2:].split(":")[0] for line in result.stdout.splitlines()]
+    assert not {"schedule", "sender", "subscriber topics"} & set(names), result.output
+
+
+@pytest.mark.parametrize(("cron", "why"), [
+    ("61 8 * * *", "is not valid: Error validating expression '61': the last value (61) is "
+                   "higher than the maximum value (59)"),
+    ("0 8 * * funday", "is not valid: Invalid weekday name \"funday\""),
+    ("every monday", "needs 5 fields (minute hour day month weekday), e.g. \"0 8 * * mon\""),
+])
+def test_a_cron_the_scheduler_refuses_is_flagged(digest: Digest, env: dict[str, str],
+                                                 cron: str, why: str) -> None:
+    env = {**env, "DIGEST_SCHEDULE__CRON": cron}
+    result = digest("check", env=env)
+    assert result.exit_code == 1
+    assert step(result.stdout, "schedule") == (
+        f"✗ schedule: [schedule] cron {cron!r} {why}; the scheduler refuses it: fix "
+        f"[schedule] cron in {digest.folder / 'digest.toml'}")
+    # The scheduler's side of the same parser says no too.
+    assert digest("schedule", "show", env=env).exit_code == 1
+
+
+def test_a_cron_that_never_comes_is_flagged(digest: Digest, env: dict[str, str]) -> None:
+    result = digest("check", env={**env, "DIGEST_SCHEDULE__CRON": "0 8 30 2 *"})
+    assert result.exit_code == 1
+    assert step(result.stdout, "schedule") == (
+        f"✗ schedule: [schedule] cron '0 8 30 2 *' never comes (no such date from now on), "
+        f"so no edition would go out: fix [schedule] cron in {digest.folder / 'digest.toml'}")
+
+
+@pytest.mark.parametrize(("sender", "why"), [
+    ("Digest <digest@localhost>", "'digest@localhost' is not a valid email address: The part "
+                                  "after the @-sign is not valid. It should have a period"),
+    ("Digest <digest@example..org>", "'digest@example..org' is not a valid email address: An "
+                                     "email address cannot have two periods in a row"),
+    ("Digest digest@example.org", "'Digest digest@example.org' is not a valid email address: "
+                                  "The email address contains invalid characters before the "
+                                  "@-sign: SPACE"),
+])
+def test_an_invalid_sender_address_is_flagged(digest: Digest, env: dict[str, str],
+                                              sender: str, why: str) -> None:
+    result = digest("check", env={**env, "DIGEST_DIGEST__FROM": sender})
+    assert result.exit_code == 1
+    assert step(result.stdout, "sender") == (
+        f"✗ sender: [digest] from {sender!r}: {why}; set [digest] from in "
+        f"{digest.folder / 'digest.toml'} to \"Name <name@your-domain.example>\"")
+
+
+def test_a_sender_without_an_address_is_flagged(digest: Digest, env: dict[str, str]) -> None:
+    result = digest("check", env={**env, "DIGEST_DIGEST__FROM": "Weekly Digest"})
+    assert result.exit_code == 1
+    assert step(result.stdout, "sender") == (
+        "✗ sender: [digest] from 'Weekly Digest' has no address; use "
+        "\"Name <name@example.org>\"")
+
+
+def test_subscribers_left_without_any_current_topic_are_flagged(
+        digest: Digest, env: dict[str, str]) -> None:
+    add = ["subscribers", "add"]
+    digest.ok(*add, "ada@example.org", "--topic", "Sports", env=env)
+    digest.ok(*add, "bob@example.org", "--topic", "Sports", "--topic", "Culture", env=env)
+    digest.ok(*add, "cy@example.org", "--topic", "Sports", "--topic", "AI", env=env)  # keeps AI
+    digest.ok(*add, "di@example.org", env=env)                                  # every topic
+    digest.ok(*add, "ex@example.org", "--topic", "Sports", env=env)
+    digest.ok("subscribers", "unsubscribe", "ex@example.org", env=env)          # not active
+    config = digest.folder / "digest.toml"
+    config.write_text(config.read_text().replace('name = "Sports"', 'name = "Athletics"')
+                      .replace('name = "Culture"', 'name = "Arts"'))
+    current = "AI, Technology, Science, Business, Politics, Arts, Athletics, More stories"
+
+    result = digest("check", env=env)
+    assert result.exit_code == 1
+    assert step(result.stdout, "subscriber topics") == (
+        f"✗ subscriber topics: 2 active subscribers chose only topics the config no longer "
+        f"has, so they get nothing (e.g. ada@example.org: Sports); give them current ones "
+        f"with `digest subscribers set-topics ADDRESS TOPIC…` (topics: {current})")
+
+    digest.ok("subscribers", "set-topics", "ada@example.org", "Athletics", env=env)
+    result = digest("check", env=env)
+    assert result.exit_code == 1
+    assert step(result.stdout, "subscriber topics").startswith(
+        "✗ subscriber topics: 1 active subscriber chose only topics the config no longer "
+        "has, so they get nothing (e.g. bob@example.org: Sports, Culture); ")
+
+    digest.ok("subscribers", "set-topics", "bob@example.org", "Arts", env=env)
+    result = digest("check", env=env)
+    assert result.exit_code == 0, result.output
+    assert "subscriber topics" not in result.stdout
