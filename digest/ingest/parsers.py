@@ -4,6 +4,7 @@ problems (one line each, naming the file and, where it can, the line or item).""
 from __future__ import annotations
 
 import calendar
+import collections
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 import feedparser
 
-from ..links import is_web_url
+from ..links import canonical_url, is_web_url
 from ..teasers import clean_text, html_to_text, sanitize_html, split_highlights
 from .records import ArticleInput
 
@@ -38,7 +39,11 @@ def parse_date(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError):
+            raise ValueError(f"{value!r} is out of range for a Unix time; use ISO 8601, "
+                             f"e.g. 2024-05-17T09:00:00Z") from None
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a date")
     text = value.strip()
@@ -124,13 +129,27 @@ def _json_record(obj: Any, where: str, feed_title: str | None = None) -> Article
     )
 
 
+def _loads(text: str | bytes) -> Any:
+    """json.loads, with nesting too deep for the parser as a ValueError like any other."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to read (an article is an object of strings "
+                         "and lists, a few levels deep)") from None
+
+
 def _parse_json(path: Path, data: bytes, out: ParsedFile) -> None:
     try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        out.problems.append(f"{path}{f':{line}' if line else ''}: not valid JSON: "
-                            f"{getattr(exc, 'msg', exc)}")
+        doc = _loads(data)
+    except json.JSONDecodeError as exc:
+        out.problems.append(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}")
+        return
+    except UnicodeDecodeError as exc:
+        out.problems.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            f"save it as UTF-8")
+        return
+    except ValueError as exc:
+        out.problems.append(f"{path}: not valid JSON: {exc}")
         return
     feed_title = None
     if isinstance(doc, dict):
@@ -156,19 +175,24 @@ def _parse_json(path: Path, data: bytes, out: ParsedFile) -> None:
 
 
 def _parse_jsonl(path: Path, data: bytes, out: ParsedFile) -> None:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        out.problems.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
-        return
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    # Line by line from the bytes: one undecodable or unreadable line is that line's
+    # problem, never the whole file's. JSON Lines separates records by "\n" only.
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
             continue
         where = f"{path}:{number}"
         try:
-            obj = json.loads(line)
+            obj = _loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            out.problems.append(f"{where}: not UTF-8 text ({exc.reason} at column "
+                                f"{exc.start + 1}); save the file as UTF-8")
+            continue
         except json.JSONDecodeError as exc:
             out.problems.append(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except ValueError as exc:
+            out.problems.append(f"{where}: not valid JSON: {exc}")
             continue
         _collect(out, where, lambda obj=obj, where=where: _json_record(obj, where))
 
@@ -176,14 +200,44 @@ def _parse_jsonl(path: Path, data: bytes, out: ParsedFile) -> None:
 def _collect(out: ParsedFile, where: str, build: Callable[[], ArticleInput]) -> None:
     try:
         out.records.append(build())
-    except ValueError as exc:
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        # Whatever shape one record has, it is that record's problem only.
         out.problems.append(f"{where}: {exc}")
 
 
 # --- Plain text (scraped pages) ---------------------------------------------------------
 
+def _decode_text(data: bytes) -> tuple[str, str | None]:
+    """(text, None) for UTF-8; else (text, encoding) when charset-normalizer is sure of the
+    encoding (e.g. a Latin-1 or cp1252 page saved by an old scraper); else ValueError."""
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}"
+    # Imported here: only files that are not UTF-8 need it.
+    from charset_normalizer import from_bytes
+
+    results = from_bytes(data)
+    best = results.best()
+    if best is None:
+        raise ValueError(f"not UTF-8 text (an invalid byte at {where}) and its encoding "
+                         f"cannot be told; save it as UTF-8")
+    # Western text in one byte per letter reads equally well as cp1250, cp1252 and cp1257
+    # ("Grève" vs "Grčve"); when the detector cannot tell them apart, take windows-1252,
+    # the web's own fallback for legacy text (it also reads ISO-8859-1).
+    tied = [m for m in results if m.chaos <= best.chaos and m.coherence >= best.coherence]
+    best = next((m for m in tied if m.encoding == "cp1252"), best)
+    return str(best), best.encoding
+
+
 def _parse_txt(path: Path, data: bytes, out: ParsedFile) -> None:
-    text = data.decode("utf-8-sig", errors="replace")
+    try:
+        text, encoding = _decode_text(data)
+    except ValueError as exc:
+        out.problems.append(f"{path}: {exc}")
+        return
+    if encoding:
+        out.warnings.append(f"{path}: not UTF-8; read as {encoding}")
     lines = [line for line in text.replace("\r\n", "\n").split("\n")]
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
@@ -267,6 +321,7 @@ def feed_records(data: bytes, where: str, out_problems: list[str],
         out_warnings.append(f"{where}: the feed is malformed "
                             f"({parsed.get('bozo_exception')}); read what could be read")
     feed_title = clean_text(parsed.feed.get("title", "")).replace("\n\n", " ") or None
+    links = _item_links(entries)
     records = []
     for i, entry in enumerate(entries, 1):
         entry_where = f"{where}: entry {i}"
@@ -286,10 +341,12 @@ def feed_records(data: bytes, where: str, out_problems: list[str],
         if not title:
             out_problems.append(f"{entry_where}: no title and no text; skipped")
             continue
-        link = entry.get("link")
+        link, link_is_identity = links[i - 1]
+        guid = entry.get("id")
         records.append(ArticleInput(
             title=title[:1000], body=body, summary=summary, where=entry_where,
-            url=link if is_web_url(link) else None,
+            url=link, url_is_identity=link_is_identity,
+            guid=guid[:2000] if isinstance(guid, str) and guid.strip() else None,
             body_html=sanitize_html(body_html) if body_html else None,
             categories=tuple(t.get("term", "") for t in entry.get("tags", []) if t.get("term")),
             tags=tuple(t.get("term", "") for t in entry.get("tags", []) if t.get("term"))[:20],
@@ -299,6 +356,47 @@ def feed_records(data: bytes, where: str, out_problems: list[str],
             source_name=feed_title or _domain(parsed.feed.get("link")),
         ))
     return feed_title, records
+
+
+def _enclosure(entry: Any) -> str | None:
+    """The item's first web enclosure (a podcast episode's audio), if any."""
+    for enclosure in entry.get("enclosures") or ():
+        href = enclosure.get("href")
+        if is_web_url(href):
+            return str(href)
+    return None
+
+
+def _item_links(entries: list[Any]) -> list[tuple[str | None, bool]]:
+    """(url, url is the item's identity) for each entry of one feed.
+
+    Within a feed an item is its guid/id, not its link: a podcast feed may give all its
+    episodes the show's homepage as <link>, each with its own guid. A link that several
+    items share is not an identity; such an item links its own permalink (a guid that is
+    a web URL) or its enclosure instead, and keeps the shared link (marked as no identity)
+    only when it has neither."""
+    chosen = [link if is_web_url(link := entry.get("link")) else None for entry in entries]
+    keys = [canonical_url(url) for url in chosen]
+    shared = _shared(keys)
+    if not shared:
+        return [(url, True) for url in chosen]
+    for i, entry in enumerate(entries):
+        if keys[i] in shared:
+            guid = entry.get("id")
+            own = guid if is_web_url(guid) and canonical_url(guid) not in shared \
+                else _enclosure(entry)
+            if own:
+                chosen[i], keys[i] = own, canonical_url(own)
+    # An own link may still be shared (the same enclosure on two items, or guids that
+    # differ only in their #fragment): then it is no identity either.
+    shared = _shared(keys)
+    return [(url, url is None or key not in shared) for url, key in zip(chosen, keys)]
+
+
+def _shared(keys: list[str | None]) -> set[str]:
+    """The canonical URLs that occur more than once."""
+    counts = collections.Counter(key for key in keys if key)
+    return {key for key, n in counts.items() if n > 1}
 
 
 def _parse_feed(path: Path, data: bytes, out: ParsedFile) -> None:
@@ -349,4 +447,9 @@ def parse_path(path: Path) -> Iterator[ParsedFile]:
                     parser(file, file.read_bytes(), out)
             except OSError as exc:
                 out.problems.append(f"{file}: cannot read: {exc.strerror}")
+            except RecursionError:
+                # A parser's own recursion on absurdly nested input: this file only.
+                out.records.clear()
+                out.problems.append(f"{file}: nested too deeply to read; nothing imported "
+                                    f"from it")
         yield out
