@@ -474,16 +474,17 @@ class FeedBook:
                        self._mark_backlog(read.records, row.backfill if first_time else None)]
             # Stored in two batches so the count of new items is exact: the back catalogue
             # is stored too (for de-duplication) but never counts as new.
+            refused: list[str] = []     # records the store would not take
             added, duplicates = write_articles(
                 session, self.classifier, [r for r in records if not r.backlog],
-                topic=row.topic, kind="feed")
+                topic=row.topic, kind="feed", problems=refused)
             backlog, known = write_articles(
                 session, self.classifier, [r for r in records if r.backlog],
-                topic=row.topic, kind="feed")
+                topic=row.topic, kind="feed", problems=refused)
             row.etag, row.last_modified = read.fetched.etag, read.fetched.last_modified
             row.items_added += added + backlog
             row.last_success_at = now
-            notes = read.problems + read.warnings
+            notes = read.problems + refused + read.warnings
             row.last_error = "; ".join(notes)[:2000] if notes else None
             row.last_status = f"added {added}" + (f" (+{backlog} older)" if backlog else "")
             return FetchResult(feed.name, feed.url, "added", added, duplicates + known,

@@ -27,6 +27,7 @@ import dkim
 
 from .config import Settings
 from .errors import ConfigError
+from .ingest.records import clean_label
 from .render import Personal, RenderedVariant
 from .tokens import Signer
 
@@ -44,11 +45,6 @@ __all__ = [
 
 # Long List-Unsubscribe URLs must not be folded into encoded-words (that breaks the link).
 SMTP_POLICY = SMTP.clone(max_line_length=998)
-# Line breaks (header injection), and the bidi controls and invisible format characters
-# that make a subject or a name read differently from what it is (U+202E turns
-# "gpj.exe" around). ZWJ and ZWNJ stay: emoji and some scripts need them.
-_UNSAFE = re.compile("[\r\n\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064"
-                     "\u2066-\u2069\ufeff]+")
 # Header lines are folded to stay near 78 characters (RFC 5322's "should"); a word is
 # never cut, so a single word longer than this goes out as encoded-words instead, which
 # keeps every line within the 998-octet limit whatever the content.
@@ -94,9 +90,10 @@ def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
 
 
 def header_safe(value: str) -> str:
-    """A header value as it may go out: no line breaks, no bidi or invisible format
-    characters, runs of white space as one space."""
-    return " ".join(_UNSAFE.sub(" ", value).split())
+    """A header value as it may go out: no line breaks or other controls (header
+    injection), no bidi or invisible format characters (U+202E turns "gpj.exe" around),
+    runs of white space as one space — the rule titles get when they come in."""
+    return clean_label(value)
 
 
 def _words(text: str) -> list[str]:
