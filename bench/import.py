@@ -29,8 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -202,7 +202,7 @@ def unsubscribe_during_import(code: Path, folder: Path, items: Path,
     """Import items while `digest serve` answers one-click unsubscribes (one POST every
     0.2 s, each for another subscriber); returns the import's figures and the latencies."""
     sys.path.insert(0, str(code))
-    from digest.tokens import make_token
+    from digest.audience.tokens import make_token
 
     subs = folder / "subs.csv"
     subs.write_text("email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n"

@@ -39,22 +39,22 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 
 from digest.config import Settings, load_settings, with_overrides  # noqa: E402
-from digest.delivery import Sender, open_edition  # noqa: E402
-from digest.edition import build_content, new_articles  # noqa: E402
+from digest.content.edition import build_content, new_articles  # noqa: E402
+from digest.content.topics import TopicClassifier  # noqa: E402
+from digest.delivery.sender import Sender, open_edition  # noqa: E402
 from digest.ingest import import_files  # noqa: E402
-from digest.message import (  # noqa: E402
+from digest.mail.message import (  # noqa: E402
     SMTP_POLICY,
     MessageTemplate,
     Recipient,
     build_email_message,
     message_id,
 )
-from digest.models import Subscriber, SubscriberStatus, utcnow  # noqa: E402
-from digest.render import Renderer  # noqa: E402
+from digest.mail.render import Renderer  # noqa: E402
+from digest.mail.transport import SmtpTransport  # noqa: E402
 from digest.resources import package_resource  # noqa: E402
-from digest.store import Store  # noqa: E402
-from digest.topics import TopicClassifier  # noqa: E402
-from digest.transport import SmtpTransport  # noqa: E402
+from digest.store.ledger import Store  # noqa: E402
+from digest.store.models import Subscriber, SubscriberStatus, utcnow  # noqa: E402
 
 
 def free_port() -> int:
@@ -187,7 +187,7 @@ def run_naive(port: int, connections: int, total: int, settings: Settings) -> fl
     now = utcnow()
     from sqlalchemy import select
 
-    from digest.models import Article
+    from digest.store.models import Article
     with store.sessions() as session:
         articles = list(session.scalars(select(Article)))
     content = build_content(articles, settings, 1, now)

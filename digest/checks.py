@@ -12,15 +12,15 @@ from html.parser import HTMLParser
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from .audience.subscribers import normalise_email
 from .config import Settings
+from .delivery.timing import next_runs
 from .errors import ConfigError, DigestError, InputError
-from .message import DkimSigner, sender_address
-from .models import Feed, Subscriber, SubscriberStatus, utcnow
-from .render import GMAIL_CLIP_BYTES
+from .mail.message import DkimSigner, sender_address
+from .mail.render import GMAIL_CLIP_BYTES
 from .scheduler import edition_trigger
-from .store import Store
-from .subscribers import normalise_email
-from .timing import next_runs
+from .store.ledger import Store
+from .store.models import Feed, Subscriber, SubscriberStatus, utcnow
 
 __all__ = ["Step", "check_rendered", "check_schedule", "check_sender", "check_setup",
            "check_subscriber_topics"]

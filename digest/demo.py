@@ -7,17 +7,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .audience.subscribers import SubscriberBook
+from .audience.tokens import create_secret_file
 from .config import load_settings, with_overrides
-from .delivery import ProgressFn, SendReport, send_edition
+from .content.topics import TopicClassifier
+from .delivery.sender import ProgressFn, SendReport, send_edition
 from .errors import InputError
 from .ingest import import_files
-from .loopback import LoopbackSMTPServer
+from .mail.loopback import LoopbackSMTPServer
+from .mail.transport import SmtpTransport
 from .resources import package_resource
-from .store import Store
-from .subscribers import SubscriberBook
-from .tokens import create_secret_file
-from .topics import TopicClassifier
-from .transport import SmtpTransport
+from .store.ledger import Store
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -33,11 +33,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select, text
 
 from .config import Settings, load_settings
-from .delivery import enqueue_edition, finish_editions, retry_deferred, send_edition
-from .edition import new_articles
+from .content.edition import new_articles
+from .delivery.sender import enqueue_edition, finish_editions, retry_deferred, send_edition
+from .delivery.timing import cron_trigger, latest_slot, next_runs, wave_time
 from .errors import DigestError, NothingToSend
-from .feeds import FeedBook
-from .models import (
+from .ingest.feeds import FeedBook
+from .mail.transport import make_transport
+from .store.ledger import Store
+from .store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
@@ -46,9 +49,6 @@ from .models import (
     SubscriberStatus,
     utcnow,
 )
-from .store import Store
-from .timing import cron_trigger, latest_slot, next_runs, wave_time
-from .transport import make_transport
 
 __all__ = [
     "SchedulerLock",

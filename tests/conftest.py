@@ -123,7 +123,7 @@ def sql(folder: Path, statement: str) -> list[tuple[Any, ...]]:
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from digest.loopback import LoopbackSMTPServer  # noqa: E402
+from digest.mail.loopback import LoopbackSMTPServer  # noqa: E402
 
 
 @pytest.fixture

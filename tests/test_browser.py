@@ -25,10 +25,10 @@ from conftest import SAMPLE_JSON, Digest, smtp_env
 from sqlalchemy import select
 
 from digest.config import load_settings
-from digest.loopback import LoopbackSMTPServer, Received, free_port
-from digest.models import Subscriber, SubscriberStatus
-from digest.store import Store
-from digest.web import WebServer
+from digest.mail.loopback import LoopbackSMTPServer, Received, free_port
+from digest.store.ledger import Store
+from digest.store.models import Subscriber, SubscriberStatus
+from digest.web.app import WebServer
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import Digest, smtp_env
 
-from digest.loopback import LoopbackSMTPServer
+from digest.mail.loopback import LoopbackSMTPServer
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 from conftest import ROOT, Digest
 
 from digest.config import load_settings
+from digest.content.topics import TopicClassifier
 from digest.errors import ConfigError
-from digest.topics import TopicClassifier
 
 
 def test_example_config_equals_the_built_in_defaults(tmp_path: Path,

@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from conftest import Digest
 from sqlalchemy import create_engine, text
 
-from digest.db import head_revision, open_engine, upgrade_schema
-from digest.models import Base
+from digest.store.db import head_revision, open_engine, upgrade_schema
+from digest.store.models import Base
 
 
 def test_the_migrations_build_exactly_the_models(store_url: str) -> None:

@@ -19,8 +19,8 @@ import pytest
 from conftest import CORPUS, Digest, need
 
 from digest.config import load_settings
-from digest.feeds import FeedBook
-from digest.store import Store
+from digest.ingest.feeds import FeedBook
+from digest.store.ledger import Store
 
 
 def rss(title: str, items: list[tuple[str, str, str]]) -> bytes:

@@ -23,8 +23,8 @@ import dkim
 import pytest
 from conftest import SAMPLE_JSON, Digest, smtp_env
 
-from digest.loopback import LoopbackSMTPServer, free_port
-from digest.render import GMAIL_CLIP_BYTES
+from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.mail.render import GMAIL_CLIP_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 INFORMATIONAL = {"HTML_MESSAGE", "NO_RECEIVED", "NO_RELAYS"}

@@ -16,6 +16,7 @@ import pytest
 from conftest import Digest, sql
 
 from digest.config import load_settings
+from digest.content.topics import TopicClassifier
 from digest.ingest import parse_path
 from digest.ingest.records import ArticleInput
 from digest.ingest.writer import (
@@ -25,8 +26,7 @@ from digest.ingest.writer import (
     import_files,
     same_story,
 )
-from digest.store import Store
-from digest.topics import TopicClassifier
+from digest.store.ledger import Store
 
 DATA = Path(__file__).parent / "data" / "ingest"
 PODCAST = DATA / "podcast-shared-link.rss"

@@ -13,23 +13,23 @@ import pytest
 from conftest import SAMPLE_JSON
 from sqlalchemy import select
 
+from digest.audience.subscribers import SubscriberBook
 from digest.config import Settings, load_settings, with_overrides
-from digest.delivery import Sender, open_edition
-from digest.edition import build_content, new_articles
+from digest.content.edition import build_content, new_articles
+from digest.content.topics import TopicClassifier
+from digest.delivery.sender import Sender, open_edition
 from digest.ingest import import_files
-from digest.message import (
+from digest.mail.message import (
     SMTP_POLICY,
     MessageTemplate,
     Recipient,
     build_email_message,
     message_id,
 )
-from digest.models import Delivery, DeliveryStatus, utcnow
-from digest.render import Renderer
-from digest.store import Store
-from digest.subscribers import SubscriberBook
-from digest.topics import TopicClassifier
-from digest.transport import MaildirTransport
+from digest.mail.render import Renderer
+from digest.mail.transport import MaildirTransport
+from digest.store.ledger import Store
+from digest.store.models import Delivery, DeliveryStatus, utcnow
 
 NAMES = ["", "Ada", "Zoë Müller-Łukasiewicz", "Evil\r\nBcc: victim@example.org",
          'Doe, "John" <x>', "李小龍", "A" * 150, "word " * 40, "B" * 200, "😀" * 200,
@@ -162,7 +162,7 @@ def test_a_long_or_hostile_title_keeps_every_header_line_within_the_limits(
     """A title becomes the subject through {top_story}: whatever it holds, every header
     line stays within 998 octets (folded near 78), the subject is cut to SUBJECT_MAX with
     "…", bidi and invisible characters are gone, and both message paths agree."""
-    from digest.render import SUBJECT_MAX
+    from digest.mail.render import SUBJECT_MAX
 
     settings, store = setup
     settings = with_overrides(settings, digest={"subject": "{top_story}"})

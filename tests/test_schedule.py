@@ -19,13 +19,13 @@ from apscheduler.triggers.date import DateTrigger
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
 from sqlalchemy import text
 
+from digest.audience.subscribers import SubscriberBook
 from digest.config import load_settings, with_overrides
-from digest.loopback import LoopbackSMTPServer
-from digest.models import utcnow
+from digest.delivery.timing import next_runs
+from digest.mail.loopback import LoopbackSMTPServer
 from digest.scheduler import edition_trigger, run_slot, send_due
-from digest.store import Store
-from digest.subscribers import SubscriberBook
-from digest.timing import next_runs
+from digest.store.ledger import Store
+from digest.store.models import utcnow
 
 _RUNNING: list[Scheduler] = []
 
@@ -266,8 +266,8 @@ def test_local_time_waves_reach_each_zone_at_its_own_0800(store_url: str,
     settings = _store(store_url, cron="0 8 * * mon", timezone="Europe/Berlin", local_time=True)
     settings = with_overrides(settings, smtp={"port": smtp.port})
     store = Store.from_settings(settings)
+    from digest.content.topics import TopicClassifier
     from digest.ingest import import_files
-    from digest.topics import TopicClassifier
     import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
     book = SubscriberBook(store, settings)
     book.add("tokyo@example.org", timezone="Asia/Tokyo")
@@ -308,8 +308,8 @@ def test_thin_week_is_skipped_and_articles_carry_over(store_url: str,
     settings = with_overrides(settings, smtp={"port": smtp.port},
                               digest={"min_articles": 31})
     store = Store.from_settings(settings)
+    from digest.content.topics import TopicClassifier
     from digest.ingest import import_files
-    from digest.topics import TopicClassifier
     import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
     SubscriberBook(store, settings).add("a@example.org")
     now = utcnow()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
 
-from digest.loopback import DROP, LoopbackSMTPServer
+from digest.mail.loopback import DROP, LoopbackSMTPServer
 
 HEADERS = ("Date", "Message-ID", "From", "To", "Subject", "MIME-Version", "List-Id",
            "List-Unsubscribe", "List-Unsubscribe-Post")
@@ -129,7 +129,7 @@ def test_per_subscriber_topics(digest: Digest, smtp: LoopbackSMTPServer,
 
 
 def test_server_unreachable_at_the_start(newsroom: Digest, tmp_path: Path) -> None:
-    from digest.loopback import free_port
+    from digest.mail.loopback import free_port
     port = free_port()
     result = newsroom("send", "--yes", env={"DIGEST_SMTP__PORT": str(port)})
     assert result.exit_code == 1

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from conftest import SEED, need
 
+from digest.content.teasers import clean_text, make_teaser, split_highlights, teaser_for
 from digest.ingest import parse_path
-from digest.teasers import clean_text, make_teaser, split_highlights, teaser_for
 
 
 def test_seed_becomes_a_clean_entry() -> None:

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql
 
+from digest.audience.tokens import Signer
 from digest.config import Settings, load_settings
-from digest.loopback import LoopbackSMTPServer, free_port
-from digest.tokens import Signer
-from digest.web import WebServer
+from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.web.app import WebServer
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql
 
-from digest.loopback import LoopbackSMTPServer
+from digest.mail.loopback import LoopbackSMTPServer
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def bulk_subscribers(folder: Path, count: int) -> None:
     from sqlalchemy import create_engine, insert
 
     from digest.config import load_settings
-    from digest.models import Subscriber, SubscriberStatus, utcnow
+    from digest.store.models import Subscriber, SubscriberStatus, utcnow
 
     engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
     now = utcnow()

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import feedparser
 
-from ..links import canonical_url, is_web_url
-from ..teasers import clean_text, html_to_text, sanitize_html, split_highlights
+from ..content.links import canonical_url, is_web_url
+from ..content.teasers import clean_text, html_to_text, sanitize_html, split_highlights
 from .records import ArticleInput
 
 __all__ = ["SUFFIXES", "ParsedFile", "parse_path", "parse_date"]

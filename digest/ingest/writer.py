@@ -16,10 +16,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..links import canonical_url
-from ..models import Article, ArticleSource, Source, utcnow
-from ..teasers import normalise_for_hash
-from ..topics import TopicClassifier
+from ..content.links import canonical_url
+from ..content.teasers import normalise_for_hash
+from ..content.topics import TopicClassifier
+from ..store.models import Article, ArticleSource, Source, utcnow
 from .parsers import parse_path
 from .records import ArticleInput
 

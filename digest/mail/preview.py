@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .config import Settings
-from .edition import effective_variant, new_articles, next_edition_number
-from .errors import InputError, NothingToSend
+from ..config import Settings
+from ..content.edition import effective_variant, new_articles, next_edition_number
+from ..content.topics import TopicClassifier
+from ..errors import InputError, NothingToSend
+from ..store.ledger import Store
 from .render import Personal, Renderer
-from .store import Store
-from .topics import TopicClassifier
 
 __all__ = ["PreviewResult", "render_preview"]
 

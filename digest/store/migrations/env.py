@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection digest hands it (digest.db.migrate)."""
+"""Alembic environment: runs on the connection digest hands it (digest.store.db.migrate)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from digest.models import Base
+from digest.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

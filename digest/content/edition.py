@@ -16,9 +16,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .config import Settings
+from ..config import Settings
+from ..store.models import Article, Edition
 from .links import add_utm
-from .models import Article, Edition
 from .teasers import teaser_for
 
 __all__ = [

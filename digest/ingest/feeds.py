@@ -26,15 +26,15 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import __version__
-from .config import FetchSettings, Settings
-from .errors import DigestError, InputError
-from .ingest import ArticleInput
-from .ingest.parsers import feed_records
-from .ingest.writer import write_articles
-from .models import Feed, utcnow
-from .store import Store
-from .topics import TopicClassifier
+from .. import __version__
+from ..config import FetchSettings, Settings
+from ..content.topics import TopicClassifier
+from ..errors import DigestError, InputError
+from ..store.ledger import Store
+from ..store.models import Feed, utcnow
+from . import ArticleInput
+from .parsers import feed_records
+from .writer import write_articles
 
 __all__ = ["FeedBook", "FeedRead", "FetchResult", "FetchedFeed", "fetch_url", "read_feed"]
 

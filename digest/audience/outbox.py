@@ -20,11 +20,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .config import Settings
-from .errors import DeliveryError
-from .models import OutboxMail, utcnow
-from .store import Store
-from .transport import Connection, PermanentFailure, TemporaryFailure, Transport, make_transport
+from ..config import Settings
+from ..errors import DeliveryError
+from ..mail.transport import (
+    Connection,
+    PermanentFailure,
+    TemporaryFailure,
+    Transport,
+    make_transport,
+)
+from ..store.ledger import Store
+from ..store.models import OutboxMail, utcnow
 
 __all__ = ["OutboxReport", "OutboxSender", "drain_outbox", "queue_mail"]
 

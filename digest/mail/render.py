@@ -15,11 +15,11 @@ from datetime import datetime
 import jinja2
 import premailer
 
-from .config import Settings, with_overrides
-from .edition import ALL_TOPICS, EditionContent, build_content
-from .errors import ConfigError
-from .models import Article
-from .resources import package_resource
+from ..config import Settings, with_overrides
+from ..content.edition import ALL_TOPICS, EditionContent, build_content
+from ..errors import ConfigError
+from ..resources import package_resource
+from ..store.models import Article
 
 __all__ = [
     "GMAIL_CLIP_BYTES",

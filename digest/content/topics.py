@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .config import TopicRule
+from ..config import TopicRule
 
 __all__ = ["TopicClassifier"]
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from .errors import InputError
-from .models import Article, Delivery, DeliveryStatus, Edition, Subscriber
-from .store import Store, delivery_counts
+from ..errors import InputError
+from ..store.ledger import Store, delivery_counts
+from ..store.models import Article, Delivery, DeliveryStatus, Edition, Subscriber
 
 __all__ = ["EditionDetail", "EditionSummary", "edition_detail", "edition_summaries"]
 

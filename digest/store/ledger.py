@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import Settings
+from ..config import Settings
+from ..errors import InputError
 from .db import check_schema, open_engine, session_factory
-from .errors import InputError
 from .models import (
     Article,
     ArticleSource,

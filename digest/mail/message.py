@@ -25,11 +25,11 @@ from email.utils import format_datetime, formataddr, parseaddr
 
 import dkim
 
-from .config import Settings
-from .errors import ConfigError
-from .ingest.records import clean_label
+from ..audience.tokens import Signer
+from ..config import Settings
+from ..errors import ConfigError
+from ..ingest.records import clean_label
 from .render import Personal, RenderedVariant
-from .tokens import Signer
 
 __all__ = [
     "DkimSigner",

@@ -14,8 +14,8 @@ import ssl
 from pathlib import Path
 from typing import Protocol
 
-from .config import Settings, SmtpSettings
-from .errors import DeliveryError, ServerRefused
+from ..config import Settings, SmtpSettings
+from ..errors import DeliveryError, ServerRefused
 
 __all__ = [
     "Connection",

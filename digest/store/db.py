@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import StoreError
+from ..errors import StoreError
 
 __all__ = ["check_schema", "current_revision", "head_revision", "open_engine",
            "session_factory", "upgrade_schema"]
@@ -50,7 +50,7 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-MIGRATIONS = "digest:migrations"
+MIGRATIONS = "digest.store:migrations"
 _FIRST_TABLES = {"sources", "articles", "subscribers", "editions", "deliveries"}
 
 

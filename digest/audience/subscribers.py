@@ -18,11 +18,11 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .config import Settings
-from .errors import InputError
-from .models import Article, Subscriber, SubscriberStatus
-from .store import Store
-from .topics import TopicClassifier
+from ..config import Settings
+from ..content.topics import TopicClassifier
+from ..errors import InputError
+from ..store.ledger import Store
+from ..store.models import Article, Subscriber, SubscriberStatus
 
 __all__ = [
     "EXPORT_COLUMNS",

@@ -26,10 +26,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
-from .checks import Step, check_rendered, check_setup
-from .config import Settings, find_config_file, load_settings
-from .db import open_engine, upgrade_schema
-from .delivery import (
+from ..audience.subscribers import SubscriberBook, spreadsheet_safe
+from ..audience.tokens import create_secret_file
+from ..checks import Step, check_rendered, check_setup
+from ..config import Settings, find_config_file, load_settings
+from ..content.topics import TopicClassifier
+from ..delivery.reports import edition_detail, edition_summaries
+from ..delivery.sender import (
     NoRecipients,
     SendReport,
     discard_edition,
@@ -44,21 +47,18 @@ from .delivery import (
     send_edition,
     send_test_copy,
 )
-from .demo import run_demo
-from .editions import edition_detail, edition_summaries
-from .errors import ConfigError, DigestError, EditionPaused, InputError, NothingToSend
-from .feeds import FeedBook
-from .ingest import import_files
-from .models import Article, Subscriber, SubscriberStatus, utcnow
-from .preview import render_preview
-from .resources import package_resource
-from .scheduler import run_scheduler, schedule_overview
-from .store import Store
-from .subscribers import SubscriberBook, spreadsheet_safe
-from .topics import TopicClassifier
-from .transport import make_transport
-from .tokens import create_secret_file
-from .web import WebServer
+from ..demo import run_demo
+from ..errors import ConfigError, DigestError, EditionPaused, InputError, NothingToSend
+from ..ingest import import_files
+from ..ingest.feeds import FeedBook
+from ..mail.preview import render_preview
+from ..mail.transport import make_transport
+from ..resources import package_resource
+from ..scheduler import run_scheduler, schedule_overview
+from ..store.db import open_engine, upgrade_schema
+from ..store.ledger import Store
+from ..store.models import Article, Subscriber, SubscriberStatus, utcnow
+from ..web.app import WebServer
 
 # markup=False: printed values (paths, titles, addresses) may contain [brackets].
 out = Console(highlight=False, soft_wrap=True, markup=False)

@@ -17,8 +17,8 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from .models import RateLimitHit
-from .store import Store
+from ..store.ledger import Store
+from ..store.models import RateLimitHit
 
 __all__ = ["SCHEME", "StoreLimitStorage"]
 

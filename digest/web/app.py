@@ -38,18 +38,18 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
-from .config import Settings, with_overrides
-from .edition import build_content
-from .errors import InputError
-from .message import SMTP_POLICY, sender_address
-from .models import Article, Edition, EditionStatus, Subscriber, SubscriberStatus
-from .outbox import OutboxSender, queue_mail
+from ..audience.outbox import OutboxSender, queue_mail
+from ..audience.subscribers import SubscriberBook, clean_name, normalise_email
+from ..audience.tokens import BadToken, Signer, TokenClaims, read_token
+from ..config import Settings, with_overrides
+from ..content.edition import build_content
+from ..errors import InputError
+from ..mail.message import SMTP_POLICY, sender_address
+from ..mail.render import Personal, Renderer, day
+from ..resources import package_resource
+from ..store.ledger import Store
+from ..store.models import Article, Edition, EditionStatus, Subscriber, SubscriberStatus
 from .ratelimits import SCHEME as LIMIT_STORAGE
-from .render import Personal, Renderer, day
-from .resources import package_resource
-from .store import Store
-from .subscribers import SubscriberBook, clean_name, normalise_email
-from .tokens import BadToken, Signer, TokenClaims, read_token
 
 __all__ = ["CONFIRM_HOURS", "MAX_ID", "WebServer", "create_app", "serve"]
 

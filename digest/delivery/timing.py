@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from .config import Settings
-from .errors import ConfigError
+from ..config import Settings
+from ..errors import ConfigError
 
 __all__ = ["cron_trigger", "latest_slot", "next_runs", "wave_time"]
 

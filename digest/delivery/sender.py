@@ -18,11 +18,15 @@ from email.utils import make_msgid
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from .config import Settings
-from .edition import build_content, effective_variant, new_articles, next_edition_number
-from .errors import DeliveryError, EditionPaused, InputError, NothingToSend, ServerRefused
-from .message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
-from .models import (
+from ..audience.subscribers import normalise_email
+from ..config import Settings
+from ..content.edition import build_content, effective_variant, new_articles, next_edition_number
+from ..errors import DeliveryError, EditionPaused, InputError, NothingToSend, ServerRefused
+from ..mail.message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
+from ..mail.render import Renderer
+from ..mail.transport import Connection, PermanentFailure, TemporaryFailure, Transport
+from ..store.ledger import Claim, Ledger, Store, delivery_counts, new_owner, retire_owner
+from ..store.models import (
     Article,
     Delivery,
     DeliveryStatus,
@@ -32,11 +36,7 @@ from .models import (
     SubscriberStatus,
     utcnow,
 )
-from .render import Renderer
-from .store import Claim, Ledger, Store, delivery_counts, new_owner, retire_owner
-from .subscribers import normalise_email
 from .timing import wave_time
-from .transport import Connection, PermanentFailure, TemporaryFailure, Transport
 
 __all__ = [
     "EditionPlan",
