@@ -1,0 +1,150 @@
+"""digest articles: import, list, remove, set-topic."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import InputError
+from ..ingest import import_files
+from ..store.models import Article
+from .app import App, DigestGroup, err, out, print_table, progress_bar
+
+__all__ = ["articles"]
+
+
+@click.group(cls=DigestGroup)
+def articles() -> None:
+    """Import and list articles.
+
+    Example:
+
+        digest articles import feeds/ articles.json && digest articles list --new
+    """
+
+
+@articles.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--topic", help="Put every imported article under this topic.")
+@click.pass_obj
+def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
+    """Import articles from .json/.jsonl, .txt, .html and .xml/.rss/.atom files.
+
+    Directories are read recursively. Duplicates (same canonical URL, or same
+    title and text) are skipped and counted.
+
+    Example:
+
+        digest articles import articles.json page.html feeds/ --topic Science
+    """
+    classifier = app.classifier
+    if topic and not classifier.known(topic):
+        raise InputError(f"--topic {topic!r} is not a configured topic; choose one of "
+                         f"{', '.join(app.settings.topic_names)}")
+    topic = classifier.known(topic) if topic else None
+    with progress_bar() as progress:
+        task = progress.add_task("Importing", total=None)
+        report = import_files(app.store.writes, classifier, paths, topic=topic,
+                              progress=lambda _r: progress.advance(task))
+    for line in report.problems:
+        err.print(f"[red]error:[/red] {escape(line)}", markup=True)
+    for line in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", markup=True)
+    if len(report.files) > 1:
+        table = Table("file", "added", "duplicates", "problems", title="Import")
+        for f in report.files:
+            table.add_row(str(f.path), str(f.added), str(f.duplicates), str(len(f.problems)))
+        print_table(table, keep=("added", "duplicates", "problems"), fold=("file",))
+    summary = (f"Imported {report.added} new article{'s' * (report.added != 1)}, "
+               f"skipped {report.duplicates} duplicate{'s' * (report.duplicates != 1)}")
+    if report.problems:
+        summary += f", {len(report.problems)} problem{'s' * (len(report.problems) != 1)}"
+    if report.added == 0 and report.duplicates and not report.problems:
+        summary += " (nothing new: these articles are already in the store)"
+    out.print(summary + ".")
+    if report.added == 0 and report.problems:
+        sys.exit(1)
+
+
+@articles.command("remove")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.pass_obj
+def articles_remove(app: App, ids: Sequence[int]) -> None:
+    """Delete articles by id (see: digest articles list); all or none.
+
+    An article already in an edition stays (discard that edition first).
+
+    Example:
+
+        digest articles remove 12 15
+    """
+    titles = app.store.remove_articles(list(dict.fromkeys(ids)))
+    for article_id, title in zip(dict.fromkeys(ids), titles, strict=True):
+        out.print(f"Removed article {article_id}: {title}")
+
+
+@articles.command("set-topic")
+@click.argument("article_id", metavar="ID", type=int)
+@click.argument("topic")
+@click.pass_obj
+def articles_set_topic(app: App, article_id: int, topic: str) -> None:
+    """Put article ID under TOPIC (one of the configured topics).
+
+    Example:
+
+        digest articles set-topic 12 Science
+    """
+    known = app.classifier.known(topic)
+    if known is None:
+        raise InputError(f"{topic!r} is not a configured topic; choose one of "
+                         f"{', '.join(app.settings.topic_names)}")
+    title = app.store.set_topic(article_id, known)
+    out.print(f"Article {article_id} is now under {known}: {title}")
+
+
+def _article_json(a: Article) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+    return {
+        "id": a.id, "title": a.title, "url": a.url, "canonical_url": a.canonical_url,
+        "source": a.source_name, "author": a.author, "published_at": iso(a.published_at),
+        "added_at": iso(a.added_at), "topic": a.topic, "tags": a.tags, "summary": a.summary,
+        "body": a.body, "body_html": a.body_html, "content_hash": a.content_hash,
+        "edition_id": a.edition_id,
+    }
+
+
+@articles.command("list")
+@click.option("--new", "new_only", is_flag=True, help="Only articles no edition has taken.")
+@click.option("--topic", help="Only this topic.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
+@click.pass_obj
+def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
+                  limit: int | None) -> None:
+    """List stored articles, newest first.
+
+    Example:
+
+        digest articles list --new --topic AI --format json
+    """
+    rows = app.store.articles(new_only=new_only, topic=topic, limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps([_article_json(a) for a in rows], indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "topic", "title", "source", "published", "edition")
+    for a in rows:
+        table.add_row(str(a.id), a.topic, a.title, a.source_name or "",
+                      f"{a.published_at:%Y-%m-%d}" if a.published_at else "",
+                      str(a.edition_id or "new"))
+    print_table(table, keep=("id", "published", "edition"))
+    out.print(f"{len(rows)} article{'s' * (len(rows) != 1)}")

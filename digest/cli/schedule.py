@@ -1,0 +1,74 @@
+"""digest schedule: run the scheduler, or show when it will run."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from ..scheduler import run_scheduler, schedule_overview
+from .app import App, DigestGroup, log_to_stderr, out, print_table
+
+__all__ = ["schedule"]
+
+
+@click.group(cls=DigestGroup)
+def schedule() -> None:
+    """Run the scheduler, or show when it will run.
+
+    Example:
+
+        digest schedule show && digest schedule run
+    """
+
+
+@schedule.command("run")
+@click.pass_obj
+def schedule_run(app: App) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C.
+
+    Sends the edition on [schedule] cron, retries deferred mail every
+    [schedule] retry_minutes, and resumes editions a killed run left unfinished.
+    Logs one line per event on stderr. Only one scheduler may run per store.
+
+    Example:
+
+        DIGEST_SECRET_KEY=… digest --config /etc/digest/digest.toml schedule run
+    """
+    settings = app.settings
+    log_to_stderr(settings)
+    run_scheduler(settings, app.config)
+
+
+@schedule.command("show")
+@click.option("--count", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="How many upcoming runs to list.")
+@click.pass_obj
+def schedule_show(app: App, count: int) -> None:
+    """The next runs of each job, the local-time waves, and the last editions.
+
+    Example:
+
+        digest schedule show --count 5
+    """
+    s = app.settings
+    overview = schedule_overview(s, app.store, count=count)
+    out.print(f"Edition: cron {s.schedule.cron!r} in {s.schedule.timezone}"
+              + (" (local time: each subscriber at that hour in their own zone)"
+                 if s.schedule.local_time else ""))
+    for run in overview.edition_runs:
+        out.print(f"  {run:%a %Y-%m-%d %H:%M %Z}")
+    if overview.waves:
+        out.print("Waves of the next edition:")
+        for zone, at in overview.waves:
+            out.print(f"  {zone:24} {at:%a %Y-%m-%d %H:%M %Z}")
+    out.print(f"Retries and unfinished editions: every {overview.sweep_every} minutes")
+    out.print(f"Late runs start within {s.schedule.misfire_grace} s of their time, or are "
+              f"skipped")
+    if overview.editions:
+        table = Table("no.", "status", "created", "slot", title="Last editions")
+        for number, status, created, slot in overview.editions:
+            table.add_row(str(number), status, f"{created:%Y-%m-%d %H:%M}",
+                          f"{slot:%Y-%m-%d %H:%M}" if slot else "manual")
+        print_table(table, keep=("no.", "created", "slot"))
+    else:
+        out.print("No editions yet.")

@@ -1,0 +1,223 @@
+"""digest send and digest worker, and the Ctrl-C handling that lets both finish the
+messages in flight."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import click
+
+from ..delivery.sender import (
+    NoRecipients,
+    dry_run_edition,
+    enqueue_edition,
+    has_unfinished_edition,
+    next_retry,
+    plan_edition,
+    reopen_failed,
+    retry_deferred,
+    run_worker,
+    send_edition,
+    send_test_copy,
+)
+from ..errors import EditionPaused, InputError, NothingToSend
+from ..mail.transport import make_transport
+from ..store.models import utcnow
+from .app import App, delivery_table, err, out, progress_bar
+
+__all__ = ["send", "worker"]
+
+
+def _sentence(exc: Exception) -> str:
+    """An expected, non-error condition as a sentence of its own."""
+    text = str(exc)
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM, so that sending stops cleanly: the
+    messages in flight finish, claimed deliveries are handed back, the summary prints."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight "
+                      f"(again to stop at once)")
+            stop.set()
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _when(at: datetime, now: datetime) -> str:
+    """A moment as a UTC time and a distance: "2026-11-27 14:05 UTC (in 3 h 5 min)"."""
+    seconds = max(0, int((at - now).total_seconds()))
+    hours, minutes = divmod((seconds + 59) // 60, 60)
+    distance = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return f"{at:%Y-%m-%d %H:%M} UTC (in {distance})"
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Build everything, store and send nothing.")
+@click.option("--to", "to", metavar="EMAIL", help="Send one test copy ([TEST] subject) to EMAIL.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before sending a new edition.")
+@click.option("--edition", "number", type=int, help="Resume edition N.")
+@click.option("--retry", is_flag=True, help="Send deferred deliveries that are due.")
+@click.option("--retry-failed", is_flag=True,
+              help="With --edition N: send N's failed deliveries again (after fixing the "
+                   "cause); subscribers no longer active are left out.")
+@click.option("--force", is_flag=True, help="Send an edition even with no new articles.")
+@click.option("--enqueue", is_flag=True,
+              help="Create the edition and its ledger only; `digest worker`s send it.")
+@click.pass_obj
+def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None, retry: bool,
+         retry_failed: bool, force: bool, enqueue: bool) -> None:
+    """Create the next edition (or resume an unfinished one) and send it.
+
+    Each subscriber gets the edition once; a killed or interrupted run resumes where it
+    stopped. Ctrl-C finishes the messages in flight and prints what is left.
+
+    Example:
+
+        digest send --to me@example.org && digest send --yes
+    """
+    settings, store = app.settings, app.store
+    transport = make_transport(settings)
+    if retry_failed and number is None:
+        raise click.UsageError("--retry-failed needs --edition N (see: digest editions list)")
+    if enqueue or (settings.delivery.workers and not (to or dry_run or retry or retry_failed)):
+        try:
+            edition, created, pending = enqueue_edition(store, settings, force=force)
+        except NoRecipients:
+            raise
+        except NothingToSend as exc:
+            out.print(_sentence(exc))
+            return
+        state = "Created" if created else "Edition exists:"
+        out.print(f"{state} edition {edition.number}: {pending} deliveries pending. "
+                  f"Workers send them: digest worker")
+        return
+    if to:
+        transport.check()
+        subject = send_test_copy(store, settings, transport, to, utcnow())
+        out.print(f"Sent a test copy to {to}: {subject}")
+        return
+    if dry_run:
+        try:
+            plan = dry_run_edition(store, settings, utcnow())
+        except NoRecipients:
+            raise
+        except NothingToSend as exc:
+            out.print(_sentence(exc))
+            return
+        out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
+                  f"{len(plan.topics)} topics and go to {plan.recipients} subscribers in "
+                  f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
+                  f"skipped: nothing new in their topics). Nothing was stored or sent.")
+        return
+    # Everything that may ask or refuse happens before the progress bar is drawn.
+    if retry_failed:
+        assert number is not None
+        transport.check()
+        reopened, left = reopen_failed(store, number)
+        note = (f"; {left} for subscribers no longer active stay failed" if left else "")
+        out.print(f"Edition {number}: {reopened} failed deliver"
+                  f"{'ies' if reopened != 1 else 'y'} to send again{note}.")
+        if not reopened:
+            return
+    elif retry:
+        now = utcnow()
+        due = next_retry(store)
+        if due is None:
+            out.print("Nothing is deferred: nothing to retry.")
+            return
+        if due > now:
+            out.print(f"Nothing to retry yet: the next deferred delivery is due at "
+                      f"{_when(due, now)}.")
+            return
+    elif number is None and not has_unfinished_edition(store):
+        try:
+            plan = plan_edition(store, settings, utcnow())
+        except NoRecipients:
+            raise
+        except NothingToSend as exc:
+            if not force:
+                out.print(_sentence(exc))
+                return
+        else:
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise InputError(f"edition {plan.number} would go to {plan.recipients} "
+                                     f"subscribers; add --yes to send without asking")
+                click.confirm(f"Send edition {plan.number} ({plan.articles} articles) to "
+                              f"{plan.recipients} subscribers?", abort=True)
+    with _stop_on_signals() as stop, progress_bar() as progress:
+        task = progress.add_task("Sending", total=None)
+
+        def advance(_status: str) -> None:
+            progress.advance(task)
+
+        if retry:
+            report = retry_deferred(store, settings, transport, progress=advance, stop=stop)
+        else:
+            report = send_edition(store, settings, transport, number=number, force=force,
+                                  progress=advance, stop=stop,
+                                  on_open=lambda _e, n: progress.update(task, total=n))
+    out.print(delivery_table(report))
+    if report.edition is not None and not report.created and not any(report.this_run.values()):
+        out.print(f"Edition {report.edition} has nothing pending: nothing was sent.")
+    if report.paused:
+        what = f"edition {report.edition}" if report.edition else "sending"
+        raise EditionPaused(f"{what} paused after {report.paused}")
+    if stop.is_set():
+        left = report.counts.get("pending", 0)
+        err.print(f"Interrupted: {left} deliveries still pending; run `digest send` again to "
+                  f"resume (nobody gets the edition twice).")
+        sys.exit(130)
+
+
+@click.command()
+@click.option("--until-done", is_flag=True,
+              help="Exit once nothing is due and no other worker holds anything.")
+@click.option("--poll", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds between looks for new work when idle.")
+@click.pass_obj
+def worker(app: App, until_done: bool, poll: float) -> None:
+    """Send queued deliveries; run any number of workers, on any number of machines.
+
+    Each worker claims batches of pending deliveries under a lease
+    ([delivery] lease_seconds): a worker that dies leaves its batch to be claimed again.
+
+    Example:
+
+        digest send --enqueue && digest worker --until-done
+    """
+    stop = threading.Event()
+
+    def shutdown(signum: int, _frame: Any) -> None:
+        err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    with progress_bar() as progress:
+        task = progress.add_task("Sending", total=None)
+        totals = run_worker(app.store, app.settings, make_transport(app.settings),
+                            until_done=until_done, poll=poll, stop=stop,
+                            progress=lambda _s: progress.advance(task))
+    out.print(f"Worker done: sent {totals['sent']}, deferred {totals['deferred']}, failed "
+              f"{totals['failed']}.")

@@ -1,0 +1,128 @@
+"""Setting a digest folder up: init, db upgrade, check, and the demo."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from ..audience.tokens import create_secret_file
+from ..checks import check_setup
+from ..config import load_settings
+from ..demo import run_demo
+from ..errors import InputError
+from ..resources import package_resource
+from ..store.db import open_engine, upgrade_schema
+from .app import App, DigestGroup, delivery_table, out, print_steps, progress_bar
+
+__all__ = ["check", "db", "demo", "init"]
+
+
+@click.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Overwrite an existing digest.toml (never the secret key).")
+def init(directory: Path, force: bool) -> None:
+    """Write DIRECTORY/digest.toml from the example, create the store, and write a random
+    secret key beside the store (secret.key, mode 0600) that signs the links in mail
+    unless DIGEST_SECRET_KEY is set. An existing key is never replaced; in a folder that
+    has a digest.toml but no key, init only writes the key.
+
+    Example:
+
+        digest init newsletter && cd newsletter && digest preview
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "digest.toml"
+    if target.exists() and not force:
+        settings = load_settings(target)
+        if create_secret_file(settings.secret_file):
+            out.print(f"Wrote the secret key {settings.secret_file}; kept {target}")
+            return
+        raise InputError(f"{target} already exists; edit it, or run digest init --force to "
+                         f"replace it")
+    shutil.copyfile(package_resource("config.example.toml"), target)
+    settings = load_settings(target)
+    engine = open_engine(settings.store_url)
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    wrote_key = create_secret_file(settings.secret_file)
+    out.print(f"Wrote {target} and created the store at {settings.store_url}")
+    if wrote_key:
+        out.print(f"Wrote the secret key {settings.secret_file} (keep it private; it signs "
+                  f"the links in every email)")
+    out.print("Next: digest articles import FILE…, then digest preview")
+
+
+@click.group(cls=DigestGroup)
+def db() -> None:
+    """The store's schema.
+
+    Example:
+
+        digest db upgrade
+    """
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(app: App) -> None:
+    """Bring the store to the current schema, keeping its data.
+
+    Run it after installing a newer digest (stop the scheduler and workers first).
+
+    Example:
+
+        digest --config /etc/digest/digest.toml db upgrade
+    """
+    engine = open_engine(app.settings.store_url)
+    try:
+        before, after = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        out.print(f"The store is at the current schema revision ({after}); nothing to do.")
+    else:
+        out.print(f"Upgraded the store from schema revision {before or 'none (empty)'} to "
+                  f"{after}.")
+
+
+@click.command()
+@click.pass_obj
+def check(app: App) -> None:
+    """Check the setup: config, store, secret key, DKIM key, and the SMTP server step by
+    step (connect, EHLO, STARTTLS and AUTH when configured, QUIT). Sends nothing.
+
+    Example:
+
+        DIGEST_SMTP__PASSWORD=… digest check
+    """
+    print_steps(check_setup(app.settings, app.store))
+
+
+@click.command()
+@click.argument("directory", default="digest-demo",
+                type=click.Path(file_okay=False, path_type=Path))
+def demo(directory: Path) -> None:
+    """Try everything in a fresh folder: sample articles and subscribers, sent through a
+    built-in SMTP server on 127.0.0.1; the received mail is kept in DIRECTORY/outbox.
+
+    Example:
+
+        digest demo demo-out && open demo-out/preview.html
+    """
+    with progress_bar() as progress:
+        task = progress.add_task("Sending", total=None)
+        result = run_demo(directory, progress=lambda _s: progress.advance(task))
+    out.print(f"Imported {result.articles} sample articles and {result.subscribers} "
+              f"subscribers into {result.config.parent / 'digest.db'}")
+    out.print(delivery_table(result.report))
+    out.print(f"The loopback SMTP server received {result.messages} messages:")
+    out.print(f"  messages  {result.outbox}/*.eml")
+    out.print(f"  preview   {result.preview}")
+    out.print(f"  config    {result.config}")
+    out.print(f"Look around: digest --config {result.config} editions show "
+              f"{result.report.edition}")

@@ -1,0 +1,212 @@
+"""digest subscribers: add, remove, unsubscribe, activate, set-topics, list, import,
+export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..audience.subscribers import SubscriberBook, spreadsheet_safe
+from ..store.models import Subscriber, SubscriberStatus
+from .app import App, DigestGroup, err, out, print_table
+
+__all__ = ["subscribers"]
+
+
+@click.group(cls=DigestGroup)
+def subscribers() -> None:
+    """Add, change, import, export and list subscribers.
+
+    Example:
+
+        digest subscribers add ada@example.org --name "Ada" --topic AI --topic Science
+    """
+
+
+def _book(app: App) -> SubscriberBook:
+    return SubscriberBook(app.store, app.settings)
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name, used in To: and the greeting.")
+@click.option("--topic", "topics", multiple=True, help="Only these topics (repeat; default: all).")
+@click.option("--timezone", help="IANA zone, e.g. Europe/Berlin (for local-time delivery).")
+@click.option("--force", is_flag=True,
+              help="Add an address that was removed earlier (only with their consent).")
+@click.pass_obj
+def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
+                    timezone: str | None, force: bool) -> None:
+    """Add an active subscriber.
+
+    Example:
+
+        digest subscribers add grace@example.org --name Grace --topic AI --timezone America/New_York
+    """
+    sub = _book(app).add(email, name, topics, timezone, force=force)
+    out.print(f"Added {sub.email}" + (f" (topics: {', '.join(sub.topics)})" if sub.topics
+                                      else " (all topics)"))
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(app: App, email: str) -> None:
+    """Erase a subscriber: name and address are deleted, they vanish from lists and
+    exports and are never mailed again. A hash of the address is kept so that an import
+    cannot bring them back by mistake (`subscribers add --force` can, with consent).
+
+    Example:
+
+        digest subscribers remove ada@example.org
+    """
+    _book(app).remove(email)
+    out.print(f"Removed {email.strip()}")
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@click.pass_obj
+def subscribers_unsubscribe(app: App, email: str) -> None:
+    """Mark a subscriber unsubscribed: no further editions.
+
+    Example:
+
+        digest subscribers unsubscribe ada@example.org
+    """
+    sub = _book(app).set_status(email, SubscriberStatus.UNSUBSCRIBED)
+    out.print(f"Unsubscribed {sub.email}")
+
+
+@subscribers.command("activate")
+@click.argument("email")
+@click.option("--force", is_flag=True,
+              help="Re-activate someone who unsubscribed (only with their consent).")
+@click.pass_obj
+def subscribers_activate(app: App, email: str, force: bool) -> None:
+    """Make a pending or bounced subscriber active again (one who unsubscribed: --force).
+
+    Example:
+
+        digest subscribers activate ada@example.org
+    """
+    sub = _book(app).set_status(email, SubscriberStatus.ACTIVE, force=force)
+    out.print(f"Activated {sub.email}")
+
+
+@subscribers.command("set-topics")
+@click.argument("email")
+@click.argument("topics", nargs=-1)
+@click.pass_obj
+def subscribers_set_topics(app: App, email: str, topics: Sequence[str]) -> None:
+    """Choose a subscriber's topics (none: every topic).
+
+    Example:
+
+        digest subscribers set-topics ada@example.org AI Science
+    """
+    sub = _book(app).set_topics(email, topics)
+    out.print(f"{sub.email}: " + (", ".join(sub.topics) if sub.topics else "all topics"))
+
+
+def _subscriber_row(s: Subscriber) -> dict[str, Any]:
+    return {"email": s.email, "name": s.name, "status": s.status.value, "topics": s.topics,
+            "timezone": s.timezone}
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus
+                                            if s is not SubscriberStatus.REMOVED]))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def subscribers_list(app: App, status: str | None, fmt: str) -> None:
+    """List subscribers.
+
+    Example:
+
+        digest subscribers list --status active --format json
+    """
+    subs = _book(app).subscribers(SubscriberStatus(status) if status else None)
+    rows = [_subscriber_row(s) for s in subs]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["email", "name", "status", "topics", "timezone"])
+        for r in rows:
+            writer.writerow([spreadsheet_safe(v) for v in (
+                r["email"], r["name"], r["status"], ";".join(r["topics"]), r["timezone"] or "")])
+    else:
+        table = Table("email", "name", "status", "topics", "timezone")
+        for r in rows:
+            table.add_row(r["email"], r["name"], r["status"], ", ".join(r["topics"]) or "all",
+                          r["timezone"] or "")
+        print_table(table, keep=("email", "status", "timezone"))
+        out.print(f"{len(rows)} subscriber{'s' * (len(rows) != 1)}")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and report every row; store nothing.")
+@click.option("--reactivate", is_flag=True,
+              help="Let rows make unsubscribed or bounced subscribers active again (only "
+                   "with their consent).")
+@click.pass_obj
+def subscribers_import(app: App, file: Path, dry_run: bool, reactivate: bool) -> None:
+    """Import subscribers from a CSV file with a header row ("-": standard input).
+
+    Columns: email (required), name, topics (separated by ;), timezone, status,
+    hard_bounces, created_at — what `subscribers export` writes. Every row is checked;
+    the good rows are stored in one transaction, the others reported with their line.
+    Each change to an existing subscriber is reported; someone who unsubscribed or
+    bounced stays so unless --reactivate, and removed addresses are never re-added.
+
+    Example:
+
+        digest subscribers import people.csv --dry-run && digest subscribers import people.csv
+    """
+    source: Path | TextIO = sys.stdin if str(file) == "-" else file
+    report = _book(app).import_csv(source, dry_run=dry_run, reactivate=reactivate)
+    for line in report.rejected:
+        err.print(f"[red]rejected:[/red] {escape(line)}", markup=True)
+    for line in report.notes:
+        err.print(escape(line), markup=True)
+    prefix = "Dry run: would import" if dry_run else "Imported"
+    summary = (f"{prefix} {report.added} new subscriber{'s' * (report.added != 1)}, "
+               f"update {report.updated}" if dry_run else
+               f"{prefix} {report.added} new subscriber{'s' * (report.added != 1)}, updated "
+               f"{report.updated}")
+    summary += f", unchanged {report.unchanged}, rejected {len(report.rejected)}"
+    if report.reactivated:
+        summary += f"; re-activated {report.reactivated} who had unsubscribed or bounced"
+    out.print(summary + (". Nothing was stored." if dry_run else "."))
+    if report.rejected and report.added + report.updated + report.unchanged == 0:
+        sys.exit(1)
+
+
+@subscribers.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.pass_obj
+def subscribers_export(app: App, file: Path) -> None:
+    """Write every subscriber to a CSV file ("-": standard output), in the columns
+    `subscribers import` reads. Cells that a spreadsheet would run as a formula (starting
+    with = + - @, a tab or CR) get a leading apostrophe, which import takes off again.
+
+    Example:
+
+        digest subscribers export backup.csv
+    """
+    if str(file) == "-":
+        _book(app).export_csv(sys.stdout)
+        return
+    count = _book(app).export_csv(file)
+    out.print(f"Wrote {count} subscriber{'s' * (count != 1)} to {file}")

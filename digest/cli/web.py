@@ -1,0 +1,40 @@
+"""digest serve: the subscriber pages."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import click
+
+from ..web.app import WebServer
+from .app import App, log_to_stderr, out
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the subscriber pages: one-click unsubscribe, sign-up with confirmation,
+    topic preferences, and the archive (with an Atom feed); confirmation mails go out
+    through [smtp] from a background thread. [digest] base_url must be the public address
+    of this server; behind your TLS proxy, set [web] trusted_proxies.
+
+    Example:
+
+        digest serve --host 127.0.0.1 --port 8080
+    """
+    settings = app.settings
+    log_to_stderr(settings)
+    server = WebServer(settings, host, port)     # refuses without a signing key
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)     # waitress ends its loop; the outbox finishes its pass
+
+    signal.signal(signal.SIGTERM, terminate)
+    out.print(f"Serving {settings.digest.name} on http://{host}:{port} (links in mail "
+              f"point to {settings.digest.base_url}); Ctrl-C stops.")
+    server.run()
