@@ -15,6 +15,7 @@ import click
 
 from ..delivery.sender import (
     NoRecipients,
+    SendReport,
     dry_run_edition,
     enqueue_edition,
     has_unfinished_edition,
@@ -27,7 +28,7 @@ from ..delivery.sender import (
     send_test_copy,
 )
 from ..errors import EditionPaused, InputError, NothingToSend
-from ..mail.transport import make_transport
+from ..mail.transport import Transport, make_transport
 from ..store.models import utcnow
 from .app import App, delivery_table, err, out, progress_bar
 
@@ -100,36 +101,56 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     if retry_failed and number is None:
         raise click.UsageError("--retry-failed needs --edition N (see: digest editions list)")
     if enqueue or (settings.delivery.workers and not (to or dry_run or retry or retry_failed)):
-        try:
-            edition, created, pending = enqueue_edition(store, settings, force=force)
-        except NoRecipients:
-            raise
-        except NothingToSend as exc:
-            out.print(_sentence(exc))
-            return
-        state = "Created" if created else "Edition exists:"
-        out.print(f"{state} edition {edition.number}: {pending} deliveries pending. "
-                  f"Workers send them: digest worker")
-        return
-    if to:
+        _enqueue(app, force)
+    elif to:
         transport.check()
         subject = send_test_copy(store, settings, transport, to, utcnow())
         out.print(f"Sent a test copy to {to}: {subject}")
-        return
-    if dry_run:
-        try:
-            plan = dry_run_edition(store, settings, utcnow())
-        except NoRecipients:
-            raise
-        except NothingToSend as exc:
-            out.print(_sentence(exc))
-            return
-        out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
-                  f"{len(plan.topics)} topics and go to {plan.recipients} subscribers in "
-                  f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
-                  f"skipped: nothing new in their topics). Nothing was stored or sent.")
-        return
+    elif dry_run:
+        _dry_run(app)
     # Everything that may ask or refuse happens before the progress bar is drawn.
+    elif _ready_to_send(app, transport, number, retry=retry, retry_failed=retry_failed,
+                        force=force, yes=yes):
+        report, interrupted = _send_with_progress(app, transport, number, retry=retry,
+                                                  force=force)
+        _print_outcome(report, interrupted)
+
+
+def _enqueue(app: App, force: bool) -> None:
+    """Create the edition and its ledger for workers to send; say what is pending."""
+    try:
+        edition, created, pending = enqueue_edition(app.store, app.settings, force=force)
+    except NoRecipients:
+        raise
+    except NothingToSend as exc:
+        out.print(_sentence(exc))
+        return
+    state = "Created" if created else "Edition exists:"
+    out.print(f"{state} edition {edition.number}: {pending} deliveries pending. "
+              f"Workers send them: digest worker")
+
+
+def _dry_run(app: App) -> None:
+    """Say what the next edition would be; store and send nothing."""
+    try:
+        plan = dry_run_edition(app.store, app.settings, utcnow())
+    except NoRecipients:
+        raise
+    except NothingToSend as exc:
+        out.print(_sentence(exc))
+        return
+    out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
+              f"{len(plan.topics)} topics and go to {plan.recipients} subscribers in "
+              f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
+              f"skipped: nothing new in their topics). Nothing was stored or sent.")
+
+
+def _ready_to_send(app: App, transport: Transport, number: int | None, *, retry: bool,
+                   retry_failed: bool, force: bool, yes: bool) -> bool:
+    """Whether sending should start: reopens failed deliveries for --retry-failed, says so
+    when nothing is due for --retry, and asks (or refuses without --yes when not in a
+    terminal) before a new edition; False when there is nothing to do."""
+    store = app.store
     if retry_failed:
         assert number is not None
         transport.check()
@@ -137,34 +158,49 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
         note = (f"; {left} for subscribers no longer active stay failed" if left else "")
         out.print(f"Edition {number}: {reopened} failed deliver"
                   f"{'ies' if reopened != 1 else 'y'} to send again{note}.")
-        if not reopened:
-            return
-    elif retry:
+        return bool(reopened)
+    if retry:
         now = utcnow()
         due = next_retry(store)
         if due is None:
             out.print("Nothing is deferred: nothing to retry.")
-            return
+            return False
         if due > now:
             out.print(f"Nothing to retry yet: the next deferred delivery is due at "
                       f"{_when(due, now)}.")
-            return
-    elif number is None and not has_unfinished_edition(store):
-        try:
-            plan = plan_edition(store, settings, utcnow())
-        except NoRecipients:
-            raise
-        except NothingToSend as exc:
-            if not force:
-                out.print(_sentence(exc))
-                return
-        else:
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise InputError(f"edition {plan.number} would go to {plan.recipients} "
-                                     f"subscribers; add --yes to send without asking")
-                click.confirm(f"Send edition {plan.number} ({plan.articles} articles) to "
-                              f"{plan.recipients} subscribers?", abort=True)
+            return False
+        return True
+    if number is None and not has_unfinished_edition(store):
+        return _confirm_new_edition(app, force=force, yes=yes)
+    return True
+
+
+def _confirm_new_edition(app: App, *, force: bool, yes: bool) -> bool:
+    """Plan the new edition and ask before sending it; False when there is nothing to
+    send (unless --force, which sends an edition anyway)."""
+    try:
+        plan = plan_edition(app.store, app.settings, utcnow())
+    except NoRecipients:
+        raise
+    except NothingToSend as exc:
+        if not force:
+            out.print(_sentence(exc))
+            return False
+        return True
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"edition {plan.number} would go to {plan.recipients} "
+                             f"subscribers; add --yes to send without asking")
+        click.confirm(f"Send edition {plan.number} ({plan.articles} articles) to "
+                      f"{plan.recipients} subscribers?", abort=True)
+    return True
+
+
+def _send_with_progress(app: App, transport: Transport, number: int | None, *, retry: bool,
+                        force: bool) -> tuple[SendReport, bool]:
+    """Send under a progress bar until done or stopped by a signal; the report and
+    whether a signal stopped it."""
+    store, settings = app.store, app.settings
     with _stop_on_signals() as stop, progress_bar() as progress:
         task = progress.add_task("Sending", total=None)
 
@@ -177,13 +213,18 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
             report = send_edition(store, settings, transport, number=number, force=force,
                                   progress=advance, stop=stop,
                                   on_open=lambda _e, n: progress.update(task, total=n))
+    return report, stop.is_set()
+
+
+def _print_outcome(report: SendReport, interrupted: bool) -> None:
+    """The counts; EditionPaused when sending paused, exit 130 when interrupted."""
     out.print(delivery_table(report))
     if report.edition is not None and not report.created and not any(report.this_run.values()):
         out.print(f"Edition {report.edition} has nothing pending: nothing was sent.")
     if report.paused:
         what = f"edition {report.edition}" if report.edition else "sending"
         raise EditionPaused(f"{what} paused after {report.paused}")
-    if stop.is_set():
+    if interrupted:
         left = report.counts.get("pending", 0)
         err.print(f"Interrupted: {left} deliveries still pending; run `digest send` again to "
                   f"resume (nobody gets the edition twice).")
