@@ -31,6 +31,16 @@ def articles() -> None:
     """
 
 
+def _configured_topic(app: App, topic: str, label: str = "") -> str:
+    """The configured spelling of `topic`; an InputError naming the choices (the option
+    it came from as `label`) when it is no configured topic."""
+    known = app.classifier.known(topic)
+    if known is None:
+        raise InputError(f"{label}{topic!r} is not a configured topic; choose one of "
+                         f"{', '.join(app.settings.topic_names)}")
+    return known
+
+
 @articles.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--topic", help="Put every imported article under this topic.")
@@ -45,14 +55,10 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
 
         digest articles import articles.json page.html feeds/ --topic Science
     """
-    classifier = app.classifier
-    if topic and not classifier.known(topic):
-        raise InputError(f"--topic {topic!r} is not a configured topic; choose one of "
-                         f"{', '.join(app.settings.topic_names)}")
-    topic = classifier.known(topic) if topic else None
+    topic = _configured_topic(app, topic, "--topic ") if topic else None
     with progress_bar() as progress:
         task = progress.add_task("Importing", total=None)
-        report = import_files(app.store.writes, classifier, paths, topic=topic,
+        report = import_files(app.store.writes, app.classifier, paths, topic=topic,
                               progress=lambda _r: progress.advance(task))
     for line in report.problems:
         err.print(f"[red]error:[/red] {escape(line)}", markup=True)
@@ -102,10 +108,7 @@ def articles_set_topic(app: App, article_id: int, topic: str) -> None:
 
         digest articles set-topic 12 Science
     """
-    known = app.classifier.known(topic)
-    if known is None:
-        raise InputError(f"{topic!r} is not a configured topic; choose one of "
-                         f"{', '.join(app.settings.topic_names)}")
+    known = _configured_topic(app, topic)
     title = app.store.set_topic(article_id, known)
     out.print(f"Article {article_id} is now under {known}: {title}")
 
