@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import click
 import pytest
 
 import digest
+import digest.cli
 from digest.cli import cli
 
 
@@ -26,3 +30,19 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...],
 
 def test_public_api() -> None:
     assert sorted(digest.__all__) == ["DigestError", "Settings", "__version__", "load_settings"]
+
+
+def test_every_command_module_is_registered() -> None:
+    """Each module of digest/cli/ (but app, what they share) names its commands in
+    __all__, and `digest` has every one of them under its own name."""
+    seen: set[str] = set()
+    for info in pkgutil.iter_modules(digest.cli.__path__):
+        if info.name == "app":
+            continue
+        module = importlib.import_module(f"digest.cli.{info.name}")
+        for name in module.__all__:
+            command = getattr(module, name)
+            assert isinstance(command, click.Command), (info.name, name)
+            assert cli.commands.get(command.name or "") is command, (info.name, name)
+            seen.add(command.name or "")
+    assert seen == set(cli.commands)
