@@ -13,19 +13,21 @@ from typing import Any
 
 import click
 
-from ..delivery.sender import (
+from ..delivery.editions import (
     NoRecipients,
-    SendReport,
     dry_run_edition,
-    enqueue_edition,
     has_unfinished_edition,
-    next_retry,
     plan_edition,
     reopen_failed,
+    send_test_copy,
+)
+from ..delivery.runner import (
+    SendReport,
+    enqueue_edition,
+    next_retry,
     retry_deferred,
     run_worker,
     send_edition,
-    send_test_copy,
 )
 from ..errors import EditionPaused, InputError, NothingToSend
 from ..mail.transport import Transport, make_transport
@@ -42,12 +44,18 @@ def _sentence(exc: Exception) -> str:
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
+def _stop_on_signals(*, again_stops_at_once: bool = True) -> Iterator[threading.Event]:
     """An event set by Ctrl-C (SIGINT) or SIGTERM, so that sending stops cleanly: the
-    messages in flight finish, claimed deliveries are handed back, the summary prints."""
+    messages in flight finish, claimed deliveries are handed back, the summary prints.
+    With again_stops_at_once a second signal stops at once; without (a worker), every
+    signal only asks again. The previous handlers are back on leaving."""
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
+        if not again_stops_at_once:
+            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
+            stop.set()
+            return
         if not stop.is_set():
             err.print(f"{signal.Signals(signum).name}: finishing the messages in flight "
                       f"(again to stop at once)")
@@ -247,18 +255,11 @@ def worker(app: App, until_done: bool, poll: float) -> None:
 
         digest send --enqueue && digest worker --until-done
     """
-    stop = threading.Event()
-
-    def shutdown(signum: int, _frame: Any) -> None:
-        err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
-        stop.set()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    with progress_bar() as progress:
-        task = progress.add_task("Sending", total=None)
-        totals = run_worker(app.store, app.settings, make_transport(app.settings),
-                            until_done=until_done, poll=poll, stop=stop,
-                            progress=lambda _s: progress.advance(task))
-    out.print(f"Worker done: sent {totals['sent']}, deferred {totals['deferred']}, failed "
-              f"{totals['failed']}.")
+    with _stop_on_signals(again_stops_at_once=False) as stop:
+        with progress_bar() as progress:
+            task = progress.add_task("Sending", total=None)
+            totals = run_worker(app.store, app.settings, make_transport(app.settings),
+                                until_done=until_done, poll=poll, stop=stop,
+                                progress=lambda _s: progress.advance(task))
+        out.print(f"Worker done: sent {totals['sent']}, deferred {totals['deferred']}, "
+                  f"failed {totals['failed']}.")
