@@ -32,6 +32,7 @@ def subscribers() -> None:
 
 
 def _book(app: App) -> SubscriberBook:
+    """The subscriber service every subscribers command calls."""
     return SubscriberBook(app.store, app.settings)
 
 
@@ -118,6 +119,7 @@ def subscribers_set_topics(app: App, email: str, topics: Sequence[str]) -> None:
 
 
 def _subscriber_row(s: Subscriber) -> dict[str, Any]:
+    """One subscriber as `subscribers list` shows it (json as is; csv and table from it)."""
     return {"email": s.email, "name": s.name, "status": s.status.value, "topics": s.topics,
             "timezone": s.timezone}
 
