@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from .errors import ConfigError
 from .resources import package_resource
+from .store.urls import sqlite_file
 
 __all__ = [
     "DeliverySettings",
@@ -198,13 +196,8 @@ class Settings:
     def secret_file(self) -> Path:
         """Where `digest init` keeps the signing secret: beside an SQLite store's file, or
         beside the config file for a server database."""
-        try:
-            url = make_url(self.store_url)
-        except ArgumentError:
-            return self.base_dir / SECRET_FILE      # opening the store will say what is wrong
-        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
-            return Path(url.database).parent / SECRET_FILE
-        return self.base_dir / SECRET_FILE
+        database = sqlite_file(self.store_url)
+        return (database.parent if database else self.base_dir) / SECRET_FILE
 
     @property
     def signing_key(self) -> bytes:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import enum
 import hashlib
 import io
+import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,18 +17,21 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..content.topics import TopicClassifier
 from ..errors import InputError
+from ..store import subscribers as stored
+from ..store.db import Session
 from ..store.ledger import Store
-from ..store.models import Article, Subscriber, SubscriberStatus
+from ..store.models import Subscriber, SubscriberStatus
+from .outbox import queue_mail
 
 __all__ = [
     "EXPORT_COLUMNS",
     "CsvImportReport",
+    "LinkState",
+    "SignUpMail",
     "SubscriberBook",
     "clean_name",
     "normalise_email",
@@ -34,7 +39,21 @@ __all__ = [
     "spreadsheet_safe",
 ]
 
+# The one-click log line has always been the web's: kept under its name.
+log = logging.getLogger("digest.web")
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+# What a sign-up queues for a subscriber: (envelope sender, message bytes).
+SignUpMail = Callable[[Subscriber], tuple[str, bytes]]
+
+
+class LinkState(enum.Enum):
+    """Where a confirmation link stands."""
+
+    READY = "ready"                  # it confirms a pending subscriber
+    ALREADY_ACTIVE = "active"        # the subscriber is active: nothing to confirm
+    USED = "used"                    # used already, replaced by a newer one, or no such row
 
 
 def normalise_email(address: str) -> str:
@@ -106,8 +125,7 @@ def _address_hash(address: str) -> str:
 
 
 def _was_removed(session: Session, address: str) -> bool:
-    return session.scalar(select(func.count()).where(
-        Subscriber.email_key.like(f"removed:{_address_hash(address)}:%"))) != 0
+    return stored.has_removed_key(session, f"removed:{_address_hash(address)}:")
 
 
 class SubscriberBook:
@@ -116,28 +134,23 @@ class SubscriberBook:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
+        self.topics = TopicClassifier.from_settings(settings)
 
     # -- checks --
 
-    def known_topics(self, session: Session) -> dict[str, str]:
-        names = {t.casefold(): t for t in self.settings.topic_names}
-        for topic in session.scalars(select(Article.topic).distinct()):
-            names.setdefault(topic.casefold(), topic)
-        return names
-
     def check_topics(self, session: Session, topics: Iterable[str]) -> list[str]:
-        known = self.known_topics(session)
+        """The topics chosen, each once, spelled as the topic is (a configured topic, or
+        one that stored articles are under); blanks are skipped. UnknownTopic (an
+        InputError) for a name that is no topic."""
+        present = stored.article_topics(session)
         out: list[str] = []
         for topic in topics:
             topic = topic.strip()
             if not topic:
                 continue
-            if topic.casefold() not in known:
-                raise InputError(f"unknown topic {topic!r}; choose from "
-                                 f"{', '.join(known.values())}")
-            if known[topic.casefold()] not in out:
-                out.append(known[topic.casefold()])
+            known = self.topics.require(topic, present)
+            if known not in out:
+                out.append(known)
         return out
 
     @staticmethod
@@ -153,7 +166,7 @@ class SubscriberBook:
 
     @staticmethod
     def _find(session: Session, email: str) -> Subscriber | None:
-        return session.scalar(select(Subscriber).where(Subscriber.email_key == email.lower()))
+        return stored.find_subscriber(session, email.lower())
 
     def _get(self, session: Session, email: str) -> Subscriber:
         sub = self._find(session, normalise_email(email))
@@ -222,11 +235,90 @@ class SubscriberBook:
     def subscribers(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
         """Subscribers by id, of one status or all (removed ones are never listed)."""
         with self.store.sessions() as session:
-            query = (select(Subscriber).where(Subscriber.status != SubscriberStatus.REMOVED)
-                     .order_by(Subscriber.id))
-            if status:
-                query = query.where(Subscriber.status == status)
-            return list(session.scalars(query))
+            return stored.list_subscribers(session, status)
+
+    # -- the subscriber's own pages (sign-up, links in mail) --
+
+    def by_link(self, subscriber_id: int, version: int) -> Subscriber | None:
+        """The subscriber a signed link names while the link is current (it carries their
+        token version); None when there is no such subscriber or the link is stale."""
+        with self.store.sessions() as session:
+            sub = stored.get_subscriber(session, subscriber_id)
+        return sub if sub is not None and sub.token_version == version else None
+
+    def sign_up(self, email: str, name: str, topics: Sequence[str],
+                mail: SignUpMail) -> str:
+        """Record a sign-up and queue the mail `mail` composes for it, in one transaction.
+
+        A new address becomes a pending subscriber, a pending one takes the form's name and
+        topics, anyone else stays as they were (a stranger's form changes nothing of
+        theirs): the same work whatever the address was, so the answer tells nothing.
+        Returns the address as normalised (never as stored: that could differ). InputError
+        (nothing stored) for an invalid address or an unknown topic."""
+        address = normalise_email(email)
+        name = clean_name(name)
+        with self.store.sessions() as session:
+            chosen = self.check_topics(session, topics)
+        with self.store.writes.begin() as session:
+            sub = stored.find_subscriber(session, address.lower())
+            if sub is None:
+                sub = Subscriber(email=address, email_key=address.lower(), name=name,
+                                 topics=chosen, status=SubscriberStatus.PENDING)
+                session.add(sub)
+                session.flush()
+            elif sub.status is SubscriberStatus.PENDING:
+                sub.name, sub.topics = name or sub.name, chosen or sub.topics
+            envelope_from, message = mail(sub)
+            queue_mail(session, envelope_from, sub.email, message, subscriber_id=sub.id)
+        return address
+
+    def confirmation(self, subscriber_id: int, version: int
+                     ) -> tuple[LinkState, Subscriber | None]:
+        """Where the confirmation link of (subscriber_id, version) stands; nothing changes.
+        The subscriber comes with READY and ALREADY_ACTIVE."""
+        with self.store.sessions() as session:
+            sub = stored.get_subscriber(session, subscriber_id)
+        return _link_state(sub, version)
+
+    def confirm(self, subscriber_id: int, version: int
+                ) -> tuple[LinkState, Subscriber | None]:
+        """Confirm a pending subscriber by their link: active, bounces forgotten, and the
+        link used up (the token version moves on). Returns the link's state before (see
+        `confirmation`); only READY changes anything."""
+        with self.store.writes.begin() as session:
+            sub = stored.get_subscriber(session, subscriber_id, for_update=True)
+            state, sub = _link_state(sub, version)
+            if state is LinkState.READY:
+                assert sub is not None
+                sub.status = SubscriberStatus.ACTIVE
+                sub.hard_bounces = 0
+                sub.token_version += 1
+        return state, sub
+
+    def unsubscribe(self, subscriber_id: int, *, one_click: bool = False) -> Subscriber:
+        """Unsubscribe (by their own request): from now on they get nothing. A one-click
+        unsubscribe (RFC 8058) is logged."""
+        with self.store.writes.begin() as session:
+            sub = stored.get_subscriber(session, subscriber_id)
+            if sub is None:
+                raise InputError(f"no subscriber {subscriber_id}")
+            if sub.status is not SubscriberStatus.UNSUBSCRIBED:
+                sub.status = SubscriberStatus.UNSUBSCRIBED
+                if one_click:
+                    log.info("subscriber %s unsubscribed (one-click)", sub.id)
+        return sub
+
+    def set_preferences(self, subscriber_id: int, topics: Sequence[str],
+                        timezone: str | None) -> Subscriber:
+        """A subscriber's own choice of topics and timezone; InputError (nothing changes)
+        for an unknown topic or timezone."""
+        with self.store.writes.begin() as session:
+            sub = stored.get_subscriber(session, subscriber_id)
+            if sub is None:
+                raise InputError(f"no subscriber {subscriber_id}")
+            sub.topics = self.check_topics(session, topics)
+            sub.timezone = self.check_timezone(timezone)
+        return sub
 
     # -- CSV --
 
@@ -384,6 +476,14 @@ class SubscriberBook:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}; check that the "
                              f"folder exists and is writable") from None
         return len(subs)
+
+
+def _link_state(sub: Subscriber | None, version: int) -> tuple[LinkState, Subscriber | None]:
+    if sub is not None and sub.status is SubscriberStatus.ACTIVE:
+        return LinkState.ALREADY_ACTIVE, sub
+    if sub is None or sub.token_version != version:
+        return LinkState.USED, None
+    return LinkState.READY, sub
 
 
 def _read_csv_text(source: Path | TextIO) -> tuple[str, str]:

@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..config import TopicRule
+from ..config import Settings, TopicRule
+from ..errors import InputError
 
-__all__ = ["TopicClassifier"]
+__all__ = ["TopicClassifier", "UnknownTopic"]
 
 # Below this score an article is not "about" a topic: one title hit (3) or two body hits.
 _MIN_SCORE = 2
@@ -22,8 +23,24 @@ class _Compiled:
     pattern: re.Pattern[str] | None
 
 
+class UnknownTopic(InputError):
+    """A name that is not a topic; `name` as given, `choices` the topics there are."""
+
+    def __init__(self, name: str, choices: Sequence[str]) -> None:
+        super().__init__(f"unknown topic {name!r}; choose from {', '.join(choices)}")
+        self.name = name
+        self.choices = tuple(choices)
+
+
 class TopicClassifier:
-    """Picks one topic per article from the configured rules."""
+    """Picks one topic per article from the configured rules, and holds the one rule for
+    what names a topic: `known` (and `require`, which says what to choose from)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopicClassifier:
+        """The classifier of the config's [[topics]] and catch-all: the one place it is
+        built from settings."""
+        return cls(settings.topics, settings.digest.catch_all_topic)
 
     def __init__(self, rules: Sequence[TopicRule], catch_all: str) -> None:
         self.catch_all = catch_all
@@ -43,9 +60,32 @@ class TopicClassifier:
             for word in (rule.name, *rule.keywords):
                 self._by_tag.setdefault(word.strip().casefold(), rule.name)
 
-    def known(self, name: str) -> str | None:
-        """The configured spelling of a topic name, or None if it is not configured."""
-        return self._by_key.get(name.strip().casefold())
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The configured topics in config order, then the catch-all."""
+        return tuple(self._by_key.values())
+
+    def known(self, name: str, also: Iterable[str] = ()) -> str | None:
+        """The spelling of the topic `name` names, or None: names match trimmed and
+        case-insensitively, a configured topic first, then the first of `also` (topics
+        that exist beyond the config, e.g. those of stored articles)."""
+        key = name.strip().casefold()
+        found = self._by_key.get(key)
+        if found is None:
+            found = next((t for t in also if t.casefold() == key), None)
+        return found
+
+    def require(self, name: str, also: Iterable[str] = ()) -> str:
+        """The spelling of the topic `name` names (see `known`); UnknownTopic, naming the
+        choices (configured topics, then those of `also`), when it names none."""
+        also = list(also)
+        found = self.known(name, also)
+        if found is None:
+            choices = {t.casefold(): t for t in self.names}
+            for topic in also:
+                choices.setdefault(topic.casefold(), topic)
+            raise UnknownTopic(name, list(choices.values()))
+        return found
 
     def assign(self, title: str, text: str, explicit: str | None = None,
                categories: Iterable[str] = (), tags: Iterable[str] = ()) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "RenderedVariant",
     "Renderer",
     "new_placeholders",
+    "template_loader",
 ]
 
 # The per-subscriber fields a template may place: {{ greeting }}, {{ email }}, …
@@ -136,20 +137,26 @@ def _wrap(value: str, width: int = 72, indent: str = "") -> str:
                          break_long_words=False, break_on_hyphens=False)
 
 
+def template_loader(settings: Settings) -> jinja2.BaseLoader:
+    """The templates of mail and web pages alike: the user's templates_dir (when set) over
+    the built-in ones. ConfigError when templates_dir is not a folder."""
+    loaders: list[jinja2.BaseLoader] = []
+    if settings.digest.templates_dir:
+        path = settings.resolve_path(settings.digest.templates_dir)
+        if not path.is_dir():
+            raise ConfigError(f"[digest] templates_dir {path} is not a directory")
+        loaders.append(jinja2.FileSystemLoader(path))
+    loaders.append(jinja2.FileSystemLoader(package_resource("templates")))
+    return jinja2.ChoiceLoader(loaders)
+
+
 class Renderer:
     """Renders edition content with the user's templates_dir over the built-in templates."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        loaders: list[jinja2.BaseLoader] = []
-        if settings.digest.templates_dir:
-            path = settings.resolve_path(settings.digest.templates_dir)
-            if not path.is_dir():
-                raise ConfigError(f"[digest] templates_dir {path} is not a directory")
-            loaders.append(jinja2.FileSystemLoader(path))
-        loaders.append(jinja2.FileSystemLoader(package_resource("templates")))
         self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders),
+            loader=template_loader(settings),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"),
                                                 default_for_string=True),
             undefined=jinja2.StrictUndefined,

@@ -13,12 +13,9 @@ import time
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import case, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
+from ..store import ratelimits as counters
 from ..store.ledger import Store
-from ..store.models import RateLimitHit
 
 __all__ = ["SCHEME", "StoreLimitStorage"]
 
@@ -40,52 +37,26 @@ class StoreLimitStorage(Storage):
 
     @property
     def base_exceptions(self) -> type[Exception]:
-        return SQLAlchemyError
+        return counters.STORE_ERRORS
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Count `amount` hits on key (a new window of `expiry` seconds when the last one
         ended) and return the hits in the current window."""
-        now = time.time()
-        table = RateLimitHit.__table__
-        insert = (postgresql.insert if self.store.engine.dialect.name == "postgresql"
-                  else sqlite.insert)(table)
-        current = table.c.expires_at > now
-        statement = insert.values(key=key, hits=amount, expires_at=now + expiry) \
-            .on_conflict_do_update(index_elements=[table.c.key], set_={
-                "hits": case((current, table.c.hits + amount), else_=amount),
-                "expires_at": case((current, table.c.expires_at), else_=now + expiry),
-            }).returning(table.c.hits)
-        with self.store.writes.begin() as session:
-            hits = session.execute(statement).scalar_one()
-            # Ended windows of other keys: keep the table as small as the live buckets.
-            session.execute(delete(RateLimitHit).where(RateLimitHit.expires_at <= now))
-        return int(hits)
+        return counters.count_hit(self.store, key, expiry, amount, time.time())
 
     def get(self, key: str) -> int:
-        with self.store.sessions() as session:
-            hits = session.scalar(select(RateLimitHit.hits).where(
-                RateLimitHit.key == key, RateLimitHit.expires_at > time.time()))
-        return int(hits or 0)
+        return counters.current_hits(self.store, key, time.time())
 
     def get_expiry(self, key: str) -> float:
         now = time.time()
-        with self.store.sessions() as session:
-            expires = session.scalar(select(RateLimitHit.expires_at).where(
-                RateLimitHit.key == key, RateLimitHit.expires_at > now))
-        return float(expires if expires is not None else now)
+        end = counters.window_end(self.store, key, now)
+        return end if end is not None else now
 
     def check(self) -> bool:
-        try:
-            with self.store.sessions() as session:
-                session.scalar(select(func.count()).select_from(RateLimitHit))
-        except SQLAlchemyError:
-            return False
-        return True
+        return counters.table_ready(self.store)
 
     def reset(self) -> int | None:
-        with self.store.writes.begin() as session:
-            return session.execute(delete(RateLimitHit)).rowcount
+        return counters.reset_hits(self.store)
 
     def clear(self, key: str) -> None:
-        with self.store.writes.begin() as session:
-            session.execute(delete(RateLimitHit).where(RateLimitHit.key == key))
+        counters.clear_hits(self.store, key)

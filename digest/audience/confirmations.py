@@ -1,0 +1,71 @@
+"""The mail a sign-up queues: a confirmation link for a new or pending address, or a note
+that the address is subscribed already (with a link to its topics) — so the sign-up form
+answers the same whatever the address was."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from ..config import Settings
+from ..mail.message import SMTP_POLICY, sender_address
+from ..mail.render import Renderer
+from ..store.models import Subscriber, SubscriberStatus
+from .tokens import Signer
+
+__all__ = ["CONFIRM_HOURS", "ConfirmationMail"]
+
+# How long a confirmation link works.
+CONFIRM_HOURS = 48
+
+
+class ConfirmationMail:
+    """Composes sign-up mails from the mail templates (a user's templates_dir over the
+    built-in ones). Raises ConfigError when there is no signing key or templates_dir is
+    not a folder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        key = settings.signing_key
+        self.templates = Renderer(settings).env
+        self.base = settings.digest.base_url.rstrip("/")
+        self.preferences = Signer(key, "preferences")
+        self.confirm = Signer(key, "confirm")
+
+    def __call__(self, sub: Subscriber) -> tuple[str, bytes]:
+        """(envelope sender, message bytes) of the mail a sign-up of sub queues."""
+        digest = self.settings.digest
+        if sub.status is SubscriberStatus.ACTIVE:
+            subject = f"You are already subscribed to {digest.name}"
+            body = self.templates.get_template("subscribed.txt.j2").render(
+                digest=digest, greeting=_greeting(sub.name), email=sub.email,
+                preferences_url=f"{self.base}/p/"
+                                f"{self.preferences.make(sub.id, sub.token_version)}")
+        else:
+            expires = int(time.time()) + CONFIRM_HOURS * 3600
+            subject = f"Confirm your subscription to {digest.name}"
+            body = self.templates.get_template("confirm.txt.j2").render(
+                digest=digest, greeting=_greeting(sub.name), email=sub.email,
+                confirm_url=f"{self.base}/confirm/"
+                            f"{self.confirm.make(sub.id, sub.token_version, expires)}",
+                hours=CONFIRM_HOURS)
+        return _mail(self.settings, sub.email, subject, body)
+
+
+def _greeting(name: str) -> str:
+    return f"Hello {name.split()[0]}," if name.strip() else "Hello,"
+
+
+def _mail(settings: Settings, to: str, subject: str, text: str) -> tuple[str, bytes]:
+    """(envelope sender, message bytes) of a plain-text mail from the digest to `to`."""
+    msg = EmailMessage(policy=SMTP_POLICY)
+    name, addr = sender_address(settings)
+    msg["From"] = f"{name} <{addr}>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(domain=addr.rsplit("@", 1)[1])
+    msg.set_content(text)
+    return addr, msg.as_bytes(policy=SMTP_POLICY)

@@ -1,0 +1,75 @@
+"""Rate-limit counters in the `rate_limits` table: fixed windows, one row per key holding
+the hits and when the window ends. Each hit is one atomic upsert, on SQLite and
+PostgreSQL alike (the dialect's own INSERT … ON CONFLICT)."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from .ledger import Store
+from .models import RateLimitHit
+
+__all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "current_hits", "reset_hits",
+           "table_ready", "window_end"]
+
+# What the store raises when it cannot answer (an outage, a lock held too long).
+STORE_ERRORS: type[Exception] = SQLAlchemyError
+
+
+def count_hit(store: Store, key: str, expiry: int, amount: int, now: float) -> int:
+    """Count `amount` hits on key (a new window of `expiry` seconds when the last one
+    ended at `now`) and return the hits in the current window. Ended windows of other
+    keys go at the same time, so the table stays as small as the live buckets."""
+    table = RateLimitHit.__table__
+    insert = (postgresql.insert if store.engine.dialect.name == "postgresql"
+              else sqlite.insert)(table)
+    current = table.c.expires_at > now
+    statement = insert.values(key=key, hits=amount, expires_at=now + expiry) \
+        .on_conflict_do_update(index_elements=[table.c.key], set_={
+            "hits": case((current, table.c.hits + amount), else_=amount),
+            "expires_at": case((current, table.c.expires_at), else_=now + expiry),
+        }).returning(table.c.hits)
+    with store.writes.begin() as session:
+        hits = session.execute(statement).scalar_one()
+        session.execute(delete(RateLimitHit).where(RateLimitHit.expires_at <= now))
+    return int(hits)
+
+
+def current_hits(store: Store, key: str, now: float) -> int:
+    """The hits on key in its window that is open at `now` (0 when none is)."""
+    with store.sessions() as session:
+        hits = session.scalar(select(RateLimitHit.hits).where(
+            RateLimitHit.key == key, RateLimitHit.expires_at > now))
+    return int(hits or 0)
+
+
+def window_end(store: Store, key: str, now: float) -> float | None:
+    """When key's window open at `now` ends, or None when none is."""
+    with store.sessions() as session:
+        expires = session.scalar(select(RateLimitHit.expires_at).where(
+            RateLimitHit.key == key, RateLimitHit.expires_at > now))
+    return None if expires is None else float(expires)
+
+
+def table_ready(store: Store) -> bool:
+    """Whether the counters can be read."""
+    try:
+        with store.sessions() as session:
+            session.scalar(select(func.count()).select_from(RateLimitHit))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+def reset_hits(store: Store) -> int:
+    """Forget every counter; returns how many there were."""
+    with store.writes.begin() as session:
+        return int(session.execute(delete(RateLimitHit)).rowcount)
+
+
+def clear_hits(store: Store, key: str) -> None:
+    """Forget key's counter."""
+    with store.writes.begin() as session:
+        session.execute(delete(RateLimitHit).where(RateLimitHit.key == key))
