@@ -39,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 
 from digest.config import Settings, load_settings, with_overrides  # noqa: E402
-from digest.content.edition import build_content, new_articles  # noqa: E402
+from digest.content.edition import build_content  # noqa: E402
 from digest.content.topics import TopicClassifier  # noqa: E402
-from digest.delivery.sender import Sender, open_edition  # noqa: E402
+from digest.delivery.editions import open_edition  # noqa: E402
+from digest.delivery.sender import Sender  # noqa: E402
 from digest.ingest import import_files  # noqa: E402
 from digest.mail.message import (  # noqa: E402
     SMTP_POLICY,
@@ -53,7 +54,8 @@ from digest.mail.message import (  # noqa: E402
 from digest.mail.render import Renderer  # noqa: E402
 from digest.mail.transport import SmtpTransport  # noqa: E402
 from digest.resources import package_resource  # noqa: E402
-from digest.store.ledger import Store  # noqa: E402
+from digest.store.articles import new_articles  # noqa: E402
+from digest.store.db import Store  # noqa: E402
 from digest.store.models import Subscriber, SubscriberStatus, utcnow  # noqa: E402
 
 

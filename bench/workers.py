@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from digest.config import load_settings  # noqa: E402
-from digest.delivery.sender import enqueue_edition  # noqa: E402
+from digest.delivery.runner import enqueue_edition  # noqa: E402
 from digest.store.ledger import Store  # noqa: E402
 
 

@@ -11,7 +11,8 @@ from .audience.subscribers import SubscriberBook
 from .audience.tokens import create_secret_file
 from .config import load_settings, with_overrides
 from .content.topics import TopicClassifier
-from .delivery.sender import ProgressFn, SendReport, send_edition
+from .delivery.runner import SendReport, send_edition
+from .delivery.sender import ProgressFn
 from .errors import InputError
 from .ingest import import_files
 from .mail.loopback import LoopbackSMTPServer

@@ -15,9 +15,10 @@ from sqlalchemy import select
 
 from digest.audience.subscribers import SubscriberBook
 from digest.config import Settings, load_settings, with_overrides
-from digest.content.edition import build_content, new_articles
+from digest.content.edition import build_content
 from digest.content.topics import TopicClassifier
-from digest.delivery.sender import Sender, open_edition
+from digest.delivery.editions import open_edition
+from digest.delivery.sender import Sender
 from digest.ingest import import_files
 from digest.mail.message import (
     SMTP_POLICY,
@@ -28,7 +29,8 @@ from digest.mail.message import (
 )
 from digest.mail.render import Renderer
 from digest.mail.transport import MaildirTransport
-from digest.store.ledger import Store
+from digest.store.articles import new_articles
+from digest.store.db import Store
 from digest.store.models import Delivery, DeliveryStatus, utcnow
 
 NAMES = ["", "Ada", "Zoë Müller-Łukasiewicz", "Evil\r\nBcc: victim@example.org",

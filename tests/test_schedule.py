@@ -21,9 +21,10 @@ from sqlalchemy import text
 
 from digest.audience.subscribers import SubscriberBook
 from digest.config import load_settings, with_overrides
+from digest.delivery.runner import run_slot, send_due
 from digest.delivery.timing import next_runs
 from digest.mail.loopback import LoopbackSMTPServer
-from digest.scheduler import edition_trigger, run_slot, send_due
+from digest.scheduler import edition_trigger
 from digest.store.ledger import Store
 from digest.store.models import utcnow
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from ..checks import Step
 from ..config import Settings, find_config_file, load_settings
 from ..content.topics import TopicClassifier
-from ..delivery.sender import SendReport
+from ..delivery.runner import SendReport
 from ..errors import ConfigError, DigestError
 from ..store.ledger import Store
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..ingest import import_files
+from ..store.articles import list_articles, remove_articles, set_topic
 from ..store.models import Article
 from .app import App, DigestGroup, err, out, print_table, progress_bar
 
@@ -92,7 +93,7 @@ def articles_remove(app: App, ids: Sequence[int]) -> None:
 
         digest articles remove 12 15
     """
-    titles = app.store.remove_articles(list(dict.fromkeys(ids)))
+    titles = remove_articles(app.store, list(dict.fromkeys(ids)))
     for article_id, title in zip(dict.fromkeys(ids), titles, strict=True):
         out.print(f"Removed article {article_id}: {title}")
 
@@ -109,7 +110,7 @@ def articles_set_topic(app: App, article_id: int, topic: str) -> None:
         digest articles set-topic 12 Science
     """
     known = _configured_topic(app, topic)
-    title = app.store.set_topic(article_id, known)
+    title = set_topic(app.store, article_id, known)
     out.print(f"Article {article_id} is now under {known}: {title}")
 
 
@@ -140,7 +141,7 @@ def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
 
         digest articles list --new --topic AI --format json
     """
-    rows = app.store.articles(new_only=new_only, topic=topic, limit=limit)
+    rows = list_articles(app.store, new_only=new_only, topic=topic, limit=limit)
     if fmt == "json":
         click.echo(json.dumps([_article_json(a) for a in rows], indent=2, ensure_ascii=False))
         return

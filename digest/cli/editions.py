@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from ..delivery.reports import edition_detail, edition_summaries
-from ..delivery.sender import discard_edition
+from ..delivery.editions import discard_edition, edition_detail, edition_summaries
 from .app import App, DigestGroup, out, print_table
 
 __all__ = ["editions"]

@@ -13,19 +13,21 @@ from typing import Any
 
 import click
 
-from ..delivery.sender import (
+from ..delivery.editions import (
     NoRecipients,
-    SendReport,
     dry_run_edition,
-    enqueue_edition,
     has_unfinished_edition,
-    next_retry,
     plan_edition,
     reopen_failed,
+    send_test_copy,
+)
+from ..delivery.runner import (
+    SendReport,
+    enqueue_edition,
+    next_retry,
     retry_deferred,
     run_worker,
     send_edition,
-    send_test_copy,
 )
 from ..errors import EditionPaused, InputError, NothingToSend
 from ..mail.transport import Transport, make_transport

@@ -13,11 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from ..config import Settings
-from ..store.models import Article, Edition
+from ..store.models import Article
 from .links import add_utm
 from .teasers import teaser_for
 
@@ -28,8 +25,6 @@ __all__ = [
     "Section",
     "build_content",
     "effective_variant",
-    "new_articles",
-    "next_edition_number",
     "order_topics",
     "variant_topics",
 ]
@@ -85,18 +80,6 @@ class EditionContent:
     @property
     def top_story(self) -> Entry | None:
         return self.sections[0].entries[0] if self.sections else None
-
-
-def new_articles(session: Session, cutoff: datetime) -> list[Article]:
-    """Articles no edition has taken, added up to cutoff."""
-    return list(session.scalars(
-        select(Article).where(Article.edition_id.is_(None), Article.added_at <= cutoff,
-                              Article.is_backlog.is_(False))
-        .order_by(Article.id)))
-
-
-def next_edition_number(session: Session) -> int:
-    return (session.scalar(select(func.max(Edition.number))) or 0) + 1
 
 
 def _sort_time(article: Article) -> datetime:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
-from ..content.edition import effective_variant, new_articles, next_edition_number
+from ..content.edition import effective_variant
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
-from ..store.ledger import Store
+from ..store.articles import upcoming_edition
+from ..store.db import Store
 from .render import Personal, Renderer
 
 __all__ = ["PreviewResult", "render_preview"]
@@ -30,9 +31,7 @@ def render_preview(store: Store, settings: Settings, now: datetime,
                    topics: Sequence[str] = ()) -> PreviewResult:
     """Render the next edition (or one subscriber's variant of it) with sample personal links."""
     classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
-    with store.sessions() as session:
-        articles = new_articles(session, now)
-        number = next_edition_number(session)
+    number, articles = upcoming_edition(store, now)
     if not articles:
         raise NothingToSend("no new articles since the last edition: nothing to preview "
                             "(import some with: digest articles import FILE…)")

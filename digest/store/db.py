@@ -1,4 +1,10 @@
-"""Engine and session factory; SQLite gets WAL and a busy timeout."""
+"""Engine and session factories, and the Store that owns them for one process.
+
+SQLite gets WAL and a busy timeout; the schema is checked (or created) on open. The
+Store lives here, beside the engine it owns, rather than in the package's __init__: the
+query modules (articles, editions, ledger, locks, ...) import it, and the package's
+__init__ importing them back would make an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,12 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..config import Settings
 from ..errors import StoreError
 
-__all__ = ["check_schema", "current_revision", "head_revision", "open_engine",
-           "session_factory", "upgrade_schema"]
+# Session is here for the services that run several queries in one transaction of theirs.
+__all__ = ["Session", "Store", "check_schema", "current_revision", "head_revision",
+           "open_engine", "session_factory", "upgrade_schema"]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -124,3 +132,29 @@ def check_schema(engine: Engine) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class Store:
+    """Owns the engine and the session factories; the store's query modules take it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = open_engine(url)
+        try:
+            check_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        # Sessions that write: on SQLite they take the write lock at BEGIN, so a
+        # read-then-write never fails with "database is locked" when another process
+        # committed in between (SQLite cannot upgrade a stale read snapshot).
+        self.writes: sessionmaker[Session] = session_factory(
+            self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        return cls(settings.store_url)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,4 +1,9 @@
-"""The store: one engine and session factory per process, and the named queries."""
+"""The delivery ledger: one row per (edition, subscriber), claimed under a lease by
+sender processes and updated with every result.
+
+``Ledger`` is the Protocol the sending engine depends on; ``StoreLedger`` keeps it in
+the store's database. See DESIGN.md, contract 3.
+"""
 
 from __future__ import annotations
 
@@ -6,122 +11,22 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
-from ..config import Settings
-from ..errors import InputError
-from .db import check_schema, open_engine, session_factory
-from .models import (
-    Article,
-    ArticleSource,
-    Delivery,
-    DeliveryStatus,
-    Edition,
-    Subscriber,
-    SubscriberStatus,
-)
+from .db import Store
+from .models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 
-__all__ = ["Claim", "Ledger", "Store", "delivery_counts", "new_owner", "retire_owner"]
+# Store is named here too while importers move to digest.store.db.
+__all__ = ["Claim", "Ledger", "Store", "StoreLedger", "delivery_counts", "delivery_totals",
+           "new_owner", "retire_owner"]
 
-
-class Store:
-    """Owns the engine; everything that reads or writes the database goes through here."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = open_engine(url)
-        try:
-            check_schema(self.engine)
-        except BaseException:
-            self.engine.dispose()
-            raise
-        self.sessions: sessionmaker[Session] = session_factory(self.engine)
-        # Sessions that write: on SQLite they take the write lock at BEGIN, so a
-        # read-then-write never fails with "database is locked" when another process
-        # committed in between (SQLite cannot upgrade a stale read snapshot).
-        self.writes: sessionmaker[Session] = session_factory(
-            self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        return cls(settings.store_url)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def locked_session(self) -> Iterator[Session]:
-        """A session in a transaction that holds the store's write lock from its start, so
-        two processes never both create an edition (SQLite: BEGIN IMMEDIATE; PostgreSQL:
-        a transaction-scoped advisory lock)."""
-        with self.writes.begin() as session:
-            if self.engine.dialect.name == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(7140521)"))
-            yield session
-
-    def articles(self, *, new_only: bool = False, topic: str | None = None,
-                 limit: int | None = None) -> Sequence[Article]:
-        with self.sessions() as session:
-            query = select(Article).order_by(Article.added_at.desc(), Article.id.desc())
-            if new_only:
-                query = query.where(Article.edition_id.is_(None),
-                                    Article.is_backlog.is_(False))
-            if topic:
-                query = query.where(func.lower(Article.topic) == topic.lower())
-            if limit:
-                query = query.limit(limit)
-            return list(session.scalars(query))
-
-    def remove_articles(self, ids: Sequence[int]) -> list[str]:
-        """Delete the articles with these ids, all or none; InputError naming the first id
-        that is unknown or already in an edition (discard the edition first)."""
-        with self.writes.begin() as session:
-            found = {a.id: a for a in session.scalars(select(Article).where(
-                Article.id.in_(list(ids))))}
-            for article_id in ids:
-                article = found.get(article_id)
-                if article is None:
-                    raise InputError(f"there is no article {article_id} (see: digest articles "
-                                     f"list)")
-                if article.edition_id is not None:
-                    number = session.scalar(select(Edition.number).where(
-                        Edition.id == article.edition_id))
-                    raise InputError(f"article {article_id} is in edition {number}; an "
-                                     f"edition nobody received can be discarded first: "
-                                     f"digest editions discard {number}")
-            session.execute(delete(ArticleSource).where(ArticleSource.article_id.in_(
-                list(found))))
-            session.execute(delete(Article).where(Article.id.in_(list(found)))
-                            .execution_options(synchronize_session=False))
-            return [found[i].title for i in ids]
-
-    def set_topic(self, article_id: int, topic: str) -> str:
-        """Put one article under a topic (the caller checked the name); returns its title."""
-        with self.writes.begin() as session:
-            article = session.get(Article, article_id)
-            if article is None:
-                raise InputError(f"there is no article {article_id} (see: digest articles list)")
-            article.topic = topic
-            return article.title
-
-    def last_edition(self) -> Edition | None:
-        with self.sessions() as session:
-            return session.scalar(select(Edition).order_by(Edition.number.desc()).limit(1))
-
-    def latest_article_time(self) -> datetime | None:
-        with self.sessions() as session:
-            return session.scalar(select(func.max(Article.added_at)))
-
-
-# --- the delivery ledger ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Claim:
@@ -176,14 +81,49 @@ def _owner_is_dead(owner: str) -> bool:
         return False
 
 
-class Ledger:
-    """Claims and records deliveries; one instance per sender process, shared by its
-    threads. Every result is committed on its own before the next message on that
-    connection, so a kill loses at most one in-flight message per connection."""
+class Ledger(Protocol):
+    """What the sending engine needs of a ledger. Safe to share between threads."""
 
-    def __init__(self, store: Store, owner: str) -> None:
+    def recover(self, now: datetime) -> int:
+        """Give back claims of senders that died or whose lease ran out; how many."""
+        ...
+
+    def claim(self, limit: int, now: datetime, lease_seconds: int, *,
+              edition_id: int | None = None, retry: bool = False) -> list[Claim]:
+        """Up to limit pending (or, with retry, due deferred) deliveries, now ours."""
+        ...
+
+    def sent(self, delivery_id: int, now: datetime) -> None:
+        """Record a delivery the server accepted (committed before this returns)."""
+        ...
+
+    def deferred(self, delivery_id: int, retry_at: datetime, error: str) -> None:
+        """Record a temporary failure, to be retried at retry_at."""
+        ...
+
+    def failed(self, delivery_id: int, subscriber_id: int, error: str, bounce_threshold: int,
+               *, hard: bool) -> None:
+        """Give up on a delivery; a hard failure counts towards bouncing the subscriber."""
+        ...
+
+    def release(self, delivery_ids: Sequence[int], *, error: str | None = None) -> None:
+        """Hand claimed but unsent deliveries back, untouched."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the ledger's connections; its claims stay until recovered."""
+        ...
+
+
+class StoreLedger:
+    """The Ledger in the store's database; one instance per sender run, shared by its
+    threads, under an owner identity of its own (see new_owner). Every result is committed
+    on its own before the next message on that connection, so a kill loses at most one
+    in-flight message per connection."""
+
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.owner = owner
+        self.owner = new_owner()
         self._lock = threading.Lock()
         self._postgres = store.engine.dialect.name == "postgresql"
         # SQLite: BEGIN IMMEDIATE takes the write lock before reading the rows to claim.
@@ -207,6 +147,7 @@ class Ledger:
             f"last_error = NULL WHERE id = {mark}")
 
     def close(self) -> None:
+        retire_owner(self.owner)
         if self._postgres:
             self._raw.execute("RESET synchronous_commit")
             self._raw.commit()
@@ -327,3 +268,9 @@ def delivery_counts(session: Session, edition_id: int | None = None) -> dict[str
     counts = {status.value: 0 for status in DeliveryStatus}
     counts.update({status: n for status, n in session.execute(query).all()})
     return counts
+
+
+def delivery_totals(store: Store, edition_id: int | None = None) -> dict[str, int]:
+    """delivery_counts in a session of its own."""
+    with store.sessions() as session:
+        return delivery_counts(session, edition_id)

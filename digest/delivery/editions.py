@@ -1,0 +1,254 @@
+"""The edition lifecycle: plan, open (create with its whole ledger, or resume), finish,
+pause, reopen failed deliveries, discard; test copies and dry runs; the reports.
+
+The ledger contract (DESIGN.md): one delivery row per (edition, subscriber); a
+subscriber never gets an edition twice, except messages in flight when the process was
+killed (at most one per connection), which carry the same Message-ID when resent.
+Every read and write goes through digest.store.editions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import make_msgid
+from typing import Any
+
+from ..audience.subscribers import normalise_email
+from ..config import Settings
+from ..content.edition import build_content, effective_variant
+from ..errors import DeliveryError, NothingToSend
+from ..mail.message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
+from ..mail.render import Renderer
+from ..mail.transport import PermanentFailure, TemporaryFailure, Transport
+from ..store import editions as stored
+from ..store.articles import upcoming_edition
+from ..store.db import Store
+from ..store.editions import EditionDetail, EditionSummary, EditionWork
+from ..store.models import DeliveryStatus, Edition, EditionStatus
+from .timing import wave_time
+
+__all__ = [
+    "EditionDetail",
+    "EditionPlan",
+    "EditionSummary",
+    "NoRecipients",
+    "discard_edition",
+    "dry_run_edition",
+    "edition_detail",
+    "edition_summaries",
+    "finish_editions",
+    "has_unfinished_edition",
+    "open_edition",
+    "plan_edition",
+    "reopen_failed",
+    "send_test_copy",
+]
+
+_LEDGER_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class EditionPlan:
+    """What an edition would be, before it exists."""
+
+    number: int
+    articles: int
+    topics: tuple[str, ...]
+    recipients: int           # subscribers who would get a message
+    skipped: int              # active subscribers whose topics have nothing new
+    variants: int
+
+
+class NoRecipients(NothingToSend):
+    """Nobody would receive the edition: making it would use up its articles."""
+
+
+def _nothing_new(work: EditionWork) -> NothingToSend:
+    last = work.last_number()
+    return NothingToSend("no new articles" + (f" since edition {last}" if last else "") +
+                         ": nothing to send (import some with: digest articles import FILE…)")
+
+
+def _nobody(skipped: int, topics: Sequence[str]) -> NoRecipients:
+    """An edition nobody would receive is never made: its articles would be used up."""
+    if not skipped:
+        return NoRecipients("there are no active subscribers: nothing to send, and the new "
+                            "articles wait for the next edition (add someone with: digest "
+                            "subscribers add EMAIL)")
+    return NoRecipients(f"none of the {skipped} active subscribers chose a topic with new "
+                        f"articles ({', '.join(topics)}): nothing to send, and the articles "
+                        f"wait for the next edition")
+
+
+def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
+    """Counts for the edition `digest send` would create now (nothing is written).
+    NothingToSend when nothing is new or nobody would receive it."""
+    with stored.read_work(store) as work:
+        articles = work.new_articles(now)
+        if not articles:
+            raise _nothing_new(work)
+        topics = tuple(sorted({a.topic for a in articles}))
+        variants: set[str] = set()
+        recipients = skipped = 0
+        for _sid, chosen, _zone in work.active_subscribers():
+            variant = effective_variant(chosen, topics)
+            if variant is None:
+                skipped += 1
+            else:
+                recipients += 1
+                variants.add(variant)
+        if not recipients:
+            raise _nobody(skipped, topics)
+        return EditionPlan(work.next_number(), len(articles), topics, recipients,
+                           skipped, len(variants))
+
+
+def open_edition(store: Store, settings: Settings, now: datetime, *,
+                 number: int | None = None, slot: datetime | None = None,
+                 force: bool = False, waves: bool = False) -> tuple[Edition, bool]:
+    """The edition to send: number N, else an unfinished one, else a new one made of the
+    articles no edition has taken (with its whole ledger, in one transaction). A new
+    edition that nobody would receive is not made (NothingToSend): its articles wait.
+    With waves (local-time delivery) each delivery waits for the cron's hour in the
+    subscriber's own zone. Returns (edition, created)."""
+    # Every message carries signed links: without a key nothing may be created that
+    # could not be sent.
+    settings.signing_key  # noqa: B018
+    with stored.locked_work(store) as work:
+        if number is not None:
+            return work.numbered(number), False
+        edition = work.unfinished()
+        if edition is not None:
+            if edition.status is EditionStatus.PAUSED:
+                edition.status = EditionStatus.SENDING
+            return edition, False
+        if slot is not None:
+            done = work.at_slot(slot)
+            if done is not None:
+                return done, False
+        articles = work.new_articles(now)
+        if not articles and not force:
+            raise _nothing_new(work)
+        number = work.next_number()
+        content = build_content(articles, settings, number, now)
+        edition = work.create(number, now, slot, Renderer(settings).subject(content), articles)
+        topics = {a.topic for a in articles}
+        recipients, skipped = _write_ledger(work, settings, edition, topics,
+                                            slot or now if waves else None)
+        if not recipients:
+            raise _nobody(skipped, sorted(topics))    # the transaction is rolled back
+        return edition, True
+
+
+def _write_ledger(work: EditionWork, settings: Settings, edition: Edition,
+                  topics: set[str], wave_base: datetime | None) -> tuple[int, int]:
+    """One delivery row per active subscriber; returns (recipients, skipped)."""
+    rows: list[dict[str, Any]] = []
+    waves: dict[str | None, datetime] = {}
+    recipients = skipped = 0
+    for sid, chosen, zone in work.active_subscribers():
+        variant = effective_variant(chosen, topics)
+        if variant is None:
+            skipped += 1
+        else:
+            recipients += 1
+        if wave_base is not None and zone not in waves:
+            waves[zone] = wave_time(settings, zone, wave_base)
+        rows.append({
+            "edition_id": edition.id, "subscriber_id": sid, "variant": variant or "",
+            "message_id": message_id(settings, edition.id, sid),
+            "status": (DeliveryStatus.PENDING if variant is not None
+                       else DeliveryStatus.SKIPPED).value,
+            "last_error": None if variant is not None else "nothing new in chosen topics",
+            "attempts": 0,
+            "not_before": waves.get(zone) if wave_base is not None else None,
+        })
+        if len(rows) >= _LEDGER_CHUNK:
+            work.add_deliveries(rows)
+            rows = []
+    if rows:
+        work.add_deliveries(rows)
+    return recipients, skipped
+
+
+def finish_editions(store: Store, paused: bool, edition_id: int | None = None) -> None:
+    """Mark editions with nothing pending as sent (or the edition as paused)."""
+    stored.finish(store, paused, edition_id)
+
+
+def has_unfinished_edition(store: Store) -> bool:
+    """True while an edition is still sending or paused."""
+    return bool(stored.unfinished_numbers(store))
+
+
+def reopen_failed(store: Store, number: int) -> tuple[int, int]:
+    """Make edition N's failed deliveries pending again, for subscribers still active (after
+    the operator fixed what made them fail). Returns (reopened, left: failed deliveries of
+    subscribers who are no longer active, which stay as they are)."""
+    return stored.reopen_failed(store, number)
+
+
+def discard_edition(store: Store, number: int) -> int:
+    """Delete edition N, which nobody received (no delivery sent or in flight), with its
+    ledger; its articles return to the pool for the next edition. Returns how many."""
+    return stored.discard(store, number)
+
+
+def edition_summaries(store: Store) -> list[EditionSummary]:
+    """Every edition, oldest first, with its article and delivery counts."""
+    return stored.edition_summaries(store)
+
+
+def edition_detail(store: Store, number: int, problems: int = 20) -> EditionDetail:
+    """Edition N with its topics, delivery counts and up to `problems` troubled deliveries."""
+    return stored.edition_detail(store, number, problems)
+
+
+def send_test_copy(store: Store, settings: Settings, transport: Transport, address: str,
+                   now: datetime) -> str:
+    """Send the coming (or unfinished) edition to one address, "[TEST]" in the subject,
+    without touching the ledger. Returns the subject."""
+    address = normalise_email(address)
+    number, date, articles, sub = stored.test_copy_source(store, now, address)
+    if not articles:
+        raise NothingToSend("no new articles: nothing to send a test copy of")
+    rendered = Renderer(settings).render_edition(articles, number, date, test=True)
+    template = MessageTemplate(settings, rendered, "test", 0)
+    domain = template.envelope_from.rsplit("@", 1)[1]
+    recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
+                          sub.token_version if sub else 0, make_msgid(domain=domain))
+    message = build_email_message(template, recipient).as_bytes(policy=SMTP_POLICY)
+    if template.signer:
+        message = template.signer.sign(message)
+    conn = transport.open()
+    try:
+        conn.send(template.envelope_from, address, message)
+    except (TemporaryFailure, PermanentFailure) as exc:
+        raise DeliveryError(f"the server did not take the test copy for {address}: {exc}"
+                            ) from None
+    finally:
+        conn.close()
+    return rendered.subject
+
+
+def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
+    """Everything `digest send` would do up to the wire — render every variant and build
+    every message — with nothing stored and nothing sent."""
+    plan = plan_edition(store, settings, now)
+    _number, articles = upcoming_edition(store, now)
+    topics = {a.topic for a in articles}
+    templates: dict[str, MessageTemplate] = {}
+    renderer = Renderer(settings)
+    for sub in stored.active_recipients(store):
+        variant = effective_variant(sub.topics, topics)
+        if variant is None:
+            continue
+        if variant not in templates:
+            templates[variant] = MessageTemplate(
+                settings, renderer.render_edition(articles, plan.number, now, variant),
+                variant, 0)
+        templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
+                                           message_id(settings, 0, sub.id)))
+    return plan
