@@ -17,9 +17,6 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.orm import Session
-
 from ..config import Settings
 from ..errors import DeliveryError
 from ..mail.transport import (
@@ -29,8 +26,10 @@ from ..mail.transport import (
     Transport,
     make_transport,
 )
+from ..store.db import Session
 from ..store.ledger import Store
 from ..store.models import OutboxMail, utcnow
+from ..store.outbox import add_mail, claim_due_mail, delete_mail, reschedule_mail
 
 __all__ = ["OutboxReport", "OutboxSender", "drain_outbox", "queue_mail"]
 
@@ -43,8 +42,7 @@ _MAX_BACKOFF = timedelta(hours=1)
 def queue_mail(session: Session, sender: str, recipient: str, message: bytes,
                subscriber_id: int | None = None) -> None:
     """Add a mail to the outbox, in the caller's transaction (sent once that commits)."""
-    session.add(OutboxMail(subscriber_id=subscriber_id, sender=sender, recipient=recipient,
-                           message=message, attempts=0, next_attempt_at=utcnow()))
+    add_mail(session, sender, recipient, message, subscriber_id)
 
 
 @dataclass(frozen=True)
@@ -54,45 +52,18 @@ class OutboxReport:
     failed: int = 0
 
 
-def _claim(store: Store, now: datetime, tried: set[int]) -> OutboxMail | None:
-    """The oldest row due at `now` and not in `tried`, leased to this caller; None when
-    nothing is due."""
-    while True:
-        with store.sessions() as session:
-            row_id = session.scalar(
-                select(OutboxMail.id)
-                .where(OutboxMail.next_attempt_at <= now, OutboxMail.id.not_in(tried),
-                       or_(OutboxMail.lease_until.is_(None), OutboxMail.lease_until < now))
-                .order_by(OutboxMail.id).limit(1))
-        if row_id is None:
-            return None
-        with store.writes.begin() as session:
-            # Only one process wins the row: the update re-checks the lease atomically.
-            won = session.execute(
-                update(OutboxMail)
-                .where(OutboxMail.id == row_id,
-                       or_(OutboxMail.lease_until.is_(None), OutboxMail.lease_until < now))
-                .values(lease_until=now + LEASE)
-                .execution_options(synchronize_session=False)).rowcount == 1
-            if won:
-                return session.get(OutboxMail, row_id)
-
-
 def _retry_later(store: Store, row: OutboxMail, error: str, settings: Settings) -> bool:
     """Schedule another attempt with backoff; False (and the row is dropped) when it has
     had its attempts."""
     attempts = row.attempts + 1
-    with store.writes.begin() as session:
-        if attempts >= settings.delivery.max_attempts:
-            session.execute(delete(OutboxMail).where(OutboxMail.id == row.id))
-            log.error("gave up on the confirmation mail to subscriber %s after %d attempts: %s",
-                      row.subscriber_id, attempts, error)
-            return False
-        delay = min(timedelta(seconds=settings.delivery.retry_base_seconds * 2 ** (attempts - 1)),
-                    _MAX_BACKOFF)
-        session.execute(update(OutboxMail).where(OutboxMail.id == row.id).values(
-            attempts=attempts, next_attempt_at=utcnow() + delay, lease_until=None,
-            last_error=error[:1000]))
+    if attempts >= settings.delivery.max_attempts:
+        delete_mail(store, row.id)
+        log.error("gave up on the confirmation mail to subscriber %s after %d attempts: %s",
+                  row.subscriber_id, attempts, error)
+        return False
+    delay = min(timedelta(seconds=settings.delivery.retry_base_seconds * 2 ** (attempts - 1)),
+                _MAX_BACKOFF)
+    reschedule_mail(store, row.id, attempts, utcnow() + delay, error)
     log.warning("confirmation mail to subscriber %s deferred (attempt %d): %s",
                 row.subscriber_id, attempts, error)
     return True
@@ -109,7 +80,7 @@ def drain_outbox(store: Store, settings: Settings, transport: Transport | None =
     now = now or utcnow()
     tried: set[int] = set()
     try:
-        while (row := _claim(store, now, tried)) is not None:
+        while (row := claim_due_mail(store, now, tried, LEASE)) is not None:
             tried.add(row.id)
             if conn is None:
                 try:
@@ -138,8 +109,7 @@ def drain_outbox(store: Store, settings: Settings, transport: Transport | None =
                 failed += 1
             else:
                 sent += 1
-            with store.writes.begin() as session:
-                session.execute(delete(OutboxMail).where(OutboxMail.id == row.id))
+            delete_mail(store, row.id)
     finally:
         if conn is not None:
             conn.close()

@@ -1,0 +1,68 @@
+"""Queries of the outbox (transactional mail waiting to be sent): queue a row in the
+caller's transaction, lease the next due row to one sender, reschedule or delete it.
+
+A lease is taken by an UPDATE that re-checks it, so any number of processes may drain the
+same store without two of them holding one row."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from .ledger import Store
+from .models import OutboxMail, utcnow
+
+__all__ = ["add_mail", "claim_due_mail", "delete_mail", "reschedule_mail"]
+
+
+def add_mail(session: Session, sender: str, recipient: str, message: bytes,
+             subscriber_id: int | None = None) -> None:
+    """Add a mail due now, in the caller's transaction (it exists once that commits)."""
+    session.add(OutboxMail(subscriber_id=subscriber_id, sender=sender, recipient=recipient,
+                           message=message, attempts=0, next_attempt_at=utcnow()))
+
+
+def claim_due_mail(store: Store, now: datetime, skip: Collection[int],
+                   lease: timedelta) -> OutboxMail | None:
+    """The oldest row due at `now`, not in `skip` and not leased to another sender,
+    leased to this caller until now + lease; None when no such row is left."""
+    unleased = or_(OutboxMail.lease_until.is_(None), OutboxMail.lease_until < now)
+    while True:
+        with store.sessions() as session:
+            row_id = session.scalar(
+                select(OutboxMail.id)
+                .where(OutboxMail.next_attempt_at <= now, OutboxMail.id.not_in(skip),
+                       unleased)
+                .order_by(OutboxMail.id).limit(1))
+        if row_id is None:
+            return None
+        with store.writes.begin() as session:
+            # Only one process wins the row: the update re-checks the lease atomically.
+            # An UPDATE's result is a CursorResult (its rowcount is what we need).
+            result = cast("CursorResult[Any]", session.execute(
+                update(OutboxMail)
+                .where(OutboxMail.id == row_id, unleased)
+                .values(lease_until=now + lease)
+                .execution_options(synchronize_session=False)))
+            if result.rowcount == 1:
+                return session.get(OutboxMail, row_id)
+
+
+def reschedule_mail(store: Store, mail_id: int, attempts: int, next_attempt_at: datetime,
+                    error: str) -> None:
+    """Record a failed attempt: the row's lease ends and it is due again at
+    next_attempt_at (error is kept, cut to 1000 characters)."""
+    with store.writes.begin() as session:
+        session.execute(update(OutboxMail).where(OutboxMail.id == mail_id).values(
+            attempts=attempts, next_attempt_at=next_attempt_at, lease_until=None,
+            last_error=error[:1000]))
+
+
+def delete_mail(store: Store, mail_id: int) -> None:
+    """Remove the row (sent, or given up on)."""
+    with store.writes.begin() as session:
+        session.execute(delete(OutboxMail).where(OutboxMail.id == mail_id))
