@@ -55,13 +55,15 @@ class App:
 
     @cached_property
     def store(self) -> Store:
+        """The store of the config, closed when the command ends."""
         store = Store.from_settings(self.settings)
         click.get_current_context().call_on_close(store.close)
         return store
 
     @cached_property
     def classifier(self) -> TopicClassifier:
-        return TopicClassifier(self.settings.topics, self.settings.digest.catch_all_topic)
+        """The config's topics: what names a topic, and which topic an article is under."""
+        return TopicClassifier.from_settings(self.settings)
 
 
 class DigestGroup(click.Group):
@@ -94,6 +96,8 @@ def print_table(table: Table, *, keep: Sequence[str] = (), fold: Sequence[str] =
 
 
 def progress_bar(console: Console = err) -> Progress:
+    """A progress bar (on stderr unless told) that shows only in a terminal and
+    leaves no trace when done."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=True,
                     disable=not console.is_terminal)
@@ -111,6 +115,7 @@ def print_steps(steps: Sequence[Step], console: Console = out) -> None:
 
 
 def delivery_table(report: SendReport) -> Table:
+    """What a send run did and where the ledger stands, by delivery state."""
     title = f"Edition {report.edition}" if report.edition else "Deferred deliveries"
     table = Table("", "sent", "deferred", "failed", "skipped", "pending", title=title)
     run = report.this_run
