@@ -24,6 +24,7 @@ from ..delivery.editions import (
 from ..delivery.runner import (
     SendReport,
     enqueue_edition,
+    enqueue_only,
     next_retry,
     retry_deferred,
     run_worker,
@@ -108,7 +109,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     transport = make_transport(settings)
     if retry_failed and number is None:
         raise click.UsageError("--retry-failed needs --edition N (see: digest editions list)")
-    if enqueue or (settings.delivery.workers and not (to or dry_run or retry or retry_failed)):
+    if enqueue or (enqueue_only(settings) and not (to or dry_run or retry or retry_failed)):
         _enqueue(app, force)
     elif to:
         transport.check()
