@@ -18,14 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import OperationalError
 
 from ..checks import Step
 from ..config import Settings, find_config_file, load_settings
 from ..content.topics import TopicClassifier
 from ..delivery.runner import SendReport
 from ..errors import ConfigError, DigestError
-from ..store.ledger import Store
+from ..store.db import Store, StoreUnavailable
 
 __all__ = ["App", "DigestGroup", "delivery_table", "err", "log_to_stderr", "out",
            "print_steps", "print_table", "progress_bar"]
@@ -74,7 +73,7 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
-        except OperationalError as exc:
+        except StoreUnavailable as exc:
             # The database went away or stayed locked past the busy timeout.
             raise click.ClickException(f"the store cannot be used right now: {exc.orig}; "
                                        f"check [store] url and retry") from None

@@ -13,7 +13,7 @@ from ..config import load_settings
 from ..demo import run_demo
 from ..errors import InputError
 from ..resources import package_resource
-from ..store.db import open_engine, upgrade_schema
+from ..store.db import upgrade_store
 from .app import App, DigestGroup, delivery_table, out, print_steps, progress_bar
 
 __all__ = ["check", "db", "demo", "init"]
@@ -44,11 +44,7 @@ def init(directory: Path, force: bool) -> None:
                          f"replace it")
     shutil.copyfile(package_resource("config.example.toml"), target)
     settings = load_settings(target)
-    engine = open_engine(settings.store_url)
-    try:
-        upgrade_schema(engine)
-    finally:
-        engine.dispose()
+    upgrade_store(settings.store_url)
     wrote_key = create_secret_file(settings.secret_file)
     out.print(f"Wrote {target} and created the store at {settings.store_url}")
     if wrote_key:
@@ -78,11 +74,7 @@ def db_upgrade(app: App) -> None:
 
         digest --config /etc/digest/digest.toml db upgrade
     """
-    engine = open_engine(app.settings.store_url)
-    try:
-        before, after = upgrade_schema(engine)
-    finally:
-        engine.dispose()
+    before, after = upgrade_store(app.settings.store_url)
     if before == after:
         out.print(f"The store is at the current schema revision ({after}); nothing to do.")
     else:

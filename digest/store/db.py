@@ -22,8 +22,14 @@ from ..config import Settings
 from ..errors import StoreError
 
 # Session is here for the services that run several queries in one transaction of theirs.
-__all__ = ["Session", "Store", "check_schema", "current_revision", "head_revision",
-           "open_engine", "session_factory", "upgrade_schema"]
+__all__ = ["Session", "Store", "StoreUnavailable", "check_schema", "current_revision",
+           "head_revision", "open_engine", "session_factory", "upgrade_schema",
+           "upgrade_store"]
+
+# What a query raises when the database went away or stayed locked past the busy
+# timeout: named here so that callers outside store/ (the CLI's one-line error) need not
+# import SQLAlchemy.
+StoreUnavailable = OperationalError
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -97,6 +103,17 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, 
     except OperationalError as exc:
         raise StoreError(f"cannot open the store at {engine.url!r}: {exc.orig}") from None
     return before, after
+
+
+def upgrade_store(url: str) -> tuple[str | None, str]:
+    """Open the store at `url`, bring it to the newest schema and let go of it again;
+    returns (before, after) as upgrade_schema does. What `digest init` and `digest db
+    upgrade` run, with no process holding the store."""
+    engine = open_engine(url)
+    try:
+        return upgrade_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def _upgrade(conn: Any, revision: str) -> tuple[str | None, str]:
