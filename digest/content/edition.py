@@ -22,6 +22,7 @@ __all__ = [
     "ALL_TOPICS",
     "EditionContent",
     "Entry",
+    "Limits",
     "Section",
     "build_content",
     "effective_variant",
@@ -131,9 +132,25 @@ def effective_variant(chosen: Sequence[str], edition_topics: Iterable[str]) -> s
     return json.dumps(sorted(wanted))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much of an edition a rendering shows: articles in all, words per teaser."""
+
+    max_articles: int
+    teaser_words: int
+
+    @classmethod
+    def configured(cls, settings: Settings) -> Limits:
+        """The limits [digest] sets."""
+        return cls(settings.digest.max_articles, settings.digest.teaser_words)
+
+
 def build_content(articles: Sequence[Article], settings: Settings, number: int,
-                  date: datetime, variant: str = ALL_TOPICS) -> EditionContent:
-    """Group, order and cap articles into the data the templates render."""
+                  date: datetime, variant: str = ALL_TOPICS,
+                  limits: Limits | None = None) -> EditionContent:
+    """Group, order and cap articles into the data the templates render, within limits
+    (default: the configured ones)."""
+    limits = limits or Limits.configured(settings)
     only = variant_topics(variant)
     groups: dict[str, list[Article]] = defaultdict(list)
     for article in articles:
@@ -143,7 +160,7 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
         group.sort(key=lambda a: (_sort_time(a), a.id), reverse=True)
     order = order_topics(groups, settings)
     ordered = [groups[t] for t in order]
-    counts = _cap(ordered, settings.digest.max_articles)
+    counts = _cap(ordered, limits.max_articles)
     d = settings.digest
     base = d.base_url.rstrip("/")
     campaign = d.utm_campaign.format(number=number)
@@ -155,7 +172,7 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
                 url=add_utm(a.url or f"{base}/articles/{a.id}", d.utm_source, d.utm_medium,
                             campaign),
                 source=a.source_name, date=_sort_time(a),
-                teaser=teaser_for(a.summary, a.body, d.teaser_words), topic=topic,
+                teaser=teaser_for(a.summary, a.body, limits.teaser_words), topic=topic,
             )
             for a in group[:count]
         )

@@ -15,8 +15,8 @@ from datetime import datetime
 import jinja2
 import premailer
 
-from ..config import Settings, with_overrides
-from ..content.edition import ALL_TOPICS, EditionContent, build_content
+from ..config import Settings
+from ..content.edition import ALL_TOPICS, EditionContent, Limits, build_content
 from ..errors import ConfigError
 from ..resources import package_resource
 from ..store.models import Article
@@ -213,10 +213,9 @@ class Renderer:
         click away, behind each topic's "more stories" link to the online edition)."""
         for words, cap in _shrinking(self.settings.digest.teaser_words,
                                      self.settings.digest.max_articles):
-            settings = with_overrides(self.settings, digest={"teaser_words": words,
-                                                             "max_articles": cap})
-            rendered = self.render(build_content(articles, settings, number, date, variant),
-                                   test=test)
+            content = build_content(articles, self.settings, number, date, variant,
+                                    Limits(max_articles=cap, teaser_words=words))
+            rendered = self.render(content, test=test)
             if len(rendered.html.encode()) <= HTML_BUDGET or cap <= 1:
                 return rendered
         raise AssertionError("_shrinking always ends with a cap of 1")
