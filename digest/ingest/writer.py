@@ -12,14 +12,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
-
 from ..content.links import canonical_url
 from ..content.teasers import normalise_for_hash
 from ..content.topics import TopicClassifier
-from ..store.models import Article, ArticleSource, Source, utcnow
+from ..store.db import Session
+from ..store.ingest import (
+    SessionFactory,
+    article_ids_by_canonical_url,
+    article_ids_by_hash,
+    find_or_add_source,
+    insert_articles,
+    link_source,
+    recent_titles,
+)
+from ..store.models import utcnow
 from .parsers import parse_path
 from .records import ArticleInput
 
@@ -167,11 +173,8 @@ class ArticleWriter:
         self._urls: dict[str, int] = {}            # added by this writer: canonical → id
         self._feed_items: dict[int, tuple[int | None, str]] = {}  # id → (source, guid)
         self._titles = TitleIndex()
-        since = utcnow() - _TITLE_WINDOW
-        rows = session.execute(select(Article.id, Article.title)
-                               .where(Article.added_at >= since)
-                               .order_by(Article.id.desc()).limit(_TITLE_WINDOW_MAX)).all()
-        for article_id, title in reversed(rows):
+        for article_id, title in recent_titles(session, utcnow() - _TITLE_WINDOW,
+                                               _TITLE_WINDOW_MAX):
             self._titles.add(article_id, _title_tokens(title))
 
     def write(self, session: Session, records: Sequence[ArticleInput]) -> tuple[int, int]:
@@ -183,12 +186,8 @@ class ArticleWriter:
         prepared = [self._prepare(record) for record in records]
         hashes = {p.values["content_hash"] for p in prepared}
         urls = {p.values["canonical_url"] for p in prepared if p.values["canonical_url"]}
-        known_hashes = dict(session.execute(select(Article.content_hash, Article.id)
-                                            .where(Article.content_hash.in_(hashes))).all()) \
-            if hashes else {}
-        known_urls = dict(session.execute(select(Article.canonical_url, Article.id)
-                                          .where(Article.canonical_url.in_(urls))).all()) \
-            if urls else {}
+        known_hashes = article_ids_by_hash(session, hashes)
+        known_urls = article_ids_by_canonical_url(session, urls)
         duplicates = 0
         pending: dict[str, _Row] = {}              # this batch's new rows: hash → row
         pending_urls: dict[str, _Row] = {}
@@ -223,7 +222,8 @@ class ArticleWriter:
             if row.id is not None:
                 links += [(row.id, source_id, url) for source_id, url in row.links]
         for article_id, source_id, url in links:
-            _link_source(session, article_id, source_id, url)
+            if source_id is not None:
+                link_source(session, article_id, source_id, url)
         return added, duplicates
 
     def _prepare(self, record: ArticleInput) -> _Row:
@@ -267,24 +267,12 @@ class ArticleWriter:
         them; returns how many were stored."""
         if not rows:
             return 0
-        table = Article.__table__
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        try:
-            with session.begin_nested():
-                ids = session.execute(statement, [r.values for r in rows]).scalars().all()
-            for row, article_id in zip(rows, ids, strict=True):
-                row.id = article_id
-        except (IntegrityError, DataError):
-            for row in rows:
-                try:
-                    with session.begin_nested():
-                        row.id = session.execute(statement, [row.values]).scalar_one()
-                except IntegrityError:
-                    # Another importer stored the same article between our check and insert.
-                    continue
-                except DataError as exc:
-                    self.problems.append(f"{row.record.where}: the store refused this "
-                                         f"article: {str(exc.orig).splitlines()[0]}")
+        inserted = insert_articles(session, [row.values for row in rows])
+        for row, article_id in zip(rows, inserted.ids, strict=True):
+            row.id = article_id
+        for position, reason in inserted.refused.items():
+            self.problems.append(f"{rows[position].record.where}: the store refused this "
+                                 f"article: {reason}")
         stored = [row for row in rows if row.id is not None]
         for row in stored:
             assert row.id is not None
@@ -301,28 +289,8 @@ class ArticleWriter:
             return None
         name = name.strip()[:300]
         if name not in self._sources:
-            source_id = session.scalar(select(Source.id).where(Source.kind == self.kind,
-                                                                Source.name == name))
-            if source_id is None:
-                source = Source(kind=self.kind, name=name)
-                session.add(source)
-                session.flush()
-                source_id = source.id
-            self._sources[name] = source_id
+            self._sources[name] = find_or_add_source(session, self.kind, name)
         return self._sources[name]
-
-
-def _link_source(session: Session, article_id: int, source_id: int | None,
-                 url: str | None) -> None:
-    """Record that source carried article_id too (once)."""
-    if source_id is None:
-        return
-    article = session.get(Article, article_id)
-    if article is None or article.source_id == source_id:
-        return
-    if session.get(ArticleSource, (article_id, source_id)) is None:
-        session.add(ArticleSource(article_id=article_id, source_id=source_id, url=url))
-        session.flush()
 
 
 def write_articles(session: Session, classifier: TopicClassifier,
@@ -340,7 +308,7 @@ def write_articles(session: Session, classifier: TopicClassifier,
     return added, duplicates
 
 
-def import_files(sessions: sessionmaker[Session], classifier: TopicClassifier,
+def import_files(sessions: SessionFactory, classifier: TopicClassifier,
                  paths: Sequence[Path], *, topic: str | None = None,
                  progress: Callable[[FileResult], None] | None = None,
                  batch_size: int = BATCH_SIZE) -> ImportReport:
