@@ -19,7 +19,14 @@ from ..audience.subscribers import normalise_email
 from ..config import Settings
 from ..content.edition import build_content, effective_variant
 from ..errors import DeliveryError, NothingToSend
-from ..mail.message import SMTP_POLICY, MessageTemplate, Recipient, build_email_message, message_id
+from ..mail.message import (
+    SMTP_POLICY,
+    MessageTemplate,
+    Recipient,
+    build_email_message,
+    message_id,
+    variant_template,
+)
 from ..mail.render import Renderer
 from ..mail.transport import PermanentFailure, TemporaryFailure, Transport
 from ..store import editions as stored
@@ -214,8 +221,7 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     number, date, articles, sub = stored.test_copy_source(store, now, address)
     if not articles:
         raise NothingToSend("no new articles: nothing to send a test copy of")
-    rendered = Renderer(settings).render_edition(articles, number, date, test=True)
-    template = MessageTemplate(settings, rendered, "test", 0)
+    template = variant_template(settings, articles, number, date, test=True)
     domain = template.envelope_from.rsplit("@", 1)[1]
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=domain))
@@ -230,7 +236,7 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
                             ) from None
     finally:
         conn.close()
-    return rendered.subject
+    return template.rendered.subject
 
 
 def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
@@ -240,15 +246,13 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
     _number, articles = upcoming_edition(store, now)
     topics = {a.topic for a in articles}
     templates: dict[str, MessageTemplate] = {}
-    renderer = Renderer(settings)
     for sub in stored.active_recipients(store):
         variant = effective_variant(sub.topics, topics)
         if variant is None:
             continue
         if variant not in templates:
-            templates[variant] = MessageTemplate(
-                settings, renderer.render_edition(articles, plan.number, now, variant),
-                variant, 0)
+            templates[variant] = variant_template(settings, articles, plan.number, now,
+                                                  variant)
         templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
                                            message_id(settings, 0, sub.id)))
     return plan

@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 
 from ..config import Settings
 from ..errors import DeliveryError, ServerRefused
-from ..mail.message import MessageTemplate, Recipient
-from ..mail.render import Renderer
+from ..mail.message import MessageTemplate, Recipient, variant_template
 from ..mail.transport import Connection, PermanentFailure, TemporaryFailure, Transport
 from ..store.db import Store
 from ..store.editions import edition_content
@@ -90,10 +89,9 @@ class Sender:
         with self._template_lock:
             if key not in self._templates:
                 edition, articles = edition_content(self.store, edition_id)
-                rendered = Renderer(self.settings).render_edition(
-                    articles, edition.number, edition.cutoff, variant)
-                self._templates[key] = MessageTemplate(self.settings, rendered, variant,
-                                                       edition_id)
+                self._templates[key] = variant_template(
+                    self.settings, articles, edition.number, edition.cutoff, variant,
+                    edition_id=edition_id)
             return self._templates[key]
 
     # -- bookkeeping shared by the threads --

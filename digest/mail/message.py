@@ -15,6 +15,7 @@ import hashlib
 import html
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -27,9 +28,11 @@ import dkim
 
 from ..audience.tokens import Signer
 from ..config import Settings
+from ..content.edition import ALL_TOPICS
 from ..errors import ConfigError
 from ..ingest.records import clean_label
-from .render import Personal, RenderedVariant
+from ..store.models import Article
+from .render import Personal, RenderedVariant, Renderer
 
 __all__ = [
     "DkimSigner",
@@ -41,6 +44,7 @@ __all__ = [
     "list_id",
     "message_id",
     "sender_address",
+    "variant_template",
 ]
 
 # Long List-Unsubscribe URLs must not be folded into encoded-words (that breaks the link).
@@ -261,6 +265,15 @@ class MessageTemplate:
         out.append(self._end)
         message = b"".join(out)
         return self.signer.sign(message) if self.signer else message
+
+
+def variant_template(settings: Settings, articles: Sequence[Article], number: int,
+                     date: datetime, variant: str = ALL_TOPICS, *, edition_id: int = 0,
+                     test: bool = False) -> MessageTemplate:
+    """One variant rendered (Jinja2 and premailer, once) and serialised (once): the one way
+    sending, test copies and dry runs make a variant's messages."""
+    rendered = Renderer(settings).render_edition(articles, number, date, variant, test=test)
+    return MessageTemplate(settings, rendered, "test" if test else variant, edition_id)
 
 
 def build_email_message(template: MessageTemplate, r: Recipient,
