@@ -23,13 +23,21 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from .. import __version__
 from ..config import FetchSettings, Settings
 from ..content.topics import TopicClassifier
 from ..errors import DigestError, InputError
+from ..store.db import Session
+from ..store.feeds import (
+    add_feed,
+    delete_feed,
+    feed_listed,
+    find_feed,
+    get_feed,
+    list_feeds,
+    taken_feed_names,
+)
 from ..store.ledger import Store
 from ..store.models import Feed, utcnow
 from . import ArticleInput
@@ -312,31 +320,33 @@ def read_feed(client: httpx.Client, url: str, settings: FetchSettings,
     return FeedRead(error=f"{url}: {error[:300]}")
 
 
-def _client(settings: Settings) -> httpx.Client:
+def _client(settings: Settings, transport: httpx.BaseTransport | None) -> httpx.Client:
     """The HTTP client feeds are fetched with (redirects are followed by fetch_url, which
-    re-checks each one)."""
+    re-checks each one), over `transport`, or over httpx's own HTTP transport with its
+    default pool limits when that is None."""
     user_agent = (f"digest/{__version__} (newsletter digest; "
                   f"+{settings.digest.base_url})")
     return httpx.Client(timeout=settings.fetch.timeout, follow_redirects=False,
-                        headers={"User-Agent": user_agent})
+                        headers={"User-Agent": user_agent}, transport=transport)
 
 
 class FeedBook:
-    """The feeds of one store (those added by command and those in the config)."""
+    """The feeds of one store (those added by command and those in the config).
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    Feeds are fetched over `transport` when one is given (httpx's style: a test or an
+    embedding application brings its own), else over a real HTTP transport. The client
+    built on it is closed after each use, and closes the transport with it, as an
+    httpx.Client does: pass one that can be used again after closing (httpx's can)."""
+
+    def __init__(self, store: Store, settings: Settings,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
+        self.transport = transport
+        self.classifier = TopicClassifier.from_settings(settings)
 
     def _topic(self, topic: str | None) -> str | None:
-        if not topic:
-            return None
-        known = self.classifier.known(topic)
-        if known is None:
-            raise InputError(f"unknown topic {topic!r}; choose from "
-                             f"{', '.join(self.settings.topic_names)}")
-        return known
+        return self.classifier.require(topic) if topic else None
 
     def add(self, url: str, name: str | None = None, topic: str | None = None,
             backfill: int | None = None, *, from_config: bool = False) -> Feed:
@@ -358,26 +368,25 @@ class FeedBook:
         candidates = [explicit] if explicit else self._names_for(url, from_config)
         with self.store.writes.begin() as session:
             self._check_new(session, url)
-            taken = set(session.scalars(select(Feed.name).where(Feed.name.in_(candidates))))
+            taken = taken_feed_names(session, candidates)
             free = [c for c in candidates if c not in taken]
             if not free:
                 raise InputError(f"a feed named {candidates[0]!r} exists already; choose "
                                  f"another --name")
-            feed = Feed(url=url, name=free[0], topic=topic,
-                        backfill=self.settings.fetch.backfill if backfill is None else backfill,
-                        from_config=from_config)
-            session.add(feed)
-        return feed
+            return add_feed(
+                session, url=url, name=free[0], topic=topic,
+                backfill=self.settings.fetch.backfill if backfill is None else backfill,
+                from_config=from_config)
 
     @staticmethod
     def _check_new(session: Session, url: str) -> None:
-        if session.scalar(select(Feed.id).where(Feed.url == url)):
+        if feed_listed(session, url):
             raise InputError(f"the feed {url} is already listed (see: digest feeds list)")
 
     def _names_for(self, url: str, from_config: bool) -> list[str]:
         """Names to try, in order, for a feed added without one."""
         host = httpx.URL(url).host
-        with _client(self.settings) as client:
+        with _client(self.settings, self.transport) as client:
             read = read_feed(client, url, self.settings.fetch)
         if read.failure:
             if not from_config:
@@ -391,18 +400,17 @@ class FeedBook:
 
     def remove(self, name_or_url: str) -> Feed:
         with self.store.writes.begin() as session:
-            feed = session.scalar(select(Feed).where(
-                (Feed.name == name_or_url) | (Feed.url == name_or_url)))
+            feed = find_feed(session, name_or_url)
             if feed is None:
                 raise InputError(f"no feed named {name_or_url!r} (see: digest feeds list)")
-            session.delete(feed)
+            delete_feed(session, feed)
             return feed
 
     def sync_config(self) -> None:
         """Make the [[feeds]] of the config present in the table."""
         for item in self.settings.feeds:
             with self.store.sessions() as session:
-                if session.scalar(select(Feed.id).where(Feed.url == item.url.strip())):
+                if feed_listed(session, item.url.strip()):
                     continue
             try:
                 self.add(item.url, item.name or None, item.topic or None, from_config=True)
@@ -412,7 +420,7 @@ class FeedBook:
     def feeds(self) -> list[Feed]:
         self.sync_config()
         with self.store.sessions() as session:
-            return list(session.scalars(select(Feed).order_by(Feed.id)))
+            return list_feeds(session)
 
     def fetch(self, name: str | None = None,
               report: Callable[[FetchResult], None] | None = None) -> list[FetchResult]:
@@ -429,7 +437,7 @@ class FeedBook:
         settings = self.settings.fetch
         results: list[FetchResult] = []
         bug: Exception | None = None
-        with _client(self.settings) as client, \
+        with _client(self.settings, self.transport) as client, \
                 ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
             futures = {pool.submit(read_feed, client, f.url, settings, f.etag,
                                    f.last_modified): f for f in feeds}
@@ -449,7 +457,7 @@ class FeedBook:
     def _store(self, feed: Feed, read: FeedRead) -> FetchResult:
         now = utcnow()
         with self.store.writes.begin() as session:
-            row = session.get(Feed, feed.id)
+            row = get_feed(session, feed.id)
             if row is None:                      # removed while it was being fetched
                 return FetchResult(feed.name, feed.url, "error",
                                    problems=(f"{feed.url}: removed during the fetch",))
@@ -496,7 +504,7 @@ class FeedBook:
         message = f"{feed.url}: unexpected {type(exc).__name__}: {exc}"[:2000]
         try:
             with self.store.writes.begin() as session:
-                row = session.get(Feed, feed.id)
+                row = get_feed(session, feed.id)
                 if row is not None:
                     row.last_fetch_at = utcnow()
                     row.last_status = "error"
