@@ -165,7 +165,7 @@ def _same_trigger(a: Any, b: Any) -> bool:
     return str(a) == str(b) and getattr(a, "timezone", None) == getattr(b, "timezone", None)
 
 
-class _DigestScheduler(BlockingScheduler):
+class _DigestScheduler(BlockingScheduler):  # type: ignore[misc]  # APScheduler 3 is untyped
     """A BlockingScheduler that shuts itself down, on its own thread, between two passes
     over the job store once the stop event is set.
 
@@ -182,7 +182,8 @@ class _DigestScheduler(BlockingScheduler):
             if self.state != STATE_STOPPED:
                 self.shutdown(wait=False)
             return None
-        return super()._process_jobs()
+        wait: float | None = super()._process_jobs()
+        return wait
 
     def wakeup(self) -> None:
         # Before start() there is no event to set, and nothing to wake: start() runs a

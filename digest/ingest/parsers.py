@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -170,8 +171,8 @@ def _parse_json(path: Path, data: bytes, out: ParsedFile) -> None:
         out.problems.append(f"{path}: expected a list of articles, got {type(doc).__name__}")
         return
     for i, obj in enumerate(items, 1):
-        _collect(out, f"{path}: item {i}", lambda obj=obj, i=i: _json_record(
-            obj, f"{path}: item {i}", feed_title))
+        _collect(out, f"{path}: item {i}", partial(_json_record, obj, f"{path}: item {i}",
+                                                   feed_title))
 
 
 def _parse_jsonl(path: Path, data: bytes, out: ParsedFile) -> None:
@@ -194,7 +195,7 @@ def _parse_jsonl(path: Path, data: bytes, out: ParsedFile) -> None:
         except ValueError as exc:
             out.problems.append(f"{where}: not valid JSON: {exc}")
             continue
-        _collect(out, where, lambda obj=obj, where=where: _json_record(obj, where))
+        _collect(out, where, partial(_json_record, obj, where))
 
 
 def _collect(out: ParsedFile, where: str, build: Callable[[], ArticleInput]) -> None:
@@ -390,7 +391,8 @@ def _item_links(entries: list[Any]) -> list[tuple[str | None, bool]]:
     # An own link may still be shared (the same enclosure on two items, or guids that
     # differ only in their #fragment): then it is no identity either.
     shared = _shared(keys)
-    return [(url, url is None or key not in shared) for url, key in zip(chosen, keys)]
+    return [(url, url is None or key not in shared)
+            for url, key in zip(chosen, keys, strict=True)]
 
 
 def _shared(keys: list[str | None]) -> set[str]:

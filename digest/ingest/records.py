@@ -70,6 +70,7 @@ class ArticleInput:
         # Cleaning is idempotent, so dataclasses.replace() (which runs this again) is safe.
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            cleaned: str | tuple[str, ...]
             if isinstance(value, str):
                 cleaned = clean_label(value) if f.name in _LABELS else clean_control(value)
             elif isinstance(value, tuple):

@@ -3,6 +3,7 @@ it, and tests use it as the far end, optionally misbehaving on purpose."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -77,7 +78,7 @@ class _Handler:
         for rcpt in envelope.rcpt_tos:
             reply = self.server.reply("DATA", envelope.mail_from or "", rcpt)
             if reply == DROP:
-                assert smtp.transport is not None
+                assert isinstance(smtp.transport, asyncio.Transport)
                 smtp.transport.abort()
                 return "421 closing"
             if reply:

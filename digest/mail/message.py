@@ -321,7 +321,7 @@ class DkimSigner:
 
     def sign(self, message: bytes) -> bytes:
         try:
-            header = dkim.sign(message, self.selector, self.domain, self.key,
+            header: bytes = dkim.sign(message, self.selector, self.domain, self.key,
                                include_headers=list(DKIM_HEADERS),
                                canonicalize=(b"relaxed", b"relaxed"), linesep=b"\r\n")
         except dkim.DKIMException as exc:

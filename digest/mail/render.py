@@ -203,8 +203,9 @@ class Renderer:
             raise ConfigError(f"{where}{f':{line}' if line else ''}: template error: "
                               f"{exc}") from None
         inlined = premailer.Premailer(raw_html, **_PREMAILER_OPTIONS).transform()
-        return RenderedVariant(context["subject"], inlined, text.strip() + "\n", content.shown,
-                               len(content.sections), content.total, placeholders)
+        return RenderedVariant(self.subject(content, test=test), inlined, text.strip() + "\n",
+                               content.shown, len(content.sections), content.total,
+                               placeholders)
 
     def render_edition(self, articles: Sequence[Article], number: int, date: datetime,
                        variant: str = ALL_TOPICS, *, test: bool = False) -> RenderedVariant:

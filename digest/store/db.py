@@ -8,28 +8,39 @@ __init__ importing them back would make an import cycle.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, inspect
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
 from ..errors import StoreError
+from .models import Base
 
 # Session is here for the services that run several queries in one transaction of theirs.
 __all__ = ["Session", "Store", "StoreUnavailable", "check_schema", "current_revision",
-           "head_revision", "open_engine", "session_factory", "upgrade_schema",
-           "upgrade_store"]
+           "head_revision", "open_engine", "rowcount", "session_factory", "table_of",
+           "upgrade_schema", "upgrade_store"]
 
 # What a query raises when the database went away or stayed locked past the busy
 # timeout: named here so that callers outside store/ (the CLI's one-line error) need not
 # import SQLAlchemy.
 StoreUnavailable = OperationalError
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for statements that bypass the ORM (bulk and hot paths)."""
+    return cast(Table, model.__table__)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (their results are cursor results)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -95,11 +106,12 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, 
             if engine.dialect.name == "sqlite":
                 # Batch migrations copy tables; foreign keys would cascade on the drop.
                 # (The pragma is ignored inside a transaction, so it goes first.)
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+                driver: Any = conn.connection.driver_connection
+                driver.execute("PRAGMA foreign_keys=OFF")
             with conn.begin():
                 before, after = _upgrade(conn, revision)
             if engine.dialect.name == "sqlite":
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                driver.execute("PRAGMA foreign_keys=ON")
     except OperationalError as exc:
         raise StoreError(f"cannot open the store at {engine.url!r}: {exc.orig}") from None
     return before, after
@@ -120,7 +132,7 @@ def _upgrade(conn: Any, revision: str) -> tuple[str | None, str]:
     tables = set(inspect(conn).get_table_names())
     before = MigrationContext.configure(conn).get_current_revision()
     config = _alembic_config(conn)
-    if before is None and _FIRST_TABLES <= tables:
+    if before is None and tables >= _FIRST_TABLES:
         command.stamp(config, "0001")
         before = "0001"
     command.upgrade(config, revision)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .articles import edition_articles, new_articles, next_edition_number
-from .db import Store
+from .db import Store, rowcount
 from .ledger import delivery_counts
 from .locks import locked_session
 from .models import (
@@ -160,11 +160,11 @@ def reopen_failed(store: Store, number: int) -> tuple[int, int]:
         edition = _by_number(session, number)
         active = select(Subscriber.id).where(Subscriber.status == SubscriberStatus.ACTIVE)
         failed = (Delivery.edition_id == edition.id) & (Delivery.status == DeliveryStatus.FAILED)
-        reopened = session.execute(
+        reopened = rowcount(session.execute(
             update(Delivery).where(failed, Delivery.subscriber_id.in_(active))
             .values(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=None,
                     not_before=None, claimed_by=None, lease_until=None)
-            .execution_options(synchronize_session=False)).rowcount or 0
+            .execution_options(synchronize_session=False)))
         left = session.scalar(select(func.count()).select_from(Delivery).where(failed)) or 0
         if reopened and edition.status is EditionStatus.SENT:
             edition.status = EditionStatus.SENDING
@@ -183,9 +183,9 @@ def discard(store: Store, number: int) -> int:
             raise InputError(f"edition {number} was sent to {reached} subscriber"
                              f"{'s' * (reached != 1)}: it cannot be discarded (an edition "
                              f"someone received stays in the record)")
-        articles = session.execute(
+        articles = rowcount(session.execute(
             update(Article).where(Article.edition_id == edition.id).values(edition_id=None)
-            .execution_options(synchronize_session=False)).rowcount or 0
+            .execution_options(synchronize_session=False)))
         session.execute(delete(Delivery).where(Delivery.edition_id == edition.id))
         session.delete(edition)
         return int(articles)

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .db import Store
+from .db import Store, rowcount, table_of
 from .models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 
 # Store is named here too while importers move to digest.store.db.
@@ -131,7 +131,7 @@ class StoreLedger:
         self._writes = store.engine.connect()
         # The hot path, one commit per sent message, goes straight to the driver: through
         # SQLAlchemy it costs ~50-150 µs a message, a third of a loopback SMTP send.
-        self._raw = self._writes.connection.driver_connection
+        self._raw: Any = cast(Any, self._writes.connection.driver_connection)
         self._sqlite = store.engine.dialect.name == "sqlite"
         mark = "?" if self._sqlite else "%s"
         if self._postgres:
@@ -156,7 +156,7 @@ class StoreLedger:
 
     def recover(self, now: datetime) -> int:
         """Give back rows claimed by senders that died (on this host) or whose lease ran out."""
-        d = Delivery.__table__
+        d = table_of(Delivery)
         with self._lock, self._claims.begin():
             owners = self._claims.execute(
                 select(d.c.claimed_by).where(d.c.status == DeliveryStatus.SENDING.value)
@@ -166,12 +166,12 @@ class StoreLedger:
                 update(d).where(d.c.status == DeliveryStatus.SENDING.value,
                                 or_(d.c.lease_until < now, d.c.claimed_by.in_(dead)))
                 .values(status=DeliveryStatus.PENDING.value, claimed_by=None, lease_until=None))
-            return int(result.rowcount or 0)
+            return rowcount(result)
 
     def claim(self, limit: int, now: datetime, lease_seconds: int, *,
               edition_id: int | None = None, retry: bool = False) -> list[Claim]:
         """Up to limit pending (or, with retry, due deferred) deliveries, now ours."""
-        d, s = Delivery.__table__, Subscriber.__table__
+        d, s = table_of(Delivery), table_of(Subscriber)
         if retry:
             wanted = and_(d.c.status == DeliveryStatus.DEFERRED.value,
                           d.c.next_attempt_at <= now)
@@ -225,7 +225,7 @@ class StoreLedger:
             self._raw.commit()
 
     def deferred(self, delivery_id: int, retry_at: datetime, error: str) -> None:
-        d = Delivery.__table__
+        d = table_of(Delivery)
         self._write(update(d).where(d.c.id == delivery_id).values(
             status=DeliveryStatus.DEFERRED.value, next_attempt_at=retry_at,
             attempts=d.c.attempts + 1, claimed_by=None, lease_until=None, last_error=error))
@@ -233,7 +233,7 @@ class StoreLedger:
     def failed(self, delivery_id: int, subscriber_id: int, error: str, bounce_threshold: int,
                *, hard: bool) -> None:
         """Give up on a delivery; a hard (5xx) failure counts towards bouncing the subscriber."""
-        d, s = Delivery.__table__, Subscriber.__table__
+        d, s = table_of(Delivery), table_of(Subscriber)
         with self._lock, self._writes.begin():
             self._writes.execute(update(d).where(d.c.id == delivery_id).values(
                 status=DeliveryStatus.FAILED.value, attempts=d.c.attempts + 1,
@@ -250,7 +250,7 @@ class StoreLedger:
         """Hand claimed but unsent deliveries back (with the reason, when there is one)."""
         if not delivery_ids:
             return
-        d = Delivery.__table__
+        d = table_of(Delivery)
         values: dict[str, Any] = {"status": DeliveryStatus.PENDING.value, "claimed_by": None,
                                   "lease_until": None}
         if error is not None:
@@ -261,7 +261,7 @@ class StoreLedger:
 
 def delivery_counts(session: Session, edition_id: int | None = None) -> dict[str, int]:
     """Deliveries per status (every status present, zero when none)."""
-    d = Delivery.__table__
+    d = table_of(Delivery)
     query = select(d.c.status, func.count()).group_by(d.c.status)
     if edition_id is not None:
         query = query.where(d.c.edition_id == edition_id)

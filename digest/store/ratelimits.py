@@ -8,7 +8,7 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from .ledger import Store
+from .db import Store, rowcount, table_of
 from .models import RateLimitHit
 
 __all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "current_hits", "reset_hits",
@@ -22,7 +22,7 @@ def count_hit(store: Store, key: str, expiry: int, amount: int, now: float) -> i
     """Count `amount` hits on key (a new window of `expiry` seconds when the last one
     ended at `now`) and return the hits in the current window. Ended windows of other
     keys go at the same time, so the table stays as small as the live buckets."""
-    table = RateLimitHit.__table__
+    table = table_of(RateLimitHit)
     insert = (postgresql.insert if store.engine.dialect.name == "postgresql"
               else sqlite.insert)(table)
     current = table.c.expires_at > now
@@ -66,7 +66,7 @@ def table_ready(store: Store) -> bool:
 def reset_hits(store: Store) -> int:
     """Forget every counter; returns how many there were."""
     with store.writes.begin() as session:
-        return int(session.execute(delete(RateLimitHit)).rowcount)
+        return rowcount(session.execute(delete(RateLimitHit)))
 
 
 def clear_hits(store: Store, key: str) -> None:

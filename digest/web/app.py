@@ -29,7 +29,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import BuildError, IntegerConverter, Map
+from werkzeug.routing import IntegerConverter, Map
 
 from ..audience.outbox import OutboxSender
 from ..config import Settings
@@ -88,14 +88,15 @@ def create_app(settings: Settings, store: Store | None = None,
         WTF_CSRF_TIME_LIMIT=2 * 3600,
         WTF_CSRF_SSL_STRICT=False,
     )
-    app.jinja_loader = template_loader(settings)   # type: ignore[assignment]
+    app.jinja_loader = template_loader(settings)
     app.jinja_env.autoescape = True
     app.jinja_env.filters["day"] = day
     app.jinja_env.globals["digest"] = settings.digest
     csrf = CSRFProtect(app)
     # Counted in the store, so every thread and process of this site shares the buckets.
+    shared: dict[str, Any] = {"store": here.store}
     limiter = Limiter(get_remote_address, app=app, storage_uri=f"{LIMIT_STORAGE}://",
-                      storage_options={"store": here.store}, default_limits=[])
+                      storage_options=shared, default_limits=[])
     app.register_blueprint(public_pages(limiter, csrf))
     app.url_build_error_handlers.append(_public_endpoint)
     _handle_errors(app)
@@ -103,7 +104,7 @@ def create_app(settings: Settings, store: Store | None = None,
     return app
 
 
-def _public_endpoint(error: BuildError, endpoint: str, values: dict[str, Any]) -> str:
+def _public_endpoint(error: Exception, endpoint: str, values: dict[str, Any]) -> str:
     """url_for('editions') in a user's templates_dir written before the pages became a
     blueprint: the public page of that name."""
     if "." not in endpoint:
@@ -181,7 +182,7 @@ class WebServer:
 
     @property
     def port(self) -> int:
-        return int(self.server.effective_port)   # type: ignore[union-attr]
+        return int(self.server.effective_port)
 
     def run(self) -> None:
         """Serve until stopped; then the outbox sender finishes its pass and ends."""
