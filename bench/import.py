@@ -202,7 +202,7 @@ def unsubscribe_during_import(code: Path, folder: Path, items: Path,
     """Import items while `digest serve` answers one-click unsubscribes (one POST every
     0.2 s, each for another subscriber); returns the import's figures and the latencies."""
     sys.path.insert(0, str(code))
-    from digest.audience.tokens import make_token
+    from digest.audience.tokens import Signer
 
     subs = folder / "subs.csv"
     subs.write_text("email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n"
@@ -228,7 +228,7 @@ def unsubscribe_during_import(code: Path, folder: Path, items: Path,
             importer.start()
             subscriber = 1
             while importer.is_alive() and subscriber <= subscribers:
-                token = make_token(SECRET.encode(), "unsubscribe", subscriber, 1)
+                token = Signer(SECRET.encode(), "unsubscribe").make(subscriber, 1)
                 start = time.perf_counter()
                 response = client.post(f"{base}/u/{token}",
                                        data={"List-Unsubscribe": "One-Click"})

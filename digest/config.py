@@ -36,6 +36,7 @@ __all__ = [
     "WebSettings",
     "find_config_file",
     "load_settings",
+    "with_overrides",
 ]
 
 ENV_PREFIX = "DIGEST_"

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BadToken", "TokenClaims", "create_secret_file", "make_token", "read_token"]
+__all__ = ["BadToken", "Signer", "TokenClaims", "create_secret_file", "read_token"]
 
 
 class BadToken(ValueError):
@@ -58,11 +58,6 @@ class Signer:
         payload = f"{self.purpose}:{subscriber_id}:{version}:{expires or ''}".encode()
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:18]
         return f"{_b64(payload)}.{_b64(mac)}"
-
-
-def make_token(secret: bytes, purpose: str, subscriber_id: int, version: int,
-               expires: int | None = None) -> str:
-    return Signer(secret, purpose).make(subscriber_id, version, expires)
 
 
 def read_token(secret: bytes, purpose: str, token: str, now: float | None = None) -> TokenClaims:

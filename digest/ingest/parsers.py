@@ -22,7 +22,7 @@ from ..content.links import canonical_url, is_web_url
 from ..content.teasers import clean_text, html_to_text, sanitize_html, split_highlights
 from .records import ArticleInput
 
-__all__ = ["SUFFIXES", "ParsedFile", "parse_path", "parse_date"]
+__all__ = ["SUFFIXES", "ParsedFile", "feed_records", "parse_date", "parse_path"]
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 

@@ -29,6 +29,7 @@ __all__ = [
     "Personal",
     "RenderedVariant",
     "Renderer",
+    "day",
     "new_placeholders",
     "template_loader",
 ]
