@@ -9,9 +9,6 @@ import ssl
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
-
 from .audience.subscribers import normalise_email
 from .config import Settings
 from .delivery.timing import next_runs
@@ -19,8 +16,10 @@ from .errors import ConfigError, DigestError, InputError
 from .mail.message import DkimSigner, sender_address
 from .mail.render import GMAIL_CLIP_BYTES
 from .scheduler import edition_trigger
-from .store.ledger import Store
-from .store.models import Feed, Subscriber, SubscriberStatus, utcnow
+from .store.db import STORE_ERRORS, Store
+from .store.feeds import feed_count
+from .store.models import utcnow
+from .store.subscribers import active_count, active_topic_choices
 
 __all__ = ["Step", "check_rendered", "check_schedule", "check_sender", "check_setup",
            "check_subscriber_topics"]
@@ -138,12 +137,10 @@ def check_subscriber_topics(settings: Settings, store: Store) -> list[Step]:
     topic and is always fine."""
     current = set(settings.topic_names)
     with store.sessions() as session:
-        rows = session.execute(select(Subscriber.email, Subscriber.topics)
-                               .where(Subscriber.status == SubscriberStatus.ACTIVE)
-                               .order_by(Subscriber.id))
-        # Articles carry the config's names exactly, so a topic only matches as spelled.
-        stranded = [(email, topics) for email, topics in rows
-                    if topics and not current & set(topics)]
+        choices = active_topic_choices(session)
+    # Articles carry the config's names exactly, so a topic only matches as spelled.
+    stranded = [(email, topics) for email, topics in choices
+                if topics and not current & set(topics)]
     if not stranded:
         return []
     email, topics = stranded[0]
@@ -165,12 +162,11 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
     store_ok = True
     try:
         with store.sessions() as session:
-            active = session.scalar(select(func.count()).select_from(Subscriber).where(
-                Subscriber.status == SubscriberStatus.ACTIVE))
-            feeds = session.scalar(select(func.count()).select_from(Feed))
+            active = active_count(session)
+            feeds = feed_count(session)
         steps.append(Step("store", True, f"{settings.store_url}: {active} active subscribers, "
                                          f"{feeds} feeds"))
-    except SQLAlchemyError as exc:
+    except STORE_ERRORS as exc:
         store_ok = False
         steps.append(Step("store", False, f"{settings.store_url}: {exc}"))
     steps += check_schedule(settings)
@@ -180,11 +176,14 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
     if settings.secret_key:
         steps.append(Step("secret key", True, "DIGEST_SECRET_KEY is set"))
     else:
+        # DIGEST_SECRET_KEY unset: the key is the file digest init wrote, and reading it
+        # is the check (ConfigError, saying how to fix it, when it is missing or short).
         try:
-            settings.signing_key     # DIGEST_SECRET_KEY unset: the file digest init wrote
-            steps.append(Step("secret key", True, f"{settings.secret_file}"))
+            readable = bool(settings.signing_key)
         except DigestError as exc:
             steps.append(Step("secret key", False, str(exc)))
+        else:
+            steps.append(Step("secret key", readable, f"{settings.secret_file}"))
     if settings.dkim.enabled:
         try:
             DkimSigner(settings)

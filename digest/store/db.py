@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, inspect
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
@@ -23,14 +23,18 @@ from ..errors import StoreError
 from .models import Base
 
 # Session is here for the services that run several queries in one transaction of theirs.
-__all__ = ["Session", "Store", "StoreUnavailable", "check_schema", "current_revision",
-           "head_revision", "open_engine", "rowcount", "session_factory", "table_of",
-           "upgrade_schema", "upgrade_store"]
+__all__ = ["STORE_ERRORS", "Session", "Store", "StoreUnavailable", "check_schema",
+           "current_revision", "head_revision", "open_engine", "rowcount", "session_factory",
+           "table_of", "upgrade_schema", "upgrade_store"]
 
 # What a query raises when the database went away or stayed locked past the busy
 # timeout: named here so that callers outside store/ (the CLI's one-line error) need not
 # import SQLAlchemy.
 StoreUnavailable = OperationalError
+
+# Every error a query raises when the store cannot answer it (StoreUnavailable, a table
+# missing or refused, ...): what callers outside store/ catch to report a store problem.
+STORE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError,)
 
 
 def table_of(model: type[Base]) -> Table:
