@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
-from .db import Store, rowcount, table_of
+# STORE_ERRORS is named here too for the rate limiter's storage (its base_exceptions).
+from .db import STORE_ERRORS, Store, rowcount, table_of
 from .models import RateLimitHit
 
 __all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "current_hits", "reset_hits",
            "table_ready", "window_end"]
-
-# What the store raises when it cannot answer (an outage, a lock held too long).
-STORE_ERRORS: type[Exception] = SQLAlchemyError
 
 
 def count_hit(store: Store, key: str, expiry: int, amount: int, now: float) -> int:
@@ -58,7 +55,7 @@ def table_ready(store: Store) -> bool:
     try:
         with store.sessions() as session:
             session.scalar(select(func.count()).select_from(RateLimitHit))
-    except SQLAlchemyError:
+    except STORE_ERRORS:
         return False
     return True
 

@@ -36,7 +36,7 @@ class StoreLimitStorage(Storage):
         self.store = store
 
     @property
-    def base_exceptions(self) -> type[Exception]:
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return counters.STORE_ERRORS
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
