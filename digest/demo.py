@@ -64,7 +64,7 @@ def run_demo(folder: Path, progress: ProgressFn | None = None) -> DemoResult:
         create_secret_file(settings.secret_file)
         store = Store.from_settings(settings)
         try:
-            classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
+            classifier = TopicClassifier.from_settings(settings)
             imported = import_files(store.writes, classifier,
                                     [package_resource("data/sample_articles.json")])
             book = SubscriberBook(store, settings)

@@ -33,12 +33,13 @@ def articles() -> None:
 
 
 def _configured_topic(app: App, topic: str, label: str = "") -> str:
-    """The configured spelling of `topic`; an InputError naming the choices (the option
-    it came from as `label`) when it is no configured topic."""
+    """The configured spelling of `topic` (the topic rule's `known`); an InputError
+    naming the choices (the option it came from as `label`) when it is no configured
+    topic."""
     known = app.classifier.known(topic)
     if known is None:
         raise InputError(f"{label}{topic!r} is not a configured topic; choose one of "
-                         f"{', '.join(app.settings.topic_names)}")
+                         f"{', '.join(app.classifier.names)}")
     return known
 
 
