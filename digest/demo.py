@@ -18,7 +18,7 @@ from .ingest import import_files
 from .mail.loopback import LoopbackSMTPServer
 from .mail.transport import SmtpTransport
 from .resources import package_resource
-from .store.ledger import Store
+from .store.db import Store
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -26,8 +26,7 @@ from ..mail.transport import (
     Transport,
     make_transport,
 )
-from ..store.db import Session
-from ..store.ledger import Store
+from ..store.db import Session, Store
 from ..store.models import OutboxMail, utcnow
 from ..store.outbox import add_mail, claim_due_mail, delete_mail, reschedule_mail
 

@@ -22,8 +22,7 @@ from ..config import Settings
 from ..content.topics import TopicClassifier
 from ..errors import InputError
 from ..store import subscribers as stored
-from ..store.db import Session
-from ..store.ledger import Store
+from ..store.db import Session, Store
 from ..store.models import Subscriber, SubscriberStatus
 from .outbox import queue_mail
 

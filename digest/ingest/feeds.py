@@ -28,7 +28,7 @@ from .. import __version__
 from ..config import FetchSettings, Settings
 from ..content.topics import TopicClassifier
 from ..errors import DigestError, InputError
-from ..store.db import Session
+from ..store.db import Session, Store
 from ..store.feeds import (
     add_feed,
     delete_feed,
@@ -38,7 +38,6 @@ from ..store.feeds import (
     list_feeds,
     taken_feed_names,
 )
-from ..store.ledger import Store
 from ..store.models import Feed, utcnow
 from . import ArticleInput
 from .parsers import feed_records

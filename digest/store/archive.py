@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from .ledger import Store
+from .db import Store
 from .models import Article, Edition, EditionStatus
 
 __all__ = ["PUBLISHED", "published_article", "published_edition", "published_editions"]

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .ledger import Store
+from .db import Store
 from .models import OutboxMail, utcnow
 
 __all__ = ["add_mail", "claim_due_mail", "delete_mail", "reschedule_mail"]

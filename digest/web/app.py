@@ -35,7 +35,7 @@ from ..audience.outbox import OutboxSender
 from ..config import Settings
 from ..errors import InputError
 from ..mail.render import day, template_loader
-from ..store.ledger import Store
+from ..store.db import Store
 from .public import public_pages
 from .ratelimits import SCHEME as LIMIT_STORAGE
 from .site import Site, page

@@ -15,7 +15,7 @@ from typing import Any
 from limits.storage import Storage
 
 from ..store import ratelimits as counters
-from ..store.ledger import Store
+from ..store.db import Store
 
 __all__ = ["SCHEME", "StoreLimitStorage"]
 

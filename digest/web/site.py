@@ -17,7 +17,7 @@ from ..config import Settings
 from ..mail.archive import render_archived
 from ..mail.render import Renderer
 from ..store.archive import published_edition
-from ..store.ledger import Store
+from ..store.db import Store
 from ..store.models import Subscriber
 
 __all__ = ["Site", "page", "site"]
