@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .db import table_of
 from .models import Article, ArticleSource, Source
 
 __all__ = ["InsertedArticles", "SessionFactory", "article_ids_by_canonical_url",
@@ -70,7 +71,7 @@ def insert_articles(session: Session, rows: Sequence[Mapping[str, Any]]) -> Inse
         return InsertedArticles([])
     # Core's INSERT on the table: one statement with RETURNING per batch (the ORM's
     # bulk path would build an object per row).
-    table = cast(Table, Article.__table__)
+    table = table_of(Article)
     statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     try:
         with session.begin_nested():

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .db import Store
+from .db import Store, rowcount
 from .models import OutboxMail, utcnow
 
 __all__ = ["add_mail", "claim_due_mail", "delete_mail", "reschedule_mail"]
@@ -42,13 +41,12 @@ def claim_due_mail(store: Store, now: datetime, skip: Collection[int],
             return None
         with store.writes.begin() as session:
             # Only one process wins the row: the update re-checks the lease atomically.
-            # An UPDATE's result is a CursorResult (its rowcount is what we need).
-            result = cast("CursorResult[Any]", session.execute(
+            won = rowcount(session.execute(
                 update(OutboxMail)
                 .where(OutboxMail.id == row_id, unleased)
                 .values(lease_until=now + lease)
-                .execution_options(synchronize_session=False)))
-            if result.rowcount == 1:
+                .execution_options(synchronize_session=False))) == 1
+            if won:
                 return session.get(OutboxMail, row_id)
 
 
