@@ -37,17 +37,21 @@ from xml.sax.saxutils import escape
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS_TEXT = ROOT.parent / "shared" / "corpus" / "pages" / "expected"
-AG_NEWS = ROOT.parent / "shared" / "corpus" / "topics" / "ag_news_train_sample.csv"
+CORPUS_TEXT = ROOT / "tests" / "data" / "corpus" / "pages" / "expected"
+AG_NEWS = ROOT / "tests" / "data" / "ingest" / "ag_news_train_sample.csv"
 SECRET = "bench-import-secret-key-0123456789abcdef"
 ITEMS_PER_FEED = 1000
-_FALLBACK_WORDS = (
-    "council vote budget city plan water energy price market school health court ruling "
-    "minister election report study climate storm rail strike union bank rate inflation "
-    "company profit loss launch phone chip software security breach data privacy law "
-    "team season coach final match record player injury film festival award museum art "
-    "river bridge hospital vaccine trial research scientists space mission telescope "
-    "farmers harvest drought wildfire flood police investigation trade talks summit").split()
+_FALLBACK_WORDS = [
+    "council", "vote", "budget", "city", "plan", "water", "energy", "price", "market",
+    "school", "health", "court", "ruling", "minister", "election", "report", "study",
+    "climate", "storm", "rail", "strike", "union", "bank", "rate", "inflation", "company",
+    "profit", "loss", "launch", "phone", "chip", "software", "security", "breach", "data",
+    "privacy", "law", "team", "season", "coach", "final", "match", "record", "player",
+    "injury", "film", "festival", "award", "museum", "art", "river", "bridge", "hospital",
+    "vaccine", "trial", "research", "scientists", "space", "mission", "telescope", "farmers",
+    "harvest", "drought", "wildfire", "flood", "police", "investigation", "trade", "talks",
+    "summit",
+]
 
 
 def _sentences() -> list[list[str]]:
@@ -202,7 +206,7 @@ def unsubscribe_during_import(code: Path, folder: Path, items: Path,
     """Import items while `digest serve` answers one-click unsubscribes (one POST every
     0.2 s, each for another subscriber); returns the import's figures and the latencies."""
     sys.path.insert(0, str(code))
-    from digest.audience.tokens import Signer
+    from digest.tokens import Signer
 
     subs = folder / "subs.csv"
     subs.write_text("email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n"

@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from digest.config import load_settings  # noqa: E402
 from digest.delivery.runner import enqueue_edition  # noqa: E402
-from digest.store.ledger import Store  # noqa: E402
+from digest.store.db import Store  # noqa: E402
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ from .delivery.timing import next_runs
 from .errors import ConfigError, DigestError, InputError
 from .mail.message import DkimSigner, sender_address
 from .mail.render import GMAIL_CLIP_BYTES
+from .mail.transport import SessionStep, open_smtp, smtp_reply
 from .scheduler import edition_trigger
 from .store.db import STORE_ERRORS, Store
 from .store.feeds import feed_count
@@ -33,64 +34,27 @@ class Step:
     warning: bool = False     # ok, but worth a look
 
 
-def _reply(code: int, text: bytes) -> str:
-    return f"{code} {' '.join(text.decode('utf-8', 'replace').split())}"[:200]
-
-
 def check_smtp(settings: Settings) -> list[Step]:
-    """Connect, EHLO, STARTTLS and AUTH when configured, QUIT: one step each."""
-    s = settings.smtp
+    """Connect, EHLO, STARTTLS and AUTH when configured, QUIT: one step each, through the
+    very session set-up that sending uses (mail.transport.open_smtp)."""
     steps: list[Step] = []
-    where = f"{s.host}:{s.port}"
+
+    def keep(step: SessionStep) -> None:
+        steps.append(Step(step.name, step.ok, step.detail, step.warning))
+
     try:
-        if s.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(timeout=s.timeout,
-                                                  context=ssl.create_default_context())
-        else:
-            smtp = smtplib.SMTP(timeout=s.timeout)
-        code, banner = smtp.connect(s.host, s.port)
-    except (OSError, smtplib.SMTPException) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return [Step("connect", False, f"cannot reach {where} ({reason}); check [smtp] host, "
-                                       f"port and security")]
-    steps.append(Step("connect", True, f"{where} ({'TLS, ' if s.security == 'ssl' else ''}"
-                                       f"{_reply(code, banner)})"))
-    try:
-        _session_steps(smtp, settings, steps)
+        smtp = open_smtp(settings.smtp, keep)
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        if not steps or steps[-1].ok:       # a failure that no step has named yet
+            steps.append(Step("session", False, f"{type(exc).__name__}: {exc}"))
+        return steps
+    try:
+        code, reply = smtp.quit()
+        steps.append(Step("QUIT", True, smtp_reply(code, reply)))
+    except (OSError, smtplib.SMTPException) as exc:
         steps.append(Step("session", False, f"{type(exc).__name__}: {exc}"))
-    finally:
         smtp.close()
     return steps
-
-
-def _session_steps(smtp: smtplib.SMTP, settings: Settings, steps: list[Step]) -> None:
-    s = settings.smtp
-    code, _ = smtp.ehlo(s.helo or "")
-    features = " ".join(sorted(k.upper() for k in smtp.esmtp_features))
-    steps.append(Step("EHLO", 200 <= code < 300, f"{code}; offers {features or 'nothing'}"))
-    if s.security == "starttls":
-        if not smtp.has_extn("starttls"):
-            steps.append(Step("STARTTLS", False, "the server does not offer STARTTLS; "
-                                                 "use security = \"none\" or \"ssl\""))
-            return
-        code, reply = smtp.starttls(context=ssl.create_default_context())
-        smtp.ehlo(s.helo or "")
-        steps.append(Step("STARTTLS", True, _reply(code, reply)))
-    elif s.security == "none" and smtp.has_extn("starttls"):
-        steps.append(Step("STARTTLS", True, "offered but not used ([smtp] security = "
-                                            "\"none\"); consider \"starttls\"",
-                          warning=True))
-    if s.username:
-        try:
-            code, reply = smtp.login(s.username, s.password)
-            steps.append(Step("AUTH", True, f"as {s.username}: {_reply(code, reply)}"))
-        except smtplib.SMTPException as exc:
-            steps.append(Step("AUTH", False, f"as {s.username}: {exc}; check [smtp] "
-                                             f"username and DIGEST_SMTP__PASSWORD"))
-            return
-    code, reply = smtp.quit()
-    steps.append(Step("QUIT", True, _reply(code, reply)))
 
 
 def _config_file(settings: Settings) -> str:

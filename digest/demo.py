@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .audience.subscribers import SubscriberBook
-from .audience.tokens import create_secret_file
 from .config import load_settings, with_overrides
 from .content.topics import TopicClassifier
 from .delivery.runner import SendReport, send_edition
@@ -19,6 +18,7 @@ from .mail.loopback import LoopbackSMTPServer
 from .mail.transport import SmtpTransport
 from .resources import package_resource
 from .store.db import Store
+from .tokens import create_secret_file
 
 __all__ = ["DemoResult", "run_demo"]
 

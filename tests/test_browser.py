@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from digest.config import load_settings
 from digest.mail.loopback import LoopbackSMTPServer, Received, free_port
-from digest.store.ledger import Store
+from digest.store.db import Store
 from digest.store.models import Subscriber, SubscriberStatus
 from digest.web.app import WebServer
 

@@ -20,7 +20,7 @@ from conftest import CORPUS, Digest, need
 
 from digest.config import load_settings
 from digest.ingest.feeds import FeedBook
-from digest.store.ledger import Store
+from digest.store.db import Store
 
 
 def rss(title: str, items: list[tuple[str, str, str]]) -> bytes:

@@ -8,9 +8,8 @@ import csv
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 from conftest import Digest, sql
@@ -26,7 +25,7 @@ from digest.ingest.writer import (
     import_files,
     same_story,
 )
-from digest.store.ledger import Store
+from digest.store.db import Store
 
 DATA = Path(__file__).parent / "data" / "ingest"
 PODCAST = DATA / "podcast-shared-link.rss"
@@ -81,8 +80,8 @@ def test_bidi_and_format_characters_are_stripped_from_titles(digest: Digest,
 
 def test_zero_width_joiners_stay_in_titles() -> None:
     # ZWJ builds emoji sequences and ZWNJ is needed in Persian; neither reorders text.
-    record = ArticleInput(title="Family \U0001f468\u200d\U0001f469 and \u0645\u06cc\u200c\u0634\u0648\u062f",
-                          body="x", where="t")
+    record = ArticleInput(title="Family \U0001f468\u200d\U0001f469 and "
+                                "\u0645\u06cc\u200c\u0634\u0648\u062f", body="x", where="t")
     assert "\u200d" in record.title and "\u200c" in record.title
 
 

@@ -25,7 +25,7 @@ from digest.delivery.runner import run_slot, send_due
 from digest.delivery.timing import next_runs
 from digest.mail.loopback import LoopbackSMTPServer
 from digest.scheduler import edition_trigger
-from digest.store.ledger import Store
+from digest.store.db import Store
 from digest.store.models import utcnow
 
 _RUNNING: list[Scheduler] = []

@@ -1,2 +1,2 @@
-"""The readers: subscribers (one service for the CLI and the web), the signed tokens of
-their links, and the outbox of confirmation mails."""
+"""The readers: subscribers (one service for the CLI and the web: add, import, sign-up,
+confirm, unsubscribe, preferences), the confirmation mails and their outbox."""

@@ -13,7 +13,7 @@ from ..config import Settings
 from ..mail.message import SMTP_POLICY, sender_address
 from ..mail.render import Renderer
 from ..store.models import Subscriber, SubscriberStatus
-from .tokens import Signer
+from ..tokens import Signer
 
 __all__ = ["CONFIRM_HOURS", "ConfirmationMail"]
 

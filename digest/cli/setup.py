@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from ..audience.tokens import create_secret_file
 from ..checks import check_setup
 from ..config import load_settings
 from ..demo import run_demo
 from ..errors import InputError
 from ..resources import package_resource
 from ..store.db import upgrade_store
+from ..tokens import create_secret_file
 from .app import App, DigestGroup, delivery_table, out, print_steps, progress_bar
 
 __all__ = ["check", "db", "demo", "init"]

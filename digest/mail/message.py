@@ -26,12 +26,12 @@ from email.utils import format_datetime, formataddr, parseaddr
 
 import dkim
 
-from ..audience.tokens import Signer
 from ..config import Settings
 from ..content.edition import ALL_TOPICS
 from ..errors import ConfigError
 from ..ingest.records import clean_label
 from ..store.models import Article
+from ..tokens import Signer
 from .render import Personal, RenderedVariant, Renderer
 
 __all__ = [

@@ -11,6 +11,8 @@ from __future__ import annotations
 import mailbox
 import smtplib
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +20,9 @@ from ..config import Settings, SmtpSettings
 from ..errors import DeliveryError, ServerRefused
 
 __all__ = [
+    "SessionStep",
+    "open_smtp",
+    "smtp_reply",
     "Connection",
     "MaildirTransport",
     "PermanentFailure",
@@ -52,6 +57,11 @@ class Transport(Protocol):
     def check(self) -> None: ...
 
 
+def smtp_reply(code: int, text: bytes | str) -> str:
+    """A server reply as one short line: "550 5.1.1 No such user"."""
+    return _reply(code, text)
+
+
 def _reply(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
@@ -75,31 +85,83 @@ def _classify(code: int, text: bytes | str, stage: str) -> Exception:
     return TemporaryFailure(reply, reconnect=code == 421 or not 400 <= code < 500)
 
 
-class SmtpConnection:
-    def __init__(self, settings: SmtpSettings) -> None:
-        self.settings = settings
-        self.smtp = self._connect()
+@dataclass(frozen=True)
+class SessionStep:
+    """One step of opening an SMTP session, as `digest check` shows it."""
 
-    def _connect(self) -> smtplib.SMTP:
-        s = self.settings
-        helo = s.helo or None
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False
+
+
+def open_smtp(s: SmtpSettings,
+              report: Callable[[SessionStep], None] | None = None) -> smtplib.SMTP:
+    """The one way digest opens an SMTP session, for sending and for `digest check`:
+    connect, EHLO, STARTTLS and AUTH as configured. Each step goes to report; a step that
+    fails is reported, then its smtplib or OS error is raised with the connection closed."""
+    tell = report or (lambda _step: None)
+    where = f"{s.host}:{s.port}"
+    try:
         if s.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, local_hostname=helo,
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(local_hostname=s.helo or None,
                                                   timeout=s.timeout,
                                                   context=ssl.create_default_context())
         else:
-            smtp = smtplib.SMTP(s.host, s.port, local_hostname=helo, timeout=s.timeout)
+            smtp = smtplib.SMTP(local_hostname=s.helo or None, timeout=s.timeout)
+        code, banner = smtp.connect(s.host, s.port)
+    except (OSError, smtplib.SMTPException) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        tell(SessionStep("connect", False, f"cannot reach {where} ({reason}); check [smtp] "
+                                           f"host, port and security"))
+        raise
+    try:
+        if code != 220:
+            tell(SessionStep("connect", False, f"{where} refused the session: "
+                                               f"{_reply(code, banner)}"))
+            raise smtplib.SMTPConnectError(code, banner)
+        tell(SessionStep("connect", True, f"{where} ({'TLS, ' if s.security == 'ssl' else ''}"
+                                          f"{_reply(code, banner)})"))
+        _greet(smtp, s, tell)
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def _greet(smtp: smtplib.SMTP, s: SmtpSettings, tell: Callable[[SessionStep], None]) -> None:
+    """EHLO, then STARTTLS and AUTH as configured, each step told."""
+    code, reply = smtp.ehlo()
+    if not 200 <= code < 300:
+        tell(SessionStep("EHLO", False, _reply(code, reply)))
+        raise smtplib.SMTPHeloError(code, reply)
+    features = " ".join(sorted(k.upper() for k in smtp.esmtp_features))
+    tell(SessionStep("EHLO", True, f"{code}; offers {features or 'nothing'}"))
+    if s.security == "starttls":
+        if not smtp.has_extn("starttls"):
+            tell(SessionStep("STARTTLS", False, "the server does not offer STARTTLS; use "
+                                                "security = \"none\" or \"ssl\""))
+            raise smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server.")
+        code, reply = smtp.starttls(context=ssl.create_default_context())
+        smtp.ehlo()
+        tell(SessionStep("STARTTLS", True, _reply(code, reply)))
+    elif s.security == "none" and smtp.has_extn("starttls"):
+        tell(SessionStep("STARTTLS", True, "offered but not used ([smtp] security = "
+                                           "\"none\"); consider \"starttls\"", warning=True))
+    if s.username:
         try:
-            smtp.ehlo()
-            if s.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if s.username:
-                smtp.login(s.username, s.password)
-        except BaseException:
-            smtp.close()
+            code, reply = smtp.login(s.username, s.password)
+        except smtplib.SMTPException as exc:
+            tell(SessionStep("AUTH", False, f"as {s.username}: {exc}; check [smtp] username "
+                                            f"and DIGEST_SMTP__PASSWORD"))
             raise
-        return smtp
+        tell(SessionStep("AUTH", True, f"as {s.username}: {_reply(code, reply)}"))
+
+
+class SmtpConnection:
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.smtp = open_smtp(settings)
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         try:

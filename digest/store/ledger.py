@@ -24,8 +24,8 @@ from .db import Store, rowcount, table_of
 from .models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 
 # Store is named here too while importers move to digest.store.db.
-__all__ = ["Claim", "Ledger", "Store", "StoreLedger", "delivery_counts", "delivery_totals",
-           "new_owner", "retire_owner"]
+__all__ = ["Claim", "Ledger", "StoreLedger", "delivery_counts", "delivery_totals", "new_owner",
+           "retire_owner"]
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from flask_wtf.csrf import CSRFProtect
 
 from ..audience.confirmations import CONFIRM_HOURS
 from ..audience.subscribers import LinkState, clean_name
-from ..audience.tokens import TokenClaims
 from ..errors import InputError
 from ..store.archive import published_article, published_editions
 from ..store.models import Subscriber, SubscriberStatus
+from ..tokens import TokenClaims
 from .site import page, site
 
 __all__ = ["SIGNUP_LIMIT", "public_pages"]

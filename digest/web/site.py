@@ -12,13 +12,13 @@ from flask import current_app, render_template
 from ..audience.confirmations import ConfirmationMail
 from ..audience.outbox import OutboxSender
 from ..audience.subscribers import SubscriberBook
-from ..audience.tokens import BadToken, Signer, TokenClaims, read_token
 from ..config import Settings
 from ..mail.archive import render_archived
 from ..mail.render import Renderer
 from ..store.archive import published_edition
 from ..store.db import Store
 from ..store.models import Subscriber
+from ..tokens import BadToken, Signer, TokenClaims, read_token
 
 __all__ = ["Site", "page", "site"]
 

@@ -1,0 +1,95 @@
+"""The layout keeps its promises: names cross module borders only through __all__, SQL
+stays in the store, imports flow one way, and no function grows past a screen."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "digest"
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package (migrations aside), by dotted name."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "migrations" in path.parts or path.name == "__main__.py":
+            continue
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, str, int]]:
+    """(module, imported name, line) for every `from digest… import name` in the module."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module or ""
+        if module.split(".")[0] != "digest":
+            continue
+        found += [(module, alias.name, node.lineno) for alias in node.names]
+    return found
+
+
+def test_every_name_imported_across_modules_is_in_that_modules_all() -> None:
+    modules = _modules()
+    missing = []
+    for name, path in modules.items():
+        for module, imported, line in _imports(name, path):
+            if f"{module}.{imported}" in modules:      # a submodule, not a name
+                continue
+            exported = getattr(importlib.import_module(module), "__all__", None)
+            if exported is None or imported not in exported:
+                missing.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {imported} is "
+                               f"not in {module}.__all__")
+    assert missing == []
+
+
+def test_every_name_in_all_exists() -> None:
+    for name in _modules():
+        module = importlib.import_module(name)
+        for exported in getattr(module, "__all__", ()):
+            assert hasattr(module, exported), f"{name}.__all__ names {exported}, not there"
+
+
+def test_only_the_store_speaks_sql() -> None:
+    speaking = [name for name, path in _modules().items()
+                if not name.startswith("digest.store")
+                and any(module.split(".")[0] == "sqlalchemy"
+                        for module in _top_imports(path))]
+    assert speaking == []
+
+
+def _top_imports(path: Path) -> list[str]:
+    """Every module an import statement in path names, relative ones aside."""
+    tree = ast.parse(path.read_text(), str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    long = []
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: "
+                                f"{node.name} has {length} lines")
+    assert long == []
