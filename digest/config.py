@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -20,7 +21,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 from .resources import package_resource
-from .store.urls import sqlite_file
 
 __all__ = [
     "DeliverySettings",
@@ -148,6 +148,11 @@ class WebSettings:
 
 # The signing secret `digest init` writes when DIGEST_SECRET_KEY is not used.
 SECRET_FILE = "secret.key"
+# An SQLite store's file in its URL (sqlite:///relative.db, sqlite:////abs.db, with a
+# driver name or a query or not); an in-memory database names none. Read here without
+# SQLAlchemy: the config sits below the store.
+_SQLITE_FILE = re.compile(r"(?P<prefix>sqlite(?:\+\w+)?:///)(?P<path>(?!:memory:)[^?]+)"
+                          r"(?P<query>\?.*)?$")
 
 
 @dataclass(frozen=True)
@@ -186,19 +191,17 @@ class Settings:
     def store_url(self) -> str:
         """store.url with a relative SQLite path resolved against the config's folder."""
         url = self.store.url
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-            path = url[len(prefix):]
-            if not path.startswith("/"):
-                return prefix + str(self.resolve_path(path))
+        match = _SQLITE_FILE.match(url)
+        if match and not match["path"].startswith("/"):
+            return f"{match['prefix']}{self.resolve_path(match['path'])}{match['query'] or ''}"
         return url
 
     @property
     def secret_file(self) -> Path:
         """Where `digest init` keeps the signing secret: beside an SQLite store's file, or
         beside the config file for a server database."""
-        database = sqlite_file(self.store_url)
-        return (database.parent if database else self.base_dir) / SECRET_FILE
+        match = _SQLITE_FILE.match(self.store_url)
+        return (Path(match["path"]).parent if match else self.base_dir) / SECRET_FILE
 
     @property
     def signing_key(self) -> bytes:

@@ -85,3 +85,15 @@ def test_topic_rules() -> None:
     assert c.assign("Anything", "", explicit="science") == "Science"
     assert c.assign("Anything", "", categories=["Misc", "sports"]) == "Sports"
     assert c.assign("Gardening tips", "", explicit="Gardening") == "Gardening"
+
+
+def test_sqlite_urls_resolve_beside_the_config_and_keep_their_query(tmp_path: Path) -> None:
+    (tmp_path / "digest.toml").write_text(
+        '[store]\nurl = "sqlite+pysqlite:///data/news.db?timeout=5"\n')
+    s = load_settings(tmp_path / "digest.toml", environ={})
+    assert s.store_url == f"sqlite+pysqlite:///{tmp_path / 'data' / 'news.db'}?timeout=5"
+    assert s.secret_file == tmp_path / "data" / "secret.key"
+    memory = load_settings(tmp_path / "digest.toml",
+                           environ={"DIGEST_STORE__URL": "sqlite:///:memory:"})
+    assert memory.store_url == "sqlite:///:memory:"
+    assert memory.secret_file == tmp_path / "secret.key"

@@ -93,3 +93,28 @@ def test_no_function_is_longer_than_a_screen() -> None:
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: "
                                 f"{node.name} has {length} lines")
     assert long == []
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_rooms_import_each_other_one_way() -> None:
+    """No two rooms (store, content, mail, …) import each other, directly or around."""
+    graph: dict[str, set[str]] = {}
+    for name, path in _modules().items():
+        for module, _imported, _line in _imports(name, path):
+            src, dst = _package_of(name), _package_of(module)
+            if src != dst and dst != "digest":
+                graph.setdefault(src, set()).add(dst)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    circular = sorted(f"{a} → {b}" for a, targets in graph.items() for b in targets
+                      if reaches(b, a, {b}))
+    assert circular == []
