@@ -101,3 +101,22 @@ def test_four_workers_one_killed_half_way(digest: Digest, counting_smtp: Loopbac
     assert sql(tmp_path, "select status from editions") == [("sent",)]
     print(f"{total} recipients, 4 workers, one killed holding {held_before}: "
           f"{len(duplicates)} sent twice; pid {os.getpid()}")
+
+
+def test_a_worker_whose_server_refuses_the_message_leaves_the_edition_paused(
+        digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """In worker mode an edition never showed "paused"."""
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    bulk_subscribers(tmp_path, 5)
+    env = smtp_env(smtp)
+    digest.ok("send", "--enqueue", env=env)
+    smtp.reply_policy = lambda phase, _f, _r: "554 5.7.1 Rejected" if phase == "DATA" else None
+    result = digest("worker", "--until-done", env=env)
+    assert result.exit_code == 1
+    assert "the SMTP server refused the message (DATA): 554 5.7.1 Rejected" in result.output
+    assert sql(tmp_path, "select status from editions") == [("paused",)]
+    assert "paused" in digest.ok("editions", "list").stdout
+    smtp.reply_policy = None
+    digest.ok("worker", "--until-done", env=env)
+    assert sql(tmp_path, "select status from editions") == [("sent",)]
+    assert len(smtp.by_recipient()) == 5

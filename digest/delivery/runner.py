@@ -33,6 +33,7 @@ from .sender import ProgressFn, Sender
 __all__ = [
     "SendReport",
     "SlotOutcome",
+    "TransportFactory",
     "enqueue_edition",
     "enqueue_only",
     "next_retry",
@@ -162,8 +163,12 @@ def _ran(report: SendReport) -> str:
     return f"sent {run['sent']}, deferred {run['deferred']}, failed {run['failed']}"
 
 
+TransportFactory = Callable[[Settings], Transport]
+
+
 def send_due(store: Store, settings: Settings, now: datetime | None = None,
-             stop: threading.Event | None = None) -> list[str]:
+             stop: threading.Event | None = None,
+             transports: TransportFactory = make_transport) -> list[str]:
     """Send what is due: unfinished editions' pending deliveries (local-time waves that
     have come, work a killed process left) and deferred deliveries whose retry time has
     come. Returns one line per thing done. With workers, nothing: they do it."""
@@ -171,7 +176,7 @@ def send_due(store: Store, settings: Settings, now: datetime | None = None,
     done: list[str] = []
     if enqueue_only(settings):
         return done
-    transport = make_transport(settings)
+    transport = transports(settings)
     for number in stored.unfinished_numbers(store):
         report = send_edition(store, settings, transport, now=now, number=number, stop=stop)
         if any(report.this_run.values()):
@@ -192,7 +197,8 @@ class SlotOutcome:
 
 
 def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | None = None,
-             stop: threading.Event | None = None) -> SlotOutcome:
+             stop: threading.Event | None = None,
+             transports: TransportFactory = make_transport) -> SlotOutcome:
     """The edition for one slot: resume it if it exists, else build it (unless fewer than
     min_articles are new) and send what is due (with workers: only enqueue it)."""
     now = now or utcnow()
@@ -202,7 +208,7 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
         return SlotOutcome(slot, existing.number, "done", "already sent")
     if existing is None:
         # Work left from earlier (a killed run, deferred mail) goes out before a new edition.
-        for line in send_due(store, settings, now, stop):
+        for line in send_due(store, settings, now, stop, transports):
             log.info("%s", line)
     if existing is None and fresh < max(settings.digest.min_articles, 1):
         return SlotOutcome(slot, None, "skipped",
@@ -214,7 +220,7 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
                 store, settings, now, slot=slot, waves=settings.schedule.local_time)
             return SlotOutcome(slot, edition.number, "queued",
                                f"{pending} deliveries pending for the workers")
-        report = send_edition(store, settings, make_transport(settings), now=now, slot=slot,
+        report = send_edition(store, settings, transports(settings), now=now, slot=slot,
                               number=existing.number if existing else None, stop=stop,
                               waves=settings.schedule.local_time)
     except NothingToSend as exc:       # e.g. nobody subscribed yet: the articles carry over
