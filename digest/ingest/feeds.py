@@ -76,7 +76,6 @@ class FetchedFeed:
     data: bytes = b""
     etag: str | None = None
     last_modified: str | None = None
-    final_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,8 +157,7 @@ def fetch_url(client: httpx.Client, url: str, settings: FetchSettings,
             with client.stream("GET", current, headers=headers,
                                timeout=httpx.Timeout(budget)) as response:
                 if response.status_code == 304:
-                    return FetchedFeed(304, etag=etag, last_modified=last_modified,
-                                       final_url=current)
+                    return FetchedFeed(304, etag=etag, last_modified=last_modified)
                 if response.status_code in _REDIRECTS:
                     current = _redirect_target(current, response)
                     continue
@@ -170,8 +168,7 @@ def fetch_url(client: httpx.Client, url: str, settings: FetchSettings,
                 return FetchedFeed(response.status_code, data,
                                    _validator(response.headers.get("etag"), _ETAG_MAX),
                                    _validator(response.headers.get("last-modified"),
-                                              _LAST_MODIFIED_MAX),
-                                   final_url=current)
+                                              _LAST_MODIFIED_MAX))
         except httpx.TimeoutException:
             if budget < settings.timeout or time.monotonic() >= deadline:
                 raise InputError(_too_slow(settings)) from None

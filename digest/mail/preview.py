@@ -30,7 +30,7 @@ class PreviewResult:
 def render_preview(store: Store, settings: Settings, now: datetime,
                    topics: Sequence[str] = ()) -> PreviewResult:
     """Render the next edition (or one subscriber's variant of it) with sample personal links."""
-    classifier = TopicClassifier(settings.topics, settings.digest.catch_all_topic)
+    classifier = TopicClassifier.from_settings(settings)
     number, articles = upcoming_edition(store, now)
     if not articles:
         raise NothingToSend("no new articles since the last edition: nothing to preview "
@@ -38,8 +38,7 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     present = {a.topic for a in articles}
     chosen = []
     for topic in topics:
-        known = classifier.known(topic) or next((t for t in present
-                                                 if t.casefold() == topic.casefold()), None)
+        known = classifier.known(topic, also=sorted(present))
         if known is None:
             raise InputError(f"--topic {topic!r} is not a topic; choose from "
                              f"{', '.join(settings.topic_names)}")
