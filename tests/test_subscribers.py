@@ -193,3 +193,21 @@ def test_activate_after_unsubscribe_needs_force(digest: Digest) -> None:
                              "--force\n")
     digest.ok("subscribers", "activate", "ada@example.org", "--force")
     assert subs(digest)[0]["status"] == "active"
+
+
+def test_an_unclosed_quote_is_reported_not_swallowed(digest: Digest, tmp_path: Path) -> None:
+    """A quote never closed once made one subscriber's name of the next rows, silently."""
+    (tmp_path / "q.csv").write_text('email,name\nok1@example.org,One\n'
+                                    'ok5@example.org,"Unclosed\nok6@example.org,Six\n'
+                                    'ok7@example.org,Seven\n')
+    result = digest("subscribers", "import", "q.csv")
+    assert result.stderr.startswith("rejected: q.csv:3: a quote opened on this line is not "
+                                    "closed, so the row runs to line 5 and swallows the rows "
+                                    "in between;")
+    assert [s["email"] for s in subs(digest)] == ["ok1@example.org"]
+
+
+def test_a_semicolon_separated_file_imports(digest: Digest, tmp_path: Path) -> None:
+    (tmp_path / "s.csv").write_text("email;name;topics\nada@example.org;Ada;AI,Science\n")
+    digest.ok("subscribers", "import", "s.csv")
+    assert subs(digest)[0]["topics"] == ["AI", "Science"]

@@ -362,7 +362,7 @@ class SubscriberBook:
         row does unsubscribe an active one. Addresses removed earlier are refused. Rows for
         an address seen earlier in the file are merged into it (and reported)."""
         path, text = _read_csv_text(source)
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_dialect(text))
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         if "email" not in header:
             raise InputError(f"{path}:1: the header row needs an 'email' column (columns: "
@@ -373,9 +373,11 @@ class SubscriberBook:
         session = self.store.writes()
         try:
             with session.begin():
+                end = reader.line_num
                 for row in reader:
-                    line = reader.line_num
+                    line, end = end + 1, reader.line_num
                     try:
+                        _one_line(line, end)
                         read = self._read_row(session, row, path, line)
                     except InputError as exc:
                         report.rejected.append(f"{path}:{line}: {exc}")
@@ -483,6 +485,24 @@ def _link_state(sub: Subscriber | None, version: int) -> tuple[LinkState, Subscr
     if sub is None or sub.token_version != version:
         return LinkState.USED, None
     return LinkState.READY, sub
+
+
+def _dialect(text: str) -> type[csv.Dialect]:
+    """Excel's CSV with commas, or with the semicolons or tabs a spreadsheet may have
+    saved instead, as the header row shows."""
+    header = text.split("\n", 1)[0]
+    counts = {sep: header.count(sep) for sep in ",;\t"}
+    separator = max(counts, key=lambda sep: counts[sep]) if any(counts.values()) else ","
+    return type("_Separated", (csv.excel,), {"delimiter": separator})
+
+
+def _one_line(start: int, end: int) -> None:
+    """A row is one line: no cell of ours holds a line break, so a row that runs over
+    several lines has a quote that is never closed, and it swallowed the rows after it."""
+    if end > start:
+        raise InputError(f"a quote opened on this line is not closed, so the row runs to line "
+                         f"{end} and swallows the rows in between; close the quote (a quote "
+                         f"inside a cell is written \"\")")
 
 
 def _read_csv_text(source: Path | TextIO) -> tuple[str, str]:
