@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -209,6 +210,10 @@ class Settings:
         DIGEST_SECRET_KEY, else the secret file `digest init` wrote. ConfigError when there
         is neither: a guessable key would let anyone forge links."""
         if self.secret_key:
+            if len(self.secret_key) < 32:
+                raise ConfigError("DIGEST_SECRET_KEY has fewer than 32 characters, too short to "
+                                  "sign links with; use a long random value, e.g. from: python3 "
+                                  "-c 'import secrets; print(secrets.token_urlsafe(32))'")
             return self.secret_key.encode()
         path = self.secret_file
         fix = f"set DIGEST_SECRET_KEY, or run: digest init {self.base_dir}"
@@ -410,6 +415,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         config_path=path,
     )
     _validate(settings, origin)
+    _validate_text(settings, origin)
     return settings
 
 
@@ -445,6 +451,24 @@ def _validate(s: Settings, origin: str) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{origin}: [schedule] timezone {s.schedule.timezone!r} is not an IANA "
                           f"zone name such as Europe/Berlin") from None
+
+
+def _validate_text(s: Settings, origin: str) -> None:
+    """The patterns and addresses of [digest], checked when the config is read rather than
+    halfway through an edition."""
+    d = s.digest
+    patterns = (("subject", d.subject, "{name}, {date}, {number}, {count}, {top_story}",
+                 {"name": "", "date": "", "number": 1, "count": 1, "top_story": ""}),
+                ("utm_campaign", d.utm_campaign, "{number}", {"number": 1}))
+    for key, pattern, allowed, sample in patterns:
+        try:
+            pattern.format(**sample)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{origin}: [digest] {key} {pattern!r} is invalid ({exc!r}); it "
+                              f"may use {allowed}") from None
+    if d.reply_to and "@" not in parseaddr(d.reply_to)[1]:
+        raise ConfigError(f"{origin}: [digest] reply_to {d.reply_to!r} has no address; use "
+                          f"\"Name <name@example.org>\" or leave it empty")
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:

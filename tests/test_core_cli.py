@@ -89,6 +89,42 @@ def test_reimport_adds_nothing_and_says_so(digest: Digest) -> None:
                                      "new: these articles are already in the store).")
 
 
+def test_a_removed_article_stays_removed_and_is_still_a_duplicate(digest: Digest,
+                                                                    tmp_path: Path) -> None:
+    """Removing once deleted the rows: the next import of the same file brought them back
+    as new (and into the next edition). Now they stay out, counted as duplicates."""
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    first, second = json.loads(SAMPLE_JSON.read_text())[:2]
+    assert digest.ok("articles", "remove", "1", "2").stdout == (
+        f"Removed article 1: {first['title']}\nRemoved article 2: {second['title']}\n")
+    again = digest.ok("articles", "import", str(SAMPLE_JSON))
+    assert again.output.strip() == ("Imported 0 new articles, skipped 30 duplicates (nothing "
+                                    "new: these articles are already in the store).")
+    # The same story under a near-identical title, with other text and no URL: still one.
+    (tmp_path / "retold.json").write_text(json.dumps([
+        {"title": first["title"].replace("close the gap", "closing the gap"),
+         "body": "Told differently."},
+        {"title": second["title"], "body": "Told differently too."}]))
+    assert "Imported 0 new articles, skipped 2 duplicates" in \
+        digest.ok("articles", "import", "retold.json").output
+    listed = json.loads(digest.ok("articles", "list", "--format", "json").stdout)
+    assert len(listed) == 28 and {1, 2}.isdisjoint(r["id"] for r in listed)
+    new = json.loads(digest.ok("articles", "list", "--new", "--format", "json").stdout)
+    assert len(new) == 28 and {1, 2}.isdisjoint(r["id"] for r in new)
+    removed = json.loads(digest.ok("articles", "list", "--removed", "--format", "json").stdout)
+    assert sorted((r["id"], r["title"]) for r in removed) == [(1, first["title"]),
+                                                              (2, second["title"])]
+    assert all(r["removed_at"] and r["body"] == "" for r in removed)
+    assert "28 articles" in digest.ok("articles", "list").stdout
+    assert "Wrote p.html: edition 1, 28 articles" in digest.ok("preview", "--out",
+                                                               "p.html").output
+    assert first["title"] not in (tmp_path / "p.html").read_text()
+    gone = digest("articles", "remove", "1")
+    assert gone.output == "Error: there is no article 1 (see: digest articles list)\n"
+    moved = digest("articles", "set-topic", "2", "Science")
+    assert moved.output == "Error: there is no article 2 (see: digest articles list)\n"
+
+
 def test_duplicate_by_canonical_url_and_by_text(digest: Digest, tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(o) for o in [
         {"title": "Story one", "url": "https://www.example.com/a/?utm_source=x&id=3#top",
@@ -310,5 +346,35 @@ def test_serve_on_a_port_in_use_is_one_line(digest: Digest) -> None:
         result = digest("serve", "--port", str(port))
     assert result.exit_code == 1
     assert result.output == (f"Error: cannot listen on 127.0.0.1:{port} (Address already in "
-                             f"use); stop what uses that port, or choose another with --port "
-                             f"(or --host)\n")
+                             f"use); stop what uses that port, or choose another with --port\n")
+    bad = digest("serve", "--host", "127.0.0.l", "--port", str(port))
+    assert bad.exit_code == 1 and bad.output.startswith("Error: cannot listen on 127.0.0.l:")
+    assert bad.output.endswith("--host must be an address of this machine, such as 127.0.0.1 "
+                               "(or 0.0.0.0 for all of them)\n")
+
+
+def test_init_where_no_folder_can_be_made_is_one_line(tmp_path: Path) -> None:
+    result = Digest(tmp_path)("init", "/proc/no-such-place")
+    assert result.exit_code == 1
+    assert result.output == ("Error: cannot create the folder /proc/no-such-place (No such "
+                             "file or directory); choose a folder you can write to\n")
+
+
+def test_patterns_and_addresses_are_checked_when_the_config_is_read(digest: Digest) -> None:
+    cases = {
+        "DIGEST_DIGEST__UTM_CAMPAIGN": ("digest-{num}", "[digest] utm_campaign 'digest-{num}' "
+                                        "is invalid (KeyError('num')); it may use {number}"),
+        "DIGEST_DIGEST__SUBJECT": ("{name} {top", "[digest] subject '{name} {top' is invalid"),
+        "DIGEST_DIGEST__REPLY_TO": ("not an address", "[digest] reply_to 'not an address' has "
+                                    "no address"),
+    }
+    for key, (value, message) in cases.items():
+        result = digest("preview", env={key: value})
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:   # never serves, whatever happens
+        short = digest("serve", "--port", str(taken.getsockname()[1]),
+                       env={"DIGEST_SECRET_KEY": "short"})
+    assert short.output.startswith("Error: DIGEST_SECRET_KEY has fewer than 32 characters")

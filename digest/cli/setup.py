@@ -33,7 +33,11 @@ def init(directory: Path, force: bool) -> None:
 
         digest init newsletter && cd newsletter && digest preview
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {directory} ({exc.strerror}); choose a "
+                         f"folder you can write to") from None
     target = directory / "digest.toml"
     if target.exists() and not force:
         settings = load_settings(target)

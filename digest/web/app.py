@@ -15,6 +15,7 @@ loader) and serves it; the pages are blueprints: `public` (digest.web.public).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
@@ -104,6 +105,16 @@ def create_app(settings: Settings, store: Store | None = None,
     return app
 
 
+def _cannot_listen(host: str, port: int, exc: Exception) -> str:
+    """One line for a server that cannot listen, with the fix that fits the reason."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses that port, "
+                f"or choose another with --port")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (f"cannot listen on {host}:{port} ({reason}); --host must be an address of this "
+            f"machine, such as 127.0.0.1 (or 0.0.0.0 for all of them)")
+
+
 def _public_endpoint(error: Exception, endpoint: str, values: dict[str, Any]) -> str:
     """url_for('editions') in a user's templates_dir written before the pages became a
     blueprint: the public page of that name."""
@@ -168,11 +179,9 @@ class WebServer:
                     self.app, map=self._map, host=host, port=port, threads=threads,
                     ident="digest",
                     clear_untrusted_proxy_headers=not settings.web.trusted_proxies)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 wasyncore.close_all(self._map)
-                raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                                 f"stop what uses that port, or choose another with --port "
-                                 f"(or --host)") from None
+                raise InputError(_cannot_listen(host, port, exc)) from None
         except BaseException:
             if self._own_store:
                 self.store.close()
