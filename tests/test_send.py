@@ -150,11 +150,13 @@ def test_451_is_deferred_then_sent_by_retry(newsroom: Digest, smtp: LoopbackSMTP
         return None
 
     smtp.reply_policy = greylist
-    newsroom.ok("send", "--yes", env=smtp_env(smtp))
+    first = newsroom.ok("send", "--yes", env=smtp_env(smtp))
     assert ledger(tmp_path) == {"sent": 10, "deferred": 10}
     assert editions(tmp_path) == [(1, "sent")]
     shown = newsroom.ok("editions", "show", "1").stdout
     assert "deferred reader00000@example.org: 451 4.7.1 Greylisted, try again later" in shown
+    assert ("10 deferred after temporary errors: digest send --retry sends them once due"
+            in first.stdout)
     result = newsroom.ok("send", "--retry", env=smtp_env(smtp))
     assert "this run │ 10" in result.stdout
     assert ledger(tmp_path) == {"sent": 20}
@@ -474,7 +476,8 @@ def test_articles_remove_and_set_topic(digest: Digest, tmp_path: Path) -> None:
     gone = digest("articles", "remove", "4", "3")
     assert gone.exit_code == 1
     assert gone.output == "Error: there is no article 3 (see: digest articles list)\n"
-    assert sql(tmp_path, "select count(*) from articles") == [(29,)]   # all or none
+    assert sql(tmp_path, "select count(*) from articles where removed_at is null") == \
+        [(29,)]                                                          # all or none
     result = digest.ok("articles", "set-topic", "5", "science")
     assert result.stdout.startswith("Article 5 is now under Science: ")
     assert sql(tmp_path, "select topic from articles where id = 5") == [("Science",)]
@@ -565,3 +568,63 @@ def test_the_question_comes_before_any_progress_bar(newsroom: Digest, smtp: Loop
         os.close(main)
     assert proc.returncode == 1                      # Aborted!
     assert editions(tmp_path) == [] and smtp.received == []
+
+
+def test_removed_articles_stay_out_of_every_edition(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                    tmp_path: Path) -> None:
+    """A removed article once came back as new on the next import and went out."""
+    title = sql(tmp_path, "select title from articles where id = 1")[0][0]
+    newsroom.ok("articles", "remove", "1")
+    assert "Imported 0 new articles, skipped 30 duplicates" in \
+        newsroom.ok("articles", "import", str(SAMPLE_JSON)).output
+    newsroom.ok("send", "--yes", env=smtp_env(smtp))
+    assert editions(tmp_path) == [(1, "sent")]
+    assert sql(tmp_path, "select edition_id from articles where id = 1") == [(None,)]
+    assert sql(tmp_path, "select count(*) from articles where edition_id is not null") == \
+        [(29,)]
+    assert smtp.received and all(title not in item.message().get_body(("plain",)).get_content()
+                                 for item in smtp.received)
+    again = newsroom.ok("send", "--yes", env=smtp_env(smtp))
+    assert again.stdout.startswith("No new articles since edition 1: nothing to send")
+
+
+def test_set_topic_refuses_an_article_in_an_edition(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                    tmp_path: Path) -> None:
+    """set-topic once rewrote what a sent edition shows; remove already refused."""
+    newsroom.ok("send", "--yes", env=smtp_env(smtp))
+    shown = newsroom.ok("editions", "show", "1").stdout
+    topic = sql(tmp_path, "select topic from articles where id = 5")[0][0]
+    refused = newsroom("articles", "set-topic", "5", "Sports" if topic != "Sports" else "AI")
+    assert refused.exit_code == 1
+    assert refused.output == ("Error: article 5 is in edition 1; an edition nobody received "
+                              "can be discarded first: digest editions discard 1\n")
+    assert newsroom("articles", "remove", "5").output == refused.output
+    assert sql(tmp_path, "select topic from articles where id = 5") == [(topic,)]
+    assert newsroom.ok("editions", "show", "1").stdout == shown
+
+
+def test_a_test_copy_cannot_be_a_dry_run(newsroom: Digest, smtp: LoopbackSMTPServer) -> None:
+    """--to with --dry-run once sent a real test copy."""
+    result = newsroom("send", "--to", "me@example.org", "--dry-run", env=smtp_env(smtp))
+    assert result.exit_code == 2
+    assert "--to sends a real test copy; leave out --dry-run (or --to)" in result.output
+    assert smtp.received == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_does_not_wait_for_the_rate_limit(digest: Digest, smtp: LoopbackSMTPServer,
+                                                 tmp_path: Path) -> None:
+    """A message waiting for its turn under max_per_second is not in flight: Ctrl-C hands
+    it back instead of waiting for the turn and sending it."""
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 10)))
+    env = smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="2", DIGEST_SMTP__MAX_PER_SECOND="0.2")
+    proc = run_digest(tmp_path, "send", "--yes", env=env)
+    deadline = time.monotonic() + 30
+    while not smtp.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len(smtp.received) == 1                # the next turn was 5 s away
+    assert ledger(tmp_path) == {"sent": 1, "pending": 9}

@@ -109,6 +109,8 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     transport = make_transport(settings)
     if retry_failed and number is None:
         raise click.UsageError("--retry-failed needs --edition N (see: digest editions list)")
+    if to and dry_run:
+        raise click.UsageError("--to sends a real test copy; leave out --dry-run (or --to)")
     if enqueue or (enqueue_only(settings) and not (to or dry_run or retry or retry_failed)):
         _enqueue(app, force)
     elif to:
@@ -230,6 +232,9 @@ def _print_outcome(report: SendReport, interrupted: bool) -> None:
     out.print(delivery_table(report))
     if report.edition is not None and not report.created and not any(report.this_run.values()):
         out.print(f"Edition {report.edition} has nothing pending: nothing was sent.")
+    if report.counts.get("deferred"):
+        out.print(f"{report.counts['deferred']} deferred after temporary errors: digest send "
+                  f"--retry sends them once due (digest schedule run does it by itself).")
     if report.paused:
         what = f"edition {report.edition}" if report.edition else "sending"
         raise EditionPaused(f"{what} paused after {report.paused}")

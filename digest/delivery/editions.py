@@ -20,10 +20,8 @@ from ..config import Settings
 from ..content.edition import build_content, effective_variant
 from ..errors import DeliveryError, NothingToSend
 from ..mail.message import (
-    SMTP_POLICY,
     MessageTemplate,
     Recipient,
-    build_email_message,
     message_id,
     variant_template,
 )
@@ -225,9 +223,8 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     domain = template.envelope_from.rsplit("@", 1)[1]
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=domain))
-    message = build_email_message(template, recipient).as_bytes(policy=SMTP_POLICY)
-    if template.signer:
-        message = template.signer.sign(message)
+    # The same bytes a subscriber would get (folded headers, DKIM when configured).
+    message = template.build(recipient)
     conn = transport.open()
     try:
         conn.send(template.envelope_from, address, message)

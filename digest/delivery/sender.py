@@ -35,15 +35,16 @@ class RateLimiter:
         self._next = time.monotonic()
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self, stop: threading.Event) -> bool:
+        """Wait for this message's turn; False when stop was set meanwhile (a message
+        still waiting for its turn is not in flight: it is handed back, not sent)."""
         if not self.interval:
-            return
+            return True
         with self._lock:
             now = time.monotonic()
             at = max(self._next, now)
             self._next = at + self.interval
-        if at > now:
-            time.sleep(at - now)
+        return not stop.wait(at - now) if at > now else True
 
 
 ProgressFn = Callable[[str], None]
@@ -130,7 +131,9 @@ class Sender:
         template = self.template(claim.edition_id, claim.variant)
         message = template.build(Recipient(claim.subscriber_id, claim.email, claim.name,
                                            claim.token_version, claim.message_id))
-        self.limiter.wait()
+        if not self.limiter.wait(self.stop):
+            ledger.release([claim.delivery_id])
+            return conn
         d = self.settings.delivery
         try:
             conn.send(template.envelope_from, claim.email, message)
