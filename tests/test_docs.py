@@ -46,3 +46,16 @@ def test_every_command_module_is_registered() -> None:
             assert cli.commands.get(command.name or "") is command, (info.name, name)
             seen.add(command.name or "")
     assert seen == set(cli.commands)
+
+
+@pytest.mark.parametrize("path, command", list(_commands(cli)),
+                         ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_example_survives_a_narrow_terminal(path: tuple[str, ...],
+                                                  command: click.Command) -> None:
+    """Help rewrapped an example mid-command, so a copy and paste ran two commands."""
+    from click.testing import CliRunner
+
+    assert command.help
+    example = command.help.split("Example:", 1)[1].replace("\b", "").strip().splitlines()[0]
+    shown = CliRunner().invoke(cli, [*path, "--help"], terminal_width=60).output
+    assert any(line.strip() == example.strip() for line in shown.splitlines()), path

@@ -24,6 +24,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
     Example:
 
+    \b
         digest init && digest articles import articles.json && digest preview
     """
     ctx.obj = App(config)

@@ -28,6 +28,7 @@ def articles() -> None:
 
     Example:
 
+    \b
         digest articles import feeds/ articles.json && digest articles list --new
     """
 
@@ -55,6 +56,7 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
 
     Example:
 
+    \b
         digest articles import articles.json page.html feeds/ --topic Science
     """
     topic = _configured_topic(app, topic, "--topic ") if topic else None
@@ -86,12 +88,15 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
 @click.argument("ids", nargs=-1, required=True, type=int)
 @click.pass_obj
 def articles_remove(app: App, ids: Sequence[int]) -> None:
-    """Delete articles by id (see: digest articles list); all or none.
+    """Remove articles by id (see: digest articles list); all or none.
 
-    An article already in an edition stays (discard that edition first).
+    A removed article never goes into an edition, and comes back neither from a
+    re-import nor from a feed (it is still counted as a duplicate). An article already
+    in an edition stays (discard that edition first).
 
     Example:
 
+    \b
         digest articles remove 12 15
     """
     titles = remove_articles(app.store, list(dict.fromkeys(ids)))
@@ -106,8 +111,11 @@ def articles_remove(app: App, ids: Sequence[int]) -> None:
 def articles_set_topic(app: App, article_id: int, topic: str) -> None:
     """Put article ID under TOPIC (one of the configured topics).
 
+    An article already in an edition keeps its topic (discard that edition first).
+
     Example:
 
+    \b
         digest articles set-topic 12 Science
     """
     known = _configured_topic(app, topic)
@@ -123,7 +131,7 @@ def _article_json(a: Article) -> dict[str, Any]:
         "source": a.source_name, "author": a.author, "published_at": iso(a.published_at),
         "added_at": iso(a.added_at), "topic": a.topic, "tags": a.tags, "summary": a.summary,
         "body": a.body, "body_html": a.body_html, "content_hash": a.content_hash,
-        "edition_id": a.edition_id,
+        "edition_id": a.edition_id, "removed_at": iso(a.removed_at),
     }
 
 
@@ -133,16 +141,20 @@ def _article_json(a: Article) -> dict[str, Any]:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
+@click.option("--removed", is_flag=True,
+              help="Only removed articles (kept so that they are not imported again).")
 @click.pass_obj
 def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
-                  limit: int | None) -> None:
-    """List stored articles, newest first.
+                  limit: int | None, removed: bool) -> None:
+    """List stored articles, newest first (removed ones only with --removed).
 
     Example:
 
+    \b
         digest articles list --new --topic AI --format json
     """
-    rows = list_articles(app.store, new_only=new_only, topic=topic, limit=limit)
+    rows = list_articles(app.store, new_only=new_only, topic=topic, limit=limit,
+                         removed=removed)
     if fmt == "json":
         click.echo(json.dumps([_article_json(a) for a in rows], indent=2, ensure_ascii=False))
         return
@@ -150,6 +162,6 @@ def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
     for a in rows:
         table.add_row(str(a.id), a.topic, a.title, a.source_name or "",
                       f"{a.published_at:%Y-%m-%d}" if a.published_at else "",
-                      str(a.edition_id or "new"))
+                      "removed" if a.removed_at else str(a.edition_id or "new"))
     print_table(table, keep=("id", "published", "edition"))
     out.print(f"{len(rows)} article{'s' * (len(rows) != 1)}")

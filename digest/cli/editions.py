@@ -17,6 +17,7 @@ def editions() -> None:
 
     Example:
 
+    \b
         digest editions list && digest editions show 1
     """
 
@@ -28,6 +29,7 @@ def editions_list(app: App) -> None:
 
     Example:
 
+    \b
         digest editions list
     """
     table = Table("no.", "created (UTC)", "status", "articles", "deliveries")
@@ -49,6 +51,7 @@ def editions_discard(app: App, number: int) -> None:
 
     Example:
 
+    \b
         digest editions discard 4
     """
     returned = discard_edition(app.store, number)
@@ -64,6 +67,7 @@ def editions_show(app: App, number: int) -> None:
 
     Example:
 
+    \b
         digest editions show 3
     """
     detail = edition_detail(app.store, number)

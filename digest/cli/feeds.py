@@ -22,6 +22,7 @@ def feeds() -> None:
 
     Example:
 
+    \b
         digest feeds add https://example.org/feed.xml --name Example && digest feeds fetch
     """
 
@@ -43,6 +44,7 @@ def feeds_add(app: App, url: str, name: str | None, topic: str | None,
 
     Example:
 
+    \b
         digest feeds add https://blog.example.org/atom.xml --name "Our blog" --backfill 5
     """
     feed = FeedBook(app.store, app.settings).add(url, name, topic, backfill)
@@ -58,6 +60,7 @@ def feeds_remove(app: App, name_or_url: str) -> None:
 
     Example:
 
+    \b
         digest feeds remove "Our blog"
     """
     feed = FeedBook(app.store, app.settings).remove(name_or_url)
@@ -73,6 +76,7 @@ def feeds_list(app: App, fmt: str) -> None:
 
     Example:
 
+    \b
         digest feeds list --format json
     """
     rows = FeedBook(app.store, app.settings).feeds()
@@ -105,6 +109,7 @@ def feeds_fetch(app: App, name: str | None) -> None:
 
     Example:
 
+    \b
         digest feeds fetch && digest articles list --new
     """
     book = FeedBook(app.store, app.settings)

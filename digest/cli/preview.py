@@ -34,6 +34,7 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
 
     Example:
 
+    \b
         digest preview --out digest.html --open
     """
     result = render_preview(app.store, app.settings, utcnow(), topics=list(topics))

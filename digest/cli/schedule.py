@@ -17,6 +17,7 @@ def schedule() -> None:
 
     Example:
 
+    \b
         digest schedule show && digest schedule run
     """
 
@@ -32,6 +33,7 @@ def schedule_run(app: App) -> None:
 
     Example:
 
+    \b
         DIGEST_SECRET_KEY=… digest --config /etc/digest/digest.toml schedule run
     """
     settings = app.settings
@@ -48,6 +50,7 @@ def schedule_show(app: App, count: int) -> None:
 
     Example:
 
+    \b
         digest schedule show --count 5
     """
     s = app.settings

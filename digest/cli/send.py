@@ -103,6 +103,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
 
     Example:
 
+    \b
         digest send --to me@example.org && digest send --yes
     """
     settings, store = app.settings, app.store
@@ -259,6 +260,7 @@ def worker(app: App, until_done: bool, poll: float) -> None:
 
     Example:
 
+    \b
         digest send --enqueue && digest worker --until-done
     """
     with _stop_on_signals(again_stops_at_once=False) as stop:

@@ -31,6 +31,7 @@ def init(directory: Path, force: bool) -> None:
 
     Example:
 
+    \b
         digest init newsletter && cd newsletter && digest preview
     """
     try:
@@ -63,6 +64,7 @@ def db() -> None:
 
     Example:
 
+    \b
         digest db upgrade
     """
 
@@ -76,6 +78,7 @@ def db_upgrade(app: App) -> None:
 
     Example:
 
+    \b
         digest --config /etc/digest/digest.toml db upgrade
     """
     before, after = upgrade_store(app.settings.store_url)
@@ -94,6 +97,7 @@ def check(app: App) -> None:
 
     Example:
 
+    \b
         DIGEST_SMTP__PASSWORD=… digest check
     """
     print_steps(check_setup(app.settings, app.store))
@@ -108,6 +112,7 @@ def demo(directory: Path) -> None:
 
     Example:
 
+    \b
         digest demo demo-out && open demo-out/preview.html
     """
     with progress_bar() as progress:

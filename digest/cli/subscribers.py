@@ -27,6 +27,7 @@ def subscribers() -> None:
 
     Example:
 
+    \b
         digest subscribers add ada@example.org --name "Ada" --topic AI --topic Science
     """
 
@@ -50,6 +51,7 @@ def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
 
     Example:
 
+    \b
         digest subscribers add grace@example.org --name Grace --topic AI --timezone America/New_York
     """
     sub = _book(app).add(email, name, topics, timezone, force=force)
@@ -67,6 +69,7 @@ def subscribers_remove(app: App, email: str) -> None:
 
     Example:
 
+    \b
         digest subscribers remove ada@example.org
     """
     _book(app).remove(email)
@@ -81,6 +84,7 @@ def subscribers_unsubscribe(app: App, email: str) -> None:
 
     Example:
 
+    \b
         digest subscribers unsubscribe ada@example.org
     """
     sub = _book(app).set_status(email, SubscriberStatus.UNSUBSCRIBED)
@@ -97,6 +101,7 @@ def subscribers_activate(app: App, email: str, force: bool) -> None:
 
     Example:
 
+    \b
         digest subscribers activate ada@example.org
     """
     sub = _book(app).set_status(email, SubscriberStatus.ACTIVE, force=force)
@@ -112,6 +117,7 @@ def subscribers_set_topics(app: App, email: str, topics: Sequence[str]) -> None:
 
     Example:
 
+    \b
         digest subscribers set-topics ada@example.org AI Science
     """
     sub = _book(app).set_topics(email, topics)
@@ -135,6 +141,7 @@ def subscribers_list(app: App, status: str | None, fmt: str) -> None:
 
     Example:
 
+    \b
         digest subscribers list --status active --format json
     """
     subs = _book(app).subscribers(SubscriberStatus(status) if status else None)
@@ -174,6 +181,7 @@ def subscribers_import(app: App, file: Path, dry_run: bool, reactivate: bool) ->
 
     Example:
 
+    \b
         digest subscribers import people.csv --dry-run && digest subscribers import people.csv
     """
     source: Path | TextIO = sys.stdin if str(file) == "-" else file
@@ -205,6 +213,7 @@ def subscribers_export(app: App, file: Path) -> None:
 
     Example:
 
+    \b
         digest subscribers export backup.csv
     """
     if str(file) == "-":

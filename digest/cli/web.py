@@ -25,6 +25,7 @@ def serve(app: App, host: str, port: int) -> None:
 
     Example:
 
+    \b
         digest serve --host 127.0.0.1 --port 8080
     """
     settings = app.settings
