@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -113,7 +114,7 @@ def demo(directory: Path) -> None:
     Example:
 
     \b
-        digest demo demo-out && open demo-out/preview.html
+        digest demo demo-out && xdg-open demo-out/preview.html
     """
     with progress_bar() as progress:
         task = progress.add_task("Sending", total=None)
@@ -125,5 +126,7 @@ def demo(directory: Path) -> None:
     out.print(f"  messages  {result.outbox}/*.eml")
     out.print(f"  preview   {result.preview}")
     out.print(f"  config    {result.config}")
-    out.print(f"Look around: digest --config {result.config} editions show "
+    # As typed: after the README's first command `digest` is not on PATH yet.
+    command = "digest" if shutil.which("digest") else sys.argv[0]
+    out.print(f"Look around: {command} --config {result.config} editions show "
               f"{result.report.edition}")
