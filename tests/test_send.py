@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
@@ -628,3 +629,35 @@ def test_ctrl_c_does_not_wait_for_the_rate_limit(digest: Digest, smtp: LoopbackS
     assert proc.returncode == 130, err
     assert len(smtp.received) == 1                # the next turn was 5 s away
     assert ledger(tmp_path) == {"sent": 1, "pending": 9}
+
+
+def test_a_small_list_is_shared_among_the_connections(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                      tmp_path: Path) -> None:
+    """With the default batch of 50, the first connection claimed all of a small list and
+    the others had nothing to send: now each batch is at most a fair share."""
+    from digest.config import load_settings
+    from digest.delivery.editions import open_edition
+    from digest.delivery.sender import Sender
+    from digest.mail.transport import make_transport
+    from digest.store.db import Store
+    from digest.store.ledger import StoreLedger
+    from digest.store.models import utcnow
+
+    settings = load_settings(tmp_path / "digest.toml",
+                             environ=smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="4"))
+    store = Store.from_settings(settings)
+    limits: list[int] = []
+
+    class Recording(StoreLedger):
+        def claim(self, limit: int, *args: Any, **kwargs: Any) -> Any:
+            limits.append(limit)
+            return super().claim(limit, *args, **kwargs)
+
+    try:
+        edition, _ = open_edition(store, settings, utcnow())
+        sender = Sender(store, settings, make_transport(settings),
+                        ledger=lambda: Recording(store))
+        assert sender.run(edition_id=edition.id)["sent"] == 20
+    finally:
+        store.close()
+    assert settings.delivery.batch_size == 50 and set(limits) == {5}

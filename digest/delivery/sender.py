@@ -81,6 +81,7 @@ class Sender:
         self._refused: str | None = None
         self._failures: list[BaseException] = []
         self._counts = {s.value: 0 for s in DeliveryStatus}
+        self._batch = settings.delivery.batch_size
         self.limiter = RateLimiter(settings.smtp.max_per_second)
 
     # -- the variant of each delivery, rendered once per process --
@@ -173,7 +174,7 @@ class Sender:
         d = self.settings.delivery
         try:
             while not self.stop.is_set():
-                claims = ledger.claim(d.batch_size, self.clock(), d.lease_seconds,
+                claims = ledger.claim(self._batch, self.clock(), d.lease_seconds,
                                       edition_id=edition_id, retry=retry)
                 if not claims:
                     return
@@ -205,6 +206,11 @@ class Sender:
         ledger = self._open_ledger()
         try:
             ledger.recover(self.clock())
+            # Batches no bigger than a fair share, so a small list keeps every connection
+            # busy instead of one connection claiming it all.
+            connections = self.settings.smtp.connections
+            due = ledger.claimable(self.clock(), edition_id=edition_id, retry=retry)
+            self._batch = max(1, min(self.settings.delivery.batch_size, -(-due // connections)))
             threads = [threading.Thread(target=self._thread, args=(ledger, edition_id, retry),
                                         name=f"digest-sender-{i}", daemon=True)
                        for i in range(self.settings.smtp.connections)]

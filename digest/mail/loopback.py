@@ -34,6 +34,7 @@ class Received:
     recipients: tuple[str, ...]
     data: bytes
     at: float = field(default_factory=time.time)    # when the server accepted it
+    peer: str = ""                                   # the client's address:port
 
     def message(self) -> EmailMessage:
         # Parsing original_content with policy.default keeps UTF-8 headers intact.
@@ -84,7 +85,9 @@ class _Handler:
             if reply:
                 return reply
         data = envelope.original_content or b""
-        self.server.store(Received(envelope.mail_from or "", tuple(envelope.rcpt_tos), data))
+        peer = ":".join(str(part) for part in session.peer) if session.peer else ""
+        self.server.store(Received(envelope.mail_from or "", tuple(envelope.rcpt_tos), data,
+                                   peer=peer))
         return "250 Message accepted for delivery"
 
 
@@ -126,7 +129,8 @@ class LoopbackSMTPServer:
     def store(self, item: Received) -> None:
         if self.headers_only:
             item = Received(item.mail_from, item.recipients,
-                            item.data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", item.at)
+                            item.data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", item.at,
+                            item.peer)
         with self._lock:
             self.received.append(item)
             number = len(self.received)

@@ -93,6 +93,11 @@ class Ledger(Protocol):
         """Up to limit pending (or, with retry, due deferred) deliveries, now ours."""
         ...
 
+    def claimable(self, now: datetime, *, edition_id: int | None = None,
+                  retry: bool = False) -> int:
+        """How many deliveries claim() would find now, were there no limit."""
+        ...
+
     def sent(self, delivery_id: int, now: datetime) -> None:
         """Record a delivery the server accepted (committed before this returns)."""
         ...
@@ -113,6 +118,19 @@ class Ledger(Protocol):
     def close(self) -> None:
         """Let go of the ledger's connections; its claims stay until recovered."""
         ...
+
+
+def _due(now: datetime, edition_id: int | None, retry: bool) -> list[Any]:
+    """The conditions of a delivery a sender may claim now: pending (with retry: deferred
+    and due), its local-time wave come, of the edition when one is given."""
+    d = table_of(Delivery)
+    conditions: list[Any] = [
+        and_(d.c.status == DeliveryStatus.DEFERRED.value, d.c.next_attempt_at <= now)
+        if retry else d.c.status == DeliveryStatus.PENDING.value,
+        or_(d.c.not_before.is_(None), d.c.not_before <= now)]
+    if edition_id is not None:
+        conditions.append(d.c.edition_id == edition_id)
+    return conditions
 
 
 class StoreLedger:
@@ -168,25 +186,26 @@ class StoreLedger:
                 .values(status=DeliveryStatus.PENDING.value, claimed_by=None, lease_until=None))
             return rowcount(result)
 
+    def claimable(self, now: datetime, *, edition_id: int | None = None,
+                  retry: bool = False) -> int:
+        """How many deliveries claim() would find now, were there no limit."""
+        query = select(func.count()).select_from(table_of(Delivery)).where(
+            *_due(now, edition_id, retry))
+        with self._lock, self._claims.begin():
+            return int(self._claims.execute(query).scalar_one())
+
     def claim(self, limit: int, now: datetime, lease_seconds: int, *,
               edition_id: int | None = None, retry: bool = False) -> list[Claim]:
         """Up to limit pending (or, with retry, due deferred) deliveries, now ours."""
         d, s = table_of(Delivery), table_of(Subscriber)
-        if retry:
-            wanted = and_(d.c.status == DeliveryStatus.DEFERRED.value,
-                          d.c.next_attempt_at <= now)
-        else:
-            wanted = d.c.status == DeliveryStatus.PENDING.value
         query = (
             select(d.c.id, d.c.edition_id, d.c.variant, d.c.attempts, d.c.message_id,
                    s.c.id.label("sid"), s.c.email, s.c.name, s.c.token_version,
                    s.c.status.label("sub_status"))
             .select_from(d.join(s, s.c.id == d.c.subscriber_id))
-            .where(wanted, or_(d.c.not_before.is_(None), d.c.not_before <= now))
+            .where(*_due(now, edition_id, retry))
             .order_by(d.c.id).limit(limit)
         )
-        if edition_id is not None:
-            query = query.where(d.c.edition_id == edition_id)
         if self._postgres:
             query = query.with_for_update(skip_locked=True, of=d)
         with self._lock, self._claims.begin():
