@@ -90,3 +90,29 @@ def test_a_0002_store_upgrades_to_the_outbox_and_rate_limits(tmp_path: Path,
         assert conn.execute(text("select count(*) from outbox")).scalar() == 0
         assert conn.execute(text("select count(*) from rate_limits")).scalar() == 0
     engine.dispose()
+
+
+def test_a_0003_store_upgrades_to_removed_articles_kept_as_tombstones(tmp_path: Path,
+                                                                      store_url: str) -> None:
+    engine = open_engine(store_url)
+    upgrade_schema(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into articles (title, body, topic, tags, content_hash, added_at, "
+            "is_backlog) values ('An article from 0003', 'Its text.', 'AI', '[]', 'abc', "
+            "'2026-01-01 00:00:00', false)"))
+    engine.dispose()
+    d = Digest(tmp_path)
+    (tmp_path / "digest.toml").write_text(f'[store]\nurl = "{store_url}"\n')
+    assert "run digest db upgrade" in d("articles", "list").output
+    assert d.ok("db", "upgrade").stdout == \
+        f"Upgraded the store from schema revision 0003 to {head_revision()}.\n"
+    rows = json.loads(d.ok("articles", "list", "--new", "--format", "json").stdout)
+    assert [(r["title"], r["removed_at"]) for r in rows] == [("An article from 0003", None)]
+    d.ok("articles", "remove", str(rows[0]["id"]))
+    assert json.loads(d.ok("articles", "list", "--format", "json").stdout) == []
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("select title, body from articles where removed_at is not "
+                                 "null")).all() == [("An article from 0003", "")]
+    engine.dispose()

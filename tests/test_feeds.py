@@ -303,6 +303,32 @@ def test_a_new_feed_does_not_flood_the_next_digest(digest: Digest, http: FeedSer
     assert "A fresh story" in {r["title"] for r in new} and len(new) == 3
 
 
+def test_a_removed_item_does_not_come_back_when_its_feed_changes(digest: Digest,
+                                                                   http: FeedServer,
+                                                                   tmp_path: Path) -> None:
+    """Removing an item once deleted its row: the feed's next version (a new ETag) brought
+    it back as new, bound for the next edition. Now it is a duplicate and stays out."""
+    items = [("Harbour ferry timetable changes next month", "https://e.org/ferry", "Text."),
+             ("A sponsored post nobody asked for", "https://e.org/ad", "Buy now.")]
+    http.files["/town.xml"] = rss("Town", items)
+    digest.ok("feeds", "add", f"{http.base}/town.xml", "--name", "Town")
+    digest.ok("feeds", "fetch")
+    ids = {r["title"]: r["id"] for r in json.loads(digest.ok(
+        "articles", "list", "--format", "json").stdout)}
+    digest.ok("articles", "remove", str(ids["A sponsored post nobody asked for"]))
+    http.files["/town.xml"] = rss("Town", [
+        items[0], ("A sponsored post nobody asked for", "https://e.org/ad", "Buy now, edited."),
+        ("The library opens on Sundays", "https://e.org/library", "Books.")])
+    assert digest.ok("feeds", "fetch").stdout.endswith(
+        "Fetched 1 feed: 1 new article, 0 failed.\n")
+    assert ("/town.xml", 200) in http.log[1:]            # fetched again, not a 304
+    new = json.loads(digest.ok("articles", "list", "--new", "--format", "json").stdout)
+    assert sorted(r["title"] for r in new) == ["Harbour ferry timetable changes next month",
+                                               "The library opens on Sundays"]
+    digest.ok("preview", "--out", "p.html")
+    assert "sponsored" not in (tmp_path / "p.html").read_text()
+
+
 def test_feeds_from_the_config_and_remove(digest: Digest, http: FeedServer,
                                           tmp_path: Path) -> None:
     http.files["/c.xml"] = rss("Configured", [("From the config file", "https://e.org/c", "T")])

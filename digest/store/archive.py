@@ -30,8 +30,11 @@ def published_edition(store: Store, number: int) -> tuple[Edition, list[Article]
                                                        Edition.status.in_(PUBLISHED)))
         if edition is None:
             return None
-        articles = list(session.scalars(select(Article).where(Article.edition_id == edition.id)
-                                        .order_by(Article.id)))
+        # A removed article is never in an edition (remove refuses those); the filter
+        # keeps the web from ever showing a tombstone all the same.
+        articles = list(session.scalars(select(Article).where(
+            Article.edition_id == edition.id, Article.removed_at.is_(None))
+            .order_by(Article.id)))
     return edition, articles
 
 
@@ -39,8 +42,9 @@ def published_article(store: Store, article_id: int) -> Article | None:
     """The article, when a published edition carried it (its sources loaded); else None."""
     with store.sessions() as session:
         row = session.get(Article, article_id)
-        if row is None or row.edition_id is None or session.scalar(
-                select(Edition.status).where(Edition.id == row.edition_id)) not in PUBLISHED:
+        if (row is None or row.edition_id is None or row.removed_at is not None
+                or session.scalar(select(Edition.status).where(
+                    Edition.id == row.edition_id)) not in PUBLISHED):
             return None
         _ = row.source_name   # load the sources while the session is open
     return row

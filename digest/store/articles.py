@@ -1,17 +1,21 @@
 """Articles as editions see them: the new ones up to a cut-off, an edition's own, the
-next edition's number, and the operator's corrections (remove, set a topic)."""
+next edition's number, and the operator's corrections (remove, set a topic).
+
+A removed article is a tombstone (removed_at set): no edition, list or archive shows it,
+and the operator's commands treat it as gone, but the ingest writer's look-ups
+(store/ingest.py) still find it, so it is counted as a duplicate when it comes again."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .db import Store
-from .models import Article, ArticleSource, Edition
+from .models import Article, Edition, utcnow
 
 __all__ = [
     "edition_articles",
@@ -25,10 +29,10 @@ __all__ = [
 
 
 def new_articles(session: Session, cutoff: datetime) -> list[Article]:
-    """Articles no edition has taken, added up to cutoff."""
+    """Articles no edition has taken, added up to cutoff (never a removed one)."""
     return list(session.scalars(
         select(Article).where(Article.edition_id.is_(None), Article.added_at <= cutoff,
-                              Article.is_backlog.is_(False))
+                              Article.is_backlog.is_(False), Article.removed_at.is_(None))
         .order_by(Article.id)))
 
 
@@ -50,10 +54,13 @@ def edition_articles(session: Session, edition_id: int) -> list[Article]:
 
 
 def list_articles(store: Store, *, new_only: bool = False, topic: str | None = None,
-                  limit: int | None = None) -> list[Article]:
-    """Stored articles, newest first; new_only: only those no edition has taken."""
+                  limit: int | None = None, removed: bool = False) -> list[Article]:
+    """Stored articles, newest first; new_only: only those no edition has taken;
+    removed: the removed ones (tombstones) instead of the others."""
     with store.sessions() as session:
-        query = select(Article).order_by(Article.added_at.desc(), Article.id.desc())
+        query = (select(Article).where(Article.removed_at.is_not(None) if removed
+                                       else Article.removed_at.is_(None))
+                 .order_by(Article.added_at.desc(), Article.id.desc()))
         if new_only:
             query = query.where(Article.edition_id.is_(None), Article.is_backlog.is_(False))
         if topic:
@@ -63,35 +70,47 @@ def list_articles(store: Store, *, new_only: bool = False, topic: str | None = N
         return list(session.scalars(query))
 
 
+def _editable(session: Session, ids: Sequence[int]) -> dict[int, Article]:
+    """id → article for ids, all of which must be stored, not removed and in no edition;
+    else an InputError naming the first that is not (an edition nobody received can be
+    discarded first)."""
+    found = {a.id: a for a in session.scalars(select(Article).where(
+        Article.id.in_(list(ids)), Article.removed_at.is_(None)))}
+    for article_id in ids:
+        article = found.get(article_id)
+        if article is None:
+            raise InputError(f"there is no article {article_id} (see: digest articles list)")
+        if article.edition_id is not None:
+            number = session.scalar(select(Edition.number).where(
+                Edition.id == article.edition_id))
+            raise InputError(f"article {article_id} is in edition {number}; an edition "
+                             f"nobody received can be discarded first: digest editions "
+                             f"discard {number}")
+    return found
+
+
 def remove_articles(store: Store, ids: Sequence[int]) -> list[str]:
-    """Delete the articles with these ids, all or none; InputError naming the first id
-    that is unknown or already in an edition (discard the edition first)."""
+    """Remove the articles with these ids, all or none; returns their titles. InputError
+    naming the first id that is unknown, removed already or in an edition (discard the
+    edition first).
+
+    The row stays as a tombstone: removed_at set, its text (body, HTML, summary) blanked
+    because it is never shown again, its title, content hash and canonical URL kept
+    because de-duplication matches on them."""
     with store.writes.begin() as session:
-        found = {a.id: a for a in session.scalars(select(Article).where(
-            Article.id.in_(list(ids))))}
-        for article_id in ids:
-            article = found.get(article_id)
-            if article is None:
-                raise InputError(f"there is no article {article_id} (see: digest articles "
-                                 f"list)")
-            if article.edition_id is not None:
-                number = session.scalar(select(Edition.number).where(
-                    Edition.id == article.edition_id))
-                raise InputError(f"article {article_id} is in edition {number}; an "
-                                 f"edition nobody received can be discarded first: "
-                                 f"digest editions discard {number}")
-        session.execute(delete(ArticleSource).where(ArticleSource.article_id.in_(
-            list(found))))
-        session.execute(delete(Article).where(Article.id.in_(list(found)))
-                        .execution_options(synchronize_session=False))
+        found = _editable(session, ids)
+        now = utcnow()
+        for article in found.values():
+            article.removed_at = now
+            article.body, article.body_html, article.summary = "", None, None
         return [found[i].title for i in ids]
 
 
 def set_topic(store: Store, article_id: int, topic: str) -> str:
-    """Put one article under a topic (the caller checked the name); returns its title."""
+    """Put one article under a topic (the caller checked the name); returns its title.
+    InputError when it is unknown, removed or in an edition (what went out stays as it
+    went; an edition nobody received can be discarded first)."""
     with store.writes.begin() as session:
-        article = session.get(Article, article_id)
-        if article is None:
-            raise InputError(f"there is no article {article_id} (see: digest articles list)")
+        article = _editable(session, [article_id])[article_id]
         article.topic = topic
         return article.title

@@ -3,7 +3,10 @@ so its transaction: what is stored already (recent titles, content hashes, canon
 URLs), the batch insert, sources and the sources that carried an article too.
 
 The look-ups take a whole batch's keys at once, and a batch is one INSERT … RETURNING:
-an import costs about the same per record at 50,000 records as at 50."""
+an import costs about the same per record at 50,000 records as at 50.
+
+Every look-up includes removed articles (tombstones) on purpose: a removed article that
+comes again (a re-import, a feed's next fetch) is a duplicate, never new."""
 
 from __future__ import annotations
 

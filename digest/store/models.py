@@ -126,6 +126,9 @@ class Article(Base):
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"), index=True)
     # A new feed's back catalogue: stored (for de-duplication) but never "new".
     is_backlog: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Removed by the operator: a tombstone, kept (title, content hash, canonical URL) so
+    # de-duplication still knows it, but never in an edition, a list or the archive again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     source: Mapped[Source | None] = relationship(lazy="joined")
     also_from: Mapped[list[Source]] = relationship(secondary="article_sources", lazy="selectin",
