@@ -59,10 +59,6 @@ class Transport(Protocol):
 
 def smtp_reply(code: int, text: bytes | str) -> str:
     """A server reply as one short line: "550 5.1.1 No such user"."""
-    return _reply(code, text)
-
-
-def _reply(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return f"{code} {' '.join(text.split())}"[:300]
@@ -75,7 +71,7 @@ def _classify(code: int, text: bytes | str, stage: str) -> Exception:
     """The exception for a reply at stage "RCPT", "MAIL", "DATA" or "SESSION". Only a
     5xx to RCPT TO is about the recipient; any other 5xx is about the server or the
     message, and would be the same for every recipient."""
-    reply = _reply(code, text)
+    reply = smtp_reply(code, text)
     if 500 <= code < 600:
         if stage == "RCPT":
             return PermanentFailure(reply)
@@ -118,10 +114,10 @@ def open_smtp(s: SmtpSettings,
     try:
         if code != 220:
             tell(SessionStep("connect", False, f"{where} refused the session: "
-                                               f"{_reply(code, banner)}"))
+                                               f"{smtp_reply(code, banner)}"))
             raise smtplib.SMTPConnectError(code, banner)
         tell(SessionStep("connect", True, f"{where} ({'TLS, ' if s.security == 'ssl' else ''}"
-                                          f"{_reply(code, banner)})"))
+                                          f"{smtp_reply(code, banner)})"))
         _greet(smtp, s, tell)
     except BaseException:
         smtp.close()
@@ -133,7 +129,7 @@ def _greet(smtp: smtplib.SMTP, s: SmtpSettings, tell: Callable[[SessionStep], No
     """EHLO, then STARTTLS and AUTH as configured, each step told."""
     code, reply = smtp.ehlo()
     if not 200 <= code < 300:
-        tell(SessionStep("EHLO", False, _reply(code, reply)))
+        tell(SessionStep("EHLO", False, smtp_reply(code, reply)))
         raise smtplib.SMTPHeloError(code, reply)
     features = " ".join(sorted(k.upper() for k in smtp.esmtp_features))
     tell(SessionStep("EHLO", True, f"{code}; offers {features or 'nothing'}"))
@@ -144,7 +140,7 @@ def _greet(smtp: smtplib.SMTP, s: SmtpSettings, tell: Callable[[SessionStep], No
             raise smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server.")
         code, reply = smtp.starttls(context=ssl.create_default_context())
         smtp.ehlo()
-        tell(SessionStep("STARTTLS", True, _reply(code, reply)))
+        tell(SessionStep("STARTTLS", True, smtp_reply(code, reply)))
     elif s.security == "none" and smtp.has_extn("starttls"):
         tell(SessionStep("STARTTLS", True, "offered but not used ([smtp] security = "
                                            "\"none\"); consider \"starttls\"", warning=True))
@@ -155,7 +151,7 @@ def _greet(smtp: smtplib.SMTP, s: SmtpSettings, tell: Callable[[SessionStep], No
             tell(SessionStep("AUTH", False, f"as {s.username}: {exc}; check [smtp] username "
                                             f"and DIGEST_SMTP__PASSWORD"))
             raise
-        tell(SessionStep("AUTH", True, f"as {s.username}: {_reply(code, reply)}"))
+        tell(SessionStep("AUTH", True, f"as {s.username}: {smtp_reply(code, reply)}"))
 
 
 class SmtpConnection:
@@ -202,14 +198,14 @@ class SmtpTransport:
         except smtplib.SMTPAuthenticationError as exc:
             error = ServerRefused if 500 <= exc.smtp_code < 600 else DeliveryError
             raise error(f"SMTP server {s.host}:{s.port} refused the login for "
-                        f"{s.username!r}: {_reply(exc.smtp_code, exc.smtp_error)}; "
+                        f"{s.username!r}: {smtp_reply(exc.smtp_code, exc.smtp_error)}; "
                         f"check [smtp] username and DIGEST_SMTP__PASSWORD") from None
         except smtplib.SMTPResponseException as exc:
             # A 5xx greeting, EHLO or STARTTLS: the server will not talk to us as set up.
             error = ServerRefused if 500 <= exc.smtp_code < 600 else DeliveryError
             raise error(f"SMTP server {s.host}:{s.port} refused the session: "
-                        f"{_reply(exc.smtp_code, exc.smtp_error)}; check [smtp] host, port, "
-                        f"security and username") from None
+                        f"{smtp_reply(exc.smtp_code, exc.smtp_error)}; check [smtp] host, "
+                        f"port, security and username") from None
         except smtplib.SMTPNotSupportedError as exc:
             raise DeliveryError(f"SMTP server {s.host}:{s.port}: {exc}; check [smtp] security"
                                 ) from None
