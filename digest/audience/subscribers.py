@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..store import subscribers as stored
 from ..store.db import Session, Store
 from ..store.models import Subscriber, SubscriberStatus
+from ..text import clean_label
 from .outbox import queue_mail
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
 
 # The one-click log line has always been the web's: kept under its name.
 log = logging.getLogger("digest.web")
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 # What a sign-up queues for a subscriber: (envelope sender, message bytes).
 SignUpMail = Callable[[Subscriber], tuple[str, bytes]]
@@ -66,8 +65,9 @@ def normalise_email(address: str) -> str:
 
 
 def clean_name(name: str | None) -> str:
-    """A display name that can go into a header: no control characters (CR/LF), trimmed."""
-    return " ".join(_CONTROL.sub(" ", name or "").split())[:200]
+    """A display name that can go into a header (the one rule for one-line text), at most
+    200 characters."""
+    return clean_label(name or "")[:200]
 
 
 @dataclass

@@ -29,8 +29,8 @@ import dkim
 from ..config import Settings
 from ..content.edition import ALL_TOPICS
 from ..errors import ConfigError
-from ..ingest.records import clean_label
 from ..store.models import Article
+from ..text import clean_label
 from ..tokens import Signer
 from .render import Personal, RenderedVariant, Renderer
 
@@ -40,7 +40,6 @@ __all__ = [
     "Recipient",
     "SMTP_POLICY",
     "build_email_message",
-    "header_safe",
     "list_id",
     "message_id",
     "sender_address",
@@ -81,7 +80,7 @@ def _domain(settings: Settings) -> str:
 def list_id(settings: Settings) -> str:
     """The List-Id value: configured, or derived from the name and the sender's domain."""
     if settings.digest.list_id:
-        return header_safe(settings.digest.list_id)
+        return clean_label(settings.digest.list_id)
     slug = re.sub(r"[^a-z0-9]+", "-", settings.digest.name.lower()).strip("-") or "digest"
     return f"{settings.digest.name} <{slug}.{_domain(settings)}>"
 
@@ -91,13 +90,6 @@ def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
     tag = hashlib.sha256(f"{settings.store_url}|{edition_id}|{subscriber_id}".encode()
                          ).hexdigest()[:12]
     return f"<digest.{edition_id}.{subscriber_id}.{tag}@{_domain(settings)}>"
-
-
-def header_safe(value: str) -> str:
-    """A header value as it may go out: no line breaks or other controls (header
-    injection), no bidi or invisible format characters (U+202E turns "gpj.exe" around),
-    runs of white space as one space — the rule titles get when they come in."""
-    return clean_label(value)
 
 
 def _words(text: str) -> list[str]:
@@ -125,13 +117,13 @@ def _fold(name: str, words: list[str]) -> bytes:
 
 def _text_header(name: str, value: str) -> bytes:
     """An unstructured header (Subject), folded; encoded-words when not ASCII."""
-    return _fold(name, _words(header_safe(value)))
+    return _fold(name, _words(clean_label(value)))
 
 
 def _mailbox_header(name: str, display: str, address: str) -> bytes:
     """A header of one mailbox, "display name" <address>, folded; the display name in
     encoded-words when it is not ASCII, the address always as it is."""
-    display = header_safe(display)
+    display = clean_label(display)
     if not display:
         return _fold(name, [f"<{address}>"] if name == "List-Id" else [address])
     if display.isascii() and len(display) <= _LONGEST_WORD:
@@ -193,7 +185,7 @@ class MessageTemplate:
                       + _text_header("Subject", rendered.subject))
         tail = []
         if d.reply_to:
-            reply_name, reply_addr = parseaddr(header_safe(d.reply_to))
+            reply_name, reply_addr = parseaddr(clean_label(d.reply_to))
             tail.append(_mailbox_header("Reply-To", reply_name, reply_addr))
         tail += [
             _list_id_header(list_id(settings)),
@@ -285,13 +277,13 @@ def build_email_message(template: MessageTemplate, r: Recipient,
     html_body, text_body = template.rendered.personalise(personal)
     msg = EmailMessage(policy=SMTP_POLICY)
     name, addr = sender_address(settings)
-    msg["From"] = Address(display_name=header_safe(name), addr_spec=addr)
-    msg["To"] = Address(display_name=header_safe(r.name), addr_spec=r.email)
-    msg["Subject"] = header_safe(template.rendered.subject)
+    msg["From"] = Address(display_name=clean_label(name), addr_spec=addr)
+    msg["To"] = Address(display_name=clean_label(r.name), addr_spec=r.email)
+    msg["Subject"] = clean_label(template.rendered.subject)
     msg["Date"] = format_datetime(date or datetime.now(UTC))
     msg["Message-ID"] = r.message_id
     if settings.digest.reply_to:
-        msg["Reply-To"] = header_safe(settings.digest.reply_to)
+        msg["Reply-To"] = clean_label(settings.digest.reply_to)
     msg["List-Id"] = list_id(settings)
     msg["List-Unsubscribe"] = template.list_unsubscribe(personal)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
