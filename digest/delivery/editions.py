@@ -9,8 +9,8 @@ Every read and write goes through digest.store.editions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import make_msgid
 from typing import Any
@@ -76,6 +76,26 @@ def _nothing_new(work: EditionWork) -> NothingToSend:
                          ": nothing to send (import some with: digest articles import FILE…)")
 
 
+@dataclass
+class _Audience:
+    """Whom an edition reaches, counted as each active subscriber is placed: recipients,
+    skipped (nothing new in their topics), and the distinct variants among them."""
+
+    recipients: int = 0
+    skipped: int = 0
+    variants: set[str] = field(default_factory=set)
+
+    def place(self, chosen: Sequence[str], topics: Iterable[str]) -> str | None:
+        """The variant of a subscriber who chose these topics (None: nothing for them)."""
+        variant = effective_variant(chosen, topics)
+        if variant is None:
+            self.skipped += 1
+        else:
+            self.recipients += 1
+            self.variants.add(variant)
+        return variant
+
+
 def _nobody(skipped: int, topics: Sequence[str]) -> NoRecipients:
     """An edition nobody would receive is never made: its articles would be used up."""
     if not skipped:
@@ -95,19 +115,13 @@ def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan
         if not articles:
             raise _nothing_new(work)
         topics = tuple(sorted({a.topic for a in articles}))
-        variants: set[str] = set()
-        recipients = skipped = 0
+        audience = _Audience()
         for _sid, chosen, _zone in work.active_subscribers():
-            variant = effective_variant(chosen, topics)
-            if variant is None:
-                skipped += 1
-            else:
-                recipients += 1
-                variants.add(variant)
-        if not recipients:
-            raise _nobody(skipped, topics)
-        return EditionPlan(work.next_number(), len(articles), topics, recipients,
-                           skipped, len(variants))
+            audience.place(chosen, topics)
+        if not audience.recipients:
+            raise _nobody(audience.skipped, topics)
+        return EditionPlan(work.next_number(), len(articles), topics, audience.recipients,
+                           audience.skipped, len(audience.variants))
 
 
 def open_edition(store: Store, settings: Settings, now: datetime, *,
@@ -140,25 +154,21 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
         content = build_content(articles, settings, number, now)
         edition = work.create(number, now, slot, Renderer(settings).subject(content), articles)
         topics = {a.topic for a in articles}
-        recipients, skipped = _write_ledger(work, settings, edition, topics,
-                                            slot or now if waves else None)
-        if not recipients:
-            raise _nobody(skipped, sorted(topics))    # the transaction is rolled back
+        audience = _write_ledger(work, settings, edition, topics,
+                                 slot or now if waves else None)
+        if not audience.recipients:
+            raise _nobody(audience.skipped, sorted(topics))    # the transaction rolls back
         return edition, True
 
 
 def _write_ledger(work: EditionWork, settings: Settings, edition: Edition,
-                  topics: set[str], wave_base: datetime | None) -> tuple[int, int]:
-    """One delivery row per active subscriber; returns (recipients, skipped)."""
+                  topics: set[str], wave_base: datetime | None) -> _Audience:
+    """One delivery row per active subscriber; returns whom the edition reaches."""
     rows: list[dict[str, Any]] = []
     waves: dict[str | None, datetime] = {}
-    recipients = skipped = 0
+    audience = _Audience()
     for sid, chosen, zone in work.active_subscribers():
-        variant = effective_variant(chosen, topics)
-        if variant is None:
-            skipped += 1
-        else:
-            recipients += 1
+        variant = audience.place(chosen, topics)
         if wave_base is not None and zone not in waves:
             waves[zone] = wave_time(settings, zone, wave_base)
         rows.append({
@@ -175,7 +185,7 @@ def _write_ledger(work: EditionWork, settings: Settings, edition: Edition,
             rows = []
     if rows:
         work.add_deliveries(rows)
-    return recipients, skipped
+    return audience
 
 
 def finish_editions(store: Store, paused: bool, edition_id: int | None = None) -> None:
