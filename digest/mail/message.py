@@ -125,12 +125,10 @@ def _mailbox_header(name: str, display: str, address: str) -> bytes:
     encoded-words when it is not ASCII, the address always as it is."""
     display = clean_label(display)
     if not display:
-        return _fold(name, [f"<{address}>"] if name == "List-Id" else [address])
+        return _fold(name, [address])
     if display.isascii() and len(display) <= _LONGEST_WORD:
-        words = formataddr((display, address)).rsplit(" <", 1)[0].split(" ")
-    else:
-        words = _words(display)
-    return _fold(name, [*words, f"<{address}>"])
+        return _fold(name, formataddr((display, address)).split(" "))   # quoted as needed
+    return _fold(name, [*_words(display), f"<{address}>"])
 
 
 def _greeting(name: str) -> str:
