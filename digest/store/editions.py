@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ..errors import InputError
 from .articles import edition_articles, new_articles, next_edition_number
 from .db import Store, rowcount
-from .ledger import delivery_counts
+from .ledger import delivery_counts, due_conditions
 from .locks import locked_session
 from .models import (
     Article,
@@ -265,12 +265,11 @@ def pending_deliveries(store: Store, *, number: int | None = None,
     local time has come by then."""
     with store.sessions() as session:
         query = select(func.count()).select_from(Delivery).where(
-            Delivery.status == DeliveryStatus.PENDING)
+            *due_conditions(due_at) if due_at is not None
+            else [Delivery.status == DeliveryStatus.PENDING])
         if number is not None:
             query = query.join(Edition, Edition.id == Delivery.edition_id).where(
                 Edition.number == number)
-        if due_at is not None:
-            query = query.where(Delivery.not_before.is_(None) | (Delivery.not_before <= due_at))
         return int(session.scalar(query) or 0)
 
 

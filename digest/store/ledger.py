@@ -24,8 +24,8 @@ from .db import Store, rowcount, table_of
 from .models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 
 # Store is named here too while importers move to digest.store.db.
-__all__ = ["Claim", "Ledger", "StoreLedger", "delivery_counts", "delivery_totals", "new_owner",
-           "retire_owner"]
+__all__ = ["Claim", "Ledger", "StoreLedger", "delivery_counts", "delivery_totals",
+           "due_conditions", "new_owner", "retire_owner"]
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ class Ledger(Protocol):
         ...
 
 
-def _due(now: datetime, edition_id: int | None, retry: bool) -> list[Any]:
+def due_conditions(now: datetime, edition_id: int | None = None,
+                   retry: bool = False) -> list[Any]:
     """The conditions of a delivery a sender may claim now: pending (with retry: deferred
     and due), its local-time wave come, of the edition when one is given."""
     d = table_of(Delivery)
@@ -190,7 +191,7 @@ class StoreLedger:
                   retry: bool = False) -> int:
         """How many deliveries claim() would find now, were there no limit."""
         query = select(func.count()).select_from(table_of(Delivery)).where(
-            *_due(now, edition_id, retry))
+            *due_conditions(now, edition_id, retry))
         with self._lock, self._claims.begin():
             return int(self._claims.execute(query).scalar_one())
 
@@ -203,7 +204,7 @@ class StoreLedger:
                    s.c.id.label("sid"), s.c.email, s.c.name, s.c.token_version,
                    s.c.status.label("sub_status"))
             .select_from(d.join(s, s.c.id == d.c.subscriber_id))
-            .where(*_due(now, edition_id, retry))
+            .where(*due_conditions(now, edition_id, retry))
             .order_by(d.c.id).limit(limit)
         )
         if self._postgres:
