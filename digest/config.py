@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .resources import package_resource
 
 __all__ = [
+    "BouncesSettings",
     "DeliverySettings",
     "DkimSettings",
     "DigestSettings",
@@ -35,6 +36,7 @@ __all__ = [
     "StoreSettings",
     "TopicRule",
     "WebSettings",
+    "WebhooksSettings",
     "find_config_file",
     "load_settings",
     "with_overrides",
@@ -141,6 +143,54 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class BouncesSettings:
+    # VERP: the envelope sender of each message, "{token}" standing for a short signed
+    # token naming the subscriber and the edition (e.g. "bounces+{token}@example.org").
+    # Empty: the From address is the envelope sender.
+    return_path: str = ""
+    # The mailbox that bounces (and mails to unsubscribe_mailto) arrive in.
+    protocol: str = "imap"
+    host: str = ""
+    port: int = 0                    # 0: 993 for IMAP, 995 for POP3 (143/110 without TLS)
+    security: str = "ssl"            # ssl | starttls | none
+    username: str = ""
+    password: str = field(default="", repr=False)
+    folder: str = "INBOX"
+    # What happens to a message once read: moved to processed_folder (IMAP), or deleted.
+    after: str = "move"
+    processed_folder: str = "Processed"
+    # A CA bundle to trust besides the system's (a mailbox with a private certificate).
+    ca_file: str = ""
+    timeout: float = 30.0
+    poll_minutes: int = 15
+    # Mailman 3's bounce score: soft bounces add at most one point a day, the score is
+    # forgotten after score_reset_days without one, and the subscriber is bounced at
+    # score_threshold.
+    score_threshold: int = 5
+    score_reset_days: int = 7
+
+    @property
+    def mailbox_enabled(self) -> bool:
+        return bool(self.host)
+
+
+@dataclass(frozen=True)
+class WebhooksSettings:
+    # Amazon SES through SNS: the topic ARNs accepted (empty: any topic whose message
+    # signature verifies).
+    ses_topic_arns: str = ""
+    # Postmark: HTTP basic auth credentials put in the webhook URL.
+    postmark_username: str = ""
+    postmark_password: str = field(default="", repr=False)
+    # Mailgun: the HTTP webhook signing key (secret).
+    mailgun_signing_key: str = field(default="", repr=False)
+    # SendGrid: the signed event webhook's verification key (public, base64 DER or PEM).
+    sendgrid_public_key: str = ""
+    # Requests older than this (or from the future by more) are replays.
+    max_age_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class WebSettings:
     # How many proxies in front of `digest serve` append to X-Forwarded-For (0: none, so
     # the header is ignored and nobody can pick their own rate-limit bucket with it).
@@ -166,6 +216,8 @@ class Settings:
     fetch: FetchSettings = FetchSettings()
     dkim: DkimSettings = DkimSettings()
     web: WebSettings = WebSettings()
+    bounces: BouncesSettings = BouncesSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
     topics: tuple[TopicRule, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
@@ -240,14 +292,20 @@ _SECTIONS: dict[str, type] = {
     "fetch": FetchSettings,
     "dkim": DkimSettings,
     "web": WebSettings,
+    "bounces": BouncesSettings,
+    "webhooks": WebhooksSettings,
 }
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
-_ENV_ONLY = {("smtp", "password")}
+_ENV_ONLY = {("smtp", "password"), ("bounces", "password"), ("webhooks", "postmark_password"),
+             ("webhooks", "mailgun_signing_key")}
 _CHOICES = {
     ("smtp", "security"): ("none", "starttls", "ssl"),
     ("delivery", "transport"): ("smtp", "maildir"),
     ("schedule", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("bounces", "protocol"): ("imap", "pop3"),
+    ("bounces", "security"): ("ssl", "starttls", "none"),
+    ("bounces", "after"): ("move", "delete"),
 }
 
 
@@ -409,6 +467,8 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         fetch=FetchSettings(**sections["fetch"]),
         dkim=DkimSettings(**sections["dkim"]),
         web=WebSettings(**sections["web"]),
+        bounces=BouncesSettings(**sections["bounces"]),
+        webhooks=WebhooksSettings(**sections["webhooks"]),
         topics=topics,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
@@ -466,9 +526,22 @@ def _validate_text(s: Settings, origin: str) -> None:
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"{origin}: [digest] {key} {pattern!r} is invalid ({exc!r}); it "
                               f"may use {allowed}") from None
+    _validate_bounces(s.bounces, origin)
     if d.reply_to and "@" not in parseaddr(d.reply_to)[1]:
         raise ConfigError(f"{origin}: [digest] reply_to {d.reply_to!r} has no address; use "
                           f"\"Name <name@example.org>\" or leave it empty")
+
+
+def _validate_bounces(b: BouncesSettings, origin: str) -> None:
+    rp = b.return_path
+    if rp and (rp.count("{token}") != 1 or "@" not in rp.partition("{token}")[2]
+               or re.search(r"[\s<>\"]", rp)):
+        raise ConfigError(f"{origin}: [bounces] return_path {rp!r} must be an address with "
+                          f"{{token}} once in its local part, e.g. "
+                          f"\"bounces+{{token}}@example.org\"")
+    if b.score_threshold < 1 or b.score_reset_days < 1 or b.poll_minutes < 1:
+        raise ConfigError(f"{origin}: [bounces] score_threshold, score_reset_days and "
+                          f"poll_minutes must each be at least 1")
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:

@@ -15,12 +15,14 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BadToken", "Signer", "TokenClaims", "create_secret_file", "read_token"]
+__all__ = ["BadToken", "Signer", "TokenClaims", "Verp", "VerpClaims", "create_secret_file",
+           "erased_key", "read_token"]
 
 
 class BadToken(ValueError):
@@ -80,6 +82,66 @@ def read_token(secret: bytes, purpose: str, token: str, now: float | None = None
     if claims.expires is not None and (now or time.time()) > claims.expires:
         raise BadToken("expired")
     return claims
+
+
+@dataclass(frozen=True)
+class VerpClaims:
+    subscriber_id: int
+    edition_id: int
+
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+        if not n:
+            return out
+
+
+class Verp:
+    """VERP return paths: ``bounces+{token}@example.org`` with a short token naming the
+    subscriber and the edition, signed so that nobody can bounce someone else off the
+    list. The token is lower-case letters, digits and hyphens (some servers lower-case
+    local parts): ``<subscriber>-<edition>-<13 letters of HMAC>``, ids in base 36."""
+
+    def __init__(self, secret: bytes, pattern: str) -> None:
+        self.pattern = pattern
+        self._key = _purpose_key(secret, "verp")
+        prefix, _, suffix = pattern.partition("{token}")
+        self._match = re.compile(re.escape(prefix) + r"([0-9a-z]{1,13})-([0-9a-z]{1,13})-"
+                                 r"([a-z2-7]{13})" + re.escape(suffix) + r"$", re.IGNORECASE)
+
+    def _mac(self, subscriber_id: int, edition_id: int) -> str:
+        mac = hmac.new(self._key, f"{subscriber_id}:{edition_id}".encode(), hashlib.sha256)
+        return base64.b32encode(mac.digest()[:8]).decode().lower()[:13]
+
+    def address(self, subscriber_id: int, edition_id: int) -> str:
+        token = (f"{_base36(subscriber_id)}-{_base36(edition_id)}-"
+                 f"{self._mac(subscriber_id, edition_id)}")
+        return self.pattern.replace("{token}", token)
+
+    def read(self, address: str) -> VerpClaims | None:
+        """The claims of a VERP address of ours with a valid signature; None otherwise."""
+        found = self._match.search(address.strip().strip("<>"))
+        if found is None:
+            return None
+        sid, eid = int(found[1], 36), int(found[2], 36)
+        if not hmac.compare_digest(self._mac(sid, eid), found[3].lower()):
+            return None
+        return VerpClaims(sid, eid)
+
+
+def erased_key(secret: bytes, address: str) -> str:
+    """What the suppression list keeps of an erased address: a keyed hash (HMAC-SHA256
+    with a key derived from the secret), so nobody holding the database alone can test
+    addresses against it."""
+    mac = hmac.new(_purpose_key(secret, "erased"), address.strip().lower().encode(),
+                   hashlib.sha256)
+    return "hmac:" + mac.hexdigest()
 
 
 def create_secret_file(path: Path) -> bool:

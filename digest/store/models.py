@@ -27,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "Article",
     "Base",
+    "BounceEvent",
+    "BounceKind",
     "Delivery",
     "DeliveryStatus",
     "ArticleSource",
@@ -38,6 +40,8 @@ __all__ = [
     "Source",
     "Subscriber",
     "SubscriberStatus",
+    "Suppression",
+    "SuppressionReason",
     "utcnow",
 ]
 
@@ -89,6 +93,22 @@ class DeliveryStatus(enum.StrEnum):
     DEFERRED = "deferred"        # temporary failure; retried at next_attempt_at
     FAILED = "failed"            # permanent failure (5xx) or out of attempts
     SKIPPED = "skipped"          # nothing new in the subscriber's topics
+
+
+class BounceKind(enum.StrEnum):
+    HARD = "hard"                # the address does not exist or is disabled
+    SOFT = "soft"                # full, blocked by policy, too large, network, expired
+    COMPLAINT = "complaint"      # an ARF abuse report (the reader pressed "spam")
+    AUTO_REPLY = "auto-reply"    # vacation and other RFC 3834 replies: never a bounce
+
+
+class SuppressionReason(enum.StrEnum):
+    UNSUBSCRIBED = "unsubscribed"    # may come back through double opt-in
+    COMPLAINED = "complained"
+    HARD_BOUNCED = "hard-bounced"
+    BOUNCED = "bounced"              # soft bounces reached bounces.score_threshold
+    ERASED = "erased"                # kept as a keyed hash only
+    MANUAL = "manual"
 
 
 class Base(DeclarativeBase):
@@ -187,6 +207,15 @@ class Subscriber(Base):
     # Bumped to revoke every token issued so far (unsubscribe, preferences).
     token_version: Mapped[int] = mapped_column(Integer, default=1)
     hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # Mailman 3's bounce score (soft bounces, at most one point a day) and its last bounce.
+    bounce_score: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_bounce_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How they consented: "cli", "import", "sign-up", …; when; from which client address
+    # (web sign-ups); when they confirmed (double opt-in).
+    consent_source: Mapped[str | None] = mapped_column(String(300))
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_ip: Mapped[str | None] = mapped_column(String(64))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -267,3 +296,35 @@ class RateLimitHit(Base):
     hits: Mapped[int] = mapped_column(Integer)
     # Seconds since the epoch, as the limits library counts them.
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Suppression(Base):
+    """An address never to mail. email_key is the lower-cased address, or for an erased
+    person ``hmac:`` and a keyed hash of it (nothing personal)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason))
+    source: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BounceEvent(Base):
+    """One bounce, complaint or auto-reply about one recipient, from wherever it came
+    (the SMTP session, a bounce mailbox, a provider's webhook)."""
+
+    __tablename__ = "bounce_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id"), index=True)
+    edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[BounceKind] = mapped_column(_enum(BounceKind))
+    status: Mapped[str | None] = mapped_column(String(16))     # enhanced status, e.g. 5.1.1
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    source: Mapped[str] = mapped_column(String(500), default="")
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The same report read twice (a mailbox re-read, a webhook retried) is one event.
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)

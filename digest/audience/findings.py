@@ -1,0 +1,44 @@
+"""What reading a bounce, a complaint or a provider's event finds: the one shape every
+source (the bounce mailbox, a folder of messages, a webhook, the SMTP session) hands to
+`audience.bounces.record_findings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..store.models import BounceKind
+
+__all__ = ["Finding", "Reading"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One recipient a report is about."""
+
+    source: str                      # where it came from: a file path, "imap:INBOX/42", …
+    recipient: str                   # lower-cased address; "" when only VERP names them
+    kind: BounceKind
+    status: str | None               # the enhanced status code, e.g. "5.1.1"
+    reason: str                      # short text (the diagnostic, cleaned, ≤ 300 chars)
+    subscriber_id: int | None = None     # from a valid VERP token
+    edition_id: int | None = None        # from a valid VERP token
+    # Identifies the report, so that reading it twice records it once (the Message-ID of
+    # the report, a provider's event id, …); the service adds the recipient and kind.
+    report_id: str = ""
+    occurred_at: datetime | None = None
+
+
+@dataclass
+class Reading:
+    """What one message yields: findings, a request to unsubscribe its sender (a mail to
+    digest.unsubscribe_mailto), or nothing (ignored: ordinary mail)."""
+
+    source: str
+    findings: list[Finding] = field(default_factory=list)
+    unsubscribe: str | None = None   # the From address of a mail to unsubscribe_mailto
+    report_id: str = ""
+
+    @property
+    def ignored(self) -> bool:
+        return not self.findings and self.unsubscribe is None
