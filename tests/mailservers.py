@@ -1,0 +1,347 @@
+"""Real mail servers on 127.0.0.1 for the tests, each started with a config of its own in a
+folder of its own and stopped at teardown.
+
+Dovecot: IMAP (STARTTLS), IMAPS, POP3 (STLS) and POP3S with a certificate signed by a CA
+the test makes, passwd-file users with known passwords, Maildir storage that tests can
+fill and inspect directly on disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+__all__ = ["Dovecot", "DovecotUser", "TlsFiles", "free_port", "make_tls_files",
+           "wait_for_port"]
+
+DOVECOT = "/usr/sbin/dovecot"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the kernel's pick for port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, deadline: float, alive: Any = None) -> bool:
+    """True once 127.0.0.1:port accepts a connection; False when the deadline (a
+    time.monotonic() value) passes or alive() turns false first."""
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)     # polling a condition, not waiting for a guessed time
+    return False
+
+
+# --- TLS -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path        # the CA certificate a client must trust ([bounces] ca_file)
+    cert: Path      # the server certificate, signed by ca, for 127.0.0.1 and localhost
+    key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate it signed, valid for a day, as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(_name("digest test CA"))
+        .issuer_name(_name("digest test CA")).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(_name("127.0.0.1"))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256()))
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
+
+
+# --- Dovecot ---------------------------------------------------------------------------
+
+_DOVECOT_CONF = """\
+base_dir = {folder}/run
+state_dir = {folder}/state
+instance_name = digest-test-{port}
+log_path = {folder}/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+{users}
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+auth_mechanisms = plain login
+# A refused login answers at once (the default waits 2 s to slow down guessing).
+auth_failure_delay = 0
+mail_location = maildir:~/Maildir
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+# One passwd-file per user, so a user added while the server runs is read when first
+# used (no reload of a file that has changed).
+passdb {{
+  driver = passwd-file
+  args = {folder}/users/%u
+}}
+userdb {{
+  driver = passwd-file
+  args = {folder}/users/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = {imaps}
+    ssl = yes
+  }}
+{chroot}}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = {pop3s}
+    ssl = yes
+  }}
+{chroot}}}
+# No penalty for failed logins from an address: the tests that give a wrong password
+# would slow down every later login of the module (2, 4, 8 … 15 s).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+{chroot}}}
+"""
+
+# Started as root, Dovecot runs its login processes as dovenull and its internal ones as
+# dovecot (the Debian package makes both users; login processes refuse to run as root),
+# chrooted into base_dir, and the mail as nobody: it refuses mail access as UID 0. The
+# auth process stays root so that it can read the users files in a folder only root can
+# reach. Started as anyone else, everything runs as that user, and nothing can chroot.
+_AS_ROOT = """\
+default_internal_user = dovecot
+default_login_user = dovenull
+service auth {
+  user = root
+}"""
+_AS_USER = """\
+default_internal_user = {user}
+default_internal_group = {group}
+default_login_user = {user}"""
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    return grp.getgrgid(gid).gr_name
+
+
+class Dovecot:
+    """Dovecot in the foreground (`dovecot -F -c <conf>`) in a temporary folder of its
+    own, serving IMAP (STARTTLS) and IMAPS, POP3 (STLS) and POP3S on free ports of
+    127.0.0.1. Each user made with add_user() has a Maildir of its own in that folder.
+
+    Stopping takes Dovecot about a second (its log process lingers), so a test module
+    shares one server and each test takes a new user."""
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp_path: the mail user (nobody, when run as root) must be
+        # able to reach the mailboxes, and pytest's folders are private to their owner.
+        self.folder = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
+        self.folder.chmod(0o755)
+        self.as_root = os.geteuid() == 0
+        account = pwd.getpwnam("nobody") if self.as_root else pwd.getpwuid(os.geteuid())
+        self.mail_uid, self.mail_gid = account.pw_uid, account.pw_gid
+        self.imap_port = self.imaps_port = self.pop3_port = self.pop3s_port = 0
+        self.tls = make_tls_files(self.folder)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._users = itertools.count(1)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls.ca
+
+    @property
+    def log(self) -> str:
+        """What the server wrote to its log file and, before it had one, to stderr."""
+        paths = (self.folder / "dovecot.stderr", self.folder / "dovecot.log")
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
+
+    def _write_config(self) -> Path:
+        for port in ("imap_port", "imaps_port", "pop3_port", "pop3s_port"):
+            setattr(self, port, free_port())
+        (self.folder / "users").mkdir()
+        users = _AS_ROOT if self.as_root else _AS_USER.format(
+            user=pwd.getpwuid(os.geteuid()).pw_name, group=_group_name(os.getegid()))
+        conf = self.folder / "dovecot.conf"
+        conf.write_text(_DOVECOT_CONF.format(
+            folder=self.folder, port=self.imaps_port, users=users, cert=self.tls.cert,
+            key=self.tls.key, uid=self.mail_uid, imap=self.imap_port, imaps=self.imaps_port,
+            pop3=self.pop3_port, pop3s=self.pop3s_port,
+            chroot="" if self.as_root else "  chroot =\n"))
+        return conf
+
+    def start(self, timeout: float = 30) -> Dovecot:
+        """Start the server and return once all four ports accept connections."""
+        conf = self._write_config()
+        with open(self.folder / "dovecot.stderr", "wb") as stderr:
+            self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)],
+                                         stdin=subprocess.DEVNULL, stdout=stderr,
+                                         stderr=stderr)
+        deadline = time.monotonic() + timeout
+        proc = self.proc
+        ready = all(wait_for_port(port, deadline, lambda: proc.poll() is None)
+                    for port in (self.imap_port, self.imaps_port, self.pop3_port,
+                                 self.pop3s_port))
+        if not ready:
+            code = proc.poll()
+            log = self.log
+            self.stop()
+            raise RuntimeError(f"dovecot did not start (exit code {code}); its log:\n{log}")
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM; SIGKILL when it does not go) and remove its folder."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def add_user(self, password: str = "correct horse battery staple") -> DovecotUser:
+        """A new user (bounces-N@example.org) with an empty mailbox."""
+        user = DovecotUser(self, f"bounces-{next(self._users)}@example.org", password)
+        user.make_dir(user.home)
+        (self.folder / "users" / user.username).write_text(
+            f"{user.username}:{{PLAIN}}{password}:{self.mail_uid}:{self.mail_gid}::"
+            f"{user.home}::\n")
+        return user
+
+
+class DovecotUser:
+    """One user of a Dovecot and their mailbox, which the test can fill and read directly
+    on disk (Maildir++ as Dovecot lays it out: INBOX at the root, a folder X in .X/)."""
+
+    def __init__(self, server: Dovecot, username: str, password: str) -> None:
+        self.server = server
+        self.username = username
+        self.password = password
+        self.home = server.folder / "home" / username
+        self.maildir = self.home / "Maildir"
+        self._names = itertools.count()
+
+    def make_dir(self, path: Path) -> None:
+        for missing in reversed([path, *path.parents]):
+            if not missing.is_dir():
+                missing.mkdir(mode=0o755 if missing == self.server.folder / "home" else 0o700)
+                os.chown(missing, self.server.mail_uid, self.server.mail_gid)
+
+    def _folder_path(self, folder: str) -> Path:
+        return self.maildir if folder.upper() == "INBOX" else self.maildir / f".{folder}"
+
+    def deliver(self, raw: bytes, folder: str = "INBOX") -> None:
+        """Put one message into a folder the way an MTA would: written in tmp/, then
+        renamed into new/ (the server serves it from there)."""
+        root = self._folder_path(folder)
+        for path in (root / "tmp", root / "new", root / "cur"):
+            self.make_dir(path)
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._names)}.digest-test"
+        tmp = root / "tmp" / name
+        tmp.write_bytes(raw)
+        os.chown(tmp, self.server.mail_uid, self.server.mail_gid)
+        os.rename(tmp, root / "new" / name)
+
+    def _files(self, folder: str) -> list[Path]:
+        root = self._folder_path(folder)
+        files = [path for sub in ("new", "cur") if (root / sub).is_dir()
+                 for path in (root / sub).iterdir()]
+        return sorted(files, key=lambda p: p.name)     # the names start with the time
+
+    def messages(self, folder: str = "INBOX") -> list[bytes]:
+        """The messages in a folder as stored (new/ and cur/), in the order delivered."""
+        return [path.read_bytes() for path in self._files(folder)]
+
+    def flags(self, folder: str = "INBOX") -> list[str]:
+        """The Maildir flags of each message ("S" seen, "T" deleted, …), in the order of
+        messages()."""
+        return [path.name.partition(":2,")[2] for path in self._files(folder)]
+
+    def folder_exists(self, folder: str) -> bool:
+        return self._folder_path(folder).is_dir()
+
+    def bounces(self, protocol: str = "imap", security: str = "ssl",
+                **extra: Any) -> dict[str, Any]:
+        """A [bounces] section (for digest.config.with_overrides) for this mailbox."""
+        s = self.server
+        ports = {("imap", "ssl"): s.imaps_port, ("imap", "starttls"): s.imap_port,
+                 ("imap", "none"): s.imap_port, ("pop3", "ssl"): s.pop3s_port,
+                 ("pop3", "starttls"): s.pop3_port, ("pop3", "none"): s.pop3_port}
+        section = {"protocol": protocol, "security": security, "host": "127.0.0.1",
+                   "port": ports[(protocol, security)], "username": self.username,
+                   "password": self.password, "ca_file": str(s.ca_file), "timeout": 10.0}
+        section.update(extra)
+        return section
+
+    def env(self, protocol: str = "imap", security: str = "ssl",
+            **extra: Any) -> dict[str, str]:
+        """The same as DIGEST_BOUNCES__* environment variables (for the CLI)."""
+        return {f"DIGEST_BOUNCES__{key.upper()}": str(value)
+                for key, value in self.bounces(protocol, security, **extra).items()}
