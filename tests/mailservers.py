@@ -358,3 +358,233 @@ class DovecotUser:
         """The same as DIGEST_BOUNCES__* environment variables (for the CLI)."""
         return {f"DIGEST_BOUNCES__{key.upper()}": str(value)
                 for key, value in self.bounces(protocol, security, **extra).items()}
+
+
+# --- Postfix: a real MTA that writes real delivery status notifications ------------------
+
+import contextlib  # noqa: E402
+import grp  # noqa: E402
+import signal  # noqa: E402
+
+import pytest  # noqa: E402
+
+from digest.mail.loopback import LoopbackSMTPServer  # noqa: E402
+
+__all__ += ["FAR_END_REFUSALS", "PostfixServer", "far_end_policy", "need_postfix"]
+
+POSTFIX_BIN = Path("/usr/sbin/postfix")
+POSTFIX_DAEMONS = Path("/usr/lib/postfix/sbin")
+
+# What the far end (the remote MX behind Postfix) answers to RCPT TO, by recipient domain.
+# Postfix has accepted the message by then, so the failure comes back the way it does on
+# the Internet: as a DSN that Postfix itself writes to the envelope sender.
+FAR_END_REFUSALS = {
+    "gone.example": "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+    "full.example": "452 4.2.2 <{rcpt}>: Mailbox full",
+}
+
+
+def far_end_policy(phase: str, mail_from: str, rcpt: str) -> str | None:
+    """A LoopbackSMTPServer reply policy: refuses the recipients of FAR_END_REFUSALS."""
+    if phase != "RCPT":
+        return None
+    reply = FAR_END_REFUSALS.get(rcpt.rpartition("@")[2].lower())
+    return reply.format(rcpt=rcpt) if reply else None
+
+
+def need_postfix() -> None:
+    """Skips the test where a private Postfix cannot run, or fails it when
+    DIGEST_REQUIRE_JUDGES=1 (set by .ci/run, which installs Postfix)."""
+    reason = None
+    if not POSTFIX_BIN.exists() or not (POSTFIX_DAEMONS / "master").exists():
+        reason = "Postfix is not installed (apt-get install postfix)"
+    elif os.geteuid() != 0:
+        reason = "a private Postfix needs root (its master drops to the postfix user)"
+    else:
+        try:
+            pwd.getpwnam("postfix")
+            grp.getgrnam("postdrop")
+        except KeyError:
+            reason = "the postfix user or the postdrop group is missing (reinstall postfix)"
+    if reason is None:
+        return
+    if os.environ.get("DIGEST_REQUIRE_JUDGES") == "1":
+        pytest.fail(f"{reason}, and DIGEST_REQUIRE_JUDGES=1")
+    pytest.skip(reason)
+
+
+class PostfixServer:
+    """A Postfix instance of its own, everything in a new temporary folder (config, queue,
+    data, Maildirs, log), with smtpd on 127.0.0.1 at a free port.
+
+    Mail for `domain` is delivered by Postfix's virtual agent into Maildirs:
+    LOCAL@domain and LOCAL+anything@domain into mail/DOMAIN/LOCAL/ for each LOCAL of
+    `mailboxes`. Mail for every other domain is relayed to `far_end`, a LoopbackSMTPServer
+    that accepts it (and keeps it) unless far_end_policy refuses the recipient; then
+    Postfix returns the message with a DSN to its envelope sender. Delivery is tried once,
+    so a deferral (4xx) comes back at once too, as a failed DSN with its 4.x.x status.
+    """
+
+    def __init__(self, domain: str = "example.org",
+                 mailboxes: tuple[str, ...] = ("bounces",)) -> None:
+        self.domain = domain
+        self.mailboxes = mailboxes
+        self.port = free_port()
+        self.far_end = LoopbackSMTPServer(reply_policy=far_end_policy)
+        self.root = Path(tempfile.mkdtemp(prefix="digest-postfix-"))
+        self.config = self.root / "etc"
+        self.queue = self.root / "queue"
+        self.mail = self.root / "mail"
+        self.logfile = self.root / "maillog"
+        self._running = False
+        self._far_end_running = False
+
+    def main_cf(self) -> str:
+        owner = pwd.getpwnam("nobody")
+        settings = {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.queue),
+            "data_directory": str(self.root / "data"),
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "myhostname": f"mx.{self.domain}",
+            "mydomain": self.domain,
+            "myorigin": "$mydomain",
+            "mydestination": "",
+            "local_recipient_maps": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "mynetworks": "127.0.0.0/8",
+            # No DNS at all: the far end is an address literal, clients are not looked up.
+            "smtpd_peername_lookup": "no",
+            "smtp_dns_support_level": "disabled",
+            "smtp_host_lookup": "native",
+            "relayhost": f"[127.0.0.1]:{self.far_end.port}",
+            "virtual_mailbox_domains": self.domain,
+            "virtual_mailbox_base": str(self.mail),
+            "virtual_mailbox_maps": f"texthash:{self.config / 'mailboxes'}",
+            "virtual_uid_maps": f"static:{owner.pw_uid}",
+            "virtual_gid_maps": f"static:{owner.pw_gid}",
+            "recipient_delimiter": "+",
+            # One delivery attempt, then a DSN at once; no delay warnings; a quick queue.
+            "maximal_queue_lifetime": "0",
+            "bounce_queue_lifetime": "0",
+            "queue_run_delay": "1s",
+            "minimal_backoff_time": "1s",
+            "maximal_backoff_time": "2s",
+            "delay_warning_time": "0",
+            "maillog_file": str(self.logfile),
+            "maillog_file_prefixes": str(self.root),
+            "biff": "no",
+        }
+        return "".join(f"{key} = {value}\n" for key, value in settings.items())
+
+    def master_cf(self) -> str:
+        # Debian's master.cf.proto without chroot, the optional services and the
+        # default smtpd: only ours, on its own port.
+        services = [
+            f"127.0.0.1:{self.port} inet n - n - - smtpd",
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "virtual unix - n n - - virtual",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ]
+        return "\n".join(services) + "\n"
+
+    def _postfix(self, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(POSTFIX_BIN), "-c", str(self.config), *command],
+                              capture_output=True, text=True, timeout=60)
+
+    def _write_config(self) -> None:
+        # The postfix user (queue) and nobody (Maildirs) walk through the folder.
+        self.root.chmod(0o755)
+        for folder in (self.config, self.queue, self.mail):
+            folder.mkdir()
+        owner = pwd.getpwnam("nobody")
+        os.chown(self.mail, owner.pw_uid, owner.pw_gid)
+        (self.config / "main.cf").write_text(self.main_cf())
+        (self.config / "master.cf").write_text(self.master_cf())
+        (self.config / "mailboxes").write_text("".join(
+            f"{local}@{self.domain} {self.domain}/{local}/\n" for local in self.mailboxes))
+
+    def start(self, timeout: float = 30) -> PostfixServer:
+        """Starts the far end and Postfix; returns once smtpd accepts connections."""
+        try:
+            self.far_end.start()
+            self._far_end_running = True
+            self._write_config()
+            checked = self._postfix("check")
+            if checked.returncode != 0:
+                raise RuntimeError(f"postfix check failed:\n{checked.stderr}{self.log()}")
+            started = self._postfix("start")
+            self._running = started.returncode == 0
+            if not self._running:
+                raise RuntimeError(f"postfix start failed:\n{started.stderr}{self.log()}")
+            if not wait_for_port(self.port, time.monotonic() + timeout):
+                raise RuntimeError(f"Postfix's smtpd does not answer on 127.0.0.1:{self.port}"
+                                   f" after {timeout:g} s; its log:\n{self.log()}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stops Postfix (stop, then abort, then SIGKILL to the master's process group)
+        and the far end, and removes the folder."""
+        if self._running:
+            self._running = False
+            if self._postfix("stop").returncode != 0:
+                self._postfix("abort")
+            if self._postfix("status").returncode == 0:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    pid = (self.queue / "pid" / "master.pid").read_text().split()[0]
+                    os.killpg(int(pid), signal.SIGKILL)
+        if self._far_end_running:
+            self._far_end_running = False
+            self.far_end.stop()
+        shutil.rmtree(self.root)
+
+    def maildir(self, local: str = "bounces") -> Path:
+        return self.mail / self.domain / local
+
+    def wait_for_mail(self, local: str = "bounces", count: int = 1, timeout: float = 30
+                      ) -> list[Path]:
+        """The message files in the Maildir of LOCAL@domain, once there are `count`."""
+        new = self.maildir(local) / "new"
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(new.iterdir()) if new.is_dir() else []
+            if len(files) >= count:
+                return files
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(files)} of {count} messages reached {new} in "
+                                   f"{timeout:g} s; Postfix logged:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.logfile.read_text() if self.logfile.exists() else "(no Postfix log)\n"
+
+    def __enter__(self) -> PostfixServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
