@@ -147,18 +147,19 @@ def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -
     digest.ok("subscribers", "remove", "gone@example.org")
     assert subs(digest) == []
     assert sql(tmp_path, "select email, name, status from subscribers") == [
-        ("removed-1@invalid", "", "removed")]
+        ("erased-1@invalid", "", "removed")]
     (tmp_path / "old.csv").write_text("email\ngone@example.org\n")
     result = digest("subscribers", "import", "old.csv")
     assert result.exit_code == 1
-    assert result.stderr == ("rejected: old.csv:2: gone@example.org was removed from the list "
-                             "earlier; not added again (with their consent: digest subscribers "
-                             "add gone@example.org --force)\n")
-    refused = digest("subscribers", "add", "GONE@example.org")
-    assert refused.output == ("Error: GONE@example.org was removed from the list earlier; add "
-                              "it again only with their consent: digest subscribers add "
-                              "GONE@example.org --force\n")
-    digest.ok("subscribers", "add", "gone@example.org", "--force")
+    refusal = ("gone@example.org is on the suppression list: it was erased at their request; "
+               "add it again only after an operator lifts it: digest suppressions remove "
+               "gone@example.org\n")
+    assert result.stderr == "rejected: old.csv:2: " + refusal
+    for force in ((), ("--force",)):
+        refused = digest("subscribers", "add", "GONE@example.org", *force)
+        assert refused.output == "Error: " + refusal.replace("gone@", "GONE@")
+    digest.ok("suppressions", "remove", "gone@example.org")
+    digest.ok("subscribers", "add", "gone@example.org")
     digest.ok("subscribers", "remove", "gone@example.org")      # twice removed: still fine
     assert subs(digest) == []
 

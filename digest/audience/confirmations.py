@@ -5,6 +5,7 @@ answers the same whatever the address was."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -15,7 +16,7 @@ from ..mail.render import Renderer
 from ..store.models import Subscriber, SubscriberStatus
 from ..tokens import Signer
 
-__all__ = ["CONFIRM_HOURS", "ConfirmationMail"]
+__all__ = ["CONFIRM_HOURS", "ConfirmationMail", "WelcomeMail"]
 
 # How long a confirmation link works.
 CONFIRM_HOURS = 48
@@ -54,11 +55,37 @@ class ConfirmationMail:
         return _mail(self.settings, sub.email, subject, body)
 
 
+class WelcomeMail:
+    """The mail a confirmed sign-up gets (welcome.txt.j2 and welcome.html.j2, overridable
+    in templates_dir like the others): a link to the latest edition in the archive, and
+    to their topics."""
+
+    def __init__(self, settings: Settings, latest_edition: Callable[[], int | None]) -> None:
+        self.settings = settings
+        self.templates = Renderer(settings).env
+        self.base = settings.digest.base_url.rstrip("/")
+        self.preferences = Signer(settings.signing_key, "preferences")
+        self.latest_edition = latest_edition
+
+    def __call__(self, sub: Subscriber) -> tuple[str, bytes]:
+        digest = self.settings.digest
+        latest = self.latest_edition()
+        values = {"digest": digest, "greeting": _greeting(sub.name), "email": sub.email,
+                  "archive_url": f"{self.base}/editions",
+                  "latest_url": f"{self.base}/editions/{latest}" if latest else None,
+                  "preferences_url": f"{self.base}/p/"
+                                     f"{self.preferences.make(sub.id, sub.token_version)}"}
+        text = self.templates.get_template("welcome.txt.j2").render(**values)
+        html = self.templates.get_template("welcome.html.j2").render(**values)
+        return _mail(self.settings, sub.email, f"Welcome to {digest.name}", text, html)
+
+
 def _greeting(name: str) -> str:
     return f"Hello {name.split()[0]}," if name.strip() else "Hello,"
 
 
-def _mail(settings: Settings, to: str, subject: str, text: str) -> tuple[str, bytes]:
+def _mail(settings: Settings, to: str, subject: str, text: str,
+          html: str | None = None) -> tuple[str, bytes]:
     """(envelope sender, message bytes) of a plain-text mail from the digest to `to`."""
     msg = EmailMessage(policy=SMTP_POLICY)
     name, addr = sender_address(settings)
@@ -68,4 +95,6 @@ def _mail(settings: Settings, to: str, subject: str, text: str) -> tuple[str, by
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=addr.rsplit("@", 1)[1])
     msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
     return addr, msg.as_bytes(policy=SMTP_POLICY)

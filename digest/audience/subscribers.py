@@ -20,11 +20,19 @@ from email_validator import EmailNotValidError, validate_email
 
 from ..config import Settings
 from ..content.topics import TopicClassifier
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..store import subscribers as stored
 from ..store.db import Session, Store
-from ..store.models import Subscriber, SubscriberStatus
+from ..store.models import (
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+    utcnow,
+)
+from ..store.suppressions import find_suppression, suppress, unsuppress
 from ..text import clean_label
+from ..tokens import erased_key
 from .outbox import queue_mail
 
 __all__ = [
@@ -33,9 +41,11 @@ __all__ = [
     "LinkState",
     "SignUpMail",
     "SubscriberBook",
+    "LIFTABLE",
     "clean_name",
+    "mark_unsubscribed",
     "normalise_email",
-    "removed_key",
+    "refusal",
     "spreadsheet_safe",
 ]
 
@@ -113,18 +123,44 @@ def _from_spreadsheet(value: str) -> str:
         else value
 
 
-def removed_key(address: str, subscriber_id: int) -> str:
-    """The email_key of a removed subscriber: a hash of the address (so that nobody
-    re-imports them by mistake) and the row id (so that the key stays unique)."""
-    return f"removed:{_address_hash(address)}:{subscriber_id}"
-
-
 def _address_hash(address: str) -> str:
     return hashlib.sha256(address.strip().lower().encode()).hexdigest()[:40]
 
 
 def _was_removed(session: Session, address: str) -> bool:
+    """Whether the address was removed before erasure kept a keyed hash on the
+    suppression list (older stores: an unkeyed hash in the subscriber's row)."""
     return stored.has_removed_key(session, f"removed:{_address_hash(address)}:")
+
+
+# Suppressions an operator's --force (or --reactivate) may lift, saying they have the
+# person's consent again or the address works again; complaints, erasures and manual
+# entries need `digest suppressions remove`.
+LIFTABLE = (SuppressionReason.UNSUBSCRIBED, SuppressionReason.BOUNCED,
+            SuppressionReason.HARD_BOUNCED)
+_WHY = {SuppressionReason.UNSUBSCRIBED: "unsubscribed",
+        SuppressionReason.COMPLAINED: "reported our mail as spam",
+        SuppressionReason.HARD_BOUNCED: "hard-bounced (the address does not exist)",
+        SuppressionReason.BOUNCED: "bounced too often",
+        SuppressionReason.ERASED: "was erased at their request",
+        SuppressionReason.MANUAL: "was suppressed by an operator"}
+
+
+def refusal(address: str, found: Suppression, force_flag: str) -> str:
+    """The one line that says why a suppressed address is not taken, and the way out."""
+    reason = SuppressionReason(found.reason)
+    if reason in LIFTABLE:
+        fix = f"only with their consent (or once the address works again): {force_flag}"
+    else:
+        fix = f"only after an operator lifts it: digest suppressions remove {address}"
+    return f"{address} is on the suppression list: it {_WHY[reason]}; add it again {fix}"
+
+
+def mark_unsubscribed(session: Session, sub: Subscriber, source: str) -> None:
+    """Unsubscribe sub (by their own request, whichever way it came) and put the address
+    on the suppression list; their old links stop working."""
+    sub.status = SubscriberStatus.UNSUBSCRIBED
+    suppress(session, sub.email_key, SuppressionReason.UNSUBSCRIBED, source, utcnow())
 
 
 class SubscriberBook:
@@ -167,6 +203,24 @@ class SubscriberBook:
     def _find(session: Session, email: str) -> Subscriber | None:
         return stored.find_subscriber(session, email.lower())
 
+    def suppression(self, session: Session, address: str) -> Suppression | None:
+        """The suppression of an address: by the address, or by the keyed hash an erased
+        one leaves (when there is a key to compute it with)."""
+        keys = [address.lower()]
+        with contextlib.suppress(ConfigError):
+            keys.append(erased_key(self.settings.signing_key, address))
+        return find_suppression(session, keys)
+
+    def _admit(self, session: Session, address: str, force: bool, force_flag: str) -> None:
+        """Refuse a suppressed address (InputError naming why and the way out); with force,
+        lift a suppression an operator may lift."""
+        found = self.suppression(session, address)
+        if found is None:
+            return
+        if not force or SuppressionReason(found.reason) not in LIFTABLE:
+            raise InputError(refusal(address, found, force_flag))
+        unsuppress(session, [found.email_key], LIFTABLE)
+
     def _get(self, session: Session, email: str) -> Subscriber:
         sub = self._find(session, normalise_email(email))
         if sub is None:
@@ -190,25 +244,15 @@ class SubscriberBook:
                 raise InputError(f"{address} was removed from the list earlier; add it again "
                                  f"only with their consent: digest subscribers add "
                                  f"{address} --force")
+            self._admit(session, address, force, f"digest subscribers add {address} --force")
+            now = utcnow()
             sub = Subscriber(email=address, email_key=address.lower(), name=clean_name(name),
                              topics=self.check_topics(session, topics),
-                             timezone=self.check_timezone(timezone), status=status)
+                             timezone=self.check_timezone(timezone), status=status,
+                             consent_source="cli --force" if force else "cli",
+                             consent_at=now)
             session.add(sub)
         return sub
-
-    def remove(self, email: str) -> None:
-        """Erase a subscriber: the row stays (the ledger refers to it) with status removed,
-        no name and no address, only a hash of the address, so that the person is gone
-        from every list and export and is never mailed or imported again by mistake."""
-        with self.store.writes.begin() as session:
-            sub = self._get(session, email)
-            sub.status = SubscriberStatus.REMOVED
-            sub.email_key = removed_key(sub.email, sub.id)
-            sub.email = f"removed-{sub.id}@invalid"
-            sub.name = ""
-            sub.topics = []
-            sub.timezone = None
-            sub.token_version += 1
 
     def set_status(self, email: str, status: SubscriberStatus, *,
                    force: bool = False) -> Subscriber:
@@ -220,9 +264,15 @@ class SubscriberBook:
                     SubscriberStatus.UNSUBSCRIBED and not force):
                 raise InputError(f"{sub.email} unsubscribed; re-activate them only with their "
                                  f"consent: digest subscribers activate {sub.email} --force")
-            sub.status = status
             if status is SubscriberStatus.ACTIVE:
-                sub.hard_bounces = 0
+                self._admit(session, sub.email, force,
+                            f"digest subscribers activate {sub.email} --force")
+                sub.hard_bounces = sub.bounce_score = 0
+            elif status is SubscriberStatus.UNSUBSCRIBED:
+                mark_unsubscribed(session, sub, "cli")
+            elif status is SubscriberStatus.BOUNCED:
+                suppress(session, sub.email_key, SuppressionReason.BOUNCED, "cli", utcnow())
+            sub.status = status
             return sub
 
     def set_topics(self, email: str, topics: Sequence[str]) -> Subscriber:
@@ -246,7 +296,7 @@ class SubscriberBook:
         return sub if sub is not None and sub.token_version == version else None
 
     def sign_up(self, email: str, name: str, topics: Sequence[str],
-                mail: SignUpMail) -> str:
+                mail: SignUpMail, client: str | None = None) -> str:
         """Record a sign-up and queue the mail `mail` composes for it, in one transaction.
 
         A new address becomes a pending subscriber, a pending one takes the form's name and
@@ -259,6 +309,12 @@ class SubscriberBook:
         with self.store.sessions() as session:
             chosen = self.check_topics(session, topics)
         with self.store.writes.begin() as session:
+            found = self.suppression(session, address)
+            if found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED:
+                # Complained, bounced, erased: never mailed again, not even a confirmation
+                # (the page answers the same, so it tells nobody why).
+                log.info("sign-up of a suppressed address refused (%s)", found.reason.value)
+                return address
             sub = stored.find_subscriber(session, address.lower())
             if sub is None:
                 sub = Subscriber(email=address, email_key=address.lower(), name=name,
@@ -267,6 +323,10 @@ class SubscriberBook:
                 session.flush()
             elif sub.status is SubscriberStatus.PENDING:
                 sub.name, sub.topics = name or sub.name, chosen or sub.topics
+            if sub.status is not SubscriberStatus.ACTIVE:
+                # What they asked for, and from where: the consent on record once confirmed.
+                sub.consent_source, sub.consent_at = "sign-up", utcnow()
+                sub.consent_ip = (client or "")[:64] or None
             envelope_from, message = mail(sub)
             queue_mail(session, envelope_from, sub.email, message, subscriber_id=sub.id)
         return address
@@ -279,7 +339,7 @@ class SubscriberBook:
             sub = stored.get_subscriber(session, subscriber_id)
         return _link_state(sub, version)
 
-    def confirm(self, subscriber_id: int, version: int
+    def confirm(self, subscriber_id: int, version: int, welcome: SignUpMail | None = None
                 ) -> tuple[LinkState, Subscriber | None]:
         """Confirm a pending subscriber by their link: active, bounces forgotten, and the
         link used up (the token version moves on). Returns the link's state before (see
@@ -289,9 +349,21 @@ class SubscriberBook:
             state, sub = _link_state(sub, version)
             if state is LinkState.READY:
                 assert sub is not None
+                found = self.suppression(session, sub.email)
+                if found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED:
+                    return LinkState.USED, None
+                # Someone who unsubscribed comes back through double opt-in: their new
+                # consent lifts the suppression of their unsubscribe (and nothing else).
+                unsuppress(session, [sub.email_key], [SuppressionReason.UNSUBSCRIBED])
                 sub.status = SubscriberStatus.ACTIVE
-                sub.hard_bounces = 0
+                sub.hard_bounces = sub.bounce_score = 0
+                sub.confirmed_at = utcnow()
                 sub.token_version += 1
+                if welcome is not None:
+                    session.flush()
+                    envelope_from, message = welcome(sub)
+                    queue_mail(session, envelope_from, sub.email, message,
+                               subscriber_id=sub.id)
         return state, sub
 
     def unsubscribe(self, subscriber_id: int, *, one_click: bool = False) -> Subscriber:
@@ -301,10 +373,9 @@ class SubscriberBook:
             sub = stored.get_subscriber(session, subscriber_id)
             if sub is None:
                 raise InputError(f"no subscriber {subscriber_id}")
-            if sub.status is not SubscriberStatus.UNSUBSCRIBED:
-                sub.status = SubscriberStatus.UNSUBSCRIBED
-                if one_click:
-                    log.info("subscriber %s unsubscribed (one-click)", sub.id)
+            if sub.status is not SubscriberStatus.UNSUBSCRIBED and one_click:
+                log.info("subscriber %s unsubscribed (one-click)", sub.id)
+            mark_unsubscribed(session, sub, "one-click" if one_click else "web")
         return sub
 
     def set_preferences(self, subscriber_id: int, topics: Sequence[str],
@@ -411,11 +482,20 @@ class SubscriberBook:
                                        f"earlier; not added again (with their consent: "
                                        f"digest subscribers add {values.email} --force)")
                 return
-            session.add(Subscriber(
+            found = self.suppression(session, key)
+            if found is not None:
+                report.rejected.append(f"{where}: " + refusal(
+                    values.email, found, f"digest subscribers add {values.email} --force"))
+                return
+            status = values.status or SubscriberStatus.ACTIVE
+            sub = Subscriber(
                 email=values.email, email_key=key, name=values.name, topics=values.topics,
-                timezone=values.timezone, status=values.status or SubscriberStatus.ACTIVE,
-                hard_bounces=values.hard_bounces or 0,
-                **({"created_at": values.created_at} if values.created_at else {})))
+                timezone=values.timezone, status=status, hard_bounces=values.hard_bounces or 0,
+                consent_source=f"import {Path(path).name}"[:300],
+                consent_at=values.created_at or utcnow(),
+                **({"created_at": values.created_at} if values.created_at else {}))
+            session.add(sub)
+            _suppress_status(session, sub, f"import {Path(path).name}")
             report.added += 1
             return
         changes: list[str] = []
@@ -429,25 +509,36 @@ class SubscriberBook:
         if values.timezone and values.timezone != sub.timezone:
             changes.append(f"timezone {sub.timezone or 'default'} → {values.timezone}")
             sub.timezone = values.timezone
-        wanted = values.status
-        if wanted is not None and wanted is not sub.status:
-            opted_out = sub.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
-            if wanted in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING) and opted_out \
-                    and not reactivate:
-                report.notes.append(f"{where}: {values.email} is {sub.status.value} here and "
-                                    f"stays so (re-activate with their consent: "
-                                    f"--reactivate)")
-            else:
-                if opted_out and wanted is SubscriberStatus.ACTIVE:
-                    report.reactivated += 1
-                    sub.hard_bounces = 0
-                changes.append(f"status {sub.status.value} → {wanted.value}")
-                sub.status = wanted
+        self._change_status(session, sub, values, where, report, reactivate, changes)
         if changes:
             report.updated += 1
             report.notes.append(f"{where}: updated {values.email}: {'; '.join(changes)}")
         else:
             report.unchanged += 1
+
+    def _change_status(self, session: Session, sub: Subscriber, values: _Row, where: str,
+                       report: CsvImportReport, reactivate: bool, changes: list[str]) -> None:
+        """The status a row asks for, unless consent or the suppression list says no."""
+        wanted = values.status
+        if wanted is None or wanted is sub.status:
+            return
+        opted_out = sub.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+        found = self.suppression(session, sub.email_key)
+        returning = wanted in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)
+        if returning and found is not None and SuppressionReason(found.reason) not in LIFTABLE:
+            report.notes.append(f"{where}: {sub.status.value} here and stays so: "
+                                + refusal(values.email, found, "--reactivate"))
+        elif returning and opted_out and not reactivate:
+            report.notes.append(f"{where}: {values.email} is {sub.status.value} here and "
+                                f"stays so (re-activate with their consent: --reactivate)")
+        else:
+            if opted_out and wanted is SubscriberStatus.ACTIVE:
+                report.reactivated += 1
+                sub.hard_bounces = sub.bounce_score = 0
+                unsuppress(session, [sub.email_key], LIFTABLE)
+            changes.append(f"status {sub.status.value} → {wanted.value}")
+            sub.status = wanted
+            _suppress_status(session, sub, f"import {Path(where.rsplit(':', 1)[0]).name}")
 
     def export_csv(self, target: Path | TextIO) -> int:
         """Write every subscriber (removed ones excepted) with every column import_csv
@@ -477,6 +568,15 @@ class SubscriberBook:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}; check that the "
                              f"folder exists and is writable") from None
         return len(subs)
+
+
+def _suppress_status(session: Session, sub: Subscriber, source: str) -> None:
+    """An unsubscribed or bounced status read from a file goes on the suppression list."""
+    reason = {SubscriberStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+              SubscriberStatus.BOUNCED: SuppressionReason.BOUNCED}.get(sub.status)
+    if reason is not None:
+        session.flush()
+        suppress(session, sub.email_key, reason, source, utcnow())
 
 
 def _link_state(sub: Subscriber | None, version: int) -> tuple[LinkState, Subscriber | None]:

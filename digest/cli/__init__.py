@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import click
 
-from . import articles, editions, feeds, preview, schedule, send, setup, subscribers, web
+from . import (
+    articles,
+    bounces,
+    editions,
+    feeds,
+    preview,
+    schedule,
+    send,
+    setup,
+    subscribers,
+    suppressions,
+    web,
+)
 from .app import App, DigestGroup
 
 __all__ = ["cli", "main"]
@@ -32,7 +44,8 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 for command in (setup.init, setup.db, setup.check, setup.demo, articles.articles,
                 preview.preview, subscribers.subscribers, send.send, send.worker,
-                editions.editions, feeds.feeds, web.serve, schedule.schedule):
+                editions.editions, feeds.feeds, web.serve, schedule.schedule, bounces.bounces,
+                suppressions.suppressions):
     cli.add_command(command)
 
 

@@ -1,5 +1,5 @@
-"""digest subscribers: add, remove, unsubscribe, activate, set-topics, list, import,
-export."""
+"""digest subscribers: add, erase (remove), unsubscribe, activate, set-topics, list,
+import, export, show, export-person."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..audience.privacy import erase, person_record
 from ..audience.subscribers import SubscriberBook, spreadsheet_safe
+from ..errors import InputError
 from ..store.models import Subscriber, SubscriberStatus
 from .app import App, DigestGroup, err, out, print_table
 
@@ -59,21 +61,103 @@ def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
                                       else " (all topics)"))
 
 
+def _erase(app: App, email: str) -> None:
+    counts = erase(app.store, app.settings, email)
+    out.print(f"Erased {email.strip()}: profile, consent, {counts['events']} bounce event(s) "
+              f"and {counts['mails']} queued mail(s) deleted; the suppression list keeps only "
+              f"a keyed hash of the address")
+
+
+@subscribers.command("erase")
+@click.argument("email")
+@click.pass_obj
+def subscribers_erase(app: App, email: str) -> None:
+    """Erase a person (GDPR): their name, address, consent record, bounce events, queued
+    mails and the error texts of their deliveries are deleted; only a keyed hash of the
+    address stays on the suppression list, so they are never mailed or imported again by
+    mistake (an operator's `digest suppressions remove EMAIL` lifts it).
+
+    Example:
+
+    \b
+        digest subscribers erase ada@example.org
+    """
+    _erase(app, email)
+
+
 @subscribers.command("remove")
 @click.argument("email")
 @click.pass_obj
 def subscribers_remove(app: App, email: str) -> None:
-    """Erase a subscriber: name and address are deleted, they vanish from lists and
-    exports and are never mailed again. A hash of the address is kept so that an import
-    cannot bring them back by mistake (`subscribers add --force` can, with consent).
+    """Erase a subscriber (the same as `digest subscribers erase`).
 
     Example:
 
     \b
         digest subscribers remove ada@example.org
     """
-    _book(app).remove(email)
-    out.print(f"Removed {email.strip()}")
+    _erase(app, email)
+
+
+@subscribers.command("show")
+@click.argument("email")
+@click.pass_obj
+def subscribers_show(app: App, email: str) -> None:
+    """Everything held about one subscriber: profile, consent, suppression, deliveries
+    and bounce events.
+
+    Example:
+
+    \b
+        digest subscribers show ada@example.org
+    """
+    record = person_record(app.store, app.settings, email)
+    for section in ("profile", "consent", "bounces"):
+        out.print(f"{section.capitalize()}:")
+        for key, value in record[section].items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            out.print(f"  {key.replace('_', ' ')}: {shown if shown not in (None, '') else '-'}")
+    sup = record["suppression"]
+    out.print("Suppressed: " + (f"{sup['reason']} since {sup['since']} ({sup['source']})"
+                                if sup else "no"))
+    deliveries = Table("edition", "status", "attempts", "sent at", "error", title="Deliveries")
+    for d in record["deliveries"]:
+        deliveries.add_row(str(d["edition"]), d["status"], str(d["attempts"]),
+                           d["sent_at"] or "-", escape(d["error"] or ""))
+    print_table(deliveries, fold=("error",))
+    events = Table("time", "kind", "status", "edition", "reason", "source",
+                   title="Bounce events")
+    for e in record["bounce_events"]:
+        events.add_row(e["time"], e["kind"], e["status"] or "-", str(e["edition"] or "-"),
+                       escape(e["reason"]), escape(e["source"]))
+    print_table(events, fold=("reason", "source"))
+
+
+@subscribers.command("export-person")
+@click.argument("email")
+@click.option("--out", "target", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="The JSON file to write ('-' for standard output).")
+@click.pass_obj
+def subscribers_export_person(app: App, email: str, target: Path) -> None:
+    """Write everything held about one subscriber as JSON (their copy of their data).
+
+    Example:
+
+    \b
+        digest subscribers export-person ada@example.org --out ada.json
+    """
+    record = person_record(app.store, app.settings, email)
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    if str(target) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {target}: {exc.strerror or exc}; check that the "
+                         f"folder exists and is writable") from None
+    err.print(f"Wrote everything held about {record['profile']['email']} to {target}")
 
 
 @subscribers.command("unsubscribe")

@@ -8,21 +8,24 @@ is decided in digest.delivery.runner; editions are made in digest.delivery.editi
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from ..audience.bouncemail import classify_failure
 from ..config import Settings
 from ..errors import DeliveryError, ServerRefused
 from ..mail.message import MessageTemplate, Recipient, variant_template
 from ..mail.transport import Connection, PermanentFailure, TemporaryFailure, Transport
+from ..store.bounces import BouncePolicy, NewEvent
 from ..store.db import Store
 from ..store.editions import edition_content
 from ..store.ledger import Claim, Ledger, StoreLedger
 from ..store.models import DeliveryStatus, utcnow
 
-__all__ = ["LedgerFactory", "ProgressFn", "RateLimiter", "Sender"]
+__all__ = ["LedgerFactory", "ProgressFn", "RateLimiter", "Sender", "session_bounce"]
 
 _MAX_BACKOFF = timedelta(hours=12)
 
@@ -49,6 +52,21 @@ class RateLimiter:
 
 ProgressFn = Callable[[str], None]
 LedgerFactory = Callable[[], Ledger]
+
+
+_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def session_bounce(claim: Claim, reply: str) -> NewEvent:
+    """The bounce event of a 5xx reply to RCPT TO: hard or soft by its status code and
+    text, like a bounce that comes back by mail."""
+    found = _STATUS.search(reply)
+    status = found[1] if found else None
+    return NewEvent(subscriber_id=claim.subscriber_id, recipient=claim.email.lower(),
+                    kind=classify_failure(status, reply), status=status, reason=reply[:300],
+                    source="smtp session", occurred_at=utcnow(),
+                    fingerprint=f"smtp:{claim.delivery_id}:{claim.attempts}",
+                    edition_id=claim.edition_id)
 
 
 class Sender:
@@ -137,13 +155,11 @@ class Sender:
             return conn
         d = self.settings.delivery
         try:
-            conn.send(template.envelope_from, claim.email, message)
+            conn.send(template.envelope_sender(claim.subscriber_id), claim.email, message)
         except TemporaryFailure as exc:
             attempts = claim.attempts + 1
             if attempts >= d.max_attempts:
-                ledger.failed(claim.delivery_id, claim.subscriber_id,
-                              f"gave up after {attempts} attempts: {exc}",
-                              self.settings.digest.bounce_threshold, hard=False)
+                ledger.failed(claim.delivery_id, f"gave up after {attempts} attempts: {exc}")
                 self._count(DeliveryStatus.FAILED)
             else:
                 delay = min(timedelta(seconds=d.retry_base_seconds * 2 ** (attempts - 1)),
@@ -160,14 +176,19 @@ class Sender:
             conn.close()
             return None
         except PermanentFailure as exc:
-            ledger.failed(claim.delivery_id, claim.subscriber_id, str(exc),
-                          self.settings.digest.bounce_threshold, hard=True)
+            ledger.failed(claim.delivery_id, str(exc), bounce=session_bounce(claim, str(exc)),
+                          policy=self.policy)
             self._count(DeliveryStatus.FAILED)
             self._error(str(exc))
             return conn
         ledger.sent(claim.delivery_id, utcnow())
         self._count(DeliveryStatus.SENT)
         return conn
+
+    @property
+    def policy(self) -> BouncePolicy:
+        b = self.settings.bounces
+        return BouncePolicy(b.score_threshold, b.score_reset_days)
 
     def _thread(self, ledger: Ledger, edition_id: int | None, retry: bool) -> None:
         conn: Connection | None = None

@@ -31,7 +31,7 @@ from ..content.edition import ALL_TOPICS
 from ..errors import ConfigError
 from ..store.models import Article
 from ..text import clean_label
-from ..tokens import Signer
+from ..tokens import Signer, Verp
 from .render import Personal, RenderedVariant, Renderer
 
 __all__ = [
@@ -173,6 +173,9 @@ class MessageTemplate:
         d = settings.digest
         self.base = d.base_url.rstrip("/")
         self.envelope_from = sender_address(settings)[1]
+        self.edition_id = edition_id
+        return_path = settings.bounces.return_path
+        self._verp = Verp(settings.signing_key, return_path) if return_path else None
         self._unsubscribe = Signer(settings.signing_key, "unsubscribe")
         self._preferences = Signer(settings.signing_key, "preferences")
         self.mailto = d.unsubscribe_mailto
@@ -214,6 +217,14 @@ class MessageTemplate:
             unsubscribe_url=f"{self.base}/u/{unsubscribe}",
             preferences_url=f"{self.base}/p/{preferences}",
         )
+
+    def envelope_sender(self, subscriber_id: int) -> str:
+        """The envelope sender (MAIL FROM) of one subscriber's message: their VERP address
+        when [bounces] return_path is set, so that a bounce names them and the edition
+        without any parsing; the From address otherwise."""
+        if self._verp is None or not self.edition_id:
+            return self.envelope_from
+        return self._verp.address(subscriber_id, self.edition_id)
 
     def list_unsubscribe(self, personal: Personal) -> str:
         value = f"<{personal.unsubscribe_url}>"

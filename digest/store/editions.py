@@ -28,9 +28,9 @@ from .models import (
     Edition,
     EditionStatus,
     Subscriber,
-    SubscriberStatus,
     utcnow,
 )
+from .subscribers import mailable
 
 __all__ = [
     "EditionDetail",
@@ -102,7 +102,7 @@ class EditionWork:
     def active_subscribers(self) -> Iterator[tuple[int, list[str], str | None]]:
         """(id, chosen topics, time zone) of every active subscriber, in id order."""
         query = (select(Subscriber.id, Subscriber.topics, Subscriber.timezone)
-                 .where(Subscriber.status == SubscriberStatus.ACTIVE).order_by(Subscriber.id))
+                 .where(mailable()).order_by(Subscriber.id))
         for sid, topics, zone in self._session.execute(
                 query.execution_options(yield_per=_CHUNK)):
             yield sid, topics or [], zone
@@ -158,7 +158,7 @@ def reopen_failed(store: Store, number: int) -> tuple[int, int]:
     Returns (reopened, left: failed deliveries of subscribers no longer active)."""
     with locked_session(store) as session:
         edition = _by_number(session, number)
-        active = select(Subscriber.id).where(Subscriber.status == SubscriberStatus.ACTIVE)
+        active = select(Subscriber.id).where(mailable())
         failed = (Delivery.edition_id == edition.id) & (Delivery.status == DeliveryStatus.FAILED)
         reopened = rowcount(session.execute(
             update(Delivery).where(failed, Delivery.subscriber_id.in_(active))
@@ -217,7 +217,7 @@ def active_recipients(store: Store) -> list[Recipient]:
     with store.sessions() as session:
         rows = session.execute(select(Subscriber.id, Subscriber.email, Subscriber.name,
                                       Subscriber.token_version, Subscriber.topics)
-                               .where(Subscriber.status == SubscriberStatus.ACTIVE))
+                               .where(mailable()))
         return [Recipient(sid, email, name, version, chosen or [])
                 for sid, email, name, version, chosen in rows]
 
@@ -243,7 +243,7 @@ def active_zones(store: Store) -> set[str]:
     """The time zones active subscribers set (for local-time waves)."""
     with store.sessions() as session:
         return {z for (z,) in session.execute(
-            select(Subscriber.timezone).where(Subscriber.status == SubscriberStatus.ACTIVE)
+            select(Subscriber.timezone).where(mailable())
             .distinct()) if z}
 
 

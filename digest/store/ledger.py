@@ -20,8 +20,10 @@ from typing import Any, Protocol, cast
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from .bounces import BouncePolicy, NewEvent, record_event
 from .db import Store, rowcount, table_of
-from .models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from .models import Delivery, DeliveryStatus, Subscriber, utcnow
+from .subscribers import mailable
 
 # Store is named here too while importers move to digest.store.db.
 __all__ = ["Claim", "Ledger", "StoreLedger", "delivery_counts", "delivery_totals",
@@ -106,9 +108,10 @@ class Ledger(Protocol):
         """Record a temporary failure, to be retried at retry_at."""
         ...
 
-    def failed(self, delivery_id: int, subscriber_id: int, error: str, bounce_threshold: int,
-               *, hard: bool) -> None:
-        """Give up on a delivery; a hard failure counts towards bouncing the subscriber."""
+    def failed(self, delivery_id: int, error: str, *, bounce: NewEvent | None = None,
+               policy: BouncePolicy | None = None) -> None:
+        """Record a permanent failure; a bounce is recorded with it and does to the
+        subscriber what its kind does."""
         ...
 
     def release(self, delivery_ids: Sequence[int], *, error: str | None = None) -> None:
@@ -202,7 +205,7 @@ class StoreLedger:
         query = (
             select(d.c.id, d.c.edition_id, d.c.variant, d.c.attempts, d.c.message_id,
                    s.c.id.label("sid"), s.c.email, s.c.name, s.c.token_version,
-                   s.c.status.label("sub_status"))
+                   mailable().label("live"))
             .select_from(d.join(s, s.c.id == d.c.subscriber_id))
             .where(*due_conditions(now, edition_id, retry))
             .order_by(d.c.id).limit(limit)
@@ -211,8 +214,8 @@ class StoreLedger:
             query = query.with_for_update(skip_locked=True, of=d)
         with self._lock, self._claims.begin():
             rows = self._claims.execute(query).all()
-            live = [r for r in rows if r.sub_status == SubscriberStatus.ACTIVE.value]
-            gone = [r.id for r in rows if r.sub_status != SubscriberStatus.ACTIVE.value]
+            live = [r for r in rows if r.live]
+            gone = [r.id for r in rows if not r.live]
             if live:
                 self._claims.execute(
                     update(d).where(d.c.id.in_([r.id for r in live]))
@@ -250,21 +253,17 @@ class StoreLedger:
             status=DeliveryStatus.DEFERRED.value, next_attempt_at=retry_at,
             attempts=d.c.attempts + 1, claimed_by=None, lease_until=None, last_error=error))
 
-    def failed(self, delivery_id: int, subscriber_id: int, error: str, bounce_threshold: int,
-               *, hard: bool) -> None:
-        """Give up on a delivery; a hard (5xx) failure counts towards bouncing the subscriber."""
-        d, s = table_of(Delivery), table_of(Subscriber)
+    def failed(self, delivery_id: int, error: str, *, bounce: NewEvent | None = None,
+               policy: BouncePolicy | None = None) -> None:
+        """Give up on a delivery; a bounce (a 5xx to RCPT TO) is recorded with it, in one
+        transaction, and does to the subscriber what its kind does (store.bounces)."""
+        d = table_of(Delivery)
         with self._lock, self._writes.begin():
             self._writes.execute(update(d).where(d.c.id == delivery_id).values(
                 status=DeliveryStatus.FAILED.value, attempts=d.c.attempts + 1,
                 claimed_by=None, lease_until=None, last_error=error))
-            if hard:
-                self._writes.execute(update(s).where(s.c.id == subscriber_id).values(
-                    hard_bounces=s.c.hard_bounces + 1))
-                self._writes.execute(update(s).where(
-                    s.c.id == subscriber_id, s.c.hard_bounces >= bounce_threshold,
-                    s.c.status == SubscriberStatus.ACTIVE.value)
-                    .values(status=SubscriberStatus.BOUNCED.value))
+            if bounce is not None and policy is not None:
+                record_event(self._writes, bounce, policy, utcnow())
 
     def release(self, delivery_ids: Sequence[int], *, error: str | None = None) -> None:
         """Hand claimed but unsent deliveries back (with the reason, when there is one)."""

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from .models import Article, Subscriber, SubscriberStatus
+from .suppressions import not_suppressed
 
 __all__ = ["active_count", "active_topic_choices", "article_topics", "find_subscriber",
-           "get_subscriber", "has_removed_key", "list_subscribers"]
+           "get_subscriber", "has_removed_key", "list_subscribers", "mailable"]
+
+
+def mailable() -> ColumnElement[bool]:
+    """The one rule of whom a message may go to: active, and not on the suppression list
+    (every query that picks recipients uses it)."""
+    return (Subscriber.status == SubscriberStatus.ACTIVE) & not_suppressed(Subscriber.email_key)
 
 
 def find_subscriber(session: Session, email_key: str) -> Subscriber | None:
@@ -49,7 +56,7 @@ def article_topics(session: Session) -> list[str]:
 def active_topic_choices(session: Session) -> list[tuple[str, Sequence[str]]]:
     """(email, chosen topics) of every active subscriber, by id."""
     rows = session.execute(select(Subscriber.email, Subscriber.topics)
-                           .where(Subscriber.status == SubscriberStatus.ACTIVE)
+                           .where(mailable())
                            .order_by(Subscriber.id))
     return [(email, topics) for email, topics in rows]
 
@@ -57,4 +64,4 @@ def active_topic_choices(session: Session) -> list[tuple[str, Sequence[str]]]:
 def active_count(session: Session) -> int:
     """How many subscribers are active."""
     return session.scalar(select(func.count()).select_from(Subscriber).where(
-        Subscriber.status == SubscriberStatus.ACTIVE)) or 0
+        mailable())) or 0

@@ -9,6 +9,7 @@ scanners follow links.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,6 +21,7 @@ from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 
 from ..audience.confirmations import CONFIRM_HOURS
+from ..audience.privacy import erase, person_record
 from ..audience.subscribers import LinkState, clean_name
 from ..errors import InputError
 from ..store.archive import published_article, published_editions
@@ -124,7 +126,8 @@ def subscribe_post() -> Any:
                             "name": clean_name(request.form.get("name", "")),
                             "topics": request.form.getlist("topics")}
     try:
-        address = here.book.sign_up(form["email"], form["name"], form["topics"], here.mail)
+        address = here.book.sign_up(form["email"], form["name"], form["topics"], here.mail,
+                                    client=request.remote_addr)
     except InputError as exc:
         return render_template("web/subscribe.html.j2", topics=here.settings.topic_names,
                                form=form, problem=str(exc)), 400
@@ -147,7 +150,10 @@ def confirm(token: str) -> Any:
 
 def confirm_post(token: str) -> Any:
     claims = _claims("confirm", token)
-    state, sub = site().book.confirm(claims.subscriber_id, claims.version)
+    here = site()
+    state, sub = here.book.confirm(claims.subscriber_id, claims.version, here.welcome)
+    if state is LinkState.READY and here.outbox is not None:
+        here.outbox.wake()
     if state is LinkState.USED or sub is None:
         abort(400, _USED)
     if state is LinkState.ALREADY_ACTIVE:
@@ -165,8 +171,11 @@ def preferences(token: str) -> Any:
     sub = _subscriber("preferences", token)
     saved = False
     if request.method == "POST":
-        if request.form.get("action", "save") == "unsubscribe":
+        action = request.form.get("action", "save")
+        if action == "unsubscribe":
             return _unsubscribed(here.book.unsubscribe(sub.id))
+        if action in ("download", "erase"):
+            return _your_data(sub, action)
         try:
             sub = here.book.set_preferences(sub.id, request.form.getlist("topics"),
                                             request.form.get("timezone"))
@@ -176,6 +185,22 @@ def preferences(token: str) -> Any:
     return render_template("web/preferences.html.j2", subscriber=sub,
                            topics=here.settings.topic_names, zones=_zones(),
                            default_zone=here.settings.schedule.timezone, saved=saved)
+
+
+def _your_data(sub: Subscriber, action: str) -> Any:
+    """The preferences page's "download my data" and "delete me" (POST, CSRF-checked)."""
+    here = site()
+    if action == "download":
+        record = person_record(here.store, here.settings, sub.email)
+        return Response(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
+                        mimetype="application/json", headers={
+                            "Content-Disposition": 'attachment; filename="my-data.json"'})
+    if request.form.get("confirm") != "yes":
+        abort(400, "Tick the box to confirm that everything about you should be deleted.")
+    erase(here.store, here.settings, sub.email)
+    return page("Deleted", "Everything we held about you is deleted, and you will get no "
+                "more mail from us.", "We keep only a one-way fingerprint of the address, "
+                "so that it is never added to the list again by mistake.")
 
 
 # -- archive --

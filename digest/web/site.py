@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 
 from flask import current_app, render_template
 
-from ..audience.confirmations import ConfirmationMail
+from ..audience.confirmations import ConfirmationMail, WelcomeMail
 from ..audience.outbox import OutboxSender
 from ..audience.subscribers import SubscriberBook
 from ..config import Settings
 from ..mail.archive import render_archived
 from ..mail.render import Renderer
-from ..store.archive import published_edition
+from ..store.archive import published_edition, published_editions
 from ..store.db import Store
 from ..store.models import Subscriber
 from ..tokens import BadToken, Signer, TokenClaims, read_token
@@ -35,6 +35,7 @@ class Site:
     outbox: OutboxSender | None = None
     book: SubscriberBook = field(init=False)
     mail: ConfirmationMail = field(init=False)
+    welcome: WelcomeMail = field(init=False)
     renderer: Renderer = field(init=False)
     _editions: OrderedDict[int, str | None] = field(init=False, default_factory=OrderedDict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -42,10 +43,16 @@ class Site:
     def __post_init__(self) -> None:
         self.book = SubscriberBook(self.store, self.settings)
         self.mail = ConfirmationMail(self.settings)
+        self.welcome = WelcomeMail(self.settings, self.latest_edition)
         self.renderer = Renderer(self.settings)
         self.key = self.settings.signing_key
         self.base = self.settings.digest.base_url.rstrip("/")
         self._preferences = Signer(self.key, "preferences")
+
+    def latest_edition(self) -> int | None:
+        """The number of the newest edition in the archive, if any."""
+        latest = published_editions(self.store, limit=1)
+        return latest[0].number if latest else None
 
     def claims(self, purpose: str, token: str) -> TokenClaims | None:
         """The claims of a valid token for purpose, or None."""

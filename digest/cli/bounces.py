@@ -1,0 +1,169 @@
+"""digest bounces: import (files of bounce mail), fetch (the bounce mailbox), list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..audience.bouncemail import iter_sources
+from ..audience.bounces import BounceDesk, DeskReport, Outcome
+from ..audience.mailbox import fetch_mailbox
+from ..errors import InputError
+from ..store.models import BounceKind
+from .app import App, DigestGroup, err, out, print_table, progress_bar
+
+__all__ = ["bounces"]
+
+
+@click.group(cls=DigestGroup)
+def bounces() -> None:
+    """Read bounces and complaints, and see what they did.
+
+    Example:
+
+    \b
+        digest bounces import ~/Maildir/.bounces
+    """
+
+
+def _finding_objects(outcome: Outcome) -> list[dict[str, Any]]:
+    return [{"source": r.finding.source, "recipient": r.recipient, "kind": r.finding.kind.value,
+             "status": r.finding.status, "reason": r.finding.reason}
+            for r in outcome.resolved]
+
+
+def _outcome_rows(table: Table, outcome: Outcome) -> None:
+    for r in outcome.resolved:
+        table.add_row(escape(r.finding.source), r.recipient or "-", r.finding.kind.value,
+                      r.finding.status or "-", r.effect)
+    if outcome.unsubscribed:
+        table.add_row(escape(outcome.reading.source), outcome.unsubscribed,
+                      "unsubscribe mail", "-", "unsubscribed")
+
+
+def _summary(report: DeskReport, dry_run: bool) -> str:
+    kinds = ", ".join(f"{report.kinds[k.value]} {k.value}" for k in BounceKind
+                      if report.kinds[k.value])
+    effects = ", ".join(f"{n} {what}" for what, n in sorted(report.effects.items()))
+    line = (f"{report.messages} message(s): {kinds or 'no bounce or complaint'}; "
+            f"{report.ignored} ignored (no bounce)")
+    if report.unsubscribed:
+        line += f"; {report.unsubscribed} unsubscribed by mail"
+    if effects:
+        line += f". Subscribers: {effects}"
+    return line + (" (dry run: nothing was stored)" if dry_run else "")
+
+
+def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool) -> None:
+    if fmt == "json":
+        click.echo(json.dumps([o for oc in outcomes for o in _finding_objects(oc)], indent=2))
+        err.print(_summary(report, dry_run))
+        return
+    table = Table("source", "recipient", "kind", "status", "what it did")
+    for outcome in outcomes:
+        _outcome_rows(table, outcome)
+    if table.row_count:
+        print_table(table, keep=("recipient", "status"), fold=("source",))
+    out.print(_summary(report, dry_run))
+
+
+@bounces.command("import")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Read and report; change nothing.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) -> None:
+    """Read bounces, complaints (ARF), auto-replies and mails to the unsubscribe address
+    from Maildirs, mbox files, folders of .eml files or single .eml files, and do what
+    each kind does: hard → bounced and suppressed; soft → the bounce score; complaint →
+    unsubscribed and suppressed; auto-reply → nothing. Reading the same message twice
+    records it once.
+
+    Example:
+
+    \b
+        digest bounces import ~/Maildir/.bounces bounced.eml --dry-run
+    """
+    desk = BounceDesk(app.store, app.settings)
+    report, outcomes = DeskReport(), []
+    with progress_bar() as progress:
+        task = progress.add_task("Reading", total=None)
+        for source, raw in iter_sources(list(sources)):
+            outcome = desk.apply(desk.read(raw, source), dry_run=dry_run)
+            report.add(outcome)
+            outcomes.append(outcome)
+            progress.advance(task)
+    _emit(outcomes, report, fmt, dry_run)
+
+
+@bounces.command("fetch")
+@click.option("--dry-run", is_flag=True,
+              help="Read and report; change nothing, leave every message where it is.")
+@click.pass_obj
+def bounces_fetch(app: App, dry_run: bool) -> None:
+    """Read the bounce mailbox of [bounces] (IMAP or POP3, the password from
+    DIGEST_BOUNCES__PASSWORD), do what each message says, and move (or delete) what was
+    read; a message that could not be handled stays for the next time.
+
+    Example:
+
+    \b
+        DIGEST_BOUNCES__PASSWORD=secret digest bounces fetch
+    """
+    if not app.settings.bounces.mailbox_enabled:
+        raise InputError("no bounce mailbox: set [bounces] host (and username, protocol) in "
+                         "the config, the password in DIGEST_BOUNCES__PASSWORD")
+    desk = BounceDesk(app.store, app.settings)
+    report, outcomes = DeskReport(), []
+
+    def handle(raw: bytes, source: str) -> bool:
+        outcome = desk.apply(desk.read(raw, source), dry_run=dry_run)
+        report.add(outcome)
+        outcomes.append(outcome)
+        return not dry_run
+
+    fetched = fetch_mailbox(app.settings, handle)
+    _emit(outcomes, report, "table", dry_run)
+    if fetched.left:
+        err.print(f"{fetched.left} message(s) left in the mailbox for the next fetch")
+
+
+@bounces.command("list")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only events since this day.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None:
+    """The latest bounce events (from sending, the bounce mailbox, files and webhooks),
+    newest first.
+
+    Example:
+
+    \b
+        digest bounces list --since 2026-11-01
+    """
+    rows = BounceDesk(app.store, app.settings).events(
+        since=since.replace(tzinfo=UTC) if since else None, limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps([
+            {"time": r.occurred_at.isoformat(), "recipient": r.recipient, "kind": str(r.kind),
+             "status": r.status, "reason": r.reason, "source": r.source,
+             "edition": r.edition_number} for r in rows], indent=2))
+        return
+    if not rows:
+        out.print("No bounce events" + (" since then" if since else " yet"))
+        return
+    table = Table("time", "recipient", "kind", "status", "edition", "reason", "source")
+    for r in rows:
+        table.add_row(r.occurred_at.strftime("%Y-%m-%d %H:%M"), r.recipient, str(r.kind),
+                      r.status or "-", str(r.edition_number or "-"), escape(r.reason),
+                      escape(r.source))
+    print_table(table, keep=("time", "recipient"), fold=("reason", "source"))

@@ -1,0 +1,78 @@
+"""What the store holds about one person, and erasing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from .bounces import forget_events
+from .db import Store, rowcount, table_of
+from .models import (
+    Delivery,
+    Edition,
+    OutboxMail,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+    utcnow,
+)
+from .suppressions import suppress
+
+__all__ = ["deliveries_of", "erase_person", "scrub_free_space"]
+
+
+def deliveries_of(session: Session, subscriber_id: int) -> list[Any]:
+    """(edition number, subject, status, attempts, sent_at, last_error) per delivery."""
+    d, e = table_of(Delivery), table_of(Edition)
+    return list(session.execute(
+        select(e.c.number, e.c.subject, d.c.status, d.c.attempts, d.c.sent_at,
+               d.c.last_error)
+        .select_from(d.join(e, e.c.id == d.c.edition_id))
+        .where(d.c.subscriber_id == subscriber_id).order_by(e.c.number)).all())
+
+
+def erase_person(session: Session, address: str, hashed_key: str,
+                 sub: Subscriber | None) -> dict[str, int]:
+    """Erase everything personal about address in the caller's transaction: the
+    subscriber row keeps only its id (the ledger's rows refer to it), their deliveries
+    lose their error texts (a server's reply can quote the address), their bounce events
+    and queued mails go, and the suppression list keeps only hashed_key. Returns counts."""
+    counts = {"events": 0, "mails": 0, "deliveries": 0}
+    o, d = table_of(OutboxMail), table_of(Delivery)
+    counts["mails"] = rowcount(session.execute(delete(o).where(o.c.recipient == address)))
+    session.execute(delete(table_of(Suppression)).where(
+        table_of(Suppression).c.email_key == address.lower()))
+    suppress(session, hashed_key, SuppressionReason.ERASED, "erased on request", utcnow())
+    if sub is None:
+        return counts
+    counts["events"] = forget_events(session, sub.id)
+    counts["deliveries"] = rowcount(session.execute(
+        update(d).where(d.c.subscriber_id == sub.id).values(last_error=None)))
+    session.execute(delete(o).where(o.c.subscriber_id == sub.id))
+    sub.status = SubscriberStatus.REMOVED
+    sub.email, sub.email_key = f"erased-{sub.id}@invalid", f"erased:{sub.id}"
+    sub.name, sub.topics, sub.timezone = "", [], None
+    sub.consent_source = sub.consent_at = sub.consent_ip = sub.confirmed_at = None
+    sub.last_bounce_at, sub.bounce_score, sub.hard_bounces = None, 0, 0
+    sub.token_version += 1
+    return counts
+
+
+def scrub_free_space(store: Store) -> None:
+    """After an erasure: make sure no copy of the erased data lingers in the database
+    file's free pages or its write-ahead log (SQLite; a server database reuses its own
+    space and is the operator's to vacuum)."""
+    if store.engine.dialect.name != "sqlite":
+        return
+    raw = store.engine.raw_connection()
+    try:
+        driver: Any = raw.driver_connection
+        # VACUUM rewrites the file without the freed pages; the checkpoints empty the WAL.
+        for statement in ("PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM",
+                          "PRAGMA wal_checkpoint(TRUNCATE)"):
+            driver.execute(statement)
+    finally:
+        raw.close()

@@ -1,0 +1,335 @@
+"""List hygiene: what bounces, complaints and unsubscribes do, the suppression list, the
+consent record and erasure (GDPR), through the CLI and a real store on either backend."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import SAMPLE_JSON, Digest, smtp_env, sql
+from test_web import a_site, csrf_form, sign_up
+
+from digest.audience.bounces import BounceDesk
+from digest.audience.findings import Finding, Reading
+from digest.config import load_settings
+from digest.mail.loopback import LoopbackSMTPServer
+from digest.store.db import Store
+from digest.store.models import BounceKind
+from digest.tokens import Signer, Verp
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+
+
+_stores: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while _stores:
+        _stores.pop().close()
+
+
+def desk(digest: Digest, **env: str) -> BounceDesk:
+    settings = load_settings(digest.folder / "digest.toml",
+                             environ={"DIGEST_SECRET_KEY": SECRET, **env})
+    store = Store.from_settings(settings)
+    _stores.append(store)
+    return BounceDesk(store, settings)
+
+
+def status(digest: Digest, email: str) -> tuple[str, int]:
+    [(value, score)] = sql(digest.folder, "select status, bounce_score from subscribers "
+                                          f"where email_key = '{email.lower()}'")
+    return value, score
+
+
+def suppressed(digest: Digest) -> dict[str, str]:
+    return dict(sql(digest.folder, "select email_key, reason from suppressions"))
+
+
+def finding(kind: BounceKind, recipient: str, report: str, when: datetime | None = None,
+            status: str | None = None) -> Reading:
+    return Reading(report, [Finding(report, recipient, kind, status, "test", report_id=report,
+                                    occurred_at=when)])
+
+
+def test_each_kind_does_what_it_says_and_a_report_counts_once(digest: Digest) -> None:
+    for name in ("hard", "complainer", "vacation", "soft"):
+        digest.ok("subscribers", "add", f"{name}@example.org")
+    d = desk(digest)
+    d.apply(finding(BounceKind.HARD, "HARD@example.org", "r1", status="5.1.1"))
+    d.apply(finding(BounceKind.COMPLAINT, "complainer@example.org", "r2"))
+    d.apply(finding(BounceKind.AUTO_REPLY, "vacation@example.org", "r3"))
+    soft = d.apply(finding(BounceKind.SOFT, "soft@example.org", "r4", status="4.2.2"))
+    assert [r.effect for r in soft.resolved] == ["score 1/5"]
+    assert status(digest, "hard@example.org") == ("bounced", 0)
+    assert status(digest, "complainer@example.org") == ("unsubscribed", 0)
+    assert status(digest, "vacation@example.org") == ("active", 0)
+    assert status(digest, "soft@example.org") == ("active", 1)
+    assert suppressed(digest) == {"hard@example.org": "hard-bounced",
+                                  "complainer@example.org": "complained"}
+    # The same reports read again (a mailbox re-read, a webhook retried): nothing new.
+    again = d.apply(finding(BounceKind.SOFT, "soft@example.org", "r4", status="4.2.2"))
+    assert [r.effect for r in again.resolved] == ["known"]
+    assert sql(digest.folder, "select count(*) from bounce_events") == [(4,)]
+    stranger = d.apply(finding(BounceKind.HARD, "stranger@example.org", "r5"))
+    assert [r.effect for r in stranger.resolved] == ["not a subscriber"]
+    assert sql(digest.folder, "select count(*) from bounce_events") == [(4,)]
+
+
+def test_soft_bounces_score_a_point_a_day_decay_and_bounce_at_the_threshold(
+        digest: Digest) -> None:
+    digest.ok("subscribers", "add", "full@example.org")
+    d = desk(digest, DIGEST_BOUNCES__SCORE_THRESHOLD="3", DIGEST_BOUNCES__SCORE_RESET_DAYS="7")
+    day = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+    def soft(n: int, when: datetime) -> str:
+        out = d.apply(finding(BounceKind.SOFT, "full@example.org", f"s{n}", when, "4.2.2"))
+        return out.resolved[0].effect
+
+    assert soft(1, day) == "score 1/3"
+    assert soft(2, day + timedelta(hours=5)) == "score 1/3"       # the same day: no point
+    assert soft(3, day + timedelta(days=1)) == "score 2/3"
+    # Eight days without a bounce: the score is forgotten, and starts again.
+    assert soft(4, day + timedelta(days=9)) == "score 1/3"
+    assert soft(5, day + timedelta(days=10)) == "score 2/3"
+    assert status(digest, "full@example.org") == ("active", 2)
+    assert soft(6, day + timedelta(days=11)) == "bounced"
+    assert status(digest, "full@example.org") == ("bounced", 3)
+    assert suppressed(digest) == {"full@example.org": "bounced"}
+
+
+def test_a_suppressed_address_never_gets_a_delivery_row(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    for name in ("ada", "boss", "grace"):
+        digest.ok("subscribers", "add", f"{name}@example.org")
+    digest.ok("suppressions", "add", "BOSS@example.org")
+    assert "boss@example.org" in digest.ok("suppressions", "list").stdout
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("send", "--yes", env=smtp_env(smtp))
+    assert sorted(m.recipients[0] for m in smtp.received) == ["ada@example.org",
+                                                              "grace@example.org"]
+    assert sql(digest.folder, "select s.email from deliveries d join subscribers s "
+                              "on s.id = d.subscriber_id order by s.email") == [
+        ("ada@example.org",), ("grace@example.org",)]
+
+
+def test_add_and_import_refuse_a_suppressed_address_with_its_reason(
+        digest: Digest, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "angry@example.org")
+    desk(digest).apply(finding(BounceKind.COMPLAINT, "angry@example.org", "arf-1"))
+    digest.ok("subscribers", "erase", "angry@example.org")
+    for args in (("subscribers", "add", "angry@example.org"),
+                 ("subscribers", "add", "angry@example.org", "--force")):
+        result = digest(*args)
+        assert result.exit_code == 1
+        assert result.output == ("Error: angry@example.org is on the suppression list: it "
+                                 "was erased at their request; add it again only after an "
+                                 "operator lifts it: digest suppressions remove "
+                                 "angry@example.org\n")
+    digest.ok("suppressions", "add", "nope@example.org")
+    (tmp_path / "people.csv").write_text("email,name\nnope@example.org,No\nok@example.org,Ok\n")
+    result = digest("subscribers", "import", str(tmp_path / "people.csv"))
+    assert "people.csv:2: nope@example.org is on the suppression list: it was suppressed " \
+           "by an operator" in result.output
+    assert [r[0] for r in sql(digest.folder, "select email from subscribers "
+                                             "where status = 'active'")] == ["ok@example.org"]
+    # Someone who unsubscribed: the operator may bring them back with their consent.
+    digest.ok("subscribers", "unsubscribe", "ok@example.org")
+    result = digest("subscribers", "activate", "ok@example.org")
+    assert result.exit_code == 1 and "--force" in result.output
+    digest.ok("subscribers", "activate", "ok@example.org", "--force")
+    assert "ok@example.org" not in suppressed(digest)
+    digest.ok("suppressions", "remove", "angry@example.org")
+    digest.ok("subscribers", "add", "angry@example.org")
+
+
+def test_unsubscribed_people_stay_unsubscribed_in_a_new_store(
+        digest: Digest, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "gone@example.org")
+    digest.ok("subscribers", "add", "here@example.org")
+    digest.ok("subscribers", "unsubscribe", "gone@example.org")
+    digest.ok("subscribers", "export", str(tmp_path / "list.csv"))
+    digest.ok("suppressions", "export", str(tmp_path / "suppressions.csv"))
+    other = Digest(tmp_path / "new")
+    other.folder.mkdir()
+    other.ok("init")
+    other.ok("subscribers", "import", str(tmp_path / "list.csv"))
+    assert sorted(sql(other.folder, "select email, status from subscribers")) == [
+        ("gone@example.org", "unsubscribed"), ("here@example.org", "active")]
+    assert suppressed(other) == {"gone@example.org": "unsubscribed"}
+    other.ok("suppressions", "import", str(tmp_path / "suppressions.csv"))
+    result = other("subscribers", "add", "gone@example.org")
+    assert result.exit_code == 1
+
+
+def test_show_and_export_person_hold_everything_and_erase_leaves_only_a_hash(
+        digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "Erin.Erased@example.org", "--name", "Erin Example")
+    digest.ok("subscribers", "add", "keep@example.org")
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("send", "--yes", env=smtp_env(smtp))
+    desk(digest).apply(finding(BounceKind.SOFT, "erin.erased@example.org", "dsn-9",
+                               status="4.2.2"))
+    shown = digest.ok("subscribers", "show", "erin.erased@example.org").stdout
+    assert "Erin Example" in shown and "source: cli" in shown and "4.2.2" in shown
+    digest.ok("subscribers", "export-person", "erin.erased@example.org", "--out",
+              str(tmp_path / "erin.json"))
+    record = json.loads((tmp_path / "erin.json").read_text())
+    assert record["profile"]["email"] == "Erin.Erased@example.org"
+    assert record["consent"]["source"] == "cli" and record["consent"]["at"]
+    assert [d["status"] for d in record["deliveries"]] == ["sent"]
+    assert [e["kind"] for e in record["bounce_events"]] == ["soft"]
+
+    result = digest.ok("subscribers", "erase", "Erin.Erased@example.org")
+    assert "keyed hash" in result.stdout
+    keys = suppressed(digest)
+    assert [r for k, r in keys.items() if k.startswith("hmac:")] == ["erased"]
+    # The SQLite file and its WAL, byte by byte (free pages and old WAL frames included).
+    for path in digest.folder.glob("digest.db*"):
+        data = path.read_bytes().lower()
+        assert b"erin.erased" not in data and b"erin example" not in data, path
+    dump = json.dumps([sql(digest.folder, f"select * from {t}") for t in
+                       ("subscribers", "deliveries", "bounce_events", "suppressions",
+                        "outbox")], default=str).lower()
+    assert "erin" not in dump
+    result = digest("subscribers", "add", "erin.erased@example.org")
+    assert result.exit_code == 1 and "erased at their request" in result.output
+
+
+def test_a_5xx_to_rcpt_feeds_the_same_model_and_verp_names_the_message(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    for name in ("ada", "gone", "full"):
+        digest.ok("subscribers", "add", f"{name}@example.org")
+    replies = {"gone@example.org": "550 5.1.1 <gone@example.org>: user unknown",
+               "full@example.org": "552 5.2.2 mailbox full"}
+
+    def policy(phase: str, mail_from: str, rcpt: str) -> str | None:
+        return replies.get(rcpt) if phase == "RCPT" else None
+
+    smtp.reply_policy = policy
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    env = smtp_env(smtp, DIGEST_SECRET_KEY=SECRET,
+                   DIGEST_BOUNCES__RETURN_PATH="bounces+{token}@example.org")
+    digest.ok("send", "--yes", env=env)
+    assert status(digest, "gone@example.org") == ("bounced", 0)
+    assert status(digest, "full@example.org") == ("active", 1)
+    assert sorted(sql(digest.folder, "select recipient, kind, status, source from "
+                                     "bounce_events")) == [
+        ("full@example.org", "soft", "5.2.2", "smtp session"),
+        ("gone@example.org", "hard", "5.1.1", "smtp session")]
+    [message] = smtp.received
+    verp = Verp(SECRET.encode(), "bounces+{token}@example.org")
+    claims = verp.read(message.mail_from)
+    [(ada_id,)] = sql(digest.folder, "select id from subscribers where email = 'ada@example.org'")
+    [(edition_id,)] = sql(digest.folder, "select id from editions")
+    assert claims is not None and (claims.subscriber_id, claims.edition_id) == (ada_id,
+                                                                                edition_id)
+    assert message.mail_from.startswith("bounces+") and message.mail_from.endswith(
+        "@example.org")
+
+
+def test_a_mail_to_the_unsubscribe_address_unsubscribes_its_sender(digest: Digest) -> None:
+    digest.ok("subscribers", "add", "done@example.org")
+    outcome = desk(digest).apply(Reading("mail-1", [], unsubscribe="Done@Example.org"))
+    assert outcome.unsubscribed == "done@example.org"
+    assert status(digest, "done@example.org") == ("unsubscribed", 0)
+    assert suppressed(digest) == {"done@example.org": "unsubscribed"}
+    # A stranger's mail changes nothing.
+    assert desk(digest).apply(Reading("mail-2", [], unsubscribe="x@example.org")
+                              ).unsubscribed is None
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_dry_run_changes_nothing(digest: Digest, dry_run: bool) -> None:
+    digest.ok("subscribers", "add", "hard@example.org")
+    desk(digest).apply(finding(BounceKind.HARD, "hard@example.org", "x"), dry_run=dry_run)
+    assert status(digest, "hard@example.org")[0] == ("active" if dry_run else "bounced")
+    assert sql(digest.folder, "select count(*) from bounce_events") == [(0 if dry_run else 1,)]
+
+
+# -- the web pages: sign-up against the suppression list, consent, welcome, your data --
+
+def _confirm(site: Any, client: httpx.Client, email: str) -> httpx.Response:
+    site.sent_mail()
+    mail = [m for m in site.smtp.received if m.recipients == (email,)][-1].message()
+    link = re.search(r"(http://\S+/confirm/\S+)", mail.get_content()).group(1)
+    page = client.get(link)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return client.post(link, data={"csrf_token": token})
+
+
+def test_someone_who_unsubscribed_comes_back_only_through_double_opt_in(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    digest.ok("subscribers", "add", "back@example.org")
+    digest.ok("subscribers", "unsubscribe", "back@example.org")
+    digest.ok("subscribers", "add", "angry@example.org")
+    desk(digest).apply(finding(BounceKind.COMPLAINT, "angry@example.org", "arf-2"))
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "add", "reader@example.org")
+    digest.ok("send", "--yes", env=smtp_env(smtp))      # edition 1, in the archive
+    with a_site(digest, smtp, DIGEST_SECRET_KEY=SECRET) as site, \
+            httpx.Client(base_url=site.base) as client:
+        smtp.received.clear()
+        assert sign_up(client, "angry@example.org").status_code == 200
+        assert sign_up(client, "back@example.org").status_code == 200
+        site.sent_mail()
+        # The complainer gets nothing, not even a confirmation; the page said the same.
+        assert [m.recipients for m in smtp.received] == [("back@example.org",)]
+        assert status(digest, "back@example.org")[0] == "unsubscribed"
+        assert _confirm(site, client, "back@example.org").status_code == 200
+        site.sent_mail()
+        welcome = [m.message() for m in smtp.received
+                   if m.message()["Subject"] == "Welcome to The Weekly Digest"]
+    assert status(digest, "back@example.org")[0] == "active"
+    assert suppressed(digest) == {"angry@example.org": "complained"}
+    [(source, ip, confirmed)] = sql(digest.folder, "select consent_source, consent_ip, "
+                                   "confirmed_at from subscribers where email_key = "
+                                   "'back@example.org'")
+    assert (source, ip) == ("sign-up", "127.0.0.1") and confirmed is not None
+    [mail] = welcome
+    html = mail.get_body(("html",)).get_content()
+    text = mail.get_body(("plain",)).get_content()
+    assert "/editions/1" in text and "/editions/1" in html and "/p/" in text
+
+
+def test_the_preferences_page_hands_over_and_deletes_the_readers_data(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    digest.ok("subscribers", "add", "mine@example.org", "--name", "Mina")
+    with a_site(digest, smtp, DIGEST_SECRET_KEY=SECRET) as site, \
+            httpx.Client(base_url=site.base) as client:
+        [(sid, version)] = sql(digest.folder, "select id, token_version from subscribers")
+        path = "/p/" + Signer(SECRET.encode(), "preferences").make(sid, version)
+        token = csrf_form(client, path)
+        data = client.post(path, data={"csrf_token": token, "action": "download"})
+        assert data.status_code == 200
+        assert data.headers["content-type"] == "application/json"
+        assert data.json()["profile"]["name"] == "Mina"
+        # Without its CSRF token or its confirmation box, "delete me" deletes nothing.
+        assert client.post(path, data={"action": "erase", "confirm": "yes"}).status_code == 400
+        assert client.post(path, data={"csrf_token": token, "action": "erase"}
+                           ).status_code == 400
+        assert status(digest, "mine@example.org")[0] == "active"
+        gone = client.post(path, data={"csrf_token": token, "action": "erase",
+                                       "confirm": "yes"})
+        assert gone.status_code == 200 and "deleted" in gone.text
+    assert sql(digest.folder, "select email, name from subscribers") == [
+        (f"erased-{sid}@invalid", "")]
+    assert [r for r in suppressed(digest).values()] == ["erased"]
+
+
+def test_reactivate_cannot_lift_a_complaint(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "angry@example.org")
+    desk(digest).apply(finding(BounceKind.COMPLAINT, "angry@example.org", "arf-3"))
+    (tmp_path / "back.csv").write_text("email,status\nangry@example.org,active\n")
+    result = digest("subscribers", "import", str(tmp_path / "back.csv"), "--reactivate")
+    assert "back.csv:2: unsubscribed here and stays so: angry@example.org is on the " \
+           "suppression list: it reported our mail as spam" in result.output
+    assert status(digest, "angry@example.org")[0] == "unsubscribed"
