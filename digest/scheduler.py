@@ -29,6 +29,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .audience.mailbox import fetch_bounces
 from .config import Settings, load_settings
 from .delivery.runner import run_slot, send_due
 from .delivery.timing import cron_trigger, latest_slot, next_runs, wave_time
@@ -41,6 +42,7 @@ from .store.models import utcnow
 
 __all__ = [
     "Overview",
+    "bounces_job",
     "edition_job",
     "edition_trigger",
     "feeds_job",
@@ -54,6 +56,7 @@ log = logging.getLogger("digest.scheduler")
 EDITION_JOB = "digest-edition"
 FEEDS_JOB = "digest-feeds"
 SWEEP_JOB = "digest-sweep"          # deferred retries, due waves, unfinished editions
+BOUNCES_JOB = "digest-bounces"      # the bounce mailbox, while [bounces] host is set
 # Earlier versions kept a one-shot start-up sweep under this id; the sweep job's own first
 # run (at start) does its work now, and a leftover row is removed at start.
 OLD_STARTUP_JOB = "digest-startup-sweep"
@@ -143,6 +146,16 @@ def feeds_job(config: str | None) -> None:
         FeedBook(store, settings).fetch()
 
 
+def bounces_job(config: str | None) -> None:
+    """Read the bounce mailbox, as `digest bounces fetch` does."""
+    with _job(config) as (settings, store):
+        if not settings.bounces.mailbox_enabled:
+            return
+        report = fetch_bounces(settings, store)
+        log.info("bounce mailbox: %s read, %s handled, %s left", report.read, report.handled,
+                 report.left)
+
+
 def _schedule_waves(store: Store, config: str | None, number: int | None) -> None:
     scheduler = _RUNTIME.scheduler
     if scheduler is None or number is None:
@@ -210,6 +223,9 @@ def build_scheduler(settings: Settings, store: Store, config: str | None) -> Blo
         (FEEDS_JOB, feeds_job, IntervalTrigger(minutes=settings.schedule.feeds_minutes,
                                                timezone=zone)),
     ]
+    if settings.bounces.mailbox_enabled:
+        jobs.append((BOUNCES_JOB, bounces_job,
+                     IntervalTrigger(minutes=settings.bounces.poll_minutes, timezone=zone)))
     jobstore.start(scheduler, "default")  # so the stored jobs can be read before start()
     for job_id, func, trigger in jobs:
         stored = jobstore.lookup_job(job_id)
@@ -219,14 +235,19 @@ def build_scheduler(settings: Settings, store: Store, config: str | None) -> Blo
         if stored is not None and _same_trigger(stored.trigger, trigger) \
                 and stored.next_run_time is not None:
             extra["next_run_time"] = stored.next_run_time
-        if job_id == SWEEP_JOB:
+        if job_id in (SWEEP_JOB, BOUNCES_JOB):
             # The start-up sweep is the sweep's first run: one job, so max_instances keeps
             # a second sweep from running beside it when the stored run time is past too.
+            # The mailbox too is read at start, not poll_minutes later.
             extra["next_run_time"] = utcnow()
         scheduler.add_job(func, trigger, args=[config], id=job_id, name=job_id,
                           replace_existing=True, **extra)
-    if jobstore.lookup_job(OLD_STARTUP_JOB) is not None:
-        jobstore.remove_job(OLD_STARTUP_JOB)
+    gone = [OLD_STARTUP_JOB]
+    if not settings.bounces.mailbox_enabled:
+        gone.append(BOUNCES_JOB)        # [bounces] host was emptied: no more polling
+    for job_id in gone:
+        if jobstore.lookup_job(job_id) is not None:
+            jobstore.remove_job(job_id)
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
     return scheduler
 

@@ -39,9 +39,11 @@ from imap_tools.mailbox import BaseMailBox
 
 from ..config import BouncesSettings, Settings
 from ..errors import ConfigError, DigestError
+from ..store.db import Store
 from ..text import clean_label
+from .bounces import BounceDesk, Outcome
 
-__all__ = ["BATCH", "FetchReport", "Handler", "Progress", "fetch_mailbox"]
+__all__ = ["BATCH", "FetchReport", "Handler", "Progress", "fetch_bounces", "fetch_mailbox"]
 
 log = logging.getLogger("digest.bounces")
 
@@ -96,6 +98,23 @@ def fetch_mailbox(settings: Settings, handle: Handler, *, progress: Progress | N
     if box.b.protocol == "pop3":
         return _fetch_pop3(box, _Hand(handle, progress), limit, batch)
     return _fetch_imap(box, _Hand(handle, progress), limit, batch)
+
+
+def fetch_bounces(settings: Settings, store: Store, *, dry_run: bool = False,
+                  on_outcome: Callable[[Outcome], None] | None = None,
+                  progress: Progress | None = None) -> FetchReport:
+    """The bounce mailbox through the bounce desk (`digest bounces fetch` and the
+    scheduler): each message is read and what it says recorded, then it leaves the folder.
+    With dry_run nothing is recorded and every message stays."""
+    desk = BounceDesk(store, settings)
+
+    def handle(raw: bytes, source: str) -> bool:
+        outcome = desk.apply(desk.read(raw, source), dry_run=dry_run)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return not dry_run
+
+    return fetch_mailbox(settings, handle, progress=progress)
 
 
 def _box(settings: Settings) -> _Box:
