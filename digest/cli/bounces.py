@@ -80,9 +80,10 @@ def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool) 
               show_default=True)
 @click.pass_obj
 def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) -> None:
-    """Read bounces, complaints (ARF), auto-replies and mails to the unsubscribe address
-    from Maildirs, mbox files, folders of .eml files or single .eml files, and do what
-    each kind does: hard → bounced and suppressed; soft → the bounce score; complaint →
+    """Read bounce mail from files (Maildir, mbox, .eml, folders of them).
+
+    Bounces, complaints (ARF), auto-replies and mails to the unsubscribe address are
+    found, and each kind does what it does: hard → bounced and suppressed; soft → the bounce score; complaint →
     unsubscribed and suppressed; auto-reply → nothing. Reading the same message twice
     records it once.
 
@@ -108,9 +109,11 @@ def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) ->
               help="Read and report; change nothing, leave every message where it is.")
 @click.pass_obj
 def bounces_fetch(app: App, dry_run: bool) -> None:
-    """Read the bounce mailbox of [bounces] (IMAP or POP3, the password from
-    DIGEST_BOUNCES__PASSWORD), do what each message says, and move (or delete) what was
-    read; a message that could not be handled stays for the next time.
+    """Read the bounce mailbox of [bounces] over IMAP or POP3.
+
+    The password comes from DIGEST_BOUNCES__PASSWORD. Each message does what
+    `bounces import` would do with it, and is then moved to processed_folder (or
+    deleted); a message that could not be handled stays for the next time.
 
     Example:
 
@@ -142,8 +145,9 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
               show_default=True)
 @click.pass_obj
 def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None:
-    """The latest bounce events (from sending, the bounce mailbox, files and webhooks),
-    newest first.
+    """The latest bounce events, newest first.
+
+    From sending (5xx to RCPT TO), the bounce mailbox, files and provider webhooks.
 
     Example:
 

@@ -115,22 +115,34 @@ def subscribers_show(app: App, email: str) -> None:
     for section in ("profile", "consent", "bounces"):
         out.print(f"{section.capitalize()}:")
         for key, value in record[section].items():
-            shown = ", ".join(value) if isinstance(value, list) else value
+            shown = ", ".join(value) if isinstance(value, list) else _short_time(value)
             out.print(f"  {key.replace('_', ' ')}: {shown if shown not in (None, '') else '-'}")
     sup = record["suppression"]
-    out.print("Suppressed: " + (f"{sup['reason']} since {sup['since']} ({sup['source']})"
-                                if sup else "no"))
+    out.print("Suppressed: " + (f"{sup['reason']} since {_short_time(sup['since'])} "
+                                f"({sup['source']})" if sup else "no"))
     deliveries = Table("edition", "status", "attempts", "sent at", "error", title="Deliveries")
     for d in record["deliveries"]:
         deliveries.add_row(str(d["edition"]), d["status"], str(d["attempts"]),
-                           d["sent_at"] or "-", escape(d["error"] or ""))
-    print_table(deliveries, fold=("error",))
+                           _short_time(d["sent_at"]) or "-", escape(d["error"] or ""))
     events = Table("time", "kind", "status", "edition", "reason", "source",
                    title="Bounce events")
     for e in record["bounce_events"]:
-        events.add_row(e["time"], e["kind"], e["status"] or "-", str(e["edition"] or "-"),
-                       escape(e["reason"]), escape(e["source"]))
-    print_table(events, fold=("reason", "source"))
+        events.add_row(_short_time(e["time"]), e["kind"], e["status"] or "-",
+                       str(e["edition"] or "-"), escape(e["reason"]), escape(e["source"]))
+    for table, none in ((deliveries, "Deliveries: none"), (events, "Bounce events: none")):
+        if table.row_count:
+            print_table(table, keep=("time", "sent at", "edition"), fold=("reason", "source",
+                                                                          "error"))
+        else:
+            out.print(none)
+
+
+def _short_time(value: object) -> object:
+    """An ISO time as "2026-11-27 08:00" (UTC); anything else as it is."""
+    if isinstance(value, str) and len(value) > 16 and value[10:11] == "T" \
+            and value[:4].isdigit():
+        return f"{value[:10]} {value[11:16]}"
+    return value
 
 
 @subscribers.command("export-person")
