@@ -4,7 +4,8 @@ the providers publish (tests/data/webhooks/, see tests/data/SOURCES.md).
 
 There is no internet here: Amazon's certificate host cannot be reached, so the SNS client
 is given an httpx.MockTransport that stands in for sns.<region>.amazonaws.com and serves
-the certificate this test made.
+the certificate this test made. Everything else is real: the app, the store (an SQLite
+file), and for one request each a waitress server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import DATA, need
+from conftest import DATA, Digest, need, sql
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+from flask import Flask
+from flask.testing import FlaskClient
 
 from digest.audience.webhooks import (
     SeenTokens,
@@ -37,8 +44,12 @@ from digest.audience.webhooks import (
     verify_and_read_sendgrid,
     verify_and_read_ses,
 )
-from digest.config import WebhooksSettings
+from digest.config import Settings, WebhooksSettings, load_settings
+from digest.errors import ConfigError
+from digest.mail.loopback import free_port
+from digest.store.db import Store
 from digest.store.models import BounceKind
+from digest.web.app import WebServer, create_app
 
 HOOKS = DATA / "webhooks"
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
@@ -425,3 +436,215 @@ def test_sendgrid_key_as_pem_and_bad_keys() -> None:
     for bad in ("not a key", base64.b64encode(rsa_der).decode()):
         with pytest.raises(ValueError, match="key"):
             load_sendgrid_key(bad)
+
+
+# --- through the app, against a real store ----------------------------------------------
+
+@dataclass
+class Hooks:
+    """The app with every provider configured, its store and its Flask test client."""
+
+    digest: Digest
+    settings: Settings
+    app: Flask
+    client: FlaskClient
+    sns: FakeSns
+    sendgrid: SendGridSigner
+
+    def status(self, email: str) -> str:
+        [(status,)] = sql(self.digest.folder,
+                          f"SELECT status FROM subscribers WHERE email = '{email}'")
+        return str(status)
+
+    def suppressed(self) -> list[tuple[str, str]]:
+        return [(str(a), str(b)) for a, b in sql(
+            self.digest.folder, "SELECT email_key, reason FROM suppressions ORDER BY 1")]
+
+    def events(self) -> int:
+        [(count,)] = sql(self.digest.folder, "SELECT count(*) FROM bounce_events")
+        return int(count)
+
+
+READERS = ["jane@example.com", "richard@example.com", "bounce@example.com",
+           "spam@example.com", "invalid@example.com", "recipient@example.com",
+           "noreply@example.com"]
+
+
+def hooks_env(signer: SendGridSigner) -> dict[str, str]:
+    return {"DIGEST_SECRET_KEY": SECRET, "DIGEST_WEBHOOKS__SES_TOPIC_ARNS": TOPIC,
+            "DIGEST_WEBHOOKS__POSTMARK_USERNAME": POSTMARK[0],
+            "DIGEST_WEBHOOKS__POSTMARK_PASSWORD": POSTMARK[1],
+            "DIGEST_WEBHOOKS__MAILGUN_SIGNING_KEY": MAILGUN_KEY,
+            "DIGEST_WEBHOOKS__SENDGRID_PUBLIC_KEY": signer.public}
+
+
+@pytest.fixture
+def hooks(digest: Digest, fake_sns: FakeSns) -> Iterator[Hooks]:
+    for email in READERS:
+        digest.ok("subscribers", "add", email)
+    signer = SendGridSigner()
+    settings = load_settings(digest.folder / "digest.toml", environ=hooks_env(signer))
+    store = Store.from_settings(settings)
+    app = create_app(settings, store, sns_transport=fake_sns.transport)
+    try:
+        yield Hooks(digest, settings, app, app.test_client(), fake_sns, signer)
+    finally:
+        store.close()
+
+
+def test_an_ses_hard_bounce_bounces_and_a_complaint_unsubscribes(hooks: Hooks) -> None:
+    bounce = body(sns_notification("ses-bounce-with-dsn.json", hooks.sns.key))
+    assert hooks.client.post("/webhooks/ses", data=bounce).status_code == 200
+    assert hooks.status("jane@example.com") == "bounced"
+    complaint = body(sns_notification("ses-complaint-with-feedback.json", hooks.sns.key))
+    assert hooks.client.post("/webhooks/ses", data=complaint).status_code == 200
+    assert hooks.status("richard@example.com") == "unsubscribed"
+    assert hooks.suppressed() == [("jane@example.com", "hard-bounced"),
+                                  ("richard@example.com", "complained")]
+    # SNS delivering the same notification again records nothing more.
+    assert hooks.client.post("/webhooks/ses", data=bounce).status_code == 200
+    assert hooks.events() == 2
+
+
+def test_refused_ses_requests_change_nothing(hooks: Hooks,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    forged = sns_notification("ses-bounce-with-dsn.json",
+                              rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    altered = sns_notification("ses-complaint-with-feedback.json", hooks.sns.key)
+    altered["Message"] = altered["Message"].replace("richard@", "jane@")
+    stale = sns_notification("ses-bounce-with-dsn.json", hooks.sns.key, at=time.time() - 600)
+    wrong_host = sns_notification("ses-bounce-with-dsn.json", hooks.sns.key)
+    wrong_host["SigningCertURL"] = "https://certs.attacker.example/SimpleNotificationService.pem"
+    for message in (forged, altered, stale, wrong_host):
+        assert hooks.client.post("/webhooks/ses", data=body(message)).status_code == 403
+    assert hooks.client.post("/webhooks/ses", data=b"{not json").status_code == 400
+    assert {hooks.status(e) for e in READERS} == {"active"}
+    assert hooks.suppressed() == [] and hooks.events() == 0
+    refusals = [r.getMessage() for r in caplog.records if r.name == "digest.web.webhooks"]
+    assert len(refusals) == 5
+    assert not any("@" in line for line in refusals)
+    assert "certs.attacker.example" not in {r.url.host for r in hooks.sns.requests}
+
+
+def test_postmark_through_the_app(hooks: Hooks) -> None:
+    bounce, complaint = (body(sample(name)) for name in ("postmark-bounce.json",
+                                                         "postmark-spam-complaint.json"))
+    refused = hooks.client.post("/webhooks/postmark", data=bounce,
+                                headers={"Authorization": basic(POSTMARK[0], "guess")})
+    assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+    assert hooks.client.post("/webhooks/postmark", data=bounce).status_code == 401
+    assert hooks.status("bounce@example.com") == "active"
+    auth = {"Authorization": basic(*POSTMARK)}
+    assert hooks.client.post("/webhooks/postmark", data=bounce, headers=auth).status_code == 200
+    assert hooks.client.post("/webhooks/postmark", data=complaint,
+                             headers=auth).status_code == 200
+    assert (hooks.status("bounce@example.com"), hooks.status("spam@example.com")) == \
+        ("bounced", "unsubscribed")
+    # A replay (Postmark retrying, or someone who saw the request): the same bounce ID.
+    assert hooks.client.post("/webhooks/postmark", data=bounce, headers=auth).status_code == 200
+    assert hooks.events() == 2
+
+
+def test_mailgun_through_the_app(hooks: Hooks) -> None:
+    good = mailgun_payload("mailgun-failed-permanent.json")
+    forged = mailgun_payload("mailgun-failed-permanent.json", key="guessed")
+    stale = mailgun_payload("mailgun-failed-permanent.json", at=time.time() - 600)
+    for payload in (forged, stale):
+        assert hooks.client.post("/webhooks/mailgun", data=body(payload)).status_code == 403
+    assert hooks.status("invalid@example.com") == "active"
+    assert hooks.client.post("/webhooks/mailgun", data=body(good)).status_code == 200
+    assert hooks.status("invalid@example.com") == "bounced"
+    # The same token again, with another event in the body: refused.
+    altered = good | {"event-data": sample("mailgun-complained.json")}
+    for payload in (good, altered):
+        assert hooks.client.post("/webhooks/mailgun", data=body(payload)).status_code == 403
+    assert hooks.status("recipient@example.com") == "active"
+    assert hooks.events() == 1
+
+
+def test_sendgrid_through_the_app(hooks: Hooks) -> None:
+    payload = body(sample("sendgrid-events.json"))
+    forged = SendGridSigner().headers(payload)
+    assert hooks.client.post("/webhooks/sendgrid", data=payload,
+                             headers=forged).status_code == 403
+    headers = hooks.sendgrid.headers(payload)
+    altered = payload.replace(b"noreply@", b"recipient@")
+    assert hooks.client.post("/webhooks/sendgrid", data=altered,
+                             headers=headers).status_code == 403
+    stale = hooks.sendgrid.headers(payload, at=time.time() - 600)
+    assert hooks.client.post("/webhooks/sendgrid", data=payload, headers=stale).status_code == 403
+    assert hooks.events() == 0
+    assert hooks.client.post("/webhooks/sendgrid", data=payload,
+                             headers=headers).status_code == 200
+    assert hooks.status("noreply@example.com") == "bounced"
+    # The same request again, within the window: the same sg_event_id, recorded once.
+    assert hooks.client.post("/webhooks/sendgrid", data=payload,
+                             headers=headers).status_code == 200
+    assert hooks.events() == 1
+    assert hooks.status("recipient@example.com") == "active"   # the deferral
+
+
+def test_unconfigured_providers_are_404_and_bodies_are_limited(
+        digest: Digest, hooks: Hooks) -> None:
+    settings = load_settings(digest.folder / "digest.toml",
+                             environ={"DIGEST_SECRET_KEY": SECRET})
+    store = Store.from_settings(settings)
+    try:
+        client = create_app(settings, store).test_client()
+        for provider in ("ses", "postmark", "mailgun", "sendgrid", "sparkpost"):
+            assert client.post(f"/webhooks/{provider}", data=b"{}").status_code == 404
+    finally:
+        store.close()
+    assert hooks.client.get("/webhooks/ses").status_code == 405
+    big = b"[" + b" " * (1024 * 1024) + b"]"
+    assert hooks.client.post("/webhooks/sendgrid", data=big,
+                             headers=hooks.sendgrid.headers(big)).status_code == 413
+
+
+def test_a_sendgrid_key_that_is_no_key_is_one_line_at_start(digest: Digest) -> None:
+    settings = load_settings(digest.folder / "digest.toml", environ={
+        "DIGEST_SECRET_KEY": SECRET, "DIGEST_WEBHOOKS__SENDGRID_PUBLIC_KEY": "c2VjcmV0"})
+    store = Store.from_settings(settings)
+    try:
+        with pytest.raises(ConfigError, match=r"^\[webhooks\] sendgrid_public_key: .*"):
+            create_app(settings, store)
+    finally:
+        store.close()
+
+
+# --- one request over real HTTP ---------------------------------------------------------
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    server = WebServer(settings, "127.0.0.1", port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        thread.join()
+
+
+def test_a_signed_sendgrid_post_to_digest_serve(digest: Digest, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "noreply@example.com")
+    signer = SendGridSigner()
+    settings = load_settings(digest.folder / "digest.toml", environ=hooks_env(signer))
+    payload = body(sample("sendgrid-events.json")[:1])
+    with serving(settings) as base:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.post(f"{base}/webhooks/sendgrid", content=payload,
+                                      headers=signer.headers(payload))
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        assert response.status_code == 200
+        assert response.headers["server"] == "digest"
+        assert httpx.post(f"{base}/webhooks/sendgrid", content=payload).status_code == 403
+    assert sql(tmp_path, "SELECT status FROM subscribers") == [("bounced",)]
+    assert sql(tmp_path, "SELECT kind, status, source FROM bounce_events") == \
+        [("hard", "5.1.1", "webhook:sendgrid")]

@@ -10,7 +10,8 @@ links. Sign-up only queues its mail (digest.outbox); the server's outbox thread 
 Rate limits count in the store (digest.ratelimits), per real client address.
 
 This module builds the app (settings, security headers, error pages, the shared template
-loader) and serves it; the pages are blueprints: `public` (digest.web.public).
+loader) and serves it; the pages are blueprints: `public` (digest.web.public) and the
+providers' `webhooks` (digest.web.webhooks).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import threading
 from typing import Any
 
+import httpx
 import waitress
 from flask import Flask, Response, request, url_for
 from flask_limiter import Limiter
@@ -40,6 +42,7 @@ from ..store.db import Store
 from .public import public_pages
 from .ratelimits import SCHEME as LIMIT_STORAGE
 from .site import Site, page
+from .webhooks import webhook_pages
 
 __all__ = ["MAX_ID", "WebServer", "create_app", "serve"]
 
@@ -67,10 +70,13 @@ class IdConverter(IntegerConverter):
 
 
 def create_app(settings: Settings, store: Store | None = None,
-               outbox: OutboxSender | None = None) -> Flask:
+               outbox: OutboxSender | None = None, *,
+               sns_transport: httpx.BaseTransport | None = None) -> Flask:
     """The web app for one store. Sign-ups queue their mail in the store's outbox and wake
-    `outbox` (when given) to send it; without one, a sender elsewhere drains it.
-    Raises ConfigError when there is no signing key, or templates_dir is not a folder."""
+    `outbox` (when given) to send it; without one, a sender elsewhere drains it. The SES
+    webhook fetches SNS certificates through sns_transport (httpx's own when None).
+    Raises ConfigError when there is no signing key, templates_dir is not a folder, or
+    [webhooks] sendgrid_public_key is not a key."""
     here = Site(settings, store or Store.from_settings(settings), outbox)
     app = Flask("digest.web", static_folder=None)
     app.extensions["digest"] = here
@@ -99,6 +105,7 @@ def create_app(settings: Settings, store: Store | None = None,
     limiter = Limiter(get_remote_address, app=app, storage_uri=f"{LIMIT_STORAGE}://",
                       storage_options=shared, default_limits=[])
     app.register_blueprint(public_pages(limiter, csrf))
+    app.register_blueprint(webhook_pages(settings, csrf, sns_transport))
     app.url_build_error_handlers.append(_public_endpoint)
     _handle_errors(app)
     app.after_request(_security_headers)
