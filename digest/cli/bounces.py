@@ -80,7 +80,7 @@ def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool) 
               show_default=True)
 @click.pass_obj
 def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) -> None:
-    """Read bounce mail from files (Maildir, mbox, .eml, folders of them).
+    """Read bounce mail from Maildirs, mbox and .eml files.
 
     Bounces, complaints (ARF), auto-replies and mails to the unsubscribe address are
     found, and each kind does what it does: hard → bounced and suppressed; soft → the bounce score; complaint →
