@@ -77,7 +77,6 @@ class DigestSettings:
     utm_source: str = ""
     utm_medium: str = "email"
     utm_campaign: str = "digest-{number}"
-    bounce_threshold: int = 3
 
 
 @dataclass(frozen=True)
@@ -295,6 +294,9 @@ _SECTIONS: dict[str, type] = {
     "bounces": BouncesSettings,
     "webhooks": WebhooksSettings,
 }
+# Settings that were, and what took their place.
+_RETIRED = {("digest", "bounce_threshold"): "a hard bounce now bounces a subscriber at once, "
+            "and soft bounces count towards [bounces] score_threshold; remove it"}
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
 _ENV_ONLY = {("smtp", "password"), ("bounces", "password"), ("webhooks", "postmark_password"),
@@ -366,6 +368,8 @@ def _build_section(name: str, raw: Mapping[str, Any], origin: str) -> Any:
     for key, value in raw.items():
         attr = _KEY_ALIASES.get(key, key)
         where = f"{origin}: [{name}] {key}"
+        if (name, key) in _RETIRED:
+            raise ConfigError(f"{where} is no longer a setting: {_RETIRED[name, key]}")
         if attr not in known:
             names = ", ".join(sorted(_toml_key(k) for k in known))
             raise ConfigError(f"{where} is not a setting; known keys: {names}")

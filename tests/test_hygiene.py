@@ -333,3 +333,13 @@ def test_reactivate_cannot_lift_a_complaint(digest: Digest, tmp_path: Path) -> N
     assert "back.csv:2: unsubscribed here and stays so: angry@example.org is on the " \
            "suppression list: it reported our mail as spam" in result.output
     assert status(digest, "angry@example.org")[0] == "unsubscribed"
+
+
+def test_the_retired_bounce_threshold_says_what_took_its_place(digest: Digest) -> None:
+    config = digest.folder / "digest.toml"
+    config.write_text(config.read_text().replace("[digest]\n", "[digest]\nbounce_threshold = 2\n"))
+    result = digest("subscribers", "list")
+    assert result.exit_code == 1
+    assert result.output.endswith("[digest] bounce_threshold is no longer a setting: a hard "
+                                  "bounce now bounces a subscriber at once, and soft bounces "
+                                  "count towards [bounces] score_threshold; remove it\n")
