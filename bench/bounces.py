@@ -1,0 +1,168 @@
+"""Reading bounce mail on the labelled corpus (tests/data/bounces/labels.tsv): how many of
+the labelled bounced recipients are found, how often hard/soft agrees with the label,
+complaints found, anything wrongly found on auto-replies and ordinary mail (must be 0),
+and the time per message.
+
+    .venv/bin/python bench/bounces.py              # figures, then the misses
+    .venv/bin/python bench/bounces.py --rounds 20 --quiet
+
+The held-out line is the part of the corpus that was labelled after the reader's rules
+were written and before the reader first read it (a check on rules fitted to the rest).
+
+Labels (one row per expected recipient): kind hard/soft/complaint/auto-reply/unsubscribe,
+or none for a message that must yield nothing; an empty recipient is a report that names
+nobody (nothing can be found for it without VERP). For an unsubscribe row the message's
+own To is passed as the unsubscribe address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.utils import parseaddr
+from pathlib import Path
+
+from digest.audience.bouncemail import read_message
+from digest.audience.findings import Reading
+from digest.tokens import Verp
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "data" / "bounces"
+BOUNCES = ("hard", "soft")
+
+
+@dataclass
+class Figures:
+    messages: int = 0
+    bounced: int = 0                 # labelled bounced recipients with an address
+    found: int = 0                   # … of which found as a bounce
+    agreed: int = 0                  # … of which with the labelled hard/soft
+    complaints: int = 0
+    complaints_found: int = 0
+    auto_replies: int = 0
+    auto_replies_found: int = 0
+    bounces_on_auto_replies: int = 0  # findings other than auto-reply on auto-reply mail
+    findings_on_ordinary: int = 0     # findings (or an unsubscribe) on mail labelled none
+    unsubscribes: int = 0
+    unsubscribes_found: int = 0
+    extra: int = 0                   # bounce findings for recipients no label names
+    seconds_per_message: float = 0.0
+    misses: list[str] = field(default_factory=list)
+
+
+def load_labels(corpus: Path = CORPUS) -> dict[str, list[dict[str, str]]]:
+    labels: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with (corpus / "labels.tsv").open(encoding="utf-8", newline="") as file:
+        for row in csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE):
+            labels[row["file"]].append(row)
+    return labels
+
+
+def _unsubscribe_address(raw: bytes) -> str:
+    return parseaddr(str(message_from_bytes(raw).get("to", "")))[1]
+
+
+def read_all(labels: dict[str, list[dict[str, str]]], corpus: Path = CORPUS,
+             verp: Verp | None = None) -> dict[str, Reading]:
+    readings = {}
+    for name, rows in labels.items():
+        raw = (corpus / name).read_bytes()
+        unsubscribe = _unsubscribe_address(raw) if rows[0]["kind"] == "unsubscribe" else ""
+        readings[name] = read_message(raw, name, verp=verp.read if verp else None,
+                                      unsubscribe_address=unsubscribe)
+    return readings
+
+
+def _score_file(figures: Figures, rows: list[dict[str, str]], reading: Reading) -> None:
+    by_kind = {(f.recipient, f.kind.value) for f in reading.findings}
+    bounced = {f.recipient: f.kind.value for f in reading.findings
+               if f.kind.value in BOUNCES}
+    name = rows[0]["file"]
+    for row in rows:
+        kind, recipient = row["kind"], row["recipient"]
+        if kind in BOUNCES and recipient:
+            figures.bounced += 1
+            if recipient in bounced:
+                figures.found += 1
+                figures.agreed += bounced[recipient] == kind
+                if bounced[recipient] != kind:
+                    figures.misses.append(f"{name}: {recipient} {bounced[recipient]}, "
+                                          f"labelled {kind}")
+            else:
+                figures.misses.append(f"{name}: {recipient} not found ({kind})")
+        elif kind == "complaint" and recipient:
+            figures.complaints += 1
+            figures.complaints_found += (recipient, "complaint") in by_kind
+        elif kind == "auto-reply":
+            figures.auto_replies += 1
+            figures.auto_replies_found += (recipient, "auto-reply") in by_kind
+            figures.bounces_on_auto_replies += sum(
+                f.kind.value != "auto-reply" for f in reading.findings)
+        elif kind == "unsubscribe":
+            figures.unsubscribes += 1
+            figures.unsubscribes_found += reading.unsubscribe == recipient
+        elif kind == "none":
+            figures.findings_on_ordinary += len(reading.findings) + bool(reading.unsubscribe)
+    labelled = {row["recipient"] for row in rows}
+    figures.extra += sum(recipient not in labelled for recipient in bounced)
+
+
+def measure(corpus: Path = CORPUS, rounds: int = 5, held_out: bool = False) -> Figures:
+    """The figures on the corpus; held_out: only on the messages labelled before the
+    reader's rules were written (their note starts with "held-out:")."""
+    labels = load_labels(corpus)
+    if held_out:
+        labels = {name: rows for name, rows in labels.items()
+                  if rows[0]["note"].startswith("held-out:")}
+    verp = Verp(b"bench-bounces-secret-0123456789abcdef", "bounces+{token}@example.org")
+    times = []
+    readings: dict[str, Reading] = {}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        readings = read_all(labels, corpus, verp)
+        times.append((time.perf_counter() - start) / len(labels))
+    figures = Figures(messages=len(labels), seconds_per_message=statistics.median(times))
+    for name, rows in labels.items():
+        _score_file(figures, rows, readings[name])
+    return figures
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({100 * part / whole:.1f}%)" if whole else "0/0"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="reads of the whole corpus")
+    parser.add_argument("--quiet", action="store_true", help="figures only, not the misses")
+    args = parser.parse_args()
+    f = measure(rounds=args.rounds)
+    held = measure(rounds=1, held_out=True)
+    print(f"messages                         {f.messages}")
+    print(f"bounced recipients labelled      {f.bounced}")
+    print(f"found                            {_share(f.found, f.bounced)}")
+    print(f"hard/soft agrees with the label  {_share(f.agreed, f.found)}")
+    print(f"  held-out messages ({held.messages}): found {_share(held.found, held.bounced)}, "
+          f"hard/soft agrees {_share(held.agreed, held.found)}")
+    print(f"complaints found                 {_share(f.complaints_found, f.complaints)}")
+    print(f"auto-replies found               {_share(f.auto_replies_found, f.auto_replies)}")
+    print(f"unsubscribes found               {_share(f.unsubscribes_found, f.unsubscribes)}")
+    print(f"findings on auto-replies (bounce/complaint)  {f.bounces_on_auto_replies}")
+    print(f"findings on ordinary mail        {f.findings_on_ordinary}")
+    print(f"bounce findings no label names   {f.extra}")
+    print(f"time per message                 {1000 * f.seconds_per_message:.2f} ms "
+          f"(median of {args.rounds} rounds)")
+    if not args.quiet:
+        for miss in f.misses:
+            print("  " + miss)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,854 @@
+"""Reading bounce mail: what one raw message from the bounce mailbox says about whom.
+
+`read_message` turns a message into a `Reading`: the recipients an RFC 3464 delivery
+status notification (or a non-standard bounce, through Mailman's detectors in
+flufl.bounce) reports as failed or delayed, the readers an ARF feedback report (RFC 5965)
+or Microsoft's JMRP says complained, the sender of an automatic reply (RFC 3834), or the
+sender of a mail to the unsubscribe address. Nothing here touches the store: the bounce
+desk (`audience.bounces`) records what a Reading holds.
+
+`classify_failure` says whether a failure is hard (the address is gone) or soft (full,
+blocked, too large, a network fault, expired, or unknown): the one rule for reports read
+here and for a 5xx reply to RCPT TO during sending.
+
+`iter_sources` reads messages from Maildirs, mbox files, folders of .eml files and single
+message files.
+
+Everything here reads hostile input: a malformed message yields at most an ignored
+Reading, never an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import logging
+import mailbox
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, message_from_string
+from email.errors import MessageError
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from pathlib import Path
+
+from flufl.bounce import all_failures
+
+from ..errors import InputError
+from ..store.models import BounceKind
+from ..text import clean_label
+from ..tokens import VerpClaims
+from .findings import Finding, Reading
+
+__all__ = ["classify_failure", "iter_sources", "read_message"]
+
+log = logging.getLogger(__name__)
+
+Verp = Callable[[str], VerpClaims | None]
+
+MAX_MESSAGE_BYTES = 20 * 1024 * 1024   # the rest of a bigger message is not read
+MAX_PARTS = 400                        # MIME parts looked at in one message
+MAX_DEPTH = 12                         # multipart nesting followed
+MAX_TEXT = 64 * 1024                   # characters of one text part read
+REASON_CHARS = 300
+
+# ---------------------------------------------------------------------------------------
+# Classifying a failure: hard (the address is gone) or soft (anything else).
+
+# An enhanced status code (RFC 3463) in text; not part of a dotted IP address.
+_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+
+# Checked first: these name a reason that passes or that is about the message or the
+# sender, even when the text also says "not found" ("Host not found, try again").
+_SOFT_TEXT = re.compile(
+    r"quota|over ?quota|mail ?box (is )?full|mail ?folder is full|(mailbox|inbox|disk|storage)"
+    r" (is )?full|full mailbox|insufficient (system )?storage|space not enough"
+    r"|too (large|big)|exceeds? (the )?(maximum|fixed maximum|size)|size (limit|exceed)"
+    r"|maximum (incoming |inbound )?message size|message size exceeds"
+    r"|temporar|try again later|not found, try again|timed? ?out|time-out|expired"
+    r"|too long|postponed|delayed|deferred|not yet been delivered|will (continue|be retried)"
+    r"|spam|unsolicited|blocked|\bblock ?list|black ?list|deny ?list|\brbl\b|reputation"
+    r"|policy|banned|access denied|permission denied|relay(ing)? (access )?(denied|not)"
+    r"|unable to relay|not accepting mail|rate limit|too many|throttl|grey ?list|virus"
+    r"|content (rejected|filter)|message content|loop|hops|connection (refused|reset|lost)"
+    r"|could not connect|unable to connect|did not accept our requests to connect"
+    r"|establish an smtp connection|socket error|no route|unreachable|not reachable"
+    r"|not responding|did not respond|server (unavailable|busy)|could not find a gateway"
+    r"|network",
+    re.IGNORECASE,
+)
+
+_HARD_TEXT = re.compile(
+    r"user(name)? (is )?unknown|unknown (user|recipient|local[- ]?part|mailbox|address)"
+    r"|addressee unknown|unknown or illegal user|illegal user|user not known"
+    r"|no such (user|mailbox|recipient|address|account|person|local user|domain)"
+    r"|does ?n[o']t exist|did not exist|n'existe pas|existiert nicht|unbekannt"
+    r"|(user|recipient|address|mailbox|account|name) (was )?not (found|known|listed)"
+    r"|not listed in|recipientnotfound|wasn'?t found at|was not found at"
+    r"|invalid (recipient|mailbox|address|user|final delivery userid|e-?mail)"
+    r"|bad destination mailbox|no mailbox|no (account|mailbox) (here )?by that name"
+    r"|(does ?n[o']t|does not) have an? [\w.-]+ account|not (a )?valid (user|recipient|address)"
+    r"|no longer (valid|exists|active|in use)|(is )?not recognized|mailbox unavailable"
+    r"|mailbox (is )?(disabled|inactive|deactivated)"
+    r"|account (has been |is )?(disabled|discontinued|suspended|deactivated|closed|deleted"
+    r"|terminated|removed|inactive)"
+    r"|no such domain|domain (name )?(does ?n[o']t exist|not found)|unknown (host|domain)"
+    r"|host (or domain name )?not found|host unknown|nxdomain|unrouteable address"
+    r"|has moved|moved permanently|final email delivery point|nameserver query"
+    r"|did not (exactly )?match an? [\w ]{0,20}address"
+    r"|ディレクトリ",
+    re.IGNORECASE,
+)
+
+_HOST_NOT_FOUND = re.compile(r"not found|does ?n[o']t exist|nxdomain|unknown (host|domain)",
+                             re.IGNORECASE)
+
+
+def _codes(text: str) -> list[tuple[int, int, int]]:
+    return [(int(a), int(b), int(c)) for a, b, c in _CODE.findall(text)]
+
+
+def _pick_code(status: str | None, text: str) -> tuple[int, int, int] | None:
+    """The most telling enhanced code: the status's when it is specific, else the first
+    specific one in the text, else whatever generic code there is."""
+    found = _codes(status or "") + _codes(text)
+    specific = [code for code in found if code[2] != 0]
+    if specific:
+        return specific[0]
+    return found[0] if found else None
+
+
+def _code_text(code: tuple[int, int, int] | None) -> str | None:
+    return ".".join(map(str, code)) if code else None
+
+
+def _by_code(code: tuple[int, int, int], text: str) -> BounceKind | None:
+    """What a specific enhanced code says on its own; None for a generic one (x.y.0)."""
+    klass, subject, detail = code
+    if klass == 4:
+        return BounceKind.SOFT
+    if klass != 5 or detail == 0:
+        return None
+    if subject == 1:
+        # 5.1.7 and 5.1.8 are about our own sender address, not the recipient's.
+        return BounceKind.SOFT if detail in (7, 8) else BounceKind.HARD
+    if subject == 2:
+        return BounceKind.HARD if detail == 1 else BounceKind.SOFT
+    if subject == 4 and detail == 4:
+        # "Unable to route": a domain that does not exist is gone; anything else passes.
+        return BounceKind.HARD if _HOST_NOT_FOUND.search(text) else BounceKind.SOFT
+    if subject == 7 and detail == 13:
+        return BounceKind.HARD        # user account disabled (RFC 3463 registry)
+    return BounceKind.SOFT
+
+
+def _classify(status: str | None, text: str) -> tuple[BounceKind | None, str | None]:
+    """(kind, code): kind None when neither a specific code nor the text tells."""
+    code = _pick_code(status, text)
+    code_text = _code_text(code)
+    if code is not None:
+        kind = _by_code(code, text)
+        if kind is not None:
+            return kind, code_text
+    if _SOFT_TEXT.search(text):
+        return BounceKind.SOFT, code_text
+    if _HARD_TEXT.search(text):
+        return BounceKind.HARD, code_text
+    return None, code_text
+
+
+def _fallback(code: str | None) -> BounceKind:
+    """A failure nothing explains: hard only for a generic address status (5.1.0);
+    an unexplained failure counts towards the soft-bounce score instead of removing
+    someone at once."""
+    return BounceKind.HARD if code is not None and code.startswith("5.1.") else BounceKind.SOFT
+
+
+def classify_failure(status: str | None, text: str) -> BounceKind:
+    """hard or soft for a failure, from its enhanced status code and its diagnostic text.
+
+    A specific code decides (5.1.x bad address, 5.1.6 moved, 5.2.1 disabled, 5.7.13
+    account disabled, 5.4.4 for a domain that does not exist: hard; 4.x.x, 5.1.7/5.1.8
+    about our sender, 5.2.2 full, 5.2.3 and 5.3.4 too large, 5.4.x network, 5.5.x, 5.6.x,
+    5.7.x policy: soft). With no code or a generic one (5.0.0, 5.3.0, …) the text
+    decides, and a failure nothing explains is soft."""
+    kind, code = _classify(status, text or "")
+    return kind if kind is not None else _fallback(code)
+
+
+# ---------------------------------------------------------------------------------------
+# Small helpers: headers, addresses, text.
+
+_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}")
+
+
+def _bytes_text(data: bytes, charset: str = "utf-8") -> str:
+    """Bytes as text: in the charset they claim, else UTF-8, else Windows-1252 (which
+    takes any byte); a charset Python does not know is not trusted."""
+    for name in (charset, "utf-8"):
+        try:
+            return data.decode(name)
+        except (LookupError, ValueError, TypeError):
+            continue
+    return data.decode("cp1252", "replace")
+
+
+def _escaped(value: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in value)
+
+
+def _unfolded(value: str) -> str:
+    """A raw header value as text: 8-bit bytes (which the parser keeps as surrogate
+    escapes) read by `_bytes_text`, encoded words decoded."""
+    if _escaped(value):
+        value = _bytes_text(value.encode("ascii", "surrogateescape"))
+    with contextlib.suppress(ValueError, LookupError, UnicodeError, TypeError, AttributeError,
+                             MessageError):
+        value = str(make_header(decode_header(value)))
+    return clean_label(value)
+
+
+def _all_headers(msg: Message, name: str) -> list[str]:
+    """Every value of a header, as text."""
+    name = name.lower()
+    return [_unfolded(str(value)) for key, value in msg.raw_items() if key.lower() == name]
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header's (first) value as text; "" when absent."""
+    values = _all_headers(msg, name)
+    return values[0] if values else ""
+
+
+def _address(text: str) -> str:
+    """A lower-cased mailbox address from "rfc822; <a@b>", "Name <a@b>" or "a@b"; "" when
+    the text holds none."""
+    text = text.strip()
+    if ";" in text and "@" not in text.split(";", 1)[0]:
+        text = text.split(";", 1)[1]
+    text = text.strip().strip("<>").strip()
+    if "<" in text or " " in text:
+        text = parseaddr(text)[1]
+    text = clean_label(text).strip("<>").lower()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or "." not in domain or len(text) > 254 or " " in text:
+        return ""
+    return text
+
+
+def _addresses(values: Sequence[str]) -> list[str]:
+    found = (_address(addr) for _, addr in getaddresses(list(values)))
+    return [addr for addr in found if addr]
+
+
+def _reason(text: str) -> str:
+    return clean_label(text)[:REASON_CHARS]
+
+
+def _report_id(msg: Message | None, raw: bytes) -> str:
+    message_id = _header(msg, "Message-ID").strip() if msg is not None else ""
+    if message_id:
+        return message_id[:250]
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _date(value: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def _parts(msg: Message) -> Iterator[Message]:
+    """The message and its parts, depth first, without entering attached messages
+    (message/rfc822 is yielded, not opened); bounded in number and depth."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth = stack.pop()
+        seen += 1
+        yield part
+        if part.get_content_type() == "message/rfc822" or depth >= MAX_DEPTH:
+            continue
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            children = [child for child in payload if isinstance(child, Message)]
+            stack.extend((child, depth + 1) for child in reversed(children))
+
+
+def _decoded(part: Message) -> str:
+    """A text part's content as text, whatever its charset claims."""
+    try:
+        data = part.get_payload(decode=True)
+    except (ValueError, TypeError, AssertionError, LookupError):
+        data = None
+    if not isinstance(data, bytes):
+        payload = part.get_payload()
+        return payload[:MAX_TEXT] if isinstance(payload, str) else ""
+    text = _bytes_text(data[: MAX_TEXT * 4], part.get_content_charset() or "utf-8")
+    if part.get_content_subtype() == "html":
+        text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+    return text[:MAX_TEXT]
+
+
+# Where the copy of the original message starts in a bounce's text.
+_ORIGINAL = re.compile(
+    r"^[\s>|*-]*(-+ ?(original message|below this line|this is a copy|the header of the"
+    r" original|message header follows|returned message|original mail|unsent message|"
+    r"start of returned message|message text follows)|original message (follows|headers)|"
+    r"original message details|below this line is a copy|a copy of the original message|"
+    r"the original message follows)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+
+# What malformed input makes the email package (and the detectors built on it) raise.
+_MALFORMED = (ValueError, TypeError, LookupError, UnicodeError, AttributeError,
+              AssertionError, RecursionError, MessageError)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    recipient: str
+    kind: BounceKind
+    status: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Text:
+    full: str       # every text part, the quoted original included
+    notice: str     # the report's own words: cut where the quoted original starts
+
+
+def _texts(msg: Message) -> _Text:
+    texts: list[str] = []
+    for part in _parts(msg):
+        # A multipart whose boundary is broken keeps its body as one string.
+        broken = part.get_content_maintype() == "multipart" and isinstance(
+            part.get_payload(), str)
+        if broken or part.get_content_maintype() == "text" and part.get_content_subtype() in (
+                "plain", "html"):
+            texts.append(_decoded(part))
+        if sum(len(text) for text in texts) > MAX_TEXT:
+            break
+    full = "\n".join(texts)
+    cut = _ORIGINAL.search(full)
+    return _Text(full, full[: cut.start()] if cut and cut.start() > 0 else full)
+
+
+def _window(notice: str, address: str) -> str:
+    """The lines of a notice about one address: the line naming it and the few after it,
+    up to the next line that is only another address."""
+    lines = notice.splitlines()
+    for at, line in enumerate(lines):
+        if address in line.lower():
+            picked = [line]
+            for following in lines[at + 1: at + 7]:
+                only = _ADDRESS.fullmatch(following.strip().strip("<>:\"' "))
+                if only and only.group(0).lower() != address:
+                    break
+                picked.append(following)
+            return " ".join(picked)
+    return ""
+
+
+def _add(failures: dict[str, _Failure], failure: _Failure) -> None:
+    """One failure per recipient; a hard one wins over a soft one for the same address."""
+    known = failures.get(failure.recipient)
+    if known is None or (known.kind is BounceKind.SOFT and failure.kind is BounceKind.HARD):
+        failures[failure.recipient] = failure
+
+
+# ---------------------------------------------------------------------------------------
+# Delivery status notifications (RFC 3464).
+
+_NO_BOUNCE_ACTIONS = ("deliver", "relay", "expand")
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [block for block in payload if isinstance(block, Message)]
+    # A delivery-status part the parser left as text (encoded, or with odd headers).
+    return [message_from_string(block.strip() + "\n")
+            for block in re.split(r"\n[ \t]*\n", _decoded(part)) if block.strip()]
+
+
+def _wrapped_reports(msg: Message) -> Iterator[Message]:
+    """Delivery reports a gateway wrapped, as attached messages, in a message of its own
+    (to add a disclaimer, say)."""
+    for part in _parts(msg):
+        if part.get_content_type() == "message/rfc822":
+            inner = part.get_payload()
+            if (isinstance(inner, list) and inner and isinstance(inner[0], Message)
+                    and inner[0].get_content_type() == "multipart/report"):
+                yield inner[0]
+
+
+def _recipient_blocks(msg: Message) -> list[Message] | None:
+    """The per-recipient blocks of every message/delivery-status part (of the message,
+    else of a report wrapped in it); None when there is no such part at all."""
+    for report in (msg, *_wrapped_reports(msg)):
+        blocks: list[Message] | None = None
+        for part in _parts(report):
+            if part.get_content_type() == "message/delivery-status":
+                blocks = blocks if blocks is not None else []
+                blocks.extend(block for block in _status_blocks(part) if
+                              block.get("final-recipient") or block.get("original-recipient"))
+        if blocks is not None:
+            return blocks
+    return None
+
+
+def _dsn_recipient(block: Message) -> str:
+    # Original-Recipient is the address as we gave it; Final-Recipient may be rewritten
+    # (an alias, a gateway's form, an X.400 address).
+    for name in ("original-recipient", "final-recipient"):
+        recipient = _address(_header(block, name))
+        if recipient:
+            return recipient
+    return ""
+
+
+def _dsn_failure(block: Message, text: _Text) -> _Failure | None:
+    """The failure one recipient block reports; None when it reports a delivery (or an
+    action it does not name)."""
+    action = _header(block, "action").lower()
+    status = _header(block, "status")
+    if action.startswith(_NO_BOUNCE_ACTIONS):
+        return None
+    delayed = action.startswith("delay") or (not action and status.startswith("4"))
+    if not delayed and not action.startswith(("fail", "error")) and action:
+        return None
+    diagnostic = _header(block, "diagnostic-code")
+    if re.match(r"^[\w-]{1,20};", diagnostic):
+        diagnostic = diagnostic.split(";", 1)[1].strip()
+    said = diagnostic or re.sub(r"^\s*\d\.\d{1,3}\.\d{1,3}\s*", "", status).strip(" ()")
+    recipient = _dsn_recipient(block)
+    nearby = _window(text.notice, recipient) if recipient else ""
+    if delayed:
+        kind, code = BounceKind.SOFT, _code_text(_pick_code(status, said))
+    else:
+        found, code = _classify(status, said)
+        kind = found or _classify(status, nearby or text.notice)[0] or _fallback(code)
+    reason = said or nearby or ("delayed" if delayed else "failed")
+    return _Failure(recipient, kind, code, _reason(reason))
+
+
+def _dsn_failures(msg: Message, text: _Text) -> list[_Failure] | None:
+    """Failures a DSN reports, one per recipient; [] for a DSN that reports only
+    deliveries; None when the message holds no recipient block."""
+    blocks = _recipient_blocks(msg)
+    if not blocks:
+        return None
+    failures: dict[str, _Failure] = {}
+    for block in blocks:
+        failure = _dsn_failure(block, text)
+        if failure is not None:
+            _add(failures, failure)
+    return list(failures.values())
+
+
+# ---------------------------------------------------------------------------------------
+# Bounces in other shapes: Mailman's detectors (flufl.bounce), Lotus Notes, plain lists.
+
+_NOTES = re.compile(r"-+ *Failure Reasons *-+\s*\n(.*?)\n\s*-+ *Returned Message",
+                    re.IGNORECASE | re.DOTALL)
+# "The following recipients failed:", "… list of recipients:", "… addresses had permanent
+# fatal errors -----", "… address failed:" and the like, then the addresses.
+_LIST_HEADING = re.compile(
+    r"(following|these) (list of )?(recipient|address|user)s?(\(s\)|\(es\)|es)?"
+    r"[^\n.]{0,60}[:-]\s*$", re.IGNORECASE | re.MULTILINE)
+_ANGLE_LINE = re.compile(r"^<" + _ADDRESS.pattern + r">:")
+_LISTED_LINE = re.compile(r"^\s*[<\"']?(" + _ADDRESS.pattern + r")[>\"']?:?\s*(.*)$")
+
+
+def _listed(text: _Text) -> list[tuple[str, str]]:
+    """(address, what is said about it) from formats Mailman's detectors do not know:
+    Lotus Notes' "Failure Reasons" and a plain list of failed recipients after a heading
+    (OpenSMTPD, GMX, …)."""
+    notes = _NOTES.search(text.full)
+    if notes:
+        said = notes.group(1)
+        return [(address.lower(), said) for address in _ADDRESS.findall(said)]
+    heading = _LIST_HEADING.search(text.notice)
+    lines = text.notice[heading.end():].splitlines()[:20] if heading else [
+        # No heading: Postfix's and qmail's "<address>: what happened" lines.
+        line for line in text.notice.splitlines() if _ANGLE_LINE.match(line)]
+    found = []
+    for line in lines:
+        listed = _LISTED_LINE.match(line)
+        if listed:
+            address = listed.group(1).lower()
+            found.append((address, _window(text.notice, address) or listed.group(2)))
+    return found
+
+
+def _explained(address: str, text: _Text, temporary: bool) -> _Failure:
+    nearby = _window(text.notice, address)
+    if temporary:
+        return _Failure(address, BounceKind.SOFT, _code_text(_pick_code(None, nearby)),
+                        _reason(nearby or "delayed"))
+    kind, status = _classify(None, nearby)
+    if kind is None:
+        kind, more = _classify(None, text.notice)
+        status = status or more
+    return _Failure(address, kind or _fallback(status), status,
+                    _reason(nearby or text.notice or "failed"))
+
+
+def _plain_headers(msg: Message) -> None:
+    """Rewrite 8-bit header values as text, in place. The parser hands them out as Header
+    objects, on which Mailman's detectors call str methods and raise (flufl.bounce 6.0:
+    the Sina, Postfix and other detectors), which stops every detector after them. A
+    message without a From gets an empty one: the Yale detector takes the first of
+    getaddresses([""]), which is [] on this Python, and raises too."""
+    if not str(msg.get("from", "")).strip():
+        del msg["from"]
+        msg["From"] = "<>"
+    for count, part in enumerate(msg.walk()):
+        if count >= MAX_PARTS:
+            break
+        items = list(part.raw_items())
+        if any(_escaped(str(value)) for _, value in items):
+            for name in {name for name, _ in items}:
+                del part[name]
+            for name, value in items:
+                part[name] = _unfolded(str(value)) if _escaped(str(value)) else value
+
+
+def _detected_failures(msg: Message, text: _Text) -> list[_Failure]:
+    _plain_headers(msg)
+    try:
+        temporary, permanent = all_failures(msg)
+    except _MALFORMED:
+        temporary, permanent = frozenset(), frozenset()
+    found: dict[str, _Failure] = {}
+    for addresses, is_temporary in ((permanent, False), (temporary, True)):
+        for raw_address in sorted(addresses):
+            address = _address(raw_address.decode("ascii", "replace"))
+            if address:
+                _add(found, _explained(address, text, is_temporary))
+    if not found:
+        for address, said in _listed(text):
+            kind, status = _classify(None, said)
+            _add(found, _Failure(address, kind or _fallback(status), status, _reason(said)))
+    return list(found.values())
+
+
+_BOUNCE_SENDER = re.compile(
+    r"^(mailer-?daemon|mail-?daemon|postmaster|mdaemon|mail\.delivery\.system|ndr"
+    r"|mailerdaemon|mmdf)$", re.IGNORECASE)
+_BOUNCE_NAME = re.compile(
+    r"mail ?delivery|delivery (subsystem|system|service|status)|postmaster|mailer-?daemon"
+    r"|system administrator|mail administrator", re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|not (be )?delivered|delivery (status|failure|failed|problem|report"
+    r"|notification|has failed)|returned mail|returning message|failure notice|failed mail"
+    r"|mail delivery|non-?delivery|could not be delivered|delayed mail|message delayed"
+    r"|mail (system )?error|warning: message|error during delivery|delivery failure"
+    r"|processing error|rejected mail|non remis|unzustellbar|nicht zustellbar",
+    re.IGNORECASE)
+
+
+def _looks_like_bounce(msg: Message) -> bool:
+    """A delivery report by its shape, its sender or its subject (auto-replies and
+    ordinary mail are read by other rules)."""
+    if msg.get("x-failed-recipients") or any(
+            part.get_content_type() == "message/delivery-status" for part in _parts(msg)):
+        return True
+    name, sender = parseaddr(_header(msg, "from"))
+    if _BOUNCE_SENDER.match(sender.split("@")[0]) or _BOUNCE_NAME.search(name):
+        return True
+    return bool(_BOUNCE_SUBJECT.search(_header(msg, "subject")))
+
+
+# ---------------------------------------------------------------------------------------
+# Complaints: ARF feedback reports (RFC 5965) and Microsoft's JMRP.
+
+# A reader (or their provider for them) said they do not want this mail: abuse is the
+# "this is spam" button, fraud and virus are reports against the message, "other" is a
+# complaint without a category and opt-out is a request to stop. not-spam takes a
+# complaint back; auth-failure is a DMARC/DKIM/SPF failure report about our domain,
+# sent whatever the reader did. Neither is a complaint.
+COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other", "opt-out"})
+
+
+def _attached_headers(msg: Message) -> Message | None:
+    """The headers of the message a report is about (message/rfc822 or
+    text/rfc822-headers)."""
+    for part in _parts(msg):
+        kind = part.get_content_type()
+        if kind == "message/rfc822":
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                return payload[0]
+        elif kind == "text/rfc822-headers":
+            return message_from_string(_decoded(part).lstrip() + "\n")
+    return None
+
+
+def _feedback_fields(msg: Message) -> Message | None:
+    for part in _parts(msg):
+        if part.get_content_type() == "message/feedback-report":
+            blocks = _status_blocks(part)
+            return blocks[0] if blocks else Message()
+    report_type = (msg.get_param("report-type") or "") if msg.get_content_type() == (
+        "multipart/report") else ""
+    return Message() if str(report_type).lower() == "feedback-report" else None
+
+
+@dataclass(frozen=True)
+class _Complaint:
+    recipients: list[str]
+    reason: str
+    occurred_at: datetime | None
+
+
+def _arf(msg: Message) -> _Complaint | None:
+    """None when the message is no feedback report; a complaint with no recipients for a
+    report that is not one (not-spam, auth-failure)."""
+    fields = _feedback_fields(msg)
+    if fields is None:
+        return None
+    feedback_type = (_header(fields, "feedback-type").lower().split() or ["abuse"])[0]
+    if feedback_type not in COMPLAINT_TYPES:
+        return _Complaint([], "", None)
+    recipients = _addresses(_all_headers(fields, "original-rcpt-to"))
+    original = _attached_headers(msg)
+    if not recipients and original is not None:
+        recipients = _addresses(_all_headers(original, "to"))
+    agent = _header(fields, "user-agent") or _header(msg, "from")
+    when = _date(_header(fields, "arrival-date") or _header(fields, "received-date"))
+    return _Complaint(list(dict.fromkeys(recipients)),
+                      _reason(f"ARF {feedback_type} report ({agent})"), when)
+
+
+def _jmrp(msg: Message) -> _Complaint | None:
+    """Microsoft's Junk Mail Reporting Program: not ARF, the reported message attached
+    with the reader's address in X-HmXmrOriginalRecipient."""
+    subject = _header(msg, "subject").lower()
+    sender = _address(_header(msg, "from"))
+    if not subject.startswith("complaint about message from") and sender != (
+            "staff@hotmail.com"):
+        return None
+    original = _attached_headers(msg)
+    if original is None or not original.get("x-hmxmroriginalrecipient"):
+        return None
+    recipients = _addresses(_all_headers(original, "x-hmxmroriginalrecipient"))
+    return _Complaint(recipients, _reason(f"JMRP complaint ({sender})"), None)
+
+
+# ---------------------------------------------------------------------------------------
+# Automatic replies (RFC 3834) and mail to the unsubscribe address.
+
+_AUTO_SUBJECT = re.compile(
+    r"out of (the )?office|\bauto(matic)?[ -]?(reply|response|answer|antwort)|autoreply"
+    r"|\bauto:|vacation|away from (the office|my desk|my mail)|abwesen|automatische antwort"
+    r"|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|\bOOO\b",
+    re.IGNORECASE)
+
+
+def _is_auto_reply(msg: Message) -> bool:
+    """RFC 3834's Auto-Submitted, the older X-Autoreply/X-Autorespond and Precedence
+    markers, or an out-of-office subject. Exchange's X-Auto-Response-Suppress is not one:
+    it asks others not to reply, and ordinary bulk mail carries it."""
+    if _header(msg, "x-apple-unsubscribe").lower() == "true":
+        return False          # Apple Mail's unsubscribe mail says auto-replied too
+    submitted = _header(msg, "auto-submitted").lower()
+    if submitted and not submitted.startswith("no"):
+        return True
+    if any(msg.get(name) for name in ("x-autoreply", "x-autorespond", "x-autoresponder")):
+        return True
+    if {_header(msg, "precedence").lower(), _header(msg, "x-precedence").lower()} & {
+            "auto_reply", "auto-reply"}:
+        return True
+    return bool(_AUTO_SUBJECT.search(_header(msg, "subject")))
+
+
+def _unsubscriber(msg: Message, unsubscribe_address: str) -> str | None:
+    """The sender of a mail to the unsubscribe address (the List-Unsubscribe mailto)."""
+    target = unsubscribe_address.strip().lower()
+    if not target:
+        return None
+    addressed = _addresses(_all_headers(msg, "to") + _all_headers(msg, "delivered-to")
+                           + _all_headers(msg, "x-original-to"))
+    if target not in addressed:
+        return None
+    senders = _addresses(_all_headers(msg, "from"))
+    return senders[0] if senders else None
+
+
+# ---------------------------------------------------------------------------------------
+# VERP: the return path we gave the message names the subscriber and the edition.
+
+_RETURN_PATH_LINE = re.compile(r"^(?:return-path|x-postfix-sender|original-mail-from):"
+                               r"[ \t]*(?:rfc822;)?[ \t]*<?([^>\s]+)", re.I | re.M)
+
+
+def _verp_candidates(msg: Message, text: _Text) -> Iterator[str]:
+    for name in ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to"):
+        yield from _all_headers(msg, name)
+    original = _attached_headers(msg)
+    if original is not None:
+        yield from _all_headers(original, "return-path")
+    for part in _parts(msg):
+        if part.get_content_type() in ("message/delivery-status", "message/feedback-report"):
+            for block in _status_blocks(part)[:1]:
+                yield from _all_headers(block, "x-postfix-sender")
+                yield from _all_headers(block, "original-mail-from")
+    yield from _RETURN_PATH_LINE.findall(text.full)
+
+
+def _verp_claims(verp: Verp | None, msg: Message, text: _Text) -> VerpClaims | None:
+    if verp is None:
+        return None
+    for candidate in _verp_candidates(msg, text):
+        for address in {_address(candidate), *_addresses([candidate])}:
+            claims = verp(address) if address else None
+            if claims is not None:
+                return claims
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading one message.
+
+
+def read_message(raw: bytes, source: str, *, verp: Verp | None = None,
+                 unsubscribe_address: str = "") -> Reading:
+    """What one raw RFC 5322 message from the bounce mailbox says.
+
+    verp reads our VERP return paths (`tokens.Verp.read`): a valid token found in the
+    report's envelope recipient or the returned message's Return-Path fills subscriber_id
+    and edition_id. unsubscribe_address is the address of our List-Unsubscribe mailto: a
+    mail to it (not itself an automatic reply or a bounce) asks to unsubscribe its
+    sender. Never raises for what the message holds: a malformed message is ignored."""
+    reading = Reading(source=source, report_id="sha256:" + hashlib.sha256(raw).hexdigest())
+    try:
+        msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES])
+        reading.report_id = _report_id(msg, raw)
+        return _read(msg, reading, verp, unsubscribe_address)
+    except _MALFORMED as error:
+        log.info("%s: unreadable message ignored (%s)", source, type(error).__name__)
+        return Reading(source=source, report_id=reading.report_id)
+
+
+def _read(msg: Message, reading: Reading, verp: Verp | None,
+          unsubscribe_address: str) -> Reading:
+    text = _texts(msg)
+    claims = _verp_claims(verp, msg, text)
+    when = _date(_header(msg, "date"))
+    complaint = _arf(msg) or _jmrp(msg)
+    if complaint is not None:
+        if complaint.reason:
+            recipients = complaint.recipients or ([""] if claims else [])
+            reading.findings = [_finding(reading, recipient, BounceKind.COMPLAINT, None,
+                                         complaint.reason, claims, complaint.occurred_at or when)
+                                for recipient in recipients]
+        return reading
+    if _looks_like_bounce(msg):
+        reading.findings = [_finding(reading, failure.recipient, failure.kind, failure.status,
+                                     failure.reason, claims, when)
+                            for failure in _bounce_failures(msg, text, claims)]
+        return reading
+    if _is_auto_reply(msg):
+        senders = _addresses(_all_headers(msg, "from"))
+        if senders or claims:
+            reason = _reason(_header(msg, "subject") or "automatic reply")
+            reading.findings = [_finding(reading, senders[0] if senders else "",
+                                         BounceKind.AUTO_REPLY, None, reason, claims, when)]
+        return reading
+    reading.unsubscribe = _unsubscriber(msg, unsubscribe_address)
+    return reading
+
+
+def _bounce_failures(msg: Message, text: _Text, claims: VerpClaims | None) -> list[_Failure]:
+    """The failures a bounce reports; one without an address when only VERP names the
+    subscriber; none for a report of deliveries only."""
+    reported = _dsn_failures(msg, text)
+    if reported is not None and not reported:
+        return []
+    failures = [failure for failure in reported or [] if failure.recipient]
+    if not failures:
+        failures = _detected_failures(msg, text)
+    if not failures and claims is not None:
+        kind, status = _classify(None, text.notice)
+        failures = [_Failure("", kind or _fallback(status), status,
+                             _reason(text.notice or "failed"))]
+    return failures
+
+
+def _finding(reading: Reading, recipient: str, kind: BounceKind, status: str | None,
+             reason: str, claims: VerpClaims | None, when: datetime | None) -> Finding:
+    return Finding(source=reading.source, recipient=recipient, kind=kind, status=status,
+                   reason=reason, subscriber_id=claims.subscriber_id if claims else None,
+                   edition_id=claims.edition_id if claims else None,
+                   report_id=reading.report_id, occurred_at=when)
+
+
+# ---------------------------------------------------------------------------------------
+# Where messages come from: Maildirs, mbox files, folders of .eml files, single files.
+
+
+def iter_sources(paths: Sequence[str | Path]) -> Iterator[tuple[str, bytes]]:
+    """(source, raw bytes) for each message of each path: a Maildir (cur/, new/, tmp/),
+    an mbox file (it starts with "From "; messages named "path#N", N from 1), a folder of
+    .eml files (recursive) or any other file as one message. A path that does not exist
+    or cannot be read raises InputError naming it."""
+    for given in paths:
+        path = Path(given)
+        try:
+            yield from _messages_in(path)
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise InputError(f"{path}: cannot be read ({reason}); give a Maildir, an mbox "
+                             f"file, a folder of .eml files or a message file") from None
+
+
+def _messages_in(path: Path) -> Iterator[tuple[str, bytes]]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; give a Maildir, an mbox file, "
+                         f"a folder of .eml files or a message file")
+    if path.is_dir():
+        if all((path / sub).is_dir() for sub in ("cur", "new", "tmp")):
+            yield from _maildir(path)
+        else:
+            for file in sorted(path.rglob("*.eml")):
+                if file.is_file():
+                    yield str(file), file.read_bytes()
+        return
+    with path.open("rb") as opened:
+        is_mbox = opened.read(5) == b"From "
+    if is_mbox:
+        yield from _mbox(path)
+    else:
+        yield str(path), path.read_bytes()
+
+
+def _maildir(path: Path) -> Iterator[tuple[str, bytes]]:
+    box = mailbox.Maildir(path, factory=None, create=False)
+    for key in sorted(box.keys()):
+        try:
+            data = box.get_bytes(key)
+        except (KeyError, FileNotFoundError):
+            continue          # taken away (by another reader) since it was listed
+        yield f"{path}#{key}", data
+
+
+def _mbox(path: Path) -> Iterator[tuple[str, bytes]]:
+    box = mailbox.mbox(path, factory=None, create=False)
+    try:
+        for number, key in enumerate(box.keys(), start=1):
+            yield f"{path}#{number}", box.get_bytes(key)
+    finally:
+        box.close()

@@ -1,0 +1,505 @@
+"""Reading bounce mail (digest.audience.bouncemail) on real reports written by MTAs,
+feedback loops and mail clients (tests/data/bounces, labelled in labels.tsv): bounces,
+complaints, automatic replies, mail to the unsubscribe address, ordinary mail; VERP;
+hostile input; reading Maildirs, mbox files, folders and single files."""
+
+from __future__ import annotations
+
+import importlib.util
+import mailbox
+import random
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import DATA, ROOT, need
+
+from digest.audience.bouncemail import classify_failure, iter_sources, read_message
+from digest.audience.findings import Reading
+from digest.errors import InputError
+from digest.store.models import BounceKind
+from digest.tokens import Verp
+
+BOUNCES = need(DATA / "bounces")
+HARD, SOFT = BounceKind.HARD, BounceKind.SOFT
+SECRET = b"test-verp-secret-0123456789abcdef0123"
+VERP_PATTERN = "bounces+{token}@news.example.org"
+
+
+def _bench() -> ModuleType:
+    """bench/bounces.py: the labelled corpus and its figures (one scorer for both)."""
+    spec = importlib.util.spec_from_file_location("bench_bounces", ROOT / "bench" / "bounces.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module      # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+LABELS = bench.load_labels(BOUNCES)
+
+
+def raw(name: str) -> bytes:
+    return need(BOUNCES / name).read_bytes()
+
+
+def verp() -> Verp:
+    return Verp(SECRET, VERP_PATTERN)
+
+
+# ---------------------------------------------------------------------------------------
+# The labelled corpus.
+
+
+def test_the_corpus_is_labelled_file_by_file() -> None:
+    files = {str(path.relative_to(BOUNCES)) for path in BOUNCES.rglob("*")
+             if path.is_file() and path.name not in ("labels.tsv", "SOURCES.tsv", "LICENSE")}
+    assert files == set(LABELS)
+    assert len(files) >= 180
+
+
+def test_every_labelled_message_is_read_into_findings_that_keep_the_rules() -> None:
+    readings = bench.read_all(LABELS, BOUNCES)
+    for name, reading in readings.items():
+        assert isinstance(reading, Reading) and reading.source == name
+        assert reading.report_id
+        for finding in reading.findings:
+            assert finding.recipient == finding.recipient.lower()
+            assert "\n" not in finding.reason and len(finding.reason) <= 300
+            assert not re.search(r"[\x00-\x1f\x7f]", finding.reason)
+            assert finding.report_id == reading.report_id
+            assert finding.source == name
+
+
+def test_corpus_figures_stay_above_their_floors() -> None:
+    """Floors a little under what the reader measured when it was written (bench/bounces.py
+    prints the figures): a regression fails here."""
+    figures = bench.measure(BOUNCES, rounds=1)
+    assert figures.bounced >= 180
+    assert figures.found / figures.bounced >= 0.97
+    assert figures.agreed / figures.found >= 0.96
+    assert figures.complaints >= 25 and figures.complaints_found / figures.complaints >= 0.95
+    assert figures.auto_replies_found == figures.auto_replies >= 6
+    assert figures.unsubscribes_found == figures.unsubscribes >= 1
+    assert figures.bounces_on_auto_replies == 0
+    assert figures.findings_on_ordinary == 0
+    assert figures.extra <= 2
+
+
+def test_auto_replies_are_never_bounces() -> None:
+    for name, rows in LABELS.items():
+        if rows[0]["kind"] == "auto-reply":
+            reading = read_message(raw(name), name)
+            assert [(f.recipient, f.kind) for f in reading.findings] == [
+                (rows[0]["recipient"], BounceKind.AUTO_REPLY)], name
+
+
+def test_ordinary_mail_yields_nothing() -> None:
+    ordinary = [name for name, rows in LABELS.items() if rows[0]["kind"] == "none"]
+    assert len(ordinary) >= 12
+    for name in ordinary:
+        assert read_message(raw(name), name).ignored, name
+
+
+def test_bounces_that_say_auto_replied_stay_bounces() -> None:
+    # Postfix, Exim, Mail.Ru and MailEnable mark their bounces Auto-Submitted: auto-replied.
+    for name in ("flufl/simple_38.txt", "flufl/simple_39.txt", "flufl/simple_41.txt",
+                 "sisimai/rb-bsd-email-postfix-02.eml"):
+        kinds = {f.kind for f in read_message(raw(name), name).findings}
+        assert kinds and kinds <= {HARD, SOFT}, name
+
+
+def test_a_dsn_reads_every_recipient_with_its_own_status() -> None:
+    reading = read_message(raw("sisimai/p5-us-outlook-04.eml"), "x")
+    assert [(f.recipient, f.kind, f.status) for f in reading.findings] == [
+        ("sabineko@example.co.jp", HARD, "5.1.1"), ("mikeneko@example.co.jp", SOFT, "5.2.2")]
+    assert reading.findings[1].reason == "550 5.2.2 <mikeneko@example.co.jp>... Mailbox Full"
+    assert reading.report_id == "<Z4xo1MfFN0000cf93@BLU004-OMC3S20.o.example.com>"
+
+
+@pytest.mark.parametrize("action", ["delivered", "relayed", "expanded"])
+def test_a_dsn_of_deliveries_is_no_bounce(action: str) -> None:
+    message = raw("sisimai/p5-sendmail-05.eml").replace(b"Action: failed",
+                                                        f"Action: {action}".encode())
+    assert read_message(message, "x").ignored
+
+
+def test_a_delayed_dsn_is_soft_whatever_its_text() -> None:
+    message = raw("flufl/dsn_11.txt").replace(b"Action: failed", b"Action: delayed")
+    reading = read_message(message, "x")
+    assert [(f.recipient, f.kind) for f in reading.findings] == [("joem@example.com", SOFT)]
+
+
+def test_original_recipient_wins_over_a_rewritten_final_recipient() -> None:
+    # Final-Recipient is the host's own form (userx@sims-ms-daemon); we sent to the other.
+    reading = read_message(raw("flufl/dsn_01.txt"), "x")
+    assert [f.recipient for f in reading.findings] == ["userx@example.com"]
+
+
+@pytest.mark.parametrize("name", ["flufl/smtp32_04.txt", "flufl/simple_14.txt",
+                                  "flufl/aol_01.txt", "flufl/yahoo_10.txt"])
+def test_an_8bit_from_header_does_not_stop_mailmans_detectors(name: str) -> None:
+    # flufl.bounce 6.0's detectors call str methods on it (a Header object) and raise.
+    message = raw(name)
+    expected = [f.recipient for f in read_message(message, "x").findings]
+    eight_bit = message.replace(b"From: ", b"From: \xc3\xa9t\xc3\xa9 ", 1)
+    assert expected and [f.recipient for f in read_message(eight_bit, "x").findings] == expected
+
+
+@pytest.mark.parametrize("name", ["flufl/smtp32_04.txt", "flufl/simple_14.txt"])
+def test_a_bounce_without_a_from_header_is_still_read(name: str) -> None:
+    # flufl.bounce 6.0's Yale detector raises on it (getaddresses([""]) is []).
+    message = raw(name)
+    expected = [f.recipient for f in read_message(message, "x").findings]
+    no_from = b"\n".join(line for line in message.split(b"\n")
+                         if not line.lower().startswith(b"from: "))
+    assert expected and [f.recipient for f in read_message(no_from, "x").findings] == expected
+
+
+def test_a_report_without_a_message_id_is_named_by_its_hash() -> None:
+    message = raw("flufl/qmail_07.txt")
+    assert not re.search(rb"(?im)^message-id:", message)
+    first, second = read_message(message, "a"), read_message(message, "b")
+    assert first.report_id == second.report_id
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", first.report_id)
+
+
+# ---------------------------------------------------------------------------------------
+# Complaints.
+
+
+def test_arf_complaints_name_every_original_recipient() -> None:
+    reading = read_message(raw("sisimai/rb-bsd-arf-04.eml"), "x")
+    assert len(reading.findings) == 20
+    assert {f.kind for f in reading.findings} == {BounceKind.COMPLAINT}
+    assert reading.findings[0].recipient == "db0555c94208f7bc605b02cf12c0535a@hotmail.com"
+    assert "abuse" in reading.findings[0].reason
+
+
+def test_a_complaint_without_original_rcpt_to_names_the_attached_message_recipient() -> None:
+    reading = read_message(raw("sisimai/rb-bsd-arf-21.eml"), "x")
+    assert [(f.recipient, f.kind) for f in reading.findings] == [
+        ("kijitora@example.org", BounceKind.COMPLAINT)]
+
+
+def test_microsoft_jmrp_complaints_are_read() -> None:
+    reading = read_message(raw("sisimai/rb-bsd-arf-13.eml"), "x")
+    assert [(f.recipient, f.kind) for f in reading.findings] == [
+        ("recipient@hotmail.com", BounceKind.COMPLAINT)]
+
+
+@pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure"])
+def test_not_spam_and_auth_failure_reports_are_no_complaints(feedback_type: str) -> None:
+    message = raw("sisimai/rb-bsd-arf-17.eml").replace(
+        b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+    assert read_message(message, "x").ignored
+
+
+@pytest.mark.parametrize("feedback_type", ["fraud", "virus", "other"])
+def test_fraud_virus_and_other_reports_are_complaints(feedback_type: str) -> None:
+    message = raw("sisimai/rb-bsd-arf-17.eml").replace(
+        b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+    kinds = [f.kind for f in read_message(message, "x").findings]
+    assert kinds == [BounceKind.COMPLAINT, BounceKind.COMPLAINT]
+
+
+def test_a_complaint_naming_nobody_is_found_through_verp_only() -> None:
+    message = raw("sisimai/rb-bsd-arf-15.eml")
+    assert read_message(message, "x").ignored
+    address = verp().address(7, 3)
+    message = message.replace(b"Original-Mail-From: kijitora@example.net",
+                              f"Original-Mail-From: <{address}>".encode())
+    [finding] = read_message(message, "x", verp=verp().read).findings
+    assert (finding.recipient, finding.kind) == ("", BounceKind.COMPLAINT)
+    assert (finding.subscriber_id, finding.edition_id) == (7, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# VERP.
+
+
+def test_verp_in_the_returned_message_return_path_fills_the_ids() -> None:
+    address = verp().address(42, 9)
+    message = raw("sisimai/p5-sendmail-05.eml").replace(
+        b"Return-Path: <kijitora@example.co.jp>", f"Return-Path: <{address}>".encode())
+    [finding] = read_message(message, "x", verp=verp().read).findings
+    assert (finding.recipient, finding.kind, finding.status) == (
+        "kijitora@example.org", SOFT, "5.2.3")
+    assert (finding.subscriber_id, finding.edition_id) == (42, 9)
+
+
+def test_verp_in_the_envelope_recipient_fills_the_ids() -> None:
+    address = verp().address(1234567, 88)
+    message = raw("flufl/postfix_01.txt")
+    message = f"Delivered-To: {address.upper()}\n".encode() + message
+    [finding] = read_message(message, "x", verp=verp().read).findings
+    assert finding.recipient == "xxxxx@local.ie" and finding.kind is HARD
+    assert (finding.subscriber_id, finding.edition_id) == (1234567, 88)
+
+
+def test_a_forged_verp_token_names_nobody() -> None:
+    address = verp().address(42, 9)
+    forged = address.replace("bounces+1", "bounces+2", 1)
+    assert forged != address
+    message = f"Delivered-To: {forged}\n".encode() + raw("flufl/postfix_01.txt")
+    [finding] = read_message(message, "x", verp=verp().read).findings
+    assert finding.subscriber_id is None and finding.edition_id is None
+
+
+def test_verp_names_the_subscriber_when_the_bounce_names_no_address() -> None:
+    # Jetmail's bounce names only "dylan": nothing to find without VERP.
+    message = raw("flufl/bounce_01.txt")
+    assert read_message(message, "x").ignored
+    message = f"X-Original-To: {verp().address(5, 6)}\n".encode() + message
+    [finding] = read_message(message, "x", verp=verp().read).findings
+    assert (finding.recipient, finding.subscriber_id, finding.edition_id) == ("", 5, 6)
+    assert finding.kind is SOFT    # "mail box space not enough"
+
+
+def test_an_auto_reply_to_the_verp_address_carries_the_ids() -> None:
+    message = raw("sisimai/rb-bsd-rfc3834-04.eml").replace(
+        b"To: bounce@austinflowers.com", f"To: {verp().address(3, 4)}".encode())
+    [finding] = read_message(message, "x", verp=verp().read).findings
+    assert finding.kind is BounceKind.AUTO_REPLY
+    assert (finding.recipient, finding.subscriber_id) == ("uppercrustcook@aol.com", 3)
+
+
+# ---------------------------------------------------------------------------------------
+# Automatic replies and the unsubscribe address.
+
+PERSONAL = "cpython/msg_01.txt"     # From: bbb@ddd.com, To: bbb@zzz.org
+
+
+def test_x_auto_response_suppress_alone_makes_no_auto_reply() -> None:
+    message = b"X-Auto-Response-Suppress: All\n" + raw(PERSONAL)
+    assert read_message(message, "x").ignored
+
+
+@pytest.mark.parametrize("header", ["Auto-Submitted: auto-replied", "X-Autoreply: yes",
+                                    "X-Autorespond: yes", "Precedence: auto_reply",
+                                    "Subject: Out of Office: back on Monday"])
+def test_each_auto_reply_marker_is_read(header: str) -> None:
+    message = raw(PERSONAL)
+    if header.startswith("Subject"):
+        message = message.replace(b"Subject: This is a test message", header.encode())
+    else:
+        message = header.encode() + b"\n" + message
+    [finding] = read_message(message, "x").findings
+    assert (finding.recipient, finding.kind) == ("bbb@ddd.com", BounceKind.AUTO_REPLY)
+
+
+def test_auto_submitted_no_is_an_ordinary_message() -> None:
+    assert read_message(b"Auto-Submitted: no\n" + raw(PERSONAL), "x").ignored
+
+
+def test_mail_to_the_unsubscribe_address_unsubscribes_its_sender() -> None:
+    message = raw(PERSONAL)
+    reading = read_message(message, "x", unsubscribe_address="BBB@zzz.org")
+    assert reading.unsubscribe == "bbb@ddd.com" and not reading.findings
+    assert read_message(message, "x", unsubscribe_address="other@zzz.org").ignored
+    assert read_message(message, "x").ignored
+
+
+def test_apple_mail_one_click_unsubscribe_is_an_unsubscribe_not_an_auto_reply() -> None:
+    message = raw("sisimai/rb-bsd-arf-26.eml")
+    reading = read_message(message, "x",
+                           unsubscribe_address="opt-out-100731.e75std53hz8rnmy4r@example.org")
+    assert reading.unsubscribe == "example@icloud.com" and not reading.findings
+    assert read_message(message, "x").ignored
+
+
+def test_auto_replies_and_bounces_to_the_unsubscribe_address_unsubscribe_nobody() -> None:
+    auto = raw("sisimai/rb-dos-rfc3834-01.eml")    # To: neko@libsisimai.org
+    reading = read_message(auto, "x", unsubscribe_address="neko@libsisimai.org")
+    assert reading.unsubscribe is None
+    assert [f.kind for f in reading.findings] == [BounceKind.AUTO_REPLY]
+    bounce = raw("sisimai/p5-qmail-06.eml")         # To: shironeko@example.co.jp
+    reading = read_message(bounce, "x", unsubscribe_address="shironeko@example.co.jp")
+    assert reading.unsubscribe is None and [f.kind for f in reading.findings] == [SOFT]
+
+
+# ---------------------------------------------------------------------------------------
+# classify_failure: the one hard/soft rule, also for a 5xx to RCPT TO while sending.
+
+
+@pytest.mark.parametrize(("status", "text", "kind"), [
+    ("5.1.1", "550 5.1.1 <x@y>: Recipient address rejected: User unknown", HARD),
+    ("5.1.6", "551 5.1.6 User has moved", HARD),
+    ("5.2.1", "550 5.2.1 Mailbox disabled", HARD),
+    ("5.7.13", "525 5.7.13 User account disabled", HARD),
+    ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", HARD),
+    ("5.2.2", "552 5.2.2 Mailbox full", SOFT),
+    ("5.2.3", "552 5.2.3 Message size exceeds fixed maximum", SOFT),
+    ("5.3.4", "552 5.3.4 Message too big for system", SOFT),
+    ("5.7.1", "550 5.7.1 Message rejected as spam", SOFT),
+    ("5.7.1", "554 5.7.1 <x@y>: Recipient address rejected: User unknown", SOFT),
+    ("5.1.8", "553 5.1.8 Sender address domain does not exist", SOFT),
+    ("4.2.2", "452 4.2.2 Mailbox full", SOFT),
+    ("4.1.1", "450 4.1.1 User unknown", SOFT),
+    ("5.4.4", "Host or domain name not found. Name service error", HARD),
+    ("5.4.4", "Unable to route", SOFT),
+    ("5.4.1", "550 5.4.1 Recipient address rejected: Access denied", SOFT),
+    ("5.0.0", "550 User unknown", HARD),
+    ("5.0.0", "553 sorry, no such domain", HARD),
+    ("5.0.0", "554 Service unavailable; client host blocked", SOFT),
+    ("5.0.0", "the account has been suspended", HARD),
+    ("5.0.0", "", SOFT),
+    (None, "550 Requested action not taken: mailbox unavailable", HARD),
+    (None, "mailbox is full", SOFT),
+    (None, "Quota exceeded", SOFT),
+    (None, "Connection timed out", SOFT),
+    (None, "Message expired after 5 days", SOFT),
+    (None, "Name service error for name=x: Host not found, try again", SOFT),
+    (None, "550 5.1.1 <x@y>... User unknown", HARD),
+    (None, "something went wrong", SOFT),
+    (None, "", SOFT),
+])
+def test_classify_failure(status: str | None, text: str, kind: BounceKind) -> None:
+    assert classify_failure(status, text) is kind
+
+
+def test_a_dotted_ip_address_is_no_status_code() -> None:
+    assert classify_failure(None, "host 10.2.0.110 said: 550 no such user") is HARD
+    assert classify_failure(None, "host 10.5.1.1 said: mailbox full") is SOFT
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile input: at most an ignored Reading, never an exception.
+
+HOSTILE = [
+    b"",
+    b"\x00" * 100,
+    bytes(range(256)) * 40,
+    b"Subject: " + b"A" * 2_000_000 + b"\n\nbody",
+    b"From: \xff\xfe\xfa <\xff@\xfe>\nSubject: =?x-unknown?q?=FF?=\nTo: =?utf-8?b?!!!?=\n\nx",
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n"
+    b"Content-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n!!!!\n--b--",
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n"
+    b"Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; \xff@\xff\n"
+    b"Action: failed\nStatus: 9.9.9999999999\nDiagnostic-Code: \x00\x01\n--b--",
+    b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\n\n--b\n"
+    b"Content-Type: message/feedback-report\n\nFeedback-Type: \xff\nOriginal-Rcpt-To: <<>>\n"
+    b"--b\nContent-Type: message/rfc822\n\n\xff\xfe\n--b--",
+    b"Content-Type: text/plain; charset=\"\xff\"\nContent-Transfer-Encoding: base64\n\n@@@",
+    b"Content-Type: multipart/mixed; boundary=\n\n--\n--",
+    b"From: MAILER-DAEMON@x\r\rSubject: Undelivered\r\r<a@b.c>: 550 user unknown\r",
+    b"Content-Type: message/rfc822\n\n" * 500,
+]
+
+
+def _nested(depth: int) -> bytes:
+    head = b"".join(f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n".encode()
+                    for i in range(depth))
+    return b"From: MAILER-DAEMON@x\nSubject: Returned mail\n" + head + b"\n<a@b.c>: no such user"
+
+
+def _many_parts(count: int) -> bytes:
+    parts = b"".join(b"--b\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822;"
+                     b" a@b.c\nAction: failed\n\n" for _ in range(count))
+    return b"Content-Type: multipart/report; boundary=b\n\n" + parts + b"--b--\n"
+
+
+@pytest.mark.parametrize("message", [*HOSTILE, _nested(300), _many_parts(5000)],
+                         ids=lambda message: f"{len(message)}-bytes")
+def test_hostile_input_never_raises(message: bytes) -> None:
+    reading = read_message(message, "hostile", verp=verp().read,
+                           unsubscribe_address="unsubscribe@example.org")
+    assert isinstance(reading, Reading)
+    for finding in reading.findings:
+        assert "\n" not in finding.reason and len(finding.reason) <= 300
+
+
+def test_damaged_copies_of_real_reports_never_raise() -> None:
+    """Every labelled message cut short and with bytes overwritten (a fixed seed)."""
+    rng = random.Random(5965)
+    for name in sorted(LABELS):
+        original = raw(name)
+        for _ in range(3):
+            damaged = bytearray(original[: rng.randrange(1, len(original) + 1)])
+            for _ in range(rng.randrange(1, 40)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            assert isinstance(read_message(bytes(damaged), name, verp=verp().read), Reading)
+
+
+# ---------------------------------------------------------------------------------------
+# iter_sources: Maildirs, mbox files, folders of .eml files, single files.
+
+DSN_A, DSN_B = "sisimai/p5-sendmail-05.eml", "flufl/postfix_01.txt"
+
+
+def test_a_maildir_yields_each_message(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    keys = {box.add(raw(DSN_A)), box.add(raw(DSN_B))}
+    found = dict(iter_sources([tmp_path / "Maildir"]))
+    assert set(found) == {f"{tmp_path / 'Maildir'}#{key}" for key in keys}
+    readings = [read_message(data, source) for source, data in found.items()]
+    assert sorted(f.recipient for r in readings for f in r.findings) == [
+        "kijitora@example.org", "xxxxx@local.ie"]
+
+
+def test_an_mbox_yields_each_message_numbered_from_one(tmp_path: Path) -> None:
+    box = mailbox.mbox(tmp_path / "bounces.mbox", create=True)
+    box.add(raw(DSN_A))
+    box.add(raw(DSN_B))
+    box.add(raw("sisimai/rb-bsd-arf-17.eml"))
+    box.close()
+    found = list(iter_sources([str(tmp_path / "bounces.mbox")]))
+    assert [source for source, _ in found] == [f"{tmp_path / 'bounces.mbox'}#{n}"
+                                             for n in (1, 2, 3)]
+    kinds = [f.kind for source, data in found for f in read_message(data, source).findings]
+    assert kinds == [SOFT, HARD, BounceKind.COMPLAINT, BounceKind.COMPLAINT]
+
+
+def test_a_folder_of_eml_files_is_read_recursively_and_single_files_as_one(
+        tmp_path: Path) -> None:
+    (tmp_path / "in" / "2024").mkdir(parents=True)
+    (tmp_path / "in" / "a.eml").write_bytes(raw(DSN_A))
+    (tmp_path / "in" / "2024" / "b.eml").write_bytes(raw(DSN_B))
+    (tmp_path / "in" / "notes.txt").write_text("not a message")
+    single = tmp_path / "one.msg"
+    single.write_bytes(raw("flufl/yahoo_10.txt"))
+    found = list(iter_sources([tmp_path / "in", single]))
+    assert [source for source, _ in found] == [
+        str(tmp_path / "in" / "2024" / "b.eml"), str(tmp_path / "in" / "a.eml"), str(single)]
+    assert found[2][1] == raw("flufl/yahoo_10.txt")
+
+
+def test_a_file_starting_with_from_is_read_as_mbox(tmp_path: Path) -> None:
+    # CPython's msg_25 is one bounce saved with its mbox From_ line.
+    path = tmp_path / "saved.eml"
+    path.write_bytes(raw("cpython/msg_25.txt"))
+    [(source, data)] = list(iter_sources([path]))
+    assert source == f"{path}#1"
+    assert [f.recipient for f in read_message(data, source).findings] == [
+        "scoffman@wellpartner.com"]
+
+
+def test_the_whole_corpus_through_iter_sources(tmp_path: Path) -> None:
+    found = list(iter_sources([BOUNCES / "sisimai"]))
+    assert len(found) == len([name for name in LABELS if name.startswith("sisimai/")])
+
+
+def test_a_missing_source_is_one_input_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "bounces.mbox"
+    with pytest.raises(InputError) as raised:
+        list(iter_sources([tmp_path, missing]))
+    message = str(raised.value)
+    assert str(missing) in message and "\n" not in message
+    assert message.startswith(f"{missing}: no such file or folder")
+
+
+def test_a_dangling_link_is_one_input_error_and_skipped_inside_a_folder(
+        tmp_path: Path) -> None:
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "x.eml").symlink_to(tmp_path / "gone")
+    (tmp_path / "box" / "dir.eml").mkdir()
+    assert list(iter_sources([tmp_path / "box"])) == []
+    broken = tmp_path / "broken.eml"
+    broken.symlink_to(tmp_path / "also-gone")
+    with pytest.raises(InputError) as raised:
+        list(iter_sources([broken]))
+    assert str(raised.value).startswith(f"{broken}: no such file or folder")
+    assert "\n" not in str(raised.value)
