@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from conftest import DATA, Digest, need, sql
 from mailservers import Dovecot, DovecotUser, free_port, need_dovecot
 
 from digest.audience.mailbox import FetchReport, fetch_mailbox
@@ -208,3 +209,50 @@ def test_settings_that_cannot_work_are_refused_before_connecting(base: Settings,
         f"[bounces] ca_file {missing}: cannot load it (No such file or directory); name a PEM "
         f"file of CA certificates")
 
+
+# --- through the CLI: digest bounces fetch -------------------------------------------------
+
+REPORT = DATA / "bounces" / "sisimai" / "rb-bsd-email-postfix-02.eml"   # 5.1.1 for one
+
+
+def test_digest_bounces_fetch_bounces_the_subscriber_a_report_names(
+        digest: Digest, inbox: DovecotUser, tmp_path: Path) -> None:
+    (tmp_path / "subs.csv").write_text("email,name\nuserunknown@example.co.jp,Gone\n"
+                                       "reader@example.org,Reader\n")
+    digest.ok("subscribers", "import", str(tmp_path / "subs.csv"))
+    report = need(REPORT).read_bytes()
+    inbox.deliver(report)
+    env = inbox.env()
+
+    digest.ok("bounces", "fetch", "--dry-run", env=env)
+    assert inbox.messages() == [report]                    # a dry run leaves it there
+    assert _statuses(tmp_path)["userunknown@example.co.jp"] == "active"
+
+    result = digest.ok("bounces", "fetch", env=env)
+    assert "userunknown@example.co.jp" in result.output
+    assert _statuses(tmp_path) == {"userunknown@example.co.jp": "bounced",
+                                   "reader@example.org": "active"}
+    assert inbox.messages() == []
+    assert inbox.messages("Processed") == [report]
+    digest.ok("bounces", "fetch", env=env)                 # nothing new: nothing changes
+    assert inbox.messages("Processed") == [report]
+
+
+def _statuses(folder: Path) -> dict[str, str]:
+    return {str(email): str(status)
+            for email, status in sql(folder, "SELECT email, status FROM subscribers")}
+
+
+def test_digest_bounces_fetch_refusals_are_one_line_and_exit_1(
+        digest: Digest, inbox: DovecotUser) -> None:
+    wrong = digest("bounces", "fetch", env=inbox.env("pop3", password="wrong"))
+    assert wrong.exit_code == 1
+    assert wrong.output.startswith(f"Error: the pop3 mailbox {inbox.username} at 127.0.0.1:"
+                                   f"{inbox.server.pop3s_port} refused the login ("), wrong.output
+    assert wrong.output.count("\n") == 1 and "Traceback" not in wrong.output
+    port = free_port()
+    closed = digest("bounces", "fetch", env=inbox.env(port=port))
+    assert closed.exit_code == 1
+    assert closed.output == (f"Error: cannot reach the imap mailbox {inbox.username} at "
+                             f"127.0.0.1:{port} (Connection refused); check [bounces] host, "
+                             f"port and security\n")

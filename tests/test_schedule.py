@@ -16,7 +16,17 @@ from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
-from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
+from conftest import (
+    DATA,
+    SAMPLE_JSON,
+    Digest,
+    need,
+    run_digest,
+    smtp_env,
+    sql,
+    write_subscribers,
+)
+from mailservers import Dovecot, need_dovecot
 from sqlalchemy import text
 
 from digest.audience.subscribers import SubscriberBook
@@ -383,3 +393,29 @@ def test_sigterm_at_any_early_moment_exits_0_without_a_traceback(
         log = "\n".join(sched.lines)
         assert code == 0 and "Traceback" not in log, f"stopped after {delay}s:\n{log}"
         assert "scheduler stopped" in log, log
+
+
+@pytest.mark.slow
+def test_the_scheduler_reads_the_bounce_mailbox_at_start(
+        digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    # A real Postfix report (5.1.1 for one address) in a real Dovecot's INBOX: the bounce
+    # job runs as the scheduler starts, bounces that subscriber and moves the report away.
+    need_dovecot()
+    (tmp_path / "subs.csv").write_text("email,name\nuserunknown@example.co.jp,Gone\n"
+                                       "reader@example.org,Reader\n")
+    digest.ok("subscribers", "import", str(tmp_path / "subs.csv"))
+    report = need(DATA / "bounces" / "sisimai" / "rb-bsd-email-postfix-02.eml").read_bytes()
+    server = Dovecot().start()
+    try:
+        inbox = server.add_user()
+        inbox.deliver(report)
+        env = env_for(smtp, "0 8 * * mon", DIGEST_BOUNCES__POLL_MINUTES="60", **inbox.env())
+        sched = Scheduler(tmp_path, env)
+        sched.wait_for("bounce mailbox: 1 read, 1 handled, 0 left")
+        assert sched.stop() == 0
+        assert inbox.messages() == []
+        assert inbox.messages("Processed") == [report]
+    finally:
+        server.stop()
+    assert sorted(db_rows(tmp_path, "SELECT email, status FROM subscribers")) == [
+        ("reader@example.org", "active"), ("userunknown@example.co.jp", "bounced")]
