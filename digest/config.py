@@ -175,8 +175,8 @@ class BouncesSettings:
 
 @dataclass(frozen=True)
 class WebhooksSettings:
-    # Amazon SES through SNS: the topic ARNs accepted (empty: any topic whose message
-    # signature verifies).
+    # Amazon SES through SNS: the topic ARNs accepted, separated by commas or spaces
+    # (empty: the SES webhook is off, since any AWS account can have SNS sign a message).
     ses_topic_arns: str = ""
     # Postmark: HTTP basic auth credentials put in the webhook URL.
     postmark_username: str = ""

@@ -83,9 +83,9 @@ def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) ->
     """Read bounce mail from Maildirs, mbox and .eml files.
 
     Bounces, complaints (ARF), auto-replies and mails to the unsubscribe address are
-    found, and each kind does what it does: hard → bounced and suppressed; soft → the bounce score; complaint →
-    unsubscribed and suppressed; auto-reply → nothing. Reading the same message twice
-    records it once.
+    found, and each kind does what it does: hard → bounced and suppressed; soft → the
+    bounce score; complaint → unsubscribed and suppressed; auto-reply → nothing. Reading
+    the same message twice records it once.
 
     Example:
 

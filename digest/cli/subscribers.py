@@ -137,7 +137,7 @@ def subscribers_show(app: App, email: str) -> None:
             out.print(none)
 
 
-def _short_time(value: object) -> object:
+def _short_time(value: Any) -> Any:
     """An ISO time as "2026-11-27 08:00" (UTC); anything else as it is."""
     if isinstance(value, str) and len(value) > 16 and value[10:11] == "T" \
             and value[:4].isdigit():
