@@ -562,6 +562,24 @@ def test_mailgun_through_the_app(hooks: Hooks) -> None:
     assert hooks.events() == 1
 
 
+def test_a_mailgun_token_used_once_is_refused_by_every_process_of_the_site(
+        hooks: Hooks) -> None:
+    """Mailgun signs the token, not the event: a copy of a signed request with another
+    event in its body, sent to a second process of the site (or after a restart), must
+    be refused too."""
+    store = Store.from_settings(hooks.settings)
+    other = create_app(hooks.settings, store, sns_transport=hooks.sns.transport).test_client()
+    good = mailgun_payload("mailgun-failed-permanent.json")
+    assert hooks.client.post("/webhooks/mailgun", data=body(good)).status_code == 200
+    altered = good | {"event-data": sample("mailgun-complained.json")}
+    try:
+        assert other.post("/webhooks/mailgun", data=body(altered)).status_code == 403
+    finally:
+        store.close()
+    assert hooks.status("recipient@example.com") == "active"
+    assert hooks.events() == 1
+
+
 def test_sendgrid_through_the_app(hooks: Hooks) -> None:
     payload = body(sample("sendgrid-events.json"))
     forged = SendGridSigner().headers(payload)

@@ -44,7 +44,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
@@ -464,14 +464,20 @@ def verify_and_read_postmark(body: bytes, authorization: str | None,
 # -- Mailgun -----------------------------------------------------------------------------
 
 class SeenTokens:
-    """Mailgun tokens accepted in this process while their timestamp is fresh. A token is
-    claimed when its request verifies (two copies at once: one wins) and forgotten again
-    when recording its findings failed, so that the provider's next try is accepted."""
+    """Mailgun tokens accepted while their timestamp is fresh. A token is claimed when
+    its request verifies (two copies at once: one wins) and forgotten again when
+    recording its findings failed, so that the provider's next try is accepted. With
+    `shared` (claim, forget), the claim is also made where every process of the site
+    sees it (the store), so a copy sent to another process, or after a restart, is a
+    replay too: Mailgun's signature does not cover the event, only the token."""
 
-    def __init__(self, max_age: int) -> None:
+    def __init__(self, max_age: int,
+                 shared: tuple[Callable[[str, float], bool], Callable[[str], None]] | None
+                 = None) -> None:
         self.max_age = max_age
         self._until: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._shared = shared
 
     def claim(self, token: str, timestamp: float, now: float | None = None) -> bool:
         """True when token was not seen before (it is now); False for a replay."""
@@ -481,12 +487,17 @@ class SeenTokens:
                 del self._until[old]
             if token in self._until:
                 return False
+            if self._shared is not None and not self._shared[0](token, timestamp +
+                                                                 self.max_age):
+                return False
             self._until[token] = timestamp + self.max_age
             return True
 
     def forget(self, token: str) -> None:
         with self._lock:
             self._until.pop(token, None)
+            if self._shared is not None:
+                self._shared[1](token)
 
 
 def mailgun_token(body: bytes) -> str | None:

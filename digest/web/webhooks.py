@@ -13,6 +13,7 @@ cookies or forms) and read at most MAX_BODY bytes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import httpx
@@ -39,6 +40,7 @@ from ..audience.webhooks import (
 )
 from ..config import Settings
 from ..errors import ConfigError
+from ..store.ratelimits import clear_hits, count_hit
 from .site import site
 
 __all__ = ["MAX_BODY", "webhook_pages"]
@@ -55,7 +57,8 @@ class _Hooks:
 
     def __init__(self, settings: Settings, sns_transport: httpx.BaseTransport | None) -> None:
         self.sns = SnsClient(sns_transport)
-        self.seen = SeenTokens(settings.webhooks.max_age_seconds)
+        self.seen = SeenTokens(settings.webhooks.max_age_seconds,
+                               shared=(_claim_in_store, _forget_in_store))
         self.sendgrid_key = _sendgrid_key(settings)
         self.readers: dict[str, Callable[[bytes], list[Finding]]] = {
             "ses": self.ses, "postmark": self.postmark, "mailgun": self.mailgun,
@@ -116,6 +119,22 @@ def _sendgrid_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
         raise ConfigError(f"[webhooks] sendgrid_public_key: {exc}; copy the verification "
                           f"key from SendGrid (Settings, Mail Settings, Signed Event "
                           f"Webhook)") from None
+
+
+def _token_key(token: str) -> str:
+    return f"webhook-token:mailgun:{token}"
+
+
+def _claim_in_store(token: str, until: float) -> bool:
+    """Claim a Mailgun token in the store, for every process of the site: the first
+    claim of it there (until it expires) is the only one that counts."""
+    now = time.time()
+    return count_hit(site().store, _token_key(token), max(1, int(until - now) + 1), 1,
+                     now) == 1
+
+
+def _forget_in_store(token: str) -> None:
+    clear_hits(site().store, _token_key(token))
 
 
 def webhook_pages(settings: Settings, csrf: CSRFProtect,
