@@ -74,6 +74,17 @@ def test_every_labelled_message_is_read_into_findings_that_keep_the_rules() -> N
             assert finding.source == name
 
 
+def test_crlf_line_endings_read_the_same() -> None:
+    # What IMAP hands over, and what Windows tools save.
+    for name in LABELS:
+        message = raw(name).replace(b"\r\n", b"\n")
+        crlf = message.replace(b"\n", b"\r\n")
+        first, second = read_message(message, name), read_message(crlf, name)
+        assert [(f.recipient, f.kind, f.status) for f in first.findings] == [
+            (f.recipient, f.kind, f.status) for f in second.findings], name
+        assert first.unsubscribe == second.unsubscribe
+
+
 def test_corpus_figures_stay_above_their_floors() -> None:
     """Floors a little under what the reader measured when it was written (bench/bounces.py
     prints the figures): a regression fails here."""
@@ -410,6 +421,19 @@ def test_hostile_input_never_raises(message: bytes) -> None:
     assert isinstance(reading, Reading)
     for finding in reading.findings:
         assert "\n" not in finding.reason and len(finding.reason) <= 300
+
+
+def test_a_bounce_returning_a_huge_attachment_is_read() -> None:
+    # Mailman's detectors run patterns over every line of every part; the attachment is
+    # not theirs to read (it took them ten seconds before it was emptied for them).
+    attachment = (b"QUJD" * 19 + b"\n") * 250_000
+    message = (b"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n"
+               b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
+               b"<reader@example.com>: user unknown\n--b\nContent-Type: application/pdf\n"
+               b"Content-Transfer-Encoding: base64\n\n" + attachment + b"--b--\n")
+    assert len(message) > 19_000_000
+    [finding] = read_message(message, "x").findings
+    assert (finding.recipient, finding.kind) == ("reader@example.com", HARD)
 
 
 def test_damaged_copies_of_real_reports_never_raise() -> None:

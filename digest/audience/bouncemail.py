@@ -506,18 +506,29 @@ def _explained(address: str, text: _Text, temporary: bool) -> _Failure:
                     _reason(nearby or text.notice or "failed"))
 
 
-def _plain_headers(msg: Message) -> None:
-    """Rewrite 8-bit header values as text, in place. The parser hands them out as Header
-    objects, on which Mailman's detectors call str methods and raise (flufl.bounce 6.0:
-    the Sina, Postfix and other detectors), which stops every detector after them. A
-    message without a From gets an empty one: the Yale detector takes the first of
-    getaddresses([""]), which is [] on this Python, and raises too."""
+def _for_detectors(msg: Message) -> None:
+    """Ready a message for Mailman's detectors, in place (nothing after them needs what
+    this drops).
+
+    8-bit header values are rewritten as text: the parser hands them out as Header
+    objects, on which the detectors call str methods and raise (flufl.bounce 6.0: the
+    Sina, Postfix and other detectors), which stops every detector after them. A message
+    without a From gets an empty one: the Yale detector takes the first of
+    getaddresses([""]), which is [] on this Python, and raises too. Attachments that are
+    not text are emptied and long text cut (as `_decoded` reads it): the SimpleMatch
+    detector runs its patterns over every line of every part, and a 20 MB attachment
+    took it ten seconds."""
     if not str(msg.get("from", "")).strip():
         del msg["from"]
         msg["From"] = "<>"
     for count, part in enumerate(msg.walk()):
         if count >= MAX_PARTS:
             break
+        payload = part.get_payload()
+        if part.get_content_maintype() not in ("text", "message", "multipart"):
+            part.set_payload("")
+        elif isinstance(payload, str) and len(payload) > MAX_TEXT * 4:
+            part.set_payload(payload[: MAX_TEXT * 4])
         items = list(part.raw_items())
         if any(_escaped(str(value)) for _, value in items):
             for name in {name for name, _ in items}:
@@ -527,7 +538,7 @@ def _plain_headers(msg: Message) -> None:
 
 
 def _detected_failures(msg: Message, text: _Text) -> list[_Failure]:
-    _plain_headers(msg)
+    _for_detectors(msg)
     try:
         temporary, permanent = all_failures(msg)
     except _MALFORMED:
