@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..audience.bouncemail import iter_sources
 from ..audience.bounces import BounceDesk, DeskReport, Outcome
-from ..audience.mailbox import fetch_mailbox
+from ..audience.mailbox import fetch_bounces
 from ..errors import InputError
 from ..store.models import BounceKind
 from .app import App, DigestGroup, err, out, print_table, progress_bar
@@ -38,12 +38,17 @@ def _finding_objects(outcome: Outcome) -> list[dict[str, Any]]:
             for r in outcome.resolved]
 
 
+def _short_source(source: str) -> str:
+    """A mailbox message as its folder and UID (the mailbox is the same for every row)."""
+    return source.rsplit("/", 1)[-1] if "://" in source else source
+
+
 def _outcome_rows(table: Table, outcome: Outcome) -> None:
     for r in outcome.resolved:
-        table.add_row(escape(r.finding.source), r.recipient or "-", r.finding.kind.value,
-                      r.finding.status or "-", r.effect)
+        table.add_row(escape(_short_source(r.finding.source)), r.recipient or "-",
+                      r.finding.kind.value, r.finding.status or "-", r.effect)
     if outcome.unsubscribed:
-        table.add_row(escape(outcome.reading.source), outcome.unsubscribed,
+        table.add_row(escape(_short_source(outcome.reading.source)), outcome.unsubscribed,
                       "unsubscribe mail", "-", "unsubscribed")
 
 
@@ -123,17 +128,19 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
     if not app.settings.bounces.mailbox_enabled:
         raise InputError("no bounce mailbox: set [bounces] host (and username, protocol) in "
                          "the config, the password in DIGEST_BOUNCES__PASSWORD")
-    desk = BounceDesk(app.store, app.settings)
     report, outcomes = DeskReport(), []
 
-    def handle(raw: bytes, source: str) -> bool:
-        outcome = desk.apply(desk.read(raw, source), dry_run=dry_run)
+    def seen(outcome: Outcome) -> None:
         report.add(outcome)
         outcomes.append(outcome)
-        return not dry_run
 
-    fetched = fetch_mailbox(app.settings, handle)
+    with progress_bar() as bar:
+        task = bar.add_task("Reading the mailbox", total=None)
+        fetched = fetch_bounces(app.settings, app.store, dry_run=dry_run, on_outcome=seen,
+                                progress=lambda _what: bar.advance(task))
     _emit(outcomes, report, "table", dry_run)
+    for line in fetched.errors:
+        err.print(f"not handled: {line}")
     if fetched.left:
         err.print(f"{fetched.left} message(s) left in the mailbox for the next fetch")
 
