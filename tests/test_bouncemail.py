@@ -377,6 +377,15 @@ def test_a_dotted_ip_address_is_no_status_code() -> None:
     assert classify_failure(None, "host 10.5.1.1 said: mailbox full") is SOFT
 
 
+def test_names_in_the_text_are_not_read_as_words() -> None:
+    assert classify_failure(None, "host mx.network.example[192.0.2.1] said: 550 no such user") \
+        is HARD
+    assert classify_failure(None, "<reader@timeout.example>: user unknown") is HARD
+    assert classify_failure(None, "<reader@shops.example>: user unknown") is HARD
+    assert classify_failure(None, "see https://policy.example/spam for why: user unknown") \
+        is HARD
+
+
 # ---------------------------------------------------------------------------------------
 # Hostile input: at most an ignored Reading, never an exception.
 

@@ -74,7 +74,7 @@ _SOFT_TEXT = re.compile(
     r"|spam|unsolicited|blocked|\bblock ?list|black ?list|deny ?list|\brbl\b|reputation"
     r"|policy|banned|access denied|permission denied|relay(ing)? (access )?(denied|not)"
     r"|unable to relay|not accepting mail|rate limit|too many|throttl|grey ?list|virus"
-    r"|content (rejected|filter)|message content|loop|hops|connection (refused|reset|lost)"
+    r"|content (rejected|filter)|message content|\bloop|\bhops\b|connection (refused|reset|lost)"
     r"|could not connect|unable to connect|did not accept our requests to connect"
     r"|establish an smtp connection|socket error|no route|unreachable|not reachable"
     r"|not responding|did not respond|server (unavailable|busy)|could not find a gateway"
@@ -91,7 +91,8 @@ _HARD_TEXT = re.compile(
     r"|not listed in|recipientnotfound|wasn'?t found at|was not found at"
     r"|invalid (recipient|mailbox|address|user|final delivery userid|e-?mail)"
     r"|bad destination mailbox|no mailbox|no (account|mailbox) (here )?by that name"
-    r"|(does ?n[o']t|does not) have an? [\w.-]+ account|not (a )?valid (user|recipient|address)"
+    r"|(does ?n[o']t|does not) have an?\s+(\S+\s+)?account"
+    r"|not (a )?valid (user|recipient|address)"
     r"|no longer (valid|exists|active|in use)|(is )?not recognized|mailbox unavailable"
     r"|mailbox (is )?(disabled|inactive|deactivated)"
     r"|account (has been |is )?(disabled|discontinued|suspended|deactivated|closed|deleted"
@@ -106,6 +107,15 @@ _HARD_TEXT = re.compile(
 
 _HOST_NOT_FOUND = re.compile(r"not found|does ?n[o']t exist|nxdomain|unknown (host|domain)",
                              re.IGNORECASE)
+
+
+# Addresses, host names, IP addresses and URLs: names, not words ("user@network.example"
+# says nothing about the network, "mx.policy.example" nothing about a policy).
+_NAMES = re.compile(r"\S*@\S*|\w+://\S*|[\w-]+(?:\.[\w-]+)+")
+
+
+def _prose(text: str) -> str:
+    return _NAMES.sub(" ", text)
 
 
 def _codes(text: str) -> list[tuple[int, int, int]]:
@@ -150,13 +160,14 @@ def _classify(status: str | None, text: str) -> tuple[BounceKind | None, str | N
     """(kind, code): kind None when neither a specific code nor the text tells."""
     code = _pick_code(status, text)
     code_text = _code_text(code)
+    words = _prose(text)
     if code is not None:
-        kind = _by_code(code, text)
+        kind = _by_code(code, words)
         if kind is not None:
             return kind, code_text
-    if _SOFT_TEXT.search(text):
+    if _SOFT_TEXT.search(words):
         return BounceKind.SOFT, code_text
-    if _HARD_TEXT.search(text):
+    if _HARD_TEXT.search(words):
         return BounceKind.HARD, code_text
     return None, code_text
 
