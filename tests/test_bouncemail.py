@@ -302,6 +302,17 @@ def test_each_auto_reply_marker_is_read(header: str) -> None:
     assert (finding.recipient, finding.kind) == ("bbb@ddd.com", BounceKind.AUTO_REPLY)
 
 
+def test_a_reply_whose_subject_sounds_like_a_bounce_is_read_for_what_it_is() -> None:
+    message = raw(PERSONAL).replace(b"Subject: This is a test message",
+                                    b"Subject: Re: your delivery failure notice")
+    assert read_message(message, "x").ignored
+    reading = read_message(b"Auto-Submitted: auto-replied\n" + message, "x")
+    assert [(f.recipient, f.kind) for f in reading.findings] == [
+        ("bbb@ddd.com", BounceKind.AUTO_REPLY)]
+    assert read_message(message, "x", unsubscribe_address="bbb@zzz.org").unsubscribe == (
+        "bbb@ddd.com")
+
+
 def test_auto_submitted_no_is_an_ordinary_message() -> None:
     assert read_message(b"Auto-Submitted: no\n" + raw(PERSONAL), "x").ignored
 

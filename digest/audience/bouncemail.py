@@ -582,16 +582,16 @@ _BOUNCE_SUBJECT = re.compile(
     re.IGNORECASE)
 
 
-def _looks_like_bounce(msg: Message) -> bool:
-    """A delivery report by its shape, its sender or its subject (auto-replies and
-    ordinary mail are read by other rules)."""
+def _bounce_shape(msg: Message) -> str:
+    """"report" for a delivery report by its shape or its sender, "subject" for a
+    message only its subject calls one, "" for anything else."""
     if msg.get("x-failed-recipients") or any(
             part.get_content_type() == "message/delivery-status" for part in _parts(msg)):
-        return True
+        return "report"
     name, sender = parseaddr(_header(msg, "from"))
     if _BOUNCE_SENDER.match(sender.split("@")[0]) or _BOUNCE_NAME.search(name):
-        return True
-    return bool(_BOUNCE_SUBJECT.search(_header(msg, "subject")))
+        return "report"
+    return "subject" if _BOUNCE_SUBJECT.search(_header(msg, "subject")) else ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -778,11 +778,15 @@ def _read(msg: Message, reading: Reading, verp: Verp | None,
                                          complaint.reason, claims, complaint.occurred_at or when)
                                 for recipient in recipients]
         return reading
-    if _looks_like_bounce(msg):
+    shape = _bounce_shape(msg)
+    if shape:
         reading.findings = [_finding(reading, failure.recipient, failure.kind, failure.status,
                                      failure.reason, claims, when)
                             for failure in _bounce_failures(msg, text, claims)]
-        return reading
+        # A reply whose subject only sounds like a bounce ("Re: delivery report") is
+        # read by the rules below when it reports no failure.
+        if reading.findings or shape == "report":
+            return reading
     if _is_auto_reply(msg):
         senders = _addresses(_all_headers(msg, "from"))
         if senders or claims:
