@@ -54,7 +54,9 @@ ProgressFn = Callable[[str], None]
 LedgerFactory = Callable[[], Ledger]
 
 
-_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+# The enhanced status code (RFC 3463) a reply carries right after its three digits; a
+# dotted number anywhere else (an IP address, a version) is none.
+_STATUS = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def session_bounce(claim: Claim, reply: str) -> NewEvent:
