@@ -368,7 +368,7 @@ import signal  # noqa: E402
 
 import pytest  # noqa: E402
 
-from digest.mail.loopback import LoopbackSMTPServer  # noqa: E402
+from digest.mail.loopback import LoopbackSMTPServer, Received  # noqa: E402
 
 __all__ += ["FAR_END_REFUSALS", "PostfixServer", "far_end_policy", "need_postfix"]
 
@@ -524,6 +524,12 @@ class PostfixServer:
         (self.config / "master.cf").write_text(self.master_cf())
         (self.config / "mailboxes").write_text("".join(
             f"{local}@{self.domain} {self.domain}/{local}/\n" for local in self.mailboxes))
+        # Postfix reads a file again, pausing 300 ms at a time, while it was changed very
+        # recently (load_file(3): it may still be being edited): 1.5 to 2 s of every start
+        # here. These are written whole, so they may say they were written a minute ago.
+        a_minute_ago = time.time() - 60
+        for path in self.config.iterdir():
+            os.utime(path, (a_minute_ago, a_minute_ago))
 
     def start(self, timeout: float = 30) -> PostfixServer:
         """Starts the far end and Postfix; returns once smtpd accepts connections."""
@@ -560,7 +566,8 @@ class PostfixServer:
         if self._far_end_running:
             self._far_end_running = False
             self.far_end.stop()
-        shutil.rmtree(self.root)
+        # A Postfix child may still be on its way out; what it leaves is in /tmp anyway.
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def maildir(self, local: str = "bounces") -> Path:
         return self.mail / self.domain / local
@@ -578,6 +585,17 @@ class PostfixServer:
                 raise TimeoutError(f"{len(files)} of {count} messages reached {new} in "
                                    f"{timeout:g} s; Postfix logged:\n{self.log()}")
             time.sleep(0.05)
+
+    def wait_for_relayed(self, count: int, timeout: float = 30) -> list[Received]:
+        """What the far end accepted, once it holds `count` messages."""
+        deadline = time.monotonic() + timeout
+        while len(self.far_end.received) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.far_end.received)} of {count} messages reached "
+                                   f"the far end in {timeout:g} s; Postfix logged:\n"
+                                   f"{self.log()}")
+            time.sleep(0.05)
+        return list(self.far_end.received)
 
     def log(self) -> str:
         return self.logfile.read_text() if self.logfile.exists() else "(no Postfix log)\n"
