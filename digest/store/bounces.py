@@ -62,8 +62,9 @@ def _insert(conn: Any, event: NewEvent) -> bool:
     if dialect in ("sqlite", "postgresql"):
         module: Any = sqlite if dialect == "sqlite" else postgresql
         statement = module.insert(e).values(**values).on_conflict_do_nothing(
-            index_elements=["fingerprint"])
-        return bool(conn.execute(statement).rowcount)
+            index_elements=["fingerprint"]).returning(e.c.id)
+        # The row it returns, not rowcount: drivers disagree on a skipped row's count.
+        return conn.execute(statement).first() is not None
     if conn.execute(select(e.c.id).where(e.c.fingerprint == event.fingerprint)).first():
         return False
     conn.execute(e.insert().values(**values))
