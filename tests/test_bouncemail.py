@@ -16,7 +16,12 @@ from types import ModuleType
 import pytest
 from conftest import DATA, ROOT, need
 
-from digest.audience.bouncemail import classify_failure, iter_sources, read_message
+from digest.audience.bouncemail import (
+    VerpLookupError,
+    classify_failure,
+    iter_sources,
+    read_message,
+)
 from digest.audience.findings import Reading
 from digest.errors import InputError
 from digest.store.models import BounceKind
@@ -249,6 +254,14 @@ def test_verp_in_the_envelope_recipient_fills_the_ids() -> None:
     [finding] = read_message(message, "x", verp=verp().read).findings
     assert finding.recipient == "xxxxx@local.ie" and finding.kind is HARD
     assert (finding.subscriber_id, finding.edition_id) == (1234567, 88)
+
+
+def test_a_broken_verp_lookup_is_the_callers_error_not_a_malformed_message() -> None:
+    """Passing the Verp object instead of its read method used to make every DSN read as
+    malformed (no findings, silently); now the mistake surfaces."""
+    message = f"Delivered-To: {verp().address(1, 2)}\n".encode() + raw("flufl/postfix_01.txt")
+    with pytest.raises(VerpLookupError):
+        read_message(message, "x", verp=verp())  # type: ignore[arg-type]
 
 
 def test_a_forged_verp_token_names_nobody() -> None:

@@ -44,11 +44,12 @@ from ..text import clean_label
 from ..tokens import VerpClaims
 from .findings import Finding, Reading
 
-__all__ = ["classify_failure", "iter_sources", "read_message"]
+__all__ = ["VerpLookup", "VerpLookupError", "classify_failure", "iter_sources", "read_message"]
 
 log = logging.getLogger(__name__)
 
-Verp = Callable[[str], VerpClaims | None]
+# Reads one of our VERP return paths (tokens.Verp.read): the claims of a valid token.
+VerpLookup = Callable[[str], VerpClaims | None]
 
 MAX_MESSAGE_BYTES = 20 * 1024 * 1024   # the rest of a bigger message is not read
 MAX_PARTS = 400                        # MIME parts looked at in one message
@@ -731,12 +732,23 @@ def _verp_candidates(msg: Message, text: _Text) -> Iterator[str]:
     yield from _RETURN_PATH_LINE.findall(text.full)
 
 
-def _verp_claims(verp: Verp | None, msg: Message, text: _Text) -> VerpClaims | None:
+class VerpLookupError(RuntimeError):
+    """The verp callable given to read_message raised (a programming error)."""
+
+
+def _verp_claims(verp: VerpLookup | None, msg: Message, text: _Text) -> VerpClaims | None:
     if verp is None:
         return None
     for candidate in _verp_candidates(msg, text):
         for address in {_address(candidate), *_addresses([candidate])}:
-            claims = verp(address) if address else None
+            if not address:
+                continue
+            try:
+                claims = verp(address)
+            except Exception as exc:
+                # The caller's mistake, not the message's: never read as "malformed".
+                raise VerpLookupError(f"the VERP lookup failed on {address!r}: {exc!r}") \
+                    from exc
             if claims is not None:
                 return claims
     return None
@@ -746,7 +758,7 @@ def _verp_claims(verp: Verp | None, msg: Message, text: _Text) -> VerpClaims | N
 # Reading one message.
 
 
-def read_message(raw: bytes, source: str, *, verp: Verp | None = None,
+def read_message(raw: bytes, source: str, *, verp: VerpLookup | None = None,
                  unsubscribe_address: str = "") -> Reading:
     """What one raw RFC 5322 message from the bounce mailbox says.
 
@@ -765,7 +777,7 @@ def read_message(raw: bytes, source: str, *, verp: Verp | None = None,
         return Reading(source=source, report_id=reading.report_id)
 
 
-def _read(msg: Message, reading: Reading, verp: Verp | None,
+def _read(msg: Message, reading: Reading, verp: VerpLookup | None,
           unsubscribe_address: str) -> Reading:
     text = _texts(msg)
     claims = _verp_claims(verp, msg, text)
