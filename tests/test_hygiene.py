@@ -79,10 +79,10 @@ def test_each_kind_does_what_it_says_and_a_report_counts_once(digest: Digest) ->
                                   "complainer@example.org": "complained"}
     # The same reports read again (a mailbox re-read, a webhook retried): nothing new.
     again = d.apply(finding(BounceKind.SOFT, "soft@example.org", "r4", status="4.2.2"))
-    assert [r.effect for r in again.resolved] == ["known"]
+    assert [r.effect for r in again.resolved] == ["recorded before"]
     assert sql(digest.folder, "select count(*) from bounce_events") == [(4,)]
     stranger = d.apply(finding(BounceKind.HARD, "stranger@example.org", "r5"))
-    assert [r.effect for r in stranger.resolved] == ["not a subscriber"]
+    assert [r.effect for r in stranger.resolved] == ["not on the list"]
     assert sql(digest.folder, "select count(*) from bounce_events") == [(4,)]
 
 
@@ -353,3 +353,28 @@ def test_the_status_of_a_reply_is_the_code_after_its_digits_never_an_address() -
     event = session_bounce(claim, "550 host 10.2.0.110 said: no such user here")
     assert (event.status, event.kind) == (None, BounceKind.HARD)
     assert session_bounce(claim, "552 5.2.2 over quota").kind is BounceKind.SOFT
+
+
+BOUNCES = Path(__file__).parent / "data" / "bounces"
+
+
+def test_a_real_complaint_and_a_real_unsubscribe_mail_through_bounces_import(
+        digest: Digest) -> None:
+    """A feedback-loop report (abusix, ARF) and Apple Mail's unsubscribe mail to the
+    List-Unsubscribe mailto, as their senders wrote them."""
+    for email in ("kijitora@example.com", "example@icloud.com", "other@example.org"):
+        digest.ok("subscribers", "add", email)
+    env = {"DIGEST_DIGEST__UNSUBSCRIBE_MAILTO": "opt-out-100731.e75std53hz8rnmy4r@example.org"}
+    result = digest.ok("bounces", "import", "--format", "json",
+                       str(BOUNCES / "sisimai" / "rb-bsd-arf-17.eml"),
+                       str(BOUNCES / "sisimai" / "rb-bsd-arf-26.eml"), env=env)
+    found = json.loads(result.stdout)
+    assert [(f["recipient"], f["kind"]) for f in found if f["recipient"] ==
+            "kijitora@example.com"] == [("kijitora@example.com", "complaint")]
+    assert status(digest, "kijitora@example.com")[0] == "unsubscribed"
+    assert status(digest, "example@icloud.com")[0] == "unsubscribed"
+    assert status(digest, "other@example.org")[0] == "active"
+    assert suppressed(digest) == {"kijitora@example.com": "complained",
+                                  "example@icloud.com": "unsubscribed"}
+    listed = digest.ok("bounces", "list").stdout
+    assert "kijitora@example.com" in listed and "complaint" in listed

@@ -33,7 +33,7 @@ class Resolved:
     recipient: str                 # the subscriber's address (VERP) or the finding's
     subscriber_id: int | None      # None: not a subscriber of this list
     effect: str                    # "bounced", "unsubscribed", "score 2/5", "nothing",
-                                   # "known" (recorded before), "not a subscriber"
+                                   # "recorded before", "not on the list"
 
 
 @dataclass
@@ -62,7 +62,7 @@ class DeskReport:
         self.unsubscribed += outcome.unsubscribed is not None
         for r in outcome.resolved:
             self.kinds[r.finding.kind.value] += 1
-            self.effects[r.effect.split(" ")[0]] += 1
+            self.effects["score raised" if r.effect.startswith("score") else r.effect] += 1
 
 
 def _fingerprint(finding: Finding, who: str) -> str:
@@ -113,7 +113,7 @@ class BounceDesk:
         sub = self._subscriber(session, finding)
         recipient = sub.email.lower() if sub else finding.recipient
         if sub is None:
-            return Resolved(finding, recipient, None, "not a subscriber")
+            return Resolved(finding, recipient, None, "not on the list")
         event = NewEvent(subscriber_id=sub.id, recipient=recipient, kind=finding.kind,
                          status=finding.status, reason=finding.reason, source=finding.source,
                          occurred_at=finding.occurred_at or now,
@@ -122,7 +122,7 @@ class BounceDesk:
         session.flush()
         effect = stored.record_event(session, event, self.policy, now)
         session.expire(sub)
-        return Resolved(finding, recipient, sub.id, effect or "known")
+        return Resolved(finding, recipient, sub.id, effect or "recorded before")
 
     def _subscriber(self, session: Session, finding: Finding) -> Subscriber | None:
         """VERP first (the token names them, whatever the report's text says), then the

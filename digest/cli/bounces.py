@@ -39,17 +39,18 @@ def _finding_objects(outcome: Outcome) -> list[dict[str, Any]]:
 
 
 def _short_source(source: str) -> str:
-    """A mailbox message as its folder and UID (the mailbox is the same for every row)."""
-    return source.rsplit("/", 1)[-1] if "://" in source else source
+    """A message as its file's name, or its mailbox folder and UID: the folder or the
+    mailbox is the same for every row (the JSON output has the whole path)."""
+    return source.rsplit("/", 1)[-1]
 
 
 def _outcome_rows(table: Table, outcome: Outcome) -> None:
     for r in outcome.resolved:
-        table.add_row(escape(_short_source(r.finding.source)), r.recipient or "-",
-                      r.finding.kind.value, r.finding.status or "-", r.effect)
+        table.add_row(r.recipient or "-", r.finding.kind.value, r.finding.status or "-",
+                      r.effect, escape(_short_source(r.finding.source)))
     if outcome.unsubscribed:
-        table.add_row(escape(_short_source(outcome.reading.source)), outcome.unsubscribed,
-                      "unsubscribe mail", "-", "unsubscribed")
+        table.add_row(outcome.unsubscribed, "unsubscribe", "-", "unsubscribed",
+                      escape(_short_source(outcome.reading.source)))
 
 
 def _summary(report: DeskReport, dry_run: bool) -> str:
@@ -70,11 +71,11 @@ def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool) 
         click.echo(json.dumps([o for oc in outcomes for o in _finding_objects(oc)], indent=2))
         err.print(_summary(report, dry_run))
         return
-    table = Table("source", "recipient", "kind", "status", "what it did")
+    table = Table("recipient", "kind", "status", "what it did", "message")
     for outcome in outcomes:
         _outcome_rows(table, outcome)
     if table.row_count:
-        print_table(table, keep=("recipient", "status"), fold=("source",))
+        print_table(table, keep=("recipient", "kind", "status"), fold=("message",))
     out.print(_summary(report, dry_run))
 
 
@@ -172,9 +173,9 @@ def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None
     if not rows:
         out.print("No bounce events" + (" since then" if since else " yet"))
         return
-    table = Table("time", "recipient", "kind", "status", "edition", "reason", "source")
+    table = Table("date", "recipient", "kind", "status", "edition", "reason")
     for r in rows:
-        table.add_row(r.occurred_at.strftime("%Y-%m-%d %H:%M"), r.recipient, str(r.kind),
-                      r.status or "-", str(r.edition_number or "-"), escape(r.reason),
-                      escape(r.source))
-    print_table(table, keep=("time", "recipient"), fold=("reason", "source"))
+        table.add_row(r.occurred_at.strftime("%Y-%m-%d"), r.recipient, str(r.kind),
+                      r.status or "-", str(r.edition_number or "-"), escape(r.reason))
+    print_table(table, keep=("date", "recipient", "kind", "status", "edition"),
+                fold=("reason",))
