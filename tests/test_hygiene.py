@@ -236,6 +236,16 @@ def test_a_5xx_to_rcpt_feeds_the_same_model_and_verp_names_the_message(
                                                                                 edition_id)
     assert message.mail_from.startswith("bounces+") and message.mail_from.endswith(
         "@example.org")
+    shown = digest.ok("editions", "show", "1").stdout
+    assert "Bounces and complaints: 1 hard, 1 soft; complaint rate 0.00% of 1 sent\n" in shown
+    # Ada's provider reports her complaint; the VERP token names the edition.
+    desk(digest, DIGEST_BOUNCES__RETURN_PATH="bounces+{token}@example.org").apply(Reading(
+        "arf", [Finding("arf", "", BounceKind.COMPLAINT, None, "abuse",
+                        subscriber_id=claims.subscriber_id, edition_id=claims.edition_id,
+                        report_id="arf")]))
+    assert ("Bounces and complaints: 1 complaint, 1 hard, 1 soft; complaint rate 100.00% of "
+            "1 sent (above the 0.3% Gmail and Yahoo allow)") in digest.ok(
+        "editions", "show", "1").stdout
 
 
 def test_a_mail_to_the_unsubscribe_address_unsubscribes_its_sender(digest: Digest) -> None:

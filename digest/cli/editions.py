@@ -59,6 +59,26 @@ def editions_discard(app: App, number: int) -> None:
               f"{'s' * (returned != 1)} will be in the next edition.")
 
 
+# Gmail's and Yahoo's bulk-sender rules (2024): complaints under 0.3 % of delivered mail.
+_COMPLAINT_LIMIT = 0.003
+
+
+def _reports_line(reports: dict[str, int], sent: int) -> str:
+    """Bounces and complaints that came back about the edition, the complaint rate
+    against what mailbox providers allow."""
+    if not reports:
+        return "Bounces and complaints: none so far"
+    line = "Bounces and complaints: " + ", ".join(f"{n} {kind}" for kind, n in
+                                                  sorted(reports.items()))
+    complaints = reports.get("complaint", 0)
+    if sent:
+        rate = complaints / sent
+        line += (f"; complaint rate {rate:.2%} of {sent} sent"
+                 + (" (above the 0.3% Gmail and Yahoo allow)" if rate > _COMPLAINT_LIMIT
+                    else ""))
+    return line
+
+
 @editions.command("show")
 @click.argument("number", type=int)
 @click.pass_obj
@@ -78,5 +98,6 @@ def editions_show(app: App, number: int) -> None:
                  if detail.finished_at else ""))
     out.print("Articles: " + ", ".join(f"{t} {n}" for t, n in detail.topics))
     out.print("Deliveries: " + ", ".join(f"{k} {v}" for k, v in detail.counts.items()))
+    out.print(_reports_line(detail.reports, detail.counts.get("sent", 0)))
     for email, status, error in detail.problems:
         out.print(f"  {status:8} {email}: {error}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from .ledger import delivery_counts, due_conditions
 from .locks import locked_session
 from .models import (
     Article,
+    BounceEvent,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -319,6 +320,8 @@ class EditionDetail:
     topics: list[tuple[str, int]]
     counts: dict[str, int]
     problems: list[tuple[str, str, str]]     # (email, status, last error)
+    # Bounce events about this edition by kind (VERP or the SMTP session names it).
+    reports: dict[str, int] = field(default_factory=dict)
 
 
 def edition_summaries(store: Store) -> list[EditionSummary]:
@@ -348,7 +351,11 @@ def edition_detail(store: Store, number: int, problems: int = 20) -> EditionDeta
                    | ((Delivery.status == DeliveryStatus.PENDING)
                       & Delivery.last_error.is_not(None)))
             .order_by(Delivery.id).limit(problems)).all()
+        reports = dict(session.execute(
+            select(BounceEvent.kind, func.count()).where(BounceEvent.edition_id == e.id)
+            .group_by(BounceEvent.kind)).all())
         return EditionDetail(e.number, e.subject, e.status.value, e.created_at, e.cutoff,
                              e.finished_at, [(t, n) for t, n in topics],
                              delivery_counts(session, e.id),
-                             [(m, s.value, err or "") for m, s, err in trouble])
+                             [(m, s.value, err or "") for m, s, err in trouble],
+                             {str(k): int(n) for k, n in reports.items()})
