@@ -388,3 +388,31 @@ def test_a_real_complaint_and_a_real_unsubscribe_mail_through_bounces_import(
                                   "example@icloud.com": "unsubscribed"}
     listed = digest.ok("bounces", "list").stdout
     assert "kijitora@example.com" in listed and "complaint" in listed
+
+
+def test_adding_or_activating_an_existing_suppressed_subscriber_says_why_and_what_works(
+        digest: Digest) -> None:
+    for name in ("gone", "angry", "left"):
+        digest.ok("subscribers", "add", f"{name}@example.org")
+    d = desk(digest)
+    d.apply(finding(BounceKind.HARD, "gone@example.org", "dsn-1", status="5.1.1"))
+    d.apply(finding(BounceKind.COMPLAINT, "angry@example.org", "arf-1"))
+    digest.ok("subscribers", "unsubscribe", "left@example.org")
+    expected = {
+        "gone": "gone@example.org is on the suppression list: it hard-bounced (the address "
+                "does not exist); add it again only once the address works again: digest "
+                "subscribers activate gone@example.org --force",
+        "angry": "angry@example.org is on the suppression list: it reported our mail as spam; "
+                 "add it again only after an operator lifts it: digest suppressions remove "
+                 "angry@example.org",
+        "left": "left@example.org is on the suppression list: it unsubscribed; add it again "
+                "only with their consent: digest subscribers activate left@example.org --force",
+    }
+    for name, line in expected.items():
+        for args in (("add",), ("add", "--force"), ("activate",)):
+            result = digest("subscribers", *args, f"{name}@example.org")
+            assert (result.exit_code, result.output) == (1, f"Error: {line}\n"), args
+    digest.ok("subscribers", "activate", "gone@example.org", "--force")
+    assert status(digest, "gone@example.org")[0] == "active"
+    result = digest("subscribers", "activate", "angry@example.org", "--force")
+    assert result.output == f"Error: {expected['angry']}\n"

@@ -189,9 +189,9 @@ def test_activate_after_unsubscribe_needs_force(digest: Digest) -> None:
     digest.ok("subscribers", "add", "ada@example.org")
     digest.ok("subscribers", "unsubscribe", "ada@example.org")
     result = digest("subscribers", "activate", "ada@example.org")
-    assert result.output == ("Error: ada@example.org unsubscribed; re-activate them only with "
-                             "their consent: digest subscribers activate ada@example.org "
-                             "--force\n")
+    assert result.output == ("Error: ada@example.org is on the suppression list: it "
+                             "unsubscribed; add it again only with their consent: digest "
+                             "subscribers activate ada@example.org --force\n")
     digest.ok("subscribers", "activate", "ada@example.org", "--force")
     assert subs(digest)[0]["status"] == "active"
 

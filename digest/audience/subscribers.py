@@ -149,8 +149,10 @@ _WHY = {SuppressionReason.UNSUBSCRIBED: "unsubscribed",
 def refusal(address: str, found: Suppression, force_flag: str) -> str:
     """The one line that says why a suppressed address is not taken, and the way out."""
     reason = SuppressionReason(found.reason)
-    if reason in LIFTABLE:
-        fix = f"only with their consent (or once the address works again): {force_flag}"
+    if reason is SuppressionReason.UNSUBSCRIBED:
+        fix = f"only with their consent: {force_flag}"
+    elif reason in LIFTABLE:
+        fix = f"only once the address works again: {force_flag}"
     else:
         fix = f"only after an operator lifts it: digest suppressions remove {address}"
     return f"{address} is on the suppression list: it {_WHY[reason]}; add it again {fix}"
@@ -211,6 +213,17 @@ class SubscriberBook:
             keys.append(erased_key(self.settings.signing_key, address))
         return find_suppression(session, keys)
 
+    def _already_there(self, session: Session, sub: Subscriber, address: str) -> str:
+        """Why `add` does not add an address that has a subscriber row, and what does."""
+        if sub.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
+            return (f"{address} is already subscribed ({sub.status.value}; change their "
+                    f"topics with: digest subscribers set-topics {address} TOPIC…)")
+        found = self.suppression(session, address)
+        fix = f"digest subscribers activate {address} --force"
+        if found is not None:
+            return refusal(address, found, fix)
+        return f"{address} is {sub.status.value}; re-activate them only with their consent: {fix}"
+
     def _admit(self, session: Session, address: str, force: bool, force_flag: str) -> None:
         """Refuse a suppressed address (InputError naming why and the way out); with force,
         lift a suppression an operator may lift."""
@@ -237,9 +250,9 @@ class SubscriberBook:
         refused unless force: the operator then says they have consent again."""
         address = normalise_email(email)
         with self.store.writes.begin() as session:
-            if self._find(session, address):
-                raise InputError(f"{address} is already subscribed (change it with: digest "
-                                 f"subscribers set-topics, or remove it first)")
+            existing = self._find(session, address)
+            if existing is not None:
+                raise InputError(self._already_there(session, existing, address))
             if not force and _was_removed(session, address):
                 raise InputError(f"{address} was removed from the list earlier; add it again "
                                  f"only with their consent: digest subscribers add "
@@ -260,13 +273,15 @@ class SubscriberBook:
         needs force: they said no, and only they (or their new consent) can undo it."""
         with self.store.writes.begin() as session:
             sub = self._get(session, email)
+            if status is SubscriberStatus.ACTIVE:
+                # The suppression first: it says why (a complaint is more than "unsubscribed").
+                self._admit(session, sub.email, force,
+                            f"digest subscribers activate {sub.email} --force")
             if (status is SubscriberStatus.ACTIVE and sub.status is
                     SubscriberStatus.UNSUBSCRIBED and not force):
                 raise InputError(f"{sub.email} unsubscribed; re-activate them only with their "
                                  f"consent: digest subscribers activate {sub.email} --force")
             if status is SubscriberStatus.ACTIVE:
-                self._admit(session, sub.email, force,
-                            f"digest subscribers activate {sub.email} --force")
                 sub.hard_bounces = sub.bounce_score = 0
             elif status is SubscriberStatus.UNSUBSCRIBED:
                 mark_unsubscribed(session, sub, "cli")

@@ -45,7 +45,8 @@ def _book(app: App) -> SubscriberBook:
 @click.option("--topic", "topics", multiple=True, help="Only these topics (repeat; default: all).")
 @click.option("--timezone", help="IANA zone, e.g. Europe/Berlin (for local-time delivery).")
 @click.option("--force", is_flag=True,
-              help="Add an address that was removed earlier (only with their consent).")
+              help="Add an address that unsubscribed or bounced earlier (only with their "
+                   "consent, or once it works again).")
 @click.pass_obj
 def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
                     timezone: str | None, force: bool) -> None:
@@ -190,10 +191,14 @@ def subscribers_unsubscribe(app: App, email: str) -> None:
 @subscribers.command("activate")
 @click.argument("email")
 @click.option("--force", is_flag=True,
-              help="Re-activate someone who unsubscribed (only with their consent).")
+              help="Re-activate someone who unsubscribed (only with their consent) or "
+                   "bounced (once the address works again).")
 @click.pass_obj
 def subscribers_activate(app: App, email: str, force: bool) -> None:
-    """Make a pending or bounced subscriber active again (one who unsubscribed: --force).
+    """Make a subscriber active again (after an unsubscribe or a bounce: --force).
+
+    A complaint, an erasure or a manual suppression must be lifted first, with
+    `digest suppressions remove EMAIL`.
 
     Example:
 
