@@ -416,3 +416,33 @@ def test_adding_or_activating_an_existing_suppressed_subscriber_says_why_and_wha
     assert status(digest, "gone@example.org")[0] == "active"
     result = digest("subscribers", "activate", "angry@example.org", "--force")
     assert result.output == f"Error: {expected['angry']}\n"
+
+
+def test_suppressions_move_between_stores_with_their_reasons_dates_and_sources(
+        digest: Digest, tmp_path: Path) -> None:
+    digest.ok("subscribers", "add", "gone@example.org")
+    desk(digest).apply(finding(BounceKind.HARD, "gone@example.org", "dsn-1"))
+    digest.ok("suppressions", "add", "boss@example.org")
+    digest.ok("suppressions", "export", str(tmp_path / "out.csv"))
+    before = sorted(sql(digest.folder, "select email_key, reason, source, created_at "
+                                       "from suppressions"))
+    other = Digest(tmp_path / "other")
+    other.folder.mkdir()
+    other.ok("init")
+    assert "2 added" in other.ok("suppressions", "import", str(tmp_path / "out.csv")).stdout
+    assert sorted(sql(other.folder, "select email_key, reason, source, created_at "
+                                    "from suppressions")) == before
+    # A provider's list: its own header and its own words for the reasons.
+    (tmp_path / "provider.csv").write_text(
+        "Email Address,Reason,Created\n"
+        "Hard@Example.com,Bounced,2026-10-01 10:00:00\n"
+        "spam@example.com,Spam Report,2026-10-02 10:00:00\n"
+        "left@example.com,Unsubscribe,\n"
+        "not-an-address,Bounced,\n")
+    result = other("suppressions", "import", str(tmp_path / "provider.csv"))
+    assert result.exit_code == 1
+    assert "provider.csv:5: 'not-an-address' is not a valid email address" in result.output
+    assert "3 added, 0 already there, 1 rejected" in result.output
+    rows = dict(sql(other.folder, "select email_key, reason from suppressions"))
+    assert (rows["hard@example.com"], rows["spam@example.com"], rows["left@example.com"]) == (
+        "hard-bounced", "complained", "unsubscribed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +26,52 @@ class SuppressionImport:
     added: int = 0
     unchanged: int = 0
     rejected: list[str] = field(default_factory=list)
+    hashes: int = 0          # erased addresses added as their keyed hash
+
+
+# What providers and other tools call a reason, by a word it contains.
+_PROVIDER_REASONS = (("complain", SuppressionReason.COMPLAINED),
+                     ("spam", SuppressionReason.COMPLAINED),
+                     ("abuse", SuppressionReason.COMPLAINED),
+                     ("unsub", SuppressionReason.UNSUBSCRIBED),
+                     ("bounce", SuppressionReason.HARD_BOUNCED),
+                     ("invalid", SuppressionReason.HARD_BOUNCED),
+                     ("erase", SuppressionReason.MANUAL))
+_HEADERS = {"email": ("email", "e-mail", "address", "recipient"),
+            "reason": ("reason", "type", "status", "category"),
+            "source": ("source",),
+            "created_at": ("created_at", "created", "date", "since")}
+
+
+def _reason(text: str) -> SuppressionReason:
+    """A reason as export writes it (exactly), or as a provider words it ("Bounced",
+    "Spam Report", …: a provider's bounce is a hard one); manual otherwise. An erased
+    address is only ever a hash: a plain address marked erased is manual."""
+    value = text.strip()
+    try:
+        reason = SuppressionReason(value)
+    except ValueError:
+        reason = next((r for word, r in _PROVIDER_REASONS if word in value.lower()),
+                      SuppressionReason.MANUAL)
+    return SuppressionReason.MANUAL if reason is SuppressionReason.ERASED else reason
+
+
+def _columns(first: list[str]) -> tuple[dict[str, int], int]:
+    """Where each field is, from a header row (then the data starts at row 2), or
+    email, reason, source, created_at in that order when the first row is data."""
+    names = [c.strip().lower() for c in first]
+    if first and "@" not in first[0] and not first[0].strip().startswith("hmac:"):
+        found: dict[str, int] = {}
+        for field_name, words in _HEADERS.items():
+            for i, name in enumerate(names):
+                if i not in found.values() and field_name not in found and \
+                        any(word in name for word in words):
+                    found[field_name] = i
+        if "email" not in found:
+            raise InputError(f"the header row ({', '.join(first)}) names no e-mail column; "
+                             f"name it email (columns: {', '.join(SUPPRESSION_COLUMNS)})")
+        return found, 1
+    return {name: i for i, name in enumerate(SUPPRESSION_COLUMNS)}, 0
 
 
 class SuppressionBook:
@@ -60,48 +107,51 @@ class SuppressionBook:
             return found
 
     def import_csv(self, path: Path, source: str | None = None) -> SuppressionImport:
-        """Rows of email[,reason[,source]] (what export writes, or a provider's list of
-        addresses); every good row in one transaction, every bad one reported."""
+        """The addresses of a CSV file: what `export` writes (email, reason, source,
+        created_at), a provider's suppression list (a header naming an e-mail column, and
+        maybe a reason or type column: "bounce", "spam report", "unsubscribe" …), or bare
+        addresses one per line. Every good row in one transaction, every bad one
+        reported."""
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read {path}: {exc}") from None
-        report = SuppressionImport()
         rows = list(csv.reader(io.StringIO(text)))
-        header = [c.strip().lower() for c in rows[0]] if rows else []
-        start = 1 if header and header[0] == "email" else 0
+        columns, start = _columns(rows[0] if rows else [])
+        report = SuppressionImport()
         with self.store.writes.begin() as session:
             for line, row in enumerate(rows[start:], start + 1):
-                if not row or not row[0].strip():
-                    continue
-                if row[0].strip().startswith("hmac:"):
-                    # An erased address from an export (matches only under the same key).
-                    changed = stored.suppress(session, row[0].strip()[:320],
-                                              SuppressionReason.ERASED,
-                                              source or f"import {path.name}", utcnow())
-                    report.added += changed
-                    report.unchanged += not changed
+                cells = {name: row[i].strip() for name, i in columns.items() if i < len(row)}
+                if not cells.get("email"):
                     continue
                 try:
-                    address = normalise_email(row[0])
-                    reason = SuppressionReason(row[1].strip() if len(row) > 1 and
-                                                row[1].strip() else "manual")
+                    key, reason, when = self._read_row(cells)
                 except InputError as exc:
                     report.rejected.append(f"{path}:{line}: {exc}")
                     continue
-                except ValueError:
-                    report.rejected.append(
-                        f"{path}:{line}: unknown reason {row[1].strip()!r}; use one of "
-                        f"{', '.join(r.value for r in SuppressionReason)}")
-                    continue
-                what = (row[2].strip() if len(row) > 2 and row[2].strip() else
-                        source or f"import {path.name}")
-                if reason is SuppressionReason.ERASED:
-                    reason = SuppressionReason.MANUAL
-                changed = stored.suppress(session, address.lower(), reason, what, utcnow())
+                what = cells.get("source") or source or f"import {path.name}"
+                changed = stored.suppress(session, key, reason, what, when)
                 report.added += changed
                 report.unchanged += not changed
+                report.hashes += key.startswith("hmac:") and changed
         return report
+
+    @staticmethod
+    def _read_row(cells: dict[str, str]) -> tuple[str, SuppressionReason, datetime]:
+        """(email_key, reason, since) of one row; InputError naming what is wrong."""
+        when = utcnow()
+        if cells.get("created_at"):
+            try:
+                when = datetime.fromisoformat(cells["created_at"])
+            except ValueError:
+                raise InputError(f"created_at {cells['created_at']!r} is not an ISO date "
+                                 f"(2026-11-27T08:00:00+00:00)") from None
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        if cells["email"].startswith("hmac:"):
+            # An erased address from an export: it matches only under the same secret key.
+            return cells["email"][:320], SuppressionReason.ERASED, when
+        address = normalise_email(cells["email"])
+        return address.lower(), _reason(cells.get("reason", "")), when
 
     def export_csv(self, target: TextIO) -> int:
         """Every entry; erased ones as their hash (which only this store's key can match)."""

@@ -97,8 +97,11 @@ def suppressions_remove(app: App, email: str) -> None:
 @click.argument("file", type=click.Path(exists=False, dir_okay=False, path_type=Path))
 @click.pass_obj
 def suppressions_import(app: App, file: Path) -> None:
-    """Add the addresses of a CSV file (email[,reason[,source]], with or without a header,
-    as export writes it or as a provider lists its suppressions).
+    """Add the addresses of a CSV file: an export, or a provider's suppression list.
+
+    What `export` writes (email, reason, source, created_at: kept as they were), a
+    provider's list with a header naming its e-mail column and maybe a reason or type
+    ("Bounce", "Spam Report", "Unsubscribe" …), or bare addresses one per line.
 
     Example:
 
@@ -110,6 +113,10 @@ def suppressions_import(app: App, file: Path) -> None:
         err.print(line)
     out.print(f"{report.added} added, {report.unchanged} already there, "
               f"{len(report.rejected)} rejected")
+    if report.hashes:
+        err.print(f"{report.hashes} erased address(es) kept as their keyed hash: they match "
+                  f"only in a store signed with the same secret key (DIGEST_SECRET_KEY or "
+                  f"secret.key) as the one they were exported from")
     if report.rejected:
         raise SystemExit(1)
 
