@@ -221,6 +221,8 @@ class Settings:
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
     config_path: Path | None = None
+    # What the operator should know about their config (retired keys still in it).
+    notices: tuple[str, ...] = ()
 
     @property
     def topic_names(self) -> tuple[str, ...]:
@@ -296,7 +298,8 @@ _SECTIONS: dict[str, type] = {
 }
 # Settings that were, and what took their place.
 _RETIRED = {("digest", "bounce_threshold"): "a hard bounce now bounces a subscriber at once, "
-            "and soft bounces count towards [bounces] score_threshold; remove it"}
+            "and soft bounces count towards [bounces] score_threshold; it is ignored "
+            "(remove it)"}
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
 _ENV_ONLY = {("smtp", "password"), ("bounces", "password"), ("webhooks", "postmark_password"),
@@ -361,7 +364,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def _build_section(name: str, raw: Mapping[str, Any], origin: str) -> Any:
+def _build_section(name: str, raw: Mapping[str, Any], origin: str,
+                   notices: list[str] | None = None) -> Any:
     cls = _SECTIONS[name]
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
@@ -369,7 +373,10 @@ def _build_section(name: str, raw: Mapping[str, Any], origin: str) -> Any:
         attr = _KEY_ALIASES.get(key, key)
         where = f"{origin}: [{name}] {key}"
         if (name, key) in _RETIRED:
-            raise ConfigError(f"{where} is no longer a setting: {_RETIRED[name, key]}")
+            # Configs written by `digest init` before carry it: say so, never refuse them.
+            if notices is not None:
+                notices.append(f"{where} is no longer a setting: {_RETIRED[name, key]}")
+            continue
         if attr not in known:
             names = ", ".join(sorted(_toml_key(k) for k in known))
             raise ConfigError(f"{where} is not a setting; known keys: {names}")
@@ -443,11 +450,12 @@ def load_settings(config: str | os.PathLike[str] | None = None,
             raise ConfigError(f"{path}: cannot read: {exc}") from None
 
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    notices: list[str] = []
     for key, value in data.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: [{key}] must be a table")
-            sections[key].update(_build_section(key, value, origin))
+            sections[key].update(_build_section(key, value, origin, notices))
         elif key not in ("topics", "feeds"):
             raise ConfigError(f"{origin}: unknown section [{key}]; known: "
                               f"{', '.join([*_SECTIONS, 'topics', 'feeds'])}")
@@ -458,7 +466,8 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
         if section not in _SECTIONS:
             continue
-        sections[section].update(_build_section(section, {key: value}, f"environment {name}"))
+        sections[section].update(_build_section(section, {key: value}, f"environment {name}",
+                                                notices))
 
     topics = _topics(data["topics"], origin) if "topics" in data else default_topics()
     feeds = _feeds(data["feeds"], origin) if "feeds" in data else ()
@@ -477,6 +486,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
         config_path=path,
+        notices=tuple(notices),
     )
     _validate(settings, origin)
     _validate_text(settings, origin)
@@ -531,6 +541,13 @@ def _validate_text(s: Settings, origin: str) -> None:
             raise ConfigError(f"{origin}: [digest] {key} {pattern!r} is invalid ({exc!r}); it "
                               f"may use {allowed}") from None
     _validate_bounces(s.bounces, origin)
+    mailto = d.unsubscribe_mailto
+    if mailto and (mailto.lower().startswith("mailto:") or not re.fullmatch(
+            r"[^@\s<>?,;\"]+@[^@\s<>?,;\"]+", mailto)):
+        bare = mailto.split(":", 1)[-1].split("?", 1)[0].strip("<> ")
+        raise ConfigError(f"{origin}: [digest] unsubscribe_mailto {mailto!r} must be a bare "
+                          f"address (the List-Unsubscribe header adds mailto: and the "
+                          f"subject), e.g. {bare if '@' in bare else 'unsubscribe@example.org'}")
     if d.reply_to and "@" not in parseaddr(d.reply_to)[1]:
         raise ConfigError(f"{origin}: [digest] reply_to {d.reply_to!r} has no address; use "
                           f"\"Name <name@example.org>\" or leave it empty")

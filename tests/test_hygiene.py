@@ -348,13 +348,16 @@ def test_reactivate_cannot_lift_a_complaint(digest: Digest, tmp_path: Path) -> N
 
 
 def test_the_retired_bounce_threshold_says_what_took_its_place(digest: Digest) -> None:
+    """Configs that `digest init` wrote before carry it: they keep working, with a line."""
     config = digest.folder / "digest.toml"
     config.write_text(config.read_text().replace("[digest]\n", "[digest]\nbounce_threshold = 2\n"))
     result = digest("subscribers", "list")
-    assert result.exit_code == 1
-    assert result.output.endswith("[digest] bounce_threshold is no longer a setting: a hard "
+    assert result.exit_code == 0
+    assert result.stderr.startswith("Note: ")
+    assert result.stderr.endswith("[digest] bounce_threshold is no longer a setting: a hard "
                                   "bounce now bounces a subscriber at once, and soft bounces "
-                                  "count towards [bounces] score_threshold; remove it\n")
+                                  "count towards [bounces] score_threshold; it is ignored "
+                                  "(remove it)\n")
 
 
 def test_the_status_of_a_reply_is_the_code_after_its_digits_never_an_address() -> None:
@@ -446,3 +449,14 @@ def test_suppressions_move_between_stores_with_their_reasons_dates_and_sources(
     rows = dict(sql(other.folder, "select email_key, reason from suppressions"))
     assert (rows["hard@example.com"], rows["spam@example.com"], rows["left@example.com"]) == (
         "hard-bounced", "complained", "unsubscribed")
+
+
+def test_unsubscribe_mailto_must_be_a_bare_address(digest: Digest) -> None:
+    """With "mailto:x" the header read <mailto:mailto:x?subject=unsubscribe> and no
+    mail to it was ever recognised."""
+    result = digest("subscribers", "list",
+                    env={"DIGEST_DIGEST__UNSUBSCRIBE_MAILTO": "mailto:out@example.org"})
+    assert result.exit_code == 1
+    assert result.output.endswith("[digest] unsubscribe_mailto 'mailto:out@example.org' must "
+                                  "be a bare address (the List-Unsubscribe header adds mailto: "
+                                  "and the subject), e.g. out@example.org\n")

@@ -50,7 +50,10 @@ class App:
         if find_config_file(self.config) is None and not os.environ.get("DIGEST_STORE__URL"):
             raise ConfigError(f"no digest.toml in {Path.cwd()}; run `digest init` here, "
                               f"or pass --config PATH (or set DIGEST_CONFIG)")
-        return load_settings(self.config)
+        settings = load_settings(self.config)
+        for notice in settings.notices:
+            err.print(f"Note: {notice}")
+        return settings
 
     @cached_property
     def store(self) -> Store:
