@@ -460,3 +460,18 @@ def test_unsubscribe_mailto_must_be_a_bare_address(digest: Digest) -> None:
     assert result.output.endswith("[digest] unsubscribe_mailto 'mailto:out@example.org' must "
                                   "be a bare address (the List-Unsubscribe header adds mailto: "
                                   "and the subject), e.g. out@example.org\n")
+
+
+def test_an_address_only_the_suppression_list_holds_can_be_shown_and_erased(
+        digest: Digest) -> None:
+    digest.ok("suppressions", "add", "boss@example.org")
+    shown = digest.ok("subscribers", "show", "boss@example.org").stdout
+    assert shown.startswith("boss@example.org is not a subscriber. Suppressed: manual since ")
+    record = json.loads(digest.ok("subscribers", "export-person", "boss@example.org",
+                                  "--out", "-").stdout)
+    assert record["profile"] is None and record["suppression"]["reason"] == "manual"
+    erased = digest.ok("subscribers", "erase", "boss@example.org").stdout
+    assert "only the suppression list held it" in erased
+    assert list(suppressed(digest).values()) == ["erased"]
+    assert "boss" not in json.dumps(sql(digest.folder, "select * from suppressions"),
+                                    default=str)

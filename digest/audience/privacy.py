@@ -30,9 +30,16 @@ def person_record(store: Store, settings: Settings, email: str) -> dict[str, Any
     book = SubscriberBook(store, settings)
     with store.sessions() as session:
         sub = stored.find_subscriber(session, address.lower())
-        if sub is None:
-            raise InputError(f"no subscriber {address!r} (see: digest subscribers list)")
         found = book.suppression(session, address)
+        if sub is None and found is None:
+            raise InputError(f"no subscriber {address!r} (see: digest subscribers list)")
+        suppression = None if found is None else {
+            "reason": found.reason.value, "source": found.source,
+            "since": _when(found.created_at)}
+        if sub is None:
+            # Only the suppression list knows the address: that is all there is.
+            return {"profile": None, "consent": None, "bounces": None,
+                    "suppression": suppression, "deliveries": [], "bounce_events": []}
         deliveries = deliveries_of(session, sub.id)
         events = event_rows(session, subscriber_id=sub.id, limit=10_000)
         return {
@@ -45,9 +52,7 @@ def person_record(store: Store, settings: Settings, email: str) -> dict[str, Any
                         "confirmed_at": _when(sub.confirmed_at)},
             "bounces": {"score": sub.bounce_score, "hard_bounces": sub.hard_bounces,
                         "last_bounce_at": _when(sub.last_bounce_at)},
-            "suppression": None if found is None else {
-                "reason": found.reason.value, "source": found.source,
-                "since": _when(found.created_at)},
+            "suppression": suppression,
             "deliveries": [{"edition": row.number, "subject": row.subject,
                             "status": str(row.status), "attempts": row.attempts,
                             "sent_at": _when(row.sent_at), "error": row.last_error}
@@ -73,5 +78,6 @@ def erase(store: Store, settings: Settings, email: str) -> dict[str, int]:
             raise InputError(f"no subscriber {email.strip()!r} (see: digest subscribers "
                              f"list)")
         counts = erase_person(session, address.lower(), key, sub)
+        counts["profile"] = int(sub is not None)
     scrub_free_space(store)
     return counts

@@ -64,6 +64,10 @@ def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
 
 def _erase(app: App, email: str) -> None:
     counts = erase(app.store, app.settings, email)
+    if not counts["profile"]:
+        out.print(f"Erased {email.strip()}: only the suppression list held it, and now keeps "
+                  f"only a keyed hash of the address")
+        return
     out.print(f"Erased {email.strip()}: profile, consent, {counts['events']} bounce event(s) "
               f"and {counts['mails']} queued mail(s) deleted; the suppression list keeps only "
               f"a keyed hash of the address")
@@ -113,6 +117,11 @@ def subscribers_show(app: App, email: str) -> None:
         digest subscribers show ada@example.org
     """
     record = person_record(app.store, app.settings, email)
+    if record["profile"] is None:
+        sup = record["suppression"]
+        out.print(f"{email.strip()} is not a subscriber. Suppressed: {sup['reason']} since "
+                  f"{_short_time(sup['since'])} ({sup['source']}); nothing else is held.")
+        return
     for section in ("profile", "consent", "bounces"):
         out.print(f"{section.capitalize()}:")
         for key, value in record[section].items():
@@ -170,7 +179,7 @@ def subscribers_export_person(app: App, email: str, target: Path) -> None:
     except OSError as exc:
         raise InputError(f"cannot write {target}: {exc.strerror or exc}; check that the "
                          f"folder exists and is writable") from None
-    err.print(f"Wrote everything held about {record['profile']['email']} to {target}")
+    err.print(f"Wrote everything held about {email.strip()} to {target}")
 
 
 @subscribers.command("unsubscribe")
