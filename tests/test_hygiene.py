@@ -114,6 +114,8 @@ def test_a_suppressed_address_never_gets_a_delivery_row(
         digest.ok("subscribers", "add", f"{name}@example.org")
     digest.ok("suppressions", "add", "BOSS@example.org")
     assert "boss@example.org" in digest.ok("suppressions", "list").stdout
+    listed = digest.ok("subscribers", "list").stdout
+    assert re.search(r"boss@example\.org\s*│\s*│ suppressed", listed), listed
     digest.ok("articles", "import", str(SAMPLE_JSON))
     digest.ok("send", "--yes", env=smtp_env(smtp))
     assert sorted(m.recipients[0] for m in smtp.received) == ["ada@example.org",

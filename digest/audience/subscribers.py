@@ -30,7 +30,7 @@ from ..store.models import (
     SuppressionReason,
     utcnow,
 )
-from ..store.suppressions import find_suppression, suppress, unsuppress
+from ..store.suppressions import find_suppression, list_suppressions, suppress, unsuppress
 from ..text import clean_label
 from ..tokens import erased_key
 from .outbox import queue_mail
@@ -295,6 +295,11 @@ class SubscriberBook:
             sub = self._get(session, email)
             sub.topics = self.check_topics(session, topics)
             return sub
+
+    def suppressed_keys(self) -> set[str]:
+        """The email_keys on the suppression list (erased ones are hashes: never a key)."""
+        with self.store.sessions() as session:
+            return {s.email_key for s in list_suppressions(session)}
 
     def subscribers(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
         """Subscribers by id, of one status or all (removed ones are never listed)."""

@@ -265,9 +265,13 @@ def subscribers_list(app: App, status: str | None, fmt: str) -> None:
             writer.writerow([spreadsheet_safe(v) for v in (
                 r["email"], r["name"], r["status"], ";".join(r["topics"]), r["timezone"] or "")])
     else:
+        # An active subscriber on the suppression list gets nothing: the table says so.
+        held = _book(app).suppressed_keys()
         table = Table("email", "name", "status", "topics", "timezone")
-        for r in rows:
-            table.add_row(r["email"], r["name"], r["status"], ", ".join(r["topics"]) or "all",
+        for s, r in zip(subs, rows, strict=True):
+            shown = "suppressed" if s.email_key in held and r["status"] == "active" \
+                else r["status"]
+            table.add_row(r["email"], r["name"], shown, ", ".join(r["topics"]) or "all",
                           r["timezone"] or "")
         print_table(table, keep=("email", "status", "timezone"))
         out.print(f"{len(rows)} subscriber{'s' * (len(rows) != 1)}")
