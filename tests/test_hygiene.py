@@ -391,8 +391,12 @@ def test_a_real_complaint_and_a_real_unsubscribe_mail_through_bounces_import(
     assert status(digest, "other@example.org")[0] == "active"
     assert suppressed(digest) == {"kijitora@example.com": "complained",
                                   "example@icloud.com": "unsubscribed"}
-    listed = digest.ok("bounces", "list").stdout
-    assert "kijitora@example.com" in listed and "complaint" in listed
+    # The report is from 2016; it was received today, which is what --since counts.
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    listed = digest.ok("bounces", "list", "--since", today).stdout
+    assert "kijitora@example.com" in listed and "complaint" in listed and today in listed
+    [event] = json.loads(digest.ok("bounces", "list", "--format", "json").stdout)
+    assert event["time"].startswith("2016-") and event["received"].startswith(today)
 
 
 def test_adding_or_activating_an_existing_suppressed_subscriber_says_why_and_what_works(

@@ -116,7 +116,8 @@ class BounceDesk:
             return Resolved(finding, recipient, None, "not on the list")
         event = NewEvent(subscriber_id=sub.id, recipient=recipient, kind=finding.kind,
                          status=finding.status, reason=finding.reason, source=finding.source,
-                         occurred_at=finding.occurred_at or now,
+                         # A report dated in the future (a wrong clock) counts as now.
+                         occurred_at=min(finding.occurred_at or now, now),
                          fingerprint=_fingerprint(finding, str(sub.id)),
                          edition_id=finding.edition_id)
         session.flush()

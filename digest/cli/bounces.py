@@ -147,7 +147,8 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
 
 
 @bounces.command("list")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only events since this day.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
+              help="Only events received since this day.")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
@@ -166,16 +167,17 @@ def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None
         since=since.replace(tzinfo=UTC) if since else None, limit=limit)
     if fmt == "json":
         click.echo(json.dumps([
-            {"time": r.occurred_at.isoformat(), "recipient": r.recipient, "kind": str(r.kind),
+            {"time": r.occurred_at.isoformat(), "received": r.recorded_at.isoformat(),
+             "recipient": r.recipient, "kind": str(r.kind),
              "status": r.status, "reason": r.reason, "source": r.source,
              "edition": r.edition_number} for r in rows], indent=2))
         return
     if not rows:
         out.print("No bounce events" + (" since then" if since else " yet"))
         return
-    table = Table("date", "recipient", "kind", "status", "edition", "reason")
+    table = Table("received", "recipient", "kind", "status", "edition", "reason")
     for r in rows:
-        table.add_row(r.occurred_at.strftime("%Y-%m-%d"), r.recipient, str(r.kind),
+        table.add_row(r.recorded_at.strftime("%Y-%m-%d"), r.recipient, str(r.kind),
                       r.status or "-", str(r.edition_number or "-"), escape(r.reason))
-    print_table(table, keep=("date", "recipient", "kind", "status", "edition"),
+    print_table(table, keep=("received", "recipient", "kind", "status", "edition"),
                 fold=("reason",))

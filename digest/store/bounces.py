@@ -23,6 +23,7 @@ from .models import (
     Subscriber,
     SubscriberStatus,
     SuppressionReason,
+    utcnow,
 )
 from .suppressions import suppress
 
@@ -58,7 +59,7 @@ def _insert(conn: Any, event: NewEvent) -> bool:
               "recipient": event.recipient[:320], "kind": event.kind.value,
               "status": event.status, "reason": event.reason[:500],
               "source": event.source[:500], "occurred_at": event.occurred_at,
-              "fingerprint": event.fingerprint}
+              "recorded_at": utcnow(), "fingerprint": event.fingerprint}
     if dialect in ("sqlite", "postgresql"):
         module: Any = sqlite if dialect == "sqlite" else postgresql
         statement = module.insert(e).values(**values).on_conflict_do_nothing(
@@ -124,16 +125,17 @@ def _bounce(conn: Any, row: Any, mine: Any, reason: SuppressionReason, source: s
 
 def event_rows(session: Session, *, subscriber_id: int | None = None,
                since: datetime | None = None, limit: int = 200) -> list[Any]:
-    """Recent events, newest first, with the edition's number: (event, number)."""
+    """The events recorded last (since a time, when given), newest first, with the
+    edition's number: (event, number)."""
     e, ed = table_of(BounceEvent), table_of(Edition)
     query = (select(e, ed.c.number.label("edition_number"))
              .select_from(e.outerjoin(ed, ed.c.id == e.c.edition_id))
-             .order_by(e.c.occurred_at.desc(), e.c.id.desc()).limit(limit))
+             .order_by(e.c.recorded_at.desc(), e.c.id.desc()).limit(limit))
     conditions = []
     if subscriber_id is not None:
         conditions.append(e.c.subscriber_id == subscriber_id)
     if since is not None:
-        conditions.append(e.c.occurred_at >= since)
+        conditions.append(e.c.recorded_at >= since)
     if conditions:
         query = query.where(and_(*conditions))
     return list(session.execute(query).all())

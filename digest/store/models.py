@@ -325,6 +325,8 @@ class BounceEvent(Base):
     status: Mapped[str | None] = mapped_column(String(16))     # enhanced status, e.g. 5.1.1
     reason: Mapped[str] = mapped_column(String(500), default="")
     source: Mapped[str] = mapped_column(String(500), default="")
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When digest learned of it (a mailbox of old bounces is read today).
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     # The same report read twice (a mailbox re-read, a webhook retried) is one event.
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)

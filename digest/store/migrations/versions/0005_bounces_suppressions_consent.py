@@ -47,10 +47,11 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(500), nullable=False),
         sa.Column("source", sa.String(500), nullable=False),
         sa.Column("occurred_at", sa.DateTime(), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
     )
     op.create_index("ix_bounce_events_subscriber_id", "bounce_events", ["subscriber_id"])
-    op.create_index("ix_bounce_events_occurred_at", "bounce_events", ["occurred_at"])
+    op.create_index("ix_bounce_events_recorded_at", "bounce_events", ["recorded_at"])
     op.execute(
         "insert into suppressions (email_key, reason, source, created_at) "
         "select email_key, case status when 'unsubscribed' then 'unsubscribed' "
@@ -59,7 +60,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_bounce_events_occurred_at", "bounce_events")
+    op.drop_index("ix_bounce_events_recorded_at", "bounce_events")
     op.drop_index("ix_bounce_events_subscriber_id", "bounce_events")
     op.drop_table("bounce_events")
     op.drop_table("suppressions")
