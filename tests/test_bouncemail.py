@@ -519,8 +519,12 @@ def test_a_folder_of_eml_files_is_read_recursively_and_single_files_as_one(
     single = tmp_path / "one.msg"
     single.write_bytes(raw("flufl/yahoo_10.txt"))
     found = list(iter_sources([tmp_path / "in", single]))
+    # A file in a folder is read like a file given alone: b.eml starts with mbox's
+    # "From " line, so it is an mbox of one.
+    assert raw(DSN_B).startswith(b"From ") and not raw(DSN_A).startswith(b"From ")
     assert [source for source, _ in found] == [
-        str(tmp_path / "in" / "2024" / "b.eml"), str(tmp_path / "in" / "a.eml"), str(single)]
+        str(tmp_path / "in" / "2024" / "b.eml") + "#1", str(tmp_path / "in" / "a.eml"),
+        str(single)]
     assert found[2][1] == raw("flufl/yahoo_10.txt")
 
 
@@ -560,3 +564,15 @@ def test_a_dangling_link_is_one_input_error_and_skipped_inside_a_folder(
         list(iter_sources([broken]))
     assert str(raised.value).startswith(f"{broken}: no such file or folder")
     assert "\n" not in str(raised.value)
+
+
+def test_a_folder_gives_every_file_that_starts_like_mail(tmp_path: Path) -> None:
+    """A Maildir's new/ given alone, or a folder of .txt bounces, used to read as nothing
+    at all (only *.eml files were taken)."""
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "1700000001.M1.host").write_bytes(raw("flufl/postfix_01.txt"))
+    (tmp_path / "bounce.txt").write_bytes(raw("sisimai/p5-sendmail-05.eml"))
+    (tmp_path / "README").write_text("Bounces saved from the old server.\n")
+    (tmp_path / ".hidden.eml").write_bytes(raw("sisimai/p5-sendmail-05.eml"))
+    found = [Path(source.split("#")[0]).name for source, _ in iter_sources([tmp_path])]
+    assert sorted(found) == ["1700000001.M1.host", "bounce.txt"]

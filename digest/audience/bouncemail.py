@@ -841,7 +841,8 @@ def _finding(reading: Reading, recipient: str, kind: BounceKind, status: str | N
 def iter_sources(paths: Sequence[str | Path]) -> Iterator[tuple[str, bytes]]:
     """(source, raw bytes) for each message of each path: a Maildir (cur/, new/, tmp/),
     an mbox file (it starts with "From "; messages named "path#N", N from 1), a folder of
-    .eml files (recursive) or any other file as one message. A path that does not exist
+    files (recursive: every file that starts like mail) or any other file as one
+    message. A path that does not exist
     or cannot be read raises InputError naming it."""
     for given in paths:
         path = Path(given)
@@ -861,9 +862,13 @@ def _messages_in(path: Path) -> Iterator[tuple[str, bytes]]:
         if all((path / sub).is_dir() for sub in ("cur", "new", "tmp")):
             yield from _maildir(path)
         else:
-            for file in sorted(path.rglob("*.eml")):
-                if file.is_file():
-                    yield str(file), file.read_bytes()
+            # Every file that looks like mail (.eml, .txt, a Maildir's new/ or cur/ …);
+            # hidden files and other files (a README, a licence) are passed over.
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and not any(p.startswith(".") for p in
+                                              file.relative_to(path).parts) \
+                        and _looks_like_mail(file):
+                    yield from _messages_in(file)
         return
     with path.open("rb") as opened:
         is_mbox = opened.read(5) == b"From "
@@ -871,6 +876,15 @@ def _messages_in(path: Path) -> Iterator[tuple[str, bytes]]:
         yield from _mbox(path)
     else:
         yield str(path), path.read_bytes()
+
+
+# A header field's first line ("Name: value", RFC 5322 field names) or mbox's "From ".
+_MAIL_START = re.compile(rb"(From |[!-9;-~]+:)")
+
+
+def _looks_like_mail(file: Path) -> bool:
+    with file.open("rb") as opened:
+        return _MAIL_START.match(opened.read(200).lstrip(b"\xef\xbb\xbf")) is not None
 
 
 def _maildir(path: Path) -> Iterator[tuple[str, bytes]]:

@@ -54,6 +54,9 @@ def _outcome_rows(table: Table, outcome: Outcome) -> None:
 
 
 def _summary(report: DeskReport, dry_run: bool) -> str:
+    if not report.messages:
+        return ("No messages found (give a Maildir with cur/ new/ tmp/, an mbox file, message "
+                "files, or folders of them)")
     kinds = ", ".join(f"{report.kinds[k.value]} {k.value}" for k in BounceKind
                       if report.kinds[k.value])
     effects = ", ".join(f"{n} {what}" for what, n in sorted(report.effects.items()))
