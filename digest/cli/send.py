@@ -152,7 +152,8 @@ def _dry_run(app: App) -> None:
         out.print(_sentence(exc))
         return
     out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
-              f"{len(plan.topics)} topics and go to {plan.recipients} subscribers in "
+              f"{len(plan.topics)} topics and go to {plan.recipients} "
+              f"subscriber{'s' * (plan.recipients != 1)} in "
               f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
               f"skipped: nothing new in their topics). Nothing was stored or sent.")
 
@@ -202,9 +203,11 @@ def _confirm_new_edition(app: App, *, force: bool, yes: bool) -> bool:
     if not yes:
         if not sys.stdin.isatty():
             raise InputError(f"edition {plan.number} would go to {plan.recipients} "
-                             f"subscribers; add --yes to send without asking")
+                             f"subscriber{'s' * (plan.recipients != 1)}; add --yes to send "
+                             f"without asking")
         click.confirm(f"Send edition {plan.number} ({plan.articles} articles) to "
-                      f"{plan.recipients} subscribers?", abort=True)
+                      f"{plan.recipients} subscriber{'s' * (plan.recipients != 1)}?",
+                      abort=True)
     return True
 
 
