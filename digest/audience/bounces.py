@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from ..config import Settings
+from ..errors import InputError
 from ..store import bounces as stored
 from ..store import subscribers as people
 from ..store.bounces import BouncePolicy, NewEvent
@@ -20,7 +21,7 @@ from ..store.models import Subscriber, SubscriberStatus, utcnow
 from ..tokens import Verp, VerpClaims
 from .bouncemail import read_message
 from .findings import Finding, Reading
-from .subscribers import mark_unsubscribed
+from .subscribers import mark_unsubscribed, normalise_email
 
 __all__ = ["BounceDesk", "DeskReport", "Outcome", "Resolved"]
 
@@ -63,6 +64,21 @@ class DeskReport:
         for r in outcome.resolved:
             self.kinds[r.finding.kind.value] += 1
             self.effects["score raised" if r.effect.startswith("score") else r.effect] += 1
+
+
+def _by_address(session: Session, address: str) -> Subscriber | None:
+    """The subscriber at an address as a report writes it: lower-cased, and as we store
+    it (an IDN domain written in Unicode is stored in ASCII, xn--…)."""
+    if not address:
+        return None
+    sub = people.find_subscriber(session, address.lower())
+    if sub is None:
+        try:
+            key = normalise_email(address).lower()
+        except InputError:
+            return None
+        sub = people.find_subscriber(session, key)
+    return sub
 
 
 def _fingerprint(finding: Finding, who: str) -> str:
@@ -110,6 +126,12 @@ class BounceDesk:
         return outcome
 
     def _apply_one(self, session: Session, finding: Finding, now: datetime) -> Resolved:
+        # A token signed for an edition this store does not hold (a store restored from
+        # an older backup, a second store with the same secret) is not this store's: the
+        # report's own address decides, and the event names no edition.
+        if finding.edition_id is not None and not stored.edition_exists(session,
+                                                                          finding.edition_id):
+            finding = replace(finding, subscriber_id=None, edition_id=None)
         sub = self._subscriber(session, finding)
         recipient = sub.email.lower() if sub else finding.recipient
         if sub is None:
@@ -127,20 +149,17 @@ class BounceDesk:
 
     def _subscriber(self, session: Session, finding: Finding) -> Subscriber | None:
         """VERP first (the token names them, whatever the report's text says), then the
-        address the report names."""
+        address the report names (as stored: an IDN domain in ASCII)."""
         if finding.subscriber_id is not None:
             sub = people.get_subscriber(session, finding.subscriber_id)
             if sub is not None and sub.status is not SubscriberStatus.REMOVED:
                 return sub
-        if finding.recipient:
-            return people.find_subscriber(session, finding.recipient.lower())
-        return None
+        return _by_address(session, finding.recipient)
 
     def _unsubscribe(self, session: Session, reading: Reading) -> str | None:
         """A mail to the List-Unsubscribe mailto: unsubscribes its sender when that address
         is a subscriber who still gets mail."""
-        address = (reading.unsubscribe or "").lower()
-        sub = people.find_subscriber(session, address)
+        sub = _by_address(session, reading.unsubscribe or "")
         if sub is None or sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             return None
         mark_unsubscribed(session, sub, f"mail to {self.unsubscribe_address} "

@@ -28,7 +28,13 @@ from ..mail.transport import (
 )
 from ..store.db import Session, Store
 from ..store.models import OutboxMail, utcnow
-from ..store.outbox import add_mail, claim_due_mail, delete_mail, reschedule_mail
+from ..store.outbox import (
+    add_mail,
+    claim_due_mail,
+    delete_mail,
+    drop_blocked_mail,
+    reschedule_mail,
+)
 
 __all__ = ["OutboxReport", "OutboxSender", "drain_outbox", "queue_mail"]
 
@@ -78,6 +84,9 @@ def drain_outbox(store: Store, settings: Settings, transport: Transport | None =
     # One try per row per pass: a row retried "now" (backoff 0) waits for the next pass.
     now = now or utcnow()
     tried: set[int] = set()
+    dropped = drop_blocked_mail(store)
+    if dropped:
+        log.info("%d queued mail(s) dropped: their addresses were suppressed since", dropped)
     try:
         while (row := claim_due_mail(store, now, tried, LEASE)) is not None:
             tried.add(row.id)

@@ -114,10 +114,14 @@ class WebhookUnavailable(RuntimeError):
 # -- shared ------------------------------------------------------------------------------
 
 def _json(body: bytes) -> Any:
+    """The body's JSON. A "\\ud800" escape (a lone surrogate: valid JSON, but no text)
+    is malformed too: every string of a verified request must encode as UTF-8."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise WebhookMalformed("the body is not JSON") from None
+        value = json.loads(body)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError, json.JSONDecodeError, RecursionError):
+        raise WebhookMalformed("the body is not JSON (or not text)") from None
+    return value
 
 
 def _obj(value: Any, what: str) -> dict[str, Any]:

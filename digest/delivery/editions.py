@@ -15,10 +15,10 @@ from datetime import datetime
 from email.utils import make_msgid
 from typing import Any
 
-from ..audience.subscribers import normalise_email
+from ..audience.subscribers import SubscriberBook, normalise_email, refusal
 from ..config import Settings
 from ..content.edition import build_content, effective_variant
-from ..errors import DeliveryError, NothingToSend
+from ..errors import DeliveryError, InputError, NothingToSend
 from ..mail.message import (
     MessageTemplate,
     Recipient,
@@ -226,6 +226,13 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     """Send the coming (or unfinished) edition to one address, "[TEST]" in the subject,
     without touching the ledger. Returns the subject."""
     address = normalise_email(address)
+    book = SubscriberBook(store, settings)
+    with store.sessions() as session:
+        found = book.suppression(session, address)
+    if found is not None:
+        # A test copy is mail too: an address on the list gets none.
+        lift = f"digest suppressions remove {address}"
+        raise InputError("no test copy: " + refusal(address, found, lift))
     number, date, articles, sub = stored.test_copy_source(store, now, address)
     if not articles:
         raise NothingToSend("no new articles: nothing to send a test copy of")

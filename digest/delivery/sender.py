@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -67,7 +68,8 @@ def session_bounce(claim: Claim, reply: str) -> NewEvent:
     return NewEvent(subscriber_id=claim.subscriber_id, recipient=claim.email.lower(),
                     kind=classify_failure(status, reply), status=status, reason=reply[:300],
                     source="smtp session", occurred_at=utcnow(),
-                    fingerprint=f"smtp:{claim.delivery_id}:{claim.attempts}",
+                    # Each refusal is an event of its own (a retry starts attempts anew).
+                    fingerprint=f"smtp:{claim.delivery_id}:{uuid.uuid4().hex}",
                     edition_id=claim.edition_id)
 
 

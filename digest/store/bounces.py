@@ -27,7 +27,8 @@ from .models import (
 )
 from .suppressions import suppress
 
-__all__ = ["BouncePolicy", "NewEvent", "event_rows", "forget_events", "record_event"]
+__all__ = ["BouncePolicy", "NewEvent", "edition_exists", "event_rows", "forget_events",
+           "record_event"]
 
 _MAILABLE = (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
 
@@ -98,19 +99,33 @@ def record_event(conn: Any, event: NewEvent, policy: BouncePolicy, now: datetime
         conn.execute(update(s).where(mine).values(
             hard_bounces=s.c.hard_bounces + 1, last_bounce_at=when, updated_at=now))
         return _bounce(conn, row, mine, SuppressionReason.HARD_BOUNCED, event.source, now)
-    score = _score(row.bounce_score, row.last_bounce_at, when, policy)
-    conn.execute(update(s).where(mine).values(bounce_score=score, last_bounce_at=when,
+    score = _score(conn, event, row.bounce_score, row.last_bounce_at, policy)
+    last = max(when, row.last_bounce_at) if row.last_bounce_at else when
+    conn.execute(update(s).where(mine).values(bounce_score=score, last_bounce_at=last,
                                               updated_at=now))
     if score >= policy.score_threshold:
         return _bounce(conn, row, mine, SuppressionReason.BOUNCED, event.source, now)
     return f"score {score}/{policy.score_threshold}"
 
 
-def _score(score: int, last: datetime | None, when: datetime, policy: BouncePolicy) -> int:
-    if last is None or when - last > timedelta(days=policy.score_reset_days):
+def _score(conn: Any, event: NewEvent, score: int, last: datetime | None,
+           policy: BouncePolicy) -> int:
+    """The score after a soft bounce: a point for a day without one before (whatever
+    order the reports are read in), a new count after score_reset_days without a bounce;
+    a report older than the current count's window adds nothing."""
+    when, window = event.occurred_at, timedelta(days=policy.score_reset_days)
+    if last is not None and when < last - window:
+        return score
+    e = table_of(BounceEvent)
+    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    same_day = conn.execute(select(func.count()).select_from(e).where(
+        e.c.subscriber_id == event.subscriber_id, e.c.kind == BounceKind.SOFT.value,
+        e.c.occurred_at >= day, e.c.occurred_at < day + timedelta(days=1),
+        e.c.fingerprint != event.fingerprint)).scalar_one()
+    if same_day:
+        return max(score, 1)
+    if last is None or when - last > window:
         return 1
-    if last.date() == when.date():
-        return score                      # at most one point a day
     return score + 1
 
 
@@ -121,6 +136,10 @@ def _bounce(conn: Any, row: Any, mine: Any, reason: SuppressionReason, source: s
         status=SubscriberStatus.BOUNCED.value, updated_at=now))
     suppress(conn, row.email_key, reason, source, now)
     return "bounced" if row.status in _MAILABLE else "suppressed"
+
+
+def edition_exists(session: Session, edition_id: int) -> bool:
+    return session.get(Edition, edition_id) is not None
 
 
 def event_rows(session: Session, *, subscriber_id: int | None = None,

@@ -188,6 +188,9 @@ def discard(store: Store, number: int) -> int:
             update(Article).where(Article.edition_id == edition.id).values(edition_id=None)
             .execution_options(synchronize_session=False)))
         session.execute(delete(Delivery).where(Delivery.edition_id == edition.id))
+        # The bounces it met stay (they are about the subscribers), naming no edition.
+        session.execute(update(BounceEvent).where(BounceEvent.edition_id == edition.id)
+                        .values(edition_id=None).execution_options(synchronize_session=False))
         session.delete(edition)
         return int(articles)
 

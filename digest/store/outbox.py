@@ -9,13 +9,29 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .db import Store, rowcount
-from .models import OutboxMail, utcnow
+from .db import Store, rowcount, table_of
+from .models import OutboxMail, Suppression, SuppressionReason, utcnow
 
-__all__ = ["add_mail", "claim_due_mail", "delete_mail", "reschedule_mail"]
+__all__ = ["add_mail", "claim_due_mail", "delete_mail", "drop_blocked_mail",
+           "reschedule_mail"]
+
+
+def _blocked() -> ColumnElement[bool]:
+    """A queued mail whose recipient is on the suppression list for a reason that bars
+    even a confirmation (anything but their own unsubscribe: they may sign up again)."""
+    s = table_of(Suppression)
+    return exists().where(s.c.email_key == func.lower(OutboxMail.recipient),
+                          s.c.reason != SuppressionReason.UNSUBSCRIBED.value)
+
+
+def drop_blocked_mail(store: Store) -> int:
+    """Delete the queued mails to addresses suppressed since they were queued."""
+    with store.writes.begin() as session:
+        return rowcount(session.execute(delete(OutboxMail).where(_blocked())
+                                        .execution_options(synchronize_session=False)))
 
 
 def add_mail(session: Session, sender: str, recipient: str, message: bytes,
@@ -35,7 +51,7 @@ def claim_due_mail(store: Store, now: datetime, skip: Collection[int],
             row_id = session.scalar(
                 select(OutboxMail.id)
                 .where(OutboxMail.next_attempt_at <= now, OutboxMail.id.not_in(skip),
-                       unleased)
+                       unleased, ~_blocked())
                 .order_by(OutboxMail.id).limit(1))
         if row_id is None:
             return None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from ..audience.bounces import BounceDesk
@@ -71,14 +71,15 @@ class _Hooks:
             return _reply(404, "not found")
         request.max_content_length = MAX_BODY
         body = request.get_data(cache=False)
+        g.claimed_token = None
         try:
             return _handle(provider, read, body)
         except Exception:
             # Not recorded (the store failed): the provider's next try, with the same
-            # token, must not be refused as a replay.
-            token = mailgun_token(body) if provider == "mailgun" else None
-            if token is not None:
-                self.seen.forget(token)
+            # token, must not be refused as a replay. Only a token this request claimed:
+            # a request that failed before (never verified) frees nobody's token.
+            if g.claimed_token is not None:
+                self.seen.forget(g.claimed_token)
             raise
 
     def configured(self, provider: str) -> bool:
@@ -99,7 +100,9 @@ class _Hooks:
                                         site().settings.webhooks)
 
     def mailgun(self, body: bytes) -> list[Finding]:
-        return verify_and_read_mailgun(body, site().settings.webhooks, seen=self.seen)
+        findings = verify_and_read_mailgun(body, site().settings.webhooks, seen=self.seen)
+        g.claimed_token = mailgun_token(body)      # verified and claimed by this request
+        return findings
 
     def sendgrid(self, body: bytes) -> list[Finding]:
         assert self.sendgrid_key is not None  # configured() checked it
