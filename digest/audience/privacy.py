@@ -15,7 +15,7 @@ from ..store.privacy import deliveries_of, erase_person, scrub_free_space
 from ..tokens import erased_key
 from .subscribers import SubscriberBook, normalise_email
 
-__all__ = ["erase", "person_record"]
+__all__ = ["compact", "erase", "person_record"]
 
 
 def _when(value: datetime | None) -> str | None:
@@ -79,5 +79,11 @@ def erase(store: Store, settings: Settings, email: str) -> dict[str, int]:
                              f"list)")
         counts = erase_person(session, address.lower(), key, sub)
         counts["profile"] = int(sub is not None)
-    scrub_free_space(store)
+    counts["scrubbed"] = int(scrub_free_space(store))
     return counts
+
+
+def compact(store: Store) -> bool:
+    """Rewrite the SQLite file without free pages and empty its log (after an erasure
+    that another reader kept from doing so); True when done."""
+    return scrub_free_space(store, busy_ms=30_000)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..audience.privacy import compact
 from ..checks import check_setup
 from ..config import load_settings
 from ..demo import run_demo
@@ -68,6 +69,25 @@ def db() -> None:
     \b
         digest db upgrade
     """
+
+
+@db.command("compact")
+@click.pass_obj
+def db_compact(app: App) -> None:
+    """Rewrite an SQLite store without its free space (where erased data may linger).
+
+    `digest subscribers erase` does this itself; run it when erase said another process
+    was reading the store.
+
+    Example:
+
+    \b
+        digest db compact
+    """
+    if not compact(app.store):
+        raise InputError("another process kept the store busy for 30 seconds; stop it "
+                         "(digest serve, the scheduler) for a moment and run this again")
+    out.print("The store file holds no free space or write-ahead log any more.")
 
 
 @db.command("upgrade")

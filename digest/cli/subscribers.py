@@ -64,6 +64,11 @@ def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
 
 def _erase(app: App, email: str) -> None:
     counts = erase(app.store, app.settings, email)
+    if not counts["scrubbed"]:
+        raise InputError(f"{email.strip()} is erased from the store, but another process "
+                         f"was reading it, so a copy may linger in the SQLite file's free "
+                         f"space: run `digest db compact` once it is idle (stop digest serve "
+                         f"for a moment if it stays busy)")
     if not counts["profile"]:
         out.print(f"Erased {email.strip()}: only the suppression list held it, and now keeps "
                   f"only a keyed hash of the address")

@@ -61,18 +61,27 @@ def erase_person(session: Session, address: str, hashed_key: str,
     return counts
 
 
-def scrub_free_space(store: Store) -> None:
+def scrub_free_space(store: Store, busy_ms: int = 5000) -> bool:
     """After an erasure: make sure no copy of the erased data lingers in the database
     file's free pages or its write-ahead log (SQLite; a server database reuses its own
-    space and is the operator's to vacuum)."""
+    space and is the operator's to vacuum). False when another connection's read kept
+    that from finishing (`digest db compact` later does it)."""
     if store.engine.dialect.name != "sqlite":
-        return
+        return True
     raw = store.engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
-        # VACUUM rewrites the file without the freed pages; the checkpoints empty the WAL.
-        for statement in ("PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM",
-                          "PRAGMA wal_checkpoint(TRUNCATE)"):
-            driver.execute(statement)
+        driver.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        try:
+            # VACUUM rewrites the file without the freed pages; the checkpoints move
+            # everything into it and empty the WAL.
+            busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            driver.execute("VACUUM")
+            busy += driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except Exception as exc:       # sqlite3.OperationalError: database is locked
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        return busy == 0
     finally:
         raw.close()

@@ -10,6 +10,7 @@ scanners follow links.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -32,6 +33,8 @@ from .site import page, site
 __all__ = ["SIGNUP_LIMIT", "public_pages"]
 
 SIGNUP_LIMIT = "5 per 10 minutes"
+log = logging.getLogger("digest.web")
+
 _USED = "This link was already used, or has been replaced by a newer one."
 
 
@@ -197,7 +200,9 @@ def _your_data(sub: Subscriber, action: str) -> Any:
                             "Content-Disposition": 'attachment; filename="my-data.json"'})
     if request.form.get("confirm") != "yes":
         abort(400, "Tick the box to confirm that everything about you should be deleted.")
-    erase(here.store, here.settings, sub.email)
+    if not erase(here.store, here.settings, sub.email)["scrubbed"]:
+        log.warning("subscriber %s erased; another reader kept the store file from being "
+                    "compacted: run digest db compact", sub.id)
     return page("Deleted", "Everything we held about you is deleted, and you will get no "
                 "more mail from us.", "We keep only a one-way fingerprint of the address, "
                 "so that it is never added to the list again by mistake.")
