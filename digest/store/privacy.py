@@ -82,6 +82,6 @@ def scrub_free_space(store: Store, busy_ms: int = 5000) -> bool:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             return False
-        return busy == 0
+        return bool(busy == 0)
     finally:
         raw.close()
