@@ -9,11 +9,11 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -343,8 +343,10 @@ class SubscriberBook:
                 session.flush()
             elif sub.status is SubscriberStatus.PENDING:
                 sub.name, sub.topics = name or sub.name, chosen or sub.topics
-            if sub.status is not SubscriberStatus.ACTIVE:
+            if sub.status is SubscriberStatus.PENDING:
                 # What they asked for, and from where: the consent on record once confirmed.
+                # (Someone who left keeps their record until they confirm: the form may
+                # have been a stranger's.)
                 sub.consent_source, sub.consent_at = "sign-up", utcnow()
                 sub.consent_ip = (client or "")[:64] or None
             envelope_from, message = mail(sub)
@@ -359,8 +361,8 @@ class SubscriberBook:
             sub = stored.get_subscriber(session, subscriber_id)
         return _link_state(sub, version)
 
-    def confirm(self, subscriber_id: int, version: int, welcome: SignUpMail | None = None
-                ) -> tuple[LinkState, Subscriber | None]:
+    def confirm(self, subscriber_id: int, version: int, welcome: SignUpMail | None = None,
+                client: str | None = None) -> tuple[LinkState, Subscriber | None]:
         """Confirm a pending subscriber by their link: active, bounces forgotten, and the
         link used up (the token version moves on). Returns the link's state before (see
         `confirmation`); only READY changes anything."""
@@ -375,6 +377,10 @@ class SubscriberBook:
                 # Someone who unsubscribed comes back through double opt-in: their new
                 # consent lifts the suppression of their unsubscribe (and nothing else).
                 unsuppress(session, [sub.email_key], [SuppressionReason.UNSUBSCRIBED])
+                if sub.status is not SubscriberStatus.PENDING:
+                    # Coming back: their new consent is this confirmation.
+                    sub.consent_source, sub.consent_at = "sign-up", utcnow()
+                    sub.consent_ip = (client or "")[:64] or None
                 sub.status = SubscriberStatus.ACTIVE
                 sub.hard_bounces = sub.bounce_score = 0
                 sub.confirmed_at = utcnow()
@@ -463,7 +469,7 @@ class SubscriberBook:
         rows: dict[str, _Row] = {}
         session = self.store.writes()
         try:
-            with session.begin():
+            with session.begin(), _csv_errors(path, reader):
                 end = reader.line_num
                 for row in reader:
                     line, end = end + 1, reader.line_num
@@ -588,6 +594,17 @@ class SubscriberBook:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}; check that the "
                              f"folder exists and is writable") from None
         return len(subs)
+
+
+@contextlib.contextmanager
+def _csv_errors(path: str, reader: Any) -> Iterator[None]:
+    """csv.Error (a cell past the csv module's size limit: a quote left open swallowed
+    the rest of the file) as one line naming where."""
+    try:
+        yield
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: {exc}; a quote left open earlier makes "
+                         f"one cell of the lines after it") from None
 
 
 def _suppress_status(session: Session, sub: Subscriber, source: str) -> None:

@@ -12,7 +12,7 @@ from typing import TextIO
 from ..config import Settings
 from ..errors import InputError
 from ..store import suppressions as stored
-from ..store.db import Store
+from ..store.db import Session, Store
 from ..store.models import Suppression, SuppressionReason, utcnow
 from .subscribers import SubscriberBook, normalise_email
 
@@ -92,7 +92,16 @@ class SuppressionBook:
                              "subscribers erase EMAIL")
         address = normalise_email(email)
         with self.store.writes.begin() as session:
-            return stored.suppress(session, address.lower(), reason, source, utcnow())
+            return self._suppress(session, address.lower(), reason, source, utcnow())
+
+    def _suppress(self, session: Session, key: str, reason: SuppressionReason, source: str,
+                  when: datetime) -> bool:
+        """Suppress key, unless it is there as an erased person's hash: an erased address
+        never comes back in clear text."""
+        found = None if key.startswith("hmac:") else self.book.suppression(session, key)
+        if found is not None and found.email_key != key:
+            return False
+        return stored.suppress(session, key, reason, source, when)
 
     def remove(self, email: str) -> Suppression:
         """Lift the suppression of an address (by the address or its erased hash); the
@@ -116,7 +125,12 @@ class SuppressionBook:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read {path}: {exc}") from None
-        rows = list(csv.reader(io.StringIO(text)))
+        reader = csv.reader(io.StringIO(text))
+        try:
+            rows = list(reader)
+        except csv.Error as exc:
+            raise InputError(f"{path}:{reader.line_num}: {exc}; a quote left open earlier "
+                             f"makes one cell of the lines after it") from None
         columns, start = _columns(rows[0] if rows else [])
         report = SuppressionImport()
         with self.store.writes.begin() as session:
@@ -130,7 +144,7 @@ class SuppressionBook:
                     report.rejected.append(f"{path}:{line}: {exc}")
                     continue
                 what = cells.get("source") or source or f"import {path.name}"
-                changed = stored.suppress(session, key, reason, what, when)
+                changed = self._suppress(session, key, reason, what, when)
                 report.added += changed
                 report.unchanged += not changed
                 report.hashes += key.startswith("hmac:") and changed

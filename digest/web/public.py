@@ -154,7 +154,8 @@ def confirm(token: str) -> Any:
 def confirm_post(token: str) -> Any:
     claims = _claims("confirm", token)
     here = site()
-    state, sub = here.book.confirm(claims.subscriber_id, claims.version, here.welcome)
+    state, sub = here.book.confirm(claims.subscriber_id, claims.version, here.welcome,
+                                   client=request.remote_addr)
     if state is LinkState.READY and here.outbox is not None:
         here.outbox.wake()
     if state is LinkState.USED or sub is None:
