@@ -481,3 +481,12 @@ def test_an_address_only_the_suppression_list_holds_can_be_shown_and_erased(
     assert list(suppressed(digest).values()) == ["erased"]
     assert "boss" not in json.dumps(sql(digest.folder, "select * from suppressions"),
                                     default=str)
+
+
+def test_a_bounce_on_standard_input_is_read_as_a_pipe_alias_hands_it_over(
+        digest: Digest) -> None:
+    digest.ok("subscribers", "add", "xxxxx@local.ie")
+    bounce = (BOUNCES / "flufl" / "postfix_01.txt").read_text(encoding="latin-1")
+    result = digest("bounces", "import", "-", input=bounce)
+    assert result.exit_code == 0, result.output
+    assert status(digest, "xxxxx@local.ie")[0] == "bounced"

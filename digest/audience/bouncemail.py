@@ -26,6 +26,8 @@ import html
 import logging
 import mailbox
 import re
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -261,11 +263,17 @@ def _reason(text: str) -> str:
     return clean_label(text)[:REASON_CHARS]
 
 
+def _raw_id(raw: bytes) -> str:
+    """A report without a Message-ID is known by a hash of its bytes, line endings made
+    one (IMAP hands over CRLF, a Maildir file holds LF: the same report)."""
+    return "sha256:" + hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+
+
 def _report_id(msg: Message | None, raw: bytes) -> str:
     message_id = _header(msg, "Message-ID").strip() if msg is not None else ""
     if message_id:
         return message_id[:250]
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return _raw_id(raw)
 
 
 def _date(value: str) -> datetime | None:
@@ -767,7 +775,7 @@ def read_message(raw: bytes, source: str, *, verp: VerpLookup | None = None,
     and edition_id. unsubscribe_address is the address of our List-Unsubscribe mailto: a
     mail to it (not itself an automatic reply or a bounce) asks to unsubscribe its
     sender. Never raises for what the message holds: a malformed message is ignored."""
-    reading = Reading(source=source, report_id="sha256:" + hashlib.sha256(raw).hexdigest())
+    reading = Reading(source=source, report_id=_raw_id(raw))
     try:
         msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES])
         reading.report_id = _report_id(msg, raw)
@@ -847,6 +855,10 @@ def iter_sources(paths: Sequence[str | Path]) -> Iterator[tuple[str, bytes]]:
     for given in paths:
         path = Path(given)
         try:
+            if str(given) == "-":
+                # Standard input: what an MTA's pipe alias hands over, one message or mbox.
+                yield from _piped(Path("stdin"), sys.stdin.buffer.read())
+                continue
             yield from _messages_in(path)
         except (OSError, ValueError) as error:
             reason = getattr(error, "strerror", None) or str(error)
@@ -870,12 +882,27 @@ def _messages_in(path: Path) -> Iterator[tuple[str, bytes]]:
                         and _looks_like_mail(file):
                     yield from _messages_in(file)
         return
+    if not path.is_file():
+        # A pipe (an MTA alias piping each bounce into /dev/stdin): it can be read once.
+        yield from _piped(path, path.read_bytes())
+        return
     with path.open("rb") as opened:
         is_mbox = opened.read(5) == b"From "
     if is_mbox:
         yield from _mbox(path)
     else:
         yield str(path), path.read_bytes()
+
+
+def _piped(path: Path, data: bytes) -> Iterator[tuple[str, bytes]]:
+    if not data.startswith(b"From "):
+        yield str(path), data
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "piped.mbox"
+        copy.write_bytes(data)
+        for source, raw in _mbox(copy):
+            yield f"{path}#{source.rsplit('#', 1)[1]}", raw
 
 
 # A header field's first line ("Name: value", RFC 5322 field names) or mbox's "From ".

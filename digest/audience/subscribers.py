@@ -22,7 +22,7 @@ from ..config import Settings
 from ..content.topics import TopicClassifier
 from ..errors import ConfigError, InputError
 from ..store import subscribers as stored
-from ..store.db import Session, Store
+from ..store.db import Session, Store, StoreConflict
 from ..store.models import (
     Subscriber,
     SubscriberStatus,
@@ -328,13 +328,26 @@ class SubscriberBook:
         name = clean_name(name)
         with self.store.sessions() as session:
             chosen = self.check_topics(session, topics)
+        for attempt in (1, 2):
+            try:
+                self._record_sign_up(address, name, chosen, mail, client)
+                break
+            except StoreConflict:
+                # The same new address from two requests at once (a double click): the
+                # other insert won; this one finds its row on the second try.
+                if attempt == 2:
+                    raise
+        return address
+
+    def _record_sign_up(self, address: str, name: str, chosen: list[str], mail: SignUpMail,
+                        client: str | None) -> None:
         with self.store.writes.begin() as session:
             found = self.suppression(session, address)
             if found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED:
                 # Complained, bounced, erased: never mailed again, not even a confirmation
                 # (the page answers the same, so it tells nobody why).
                 log.info("sign-up of a suppressed address refused (%s)", found.reason.value)
-                return address
+                return
             sub = stored.find_subscriber(session, address.lower())
             if sub is None:
                 sub = Subscriber(email=address, email_key=address.lower(), name=name,
@@ -351,7 +364,6 @@ class SubscriberBook:
                 sub.consent_ip = (client or "")[:64] or None
             envelope_from, message = mail(sub)
             queue_mail(session, envelope_from, sub.email, message, subscriber_id=sub.id)
-        return address
 
     def confirmation(self, subscriber_id: int, version: int
                      ) -> tuple[LinkState, Subscriber | None]:

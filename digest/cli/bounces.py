@@ -53,10 +53,13 @@ def _outcome_rows(table: Table, outcome: Outcome) -> None:
                       escape(_short_source(outcome.reading.source)))
 
 
-def _summary(report: DeskReport, dry_run: bool) -> str:
+_NONE_IN_FILES = ("No messages found (give a Maildir with cur/ new/ tmp/, an mbox file, "
+                  "message files, or folders of them)")
+
+
+def _summary(report: DeskReport, dry_run: bool, none: str = _NONE_IN_FILES) -> str:
     if not report.messages:
-        return ("No messages found (give a Maildir with cur/ new/ tmp/, an mbox file, message "
-                "files, or folders of them)")
+        return none
     kinds = ", ".join(f"{report.kinds[k.value]} {k.value}" for k in BounceKind
                       if report.kinds[k.value])
     effects = ", ".join(f"{n} {what}" for what, n in sorted(report.effects.items()))
@@ -69,17 +72,18 @@ def _summary(report: DeskReport, dry_run: bool) -> str:
     return line + (" (dry run: nothing was stored)" if dry_run else "")
 
 
-def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool) -> None:
+def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool,
+          none: str = _NONE_IN_FILES) -> None:
     if fmt == "json":
         click.echo(json.dumps([o for oc in outcomes for o in _finding_objects(oc)], indent=2))
-        err.print(_summary(report, dry_run))
+        err.print(_summary(report, dry_run, none))
         return
     table = Table("recipient", "kind", "status", "what it did", "message")
     for outcome in outcomes:
         _outcome_rows(table, outcome)
     if table.row_count:
         print_table(table, keep=("recipient", "kind", "status"), fold=("message",))
-    out.print(_summary(report, dry_run))
+    out.print(_summary(report, dry_run, none))
 
 
 @bounces.command("import")
@@ -142,7 +146,7 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
         task = bar.add_task("Reading the mailbox", total=None)
         fetched = fetch_bounces(app.settings, app.store, dry_run=dry_run, on_outcome=seen,
                                 progress=lambda _what: bar.advance(task))
-    _emit(outcomes, report, "table", dry_run)
+    _emit(outcomes, report, "table", dry_run, none="The bounce mailbox holds no messages")
     for line in fetched.errors:
         err.print(f"not handled: {line}")
     if fetched.left:

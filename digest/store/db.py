@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, inspect
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
@@ -23,7 +23,8 @@ from ..errors import StoreError
 from .models import Base
 
 # Session is here for the services that run several queries in one transaction of theirs.
-__all__ = ["STORE_ERRORS", "Session", "Store", "StoreUnavailable", "check_schema",
+__all__ = ["STORE_ERRORS", "Session", "Store", "StoreConflict", "StoreUnavailable",
+           "check_schema",
            "current_revision", "head_revision", "open_engine", "rowcount", "session_factory",
            "table_of", "upgrade_schema", "upgrade_store"]
 
@@ -31,6 +32,9 @@ __all__ = ["STORE_ERRORS", "Session", "Store", "StoreUnavailable", "check_schema
 # timeout: named here so that callers outside store/ (the CLI's one-line error) need not
 # import SQLAlchemy.
 StoreUnavailable = OperationalError
+
+# A write that broke a unique constraint: another transaction wrote the same row first.
+StoreConflict = IntegrityError
 
 # Every error a query raises when the store cannot answer it (StoreUnavailable, a table
 # missing or refused, ...): what callers outside store/ catch to report a store problem.
