@@ -265,15 +265,19 @@ class SnsClient:
                 self._keys.popitem(last=False)
         return public
 
-    def _fetch_key(self, url: httpx.URL, now: float | None) -> rsa.RSAPublicKey:
+    def _get(self, url: httpx.URL, failure: str) -> httpx.Response:
+        """GET url from an SNS host; WebhookUnavailable ("failure (why)") unless a 200, so
+        that SNS tries again later."""
         try:
             response = self._client.get(url)
         except httpx.HTTPError as exc:
-            raise WebhookUnavailable(f"the SNS signing certificate could not be fetched "
-                                     f"({type(exc).__name__})") from None
+            raise WebhookUnavailable(f"{failure} ({type(exc).__name__})") from None
         if response.status_code != 200:
-            raise WebhookUnavailable(f"the SNS signing certificate could not be fetched "
-                                     f"(HTTP {response.status_code})")
+            raise WebhookUnavailable(f"{failure} (HTTP {response.status_code})")
+        return response
+
+    def _fetch_key(self, url: httpx.URL, now: float | None) -> rsa.RSAPublicKey:
+        response = self._get(url, "the SNS signing certificate could not be fetched")
         try:
             certificate = x509.load_pem_x509_certificate(response.content)
         except ValueError:
@@ -288,15 +292,7 @@ class SnsClient:
 
     def confirm(self, value: Any) -> None:
         """GET the SubscribeURL `value` (an SNS host only), as SNS asks."""
-        url = _sns_url(value, "SubscribeURL")
-        try:
-            response = self._client.get(url)
-        except httpx.HTTPError as exc:
-            raise WebhookUnavailable(f"the subscription could not be confirmed "
-                                     f"({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise WebhookUnavailable(f"the subscription could not be confirmed "
-                                     f"(HTTP {response.status_code})")
+        self._get(_sns_url(value, "SubscribeURL"), "the subscription could not be confirmed")
 
 
 def _sns_canonical(message: Mapping[str, Any]) -> bytes:
