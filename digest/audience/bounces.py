@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -54,12 +53,13 @@ class DeskReport:
     ignored: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
     effects: Counter[str] = field(default_factory=Counter)
-    unsubscribed: int = 0
-    failed: list[str] = field(default_factory=list)     # "source: why"
+    requests: int = 0          # mails to the unsubscribe address
+    unsubscribed: int = 0      # of those, from subscribers who were still getting mail
 
     def add(self, outcome: Outcome) -> None:
         self.messages += 1
         self.ignored += outcome.reading.ignored
+        self.requests += outcome.reading.unsubscribe is not None
         self.unsubscribed += outcome.unsubscribed is not None
         for r in outcome.resolved:
             self.kinds[r.finding.kind.value] += 1
@@ -171,9 +171,4 @@ class BounceDesk:
         with self.store.sessions() as session:
             return stored.event_rows(session, since=since, limit=limit)
 
-    def apply_all(self, readings: Iterable[Reading], *, dry_run: bool = False) -> DeskReport:
-        report = DeskReport()
-        for reading in readings:
-            report.add(self.apply(reading, dry_run=dry_run))
-        return report
 

@@ -65,8 +65,9 @@ def _summary(report: DeskReport, dry_run: bool, none: str = _NONE_IN_FILES) -> s
     effects = ", ".join(f"{n} {what}" for what, n in sorted(report.effects.items()))
     line = (f"{report.messages} message(s): {kinds or 'no bounce or complaint'}; "
             f"{report.ignored} ignored (no bounce)")
-    if report.unsubscribed:
-        line += f"; {report.unsubscribed} unsubscribed by mail"
+    if report.requests:
+        line += (f"; {report.requests} mail(s) to the unsubscribe address, "
+                 f"{report.unsubscribed} unsubscribed")
     if effects:
         line += f". Subscribers: {effects}"
     return line + (" (dry run: nothing was stored)" if dry_run else "")
