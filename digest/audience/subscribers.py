@@ -43,6 +43,7 @@ __all__ = [
     "SubscriberBook",
     "LIFTABLE",
     "clean_name",
+    "csv_errors",
     "mark_unsubscribed",
     "normalise_email",
     "refusal",
@@ -481,7 +482,7 @@ class SubscriberBook:
         rows: dict[str, _Row] = {}
         session = self.store.writes()
         try:
-            with session.begin(), _csv_errors(path, reader):
+            with session.begin(), csv_errors(path, reader):
                 end = reader.line_num
                 for row in reader:
                     line, end = end + 1, reader.line_num
@@ -609,7 +610,7 @@ class SubscriberBook:
 
 
 @contextlib.contextmanager
-def _csv_errors(path: str, reader: Any) -> Iterator[None]:
+def csv_errors(path: str | Path, reader: Any) -> Iterator[None]:
     """csv.Error (a cell past the csv module's size limit: a quote left open swallowed
     the rest of the file) as one line naming where."""
     try:

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..store import suppressions as stored
 from ..store.db import Session, Store
 from ..store.models import Suppression, SuppressionReason, utcnow
-from .subscribers import SubscriberBook, normalise_email
+from .subscribers import SubscriberBook, csv_errors, normalise_email
 
 __all__ = ["SUPPRESSION_COLUMNS", "SuppressionBook", "SuppressionImport"]
 
@@ -126,11 +126,8 @@ class SuppressionBook:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read {path}: {exc}") from None
         reader = csv.reader(io.StringIO(text))
-        try:
+        with csv_errors(path, reader):
             rows = list(reader)
-        except csv.Error as exc:
-            raise InputError(f"{path}:{reader.line_num}: {exc}; a quote left open earlier "
-                             f"makes one cell of the lines after it") from None
         columns, start = _columns(rows[0] if rows else [])
         report = SuppressionImport()
         with self.store.writes.begin() as session:
