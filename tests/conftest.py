@@ -157,3 +157,18 @@ def run_digest(folder: Path, *args: str, env: dict[str, str]) -> subprocess.Pope
     full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.Popen([sys.executable, "-m", "digest", *args], cwd=folder, env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# --- mail servers of the bounce tests --------------------------------------------------
+
+from mailservers import Dovecot, need_dovecot  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    """A real Dovecot on 127.0.0.1, one per test module (stopping one takes a second);
+    each test adds a user of its own."""
+    need_dovecot()
+    server = Dovecot().start()
+    yield server
+    server.stop()

@@ -9,14 +9,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ROOT, SAMPLE_JSON, Digest, smtp_env, sql
-from mailservers import Dovecot, need_dovecot
+from mailservers import Dovecot
 from test_webhooks import (  # noqa: F401
     Hooks,
     body,
@@ -324,14 +323,6 @@ def test_a_bounce_piped_to_dev_stdin_is_read_whole_or_refused(digest: Digest) ->
                           timeout=120)
     bounced = sql(digest.folder, "select status from subscribers") == [("bounced",)]
     assert bounced or done.returncode == 1, done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    need_dovecot()
-    server = Dovecot().start()
-    yield server
-    server.stop()
 
 
 def test_fetch_of_an_empty_mailbox_does_not_ask_for_a_maildir(

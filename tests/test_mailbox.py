@@ -5,27 +5,17 @@ in is one line naming the mailbox and the setting that fixes it."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from conftest import DATA, Digest, need, sql
-from mailservers import Dovecot, DovecotUser, free_port, need_dovecot
+from mailservers import Dovecot, DovecotUser, free_port
 
 from digest.audience.mailbox import FetchReport, fetch_mailbox
 from digest.config import Settings, load_settings, with_overrides
 from digest.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    """One server for the module (stopping one takes a second); each test has a user."""
-    need_dovecot()
-    server = Dovecot().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
