@@ -30,6 +30,7 @@ __all__ = [
     "DigestSettings",
     "FeedSettings",
     "FetchSettings",
+    "GroupingSettings",
     "ScheduleSettings",
     "Settings",
     "SmtpSettings",
@@ -49,6 +50,7 @@ ENV_PREFIX = "DIGEST_"
 class TopicRule:
     name: str
     keywords: tuple[str, ...] = ()
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,25 @@ class FeedSettings:
     url: str
     name: str = ""
     topic: str = ""
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """How articles find their topic and story, and how a topic's stories are ranked."""
+
+    method: str = "semantic"
+    # The least confidence (cosine similarity of the article to its best topic, keyword
+    # boost included) at which the semantic step assigns a topic; below, the catch-all.
+    min_confidence: float = 0.05
+    # Two articles tell the same story when their similarity reaches this, they appeared
+    # within story_window_hours of each other and they share three names or figures
+    # (content/stories.py).
+    story_threshold: float = 0.7
+    story_window_hours: float = 72.0
+    # Recency decay of the ranking score: an article this many hours older than the
+    # edition counts half.
+    half_life_hours: float = 48.0
 
 
 @dataclass(frozen=True)
@@ -217,6 +238,7 @@ class Settings:
     web: WebSettings = WebSettings()
     bounces: BouncesSettings = BouncesSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    grouping: GroupingSettings = GroupingSettings()
     topics: tuple[TopicRule, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
@@ -295,6 +317,7 @@ _SECTIONS: dict[str, type] = {
     "web": WebSettings,
     "bounces": BouncesSettings,
     "webhooks": WebhooksSettings,
+    "grouping": GroupingSettings,
 }
 # Settings that were, and what took their place.
 _RETIRED = {("digest", "bounce_threshold"): "a hard bounce now bounces a subscriber at once, "
@@ -311,6 +334,7 @@ _CHOICES = {
     ("bounces", "protocol"): ("imap", "pop3"),
     ("bounces", "security"): ("ssl", "starttls", "none"),
     ("bounces", "after"): ("move", "delete"),
+    ("grouping", "method"): ("semantic", "keywords"),
 }
 
 
@@ -407,7 +431,10 @@ def _topics(raw: Any, origin: str) -> tuple[TopicRule, ...]:
         keywords = item.get("keywords", [])
         if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
             raise ConfigError(f"{where} ({item['name']}): keywords must be a list of strings")
-        extra = set(item) - {"name", "keywords"}
+        description = item.get("description", "")
+        if not isinstance(description, str):
+            raise ConfigError(f"{where} ({item['name']}): description must be a string")
+        extra = set(item) - {"name", "keywords", "description"}
         if extra:
             raise ConfigError(f"{where} ({item['name']}): unknown key(s) "
                               f"{', '.join(sorted(extra))}")
@@ -415,7 +442,7 @@ def _topics(raw: Any, origin: str) -> tuple[TopicRule, ...]:
             raise ConfigError(f"{where}: topic {item['name']!r} is listed twice")
         seen.add(item["name"].lower())
         words = tuple(k.strip() for k in keywords if k.strip())
-        rules.append(TopicRule(item["name"].strip(), words))
+        rules.append(TopicRule(item["name"].strip(), words, " ".join(description.split())))
     return tuple(rules)
 
 
@@ -426,11 +453,15 @@ def _feeds(raw: Any, origin: str) -> tuple[FeedSettings, ...]:
     for i, item in enumerate(raw, 1):
         if not isinstance(item, dict) or not isinstance(item.get("url"), str):
             raise ConfigError(f"{origin}: feed #{i} needs a url")
-        extra = set(item) - {"url", "name", "topic"}
+        extra = set(item) - {"url", "name", "topic", "weight"}
         if extra:
             raise ConfigError(f"{origin}: feed #{i}: unknown key(s) {', '.join(sorted(extra))}")
+        weight = _coerce(item.get("weight", 1.0), 1.0, f"{origin}: feed #{i} weight")
+        if not 0 < weight <= 100:
+            raise ConfigError(f"{origin}: feed #{i}: weight must be more than 0 and at most "
+                              f"100 (1 is the default; 2 counts its stories double)")
         feeds.append(FeedSettings(item["url"], str(item.get("name", "")),
-                                  str(item.get("topic", ""))))
+                                  str(item.get("topic", "")), weight))
     return tuple(feeds)
 
 
@@ -482,6 +513,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
         web=WebSettings(**sections["web"]),
         bounces=BouncesSettings(**sections["bounces"]),
         webhooks=WebhooksSettings(**sections["webhooks"]),
+        grouping=GroupingSettings(**sections["grouping"]),
         topics=topics,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
@@ -525,6 +557,19 @@ def _validate(s: Settings, origin: str) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{origin}: [schedule] timezone {s.schedule.timezone!r} is not an IANA "
                           f"zone name such as Europe/Berlin") from None
+    _validate_grouping(s.grouping, origin)
+
+
+def _validate_grouping(g: GroupingSettings, origin: str) -> None:
+    for key in ("min_confidence", "story_threshold"):
+        value = getattr(g, key)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{origin}: [grouping] {key} must be between 0 and 1 "
+                              f"(got {value:g})")
+    for key in ("story_window_hours", "half_life_hours"):
+        if getattr(g, key) <= 0:
+            raise ConfigError(f"{origin}: [grouping] {key} must be more than 0 "
+                              f"(got {getattr(g, key):g})")
 
 
 def _validate_text(s: Settings, origin: str) -> None:

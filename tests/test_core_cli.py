@@ -256,7 +256,8 @@ def test_the_catch_alls_more_line_reads_well(digest: Digest, tmp_path: Path) -> 
     """The catch-all's name is a phrase already: never "2 more More stories stories"."""
     (tmp_path / "misc.json").write_text(json.dumps([
         {"title": f"Village fete number {i}", "url": f"https://example.org/fete-{i}",
-         "body": "Cakes and a tombola on the green."} for i in range(3)]))
+         "body": "Cakes and a tombola on the green.", "topic": "More stories"}
+        for i in range(3)]))
     digest.ok("articles", "import", "misc.json")
     digest.ok("preview", "--text", "--out", "t.txt",
               env={"DIGEST_DIGEST__MAX_ARTICLES": "1"})

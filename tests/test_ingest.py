@@ -8,14 +8,14 @@ import csv
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from conftest import Digest, sql
 
 from digest.config import load_settings
-from digest.content.topics import TopicClassifier
+from digest.content.topics import Assignment, Signals, TopicClassifier
 from digest.ingest import parse_path
 from digest.ingest.records import ArticleInput
 from digest.ingest.writer import (
@@ -265,12 +265,11 @@ class _PausingClassifier(TopicClassifier):
         self.__dict__.update(base.__dict__)
         self.at, self.reached, self.resume = at, reached, resume
 
-    def assign(self, title: str, text: str, explicit: str | None = None,
-               categories: Iterable[str] = (), **kwargs: Iterable[str]) -> str:
-        if title == self.at:
+    def assign_batch(self, batch: Sequence[Signals]) -> list[Assignment]:
+        if any(signals.title == self.at for signals in batch):
             self.reached.set()
             self.resume.wait(120)
-        return super().assign(title, text, explicit, categories, **kwargs)
+        return super().assign_batch(batch)
 
 
 def test_other_writers_complete_while_a_long_import_runs(digest: Digest,

@@ -492,7 +492,8 @@ def test_a_tag_naming_a_topic_or_keyword_decides(digest: Digest, tmp_path: Path)
         {"title": "Quarterly notes", "url": "https://example.org/q", "tags": ["ai"]},
         {"title": "Weekend notes", "url": "https://example.org/w", "tags": ["Sports"]},
         {"title": "Other notes", "url": "https://example.org/o", "tags": ["gardening"]}]))
-    digest.ok("articles", "import", "tagged.json")
+    # The keyword rules: "Other notes" says nothing a keyword or tag knows.
+    digest.ok("articles", "import", "tagged.json", env={"DIGEST_GROUPING__METHOD": "keywords"})
     assert sql(tmp_path, "select title, topic from articles order by id") == [
         ("Quarterly notes", "AI"), ("Weekend notes", "Sports"), ("Other notes", "More stories")]
 

@@ -36,7 +36,7 @@ def test_bad_input_is_one_clear_line(digest: Digest) -> None:
             "have an @-sign.\n",
         ("subscribers", "add", "a@example.org", "--topic", "Gardening"):
             "Error: unknown topic 'Gardening'; choose from AI, Technology, Science, Business, "
-            "Politics, Culture, Sports, More stories\n",
+            "World, Politics, Culture, Sports, More stories\n",
         ("subscribers", "add", "a@example.org", "--timezone", "Mars/Olympus"):
             "Error: unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Berlin "
             "or America/New_York\n",
@@ -64,7 +64,7 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(digest: Digest, tmp_pat
         "rejected: people.csv:3: 'broken-address' is not a valid email address: An email "
         "address must have an @-sign.",
         "rejected: people.csv:4: unknown topic 'Astrology'; choose from AI, Technology, "
-        "Science, Business, Politics, Culture, Sports, More stories",
+        "Science, Business, World, Politics, Culture, Sports, More stories",
         "rejected: people.csv:6: unknown timezone 'Asia/Atlantis'; use an IANA name such as "
         "Europe/Berlin or America/New_York",
         "people.csv:5: GRACE@example.org appears again (first on line 2); the rows are merged",

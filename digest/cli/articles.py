@@ -1,11 +1,11 @@
-"""digest articles: import, list, remove, set-topic."""
+"""digest articles: import, list, remove, set-topic, pin, retopic."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
-from ..ingest import import_files
-from ..store.articles import list_articles, remove_articles, set_topic
+from ..ingest import import_files, retopic
+from ..store.articles import list_articles, remove_articles, set_pinned, set_topic
 from ..store.models import Article
 from .app import App, DigestGroup, err, out, print_table, progress_bar
 
@@ -123,13 +123,58 @@ def articles_set_topic(app: App, article_id: int, topic: str) -> None:
     out.print(f"Article {article_id} is now under {known}: {title}")
 
 
+@articles.command("pin")
+@click.argument("article_id", metavar="ID", type=int)
+@click.option("--unpin", is_flag=True, help="Take the pin off again.")
+@click.pass_obj
+def articles_pin(app: App, article_id: int, unpin: bool) -> None:
+    """Pin article ID: its story leads its topic in the coming edition.
+
+    Example:
+
+    \b
+        digest articles pin 12
+        digest articles pin 12 --unpin
+    """
+    title = set_pinned(app.store, article_id, not unpin)
+    out.print(f"Article {article_id} is {'no longer ' * unpin}pinned: {title}")
+
+
+@articles.command("retopic")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="Every article added since this date (UTC), not only those no edition "
+                   "took yet.")
+@click.pass_obj
+def articles_retopic(app: App, since: datetime | None) -> None:
+    """Choose the topics of new articles again, after [[topics]] or [grouping] changed.
+
+    Topics someone chose (in the article's file, with --topic or set-topic, or the
+    feed's) stay; every other article goes where an import would put it now.
+
+    Example:
+
+    \b
+        digest articles retopic
+        digest articles retopic --since 2026-11-01
+    """
+    since_utc = since.replace(tzinfo=UTC) if since is not None else None
+    with progress_bar() as bar:
+        task = bar.add_task("Choosing topics", total=None)
+        report = retopic(app.store, app.classifier, since_utc,
+                         progress=lambda n: bar.advance(task, n))
+    out.print(f"Looked at {report.seen} article{'s' * (report.seen != 1)}: "
+              f"{report.changed} changed topic.")
+
+
 def _article_json(a: Article) -> dict[str, Any]:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
     return {
         "id": a.id, "title": a.title, "url": a.url, "canonical_url": a.canonical_url,
         "source": a.source_name, "author": a.author, "published_at": iso(a.published_at),
-        "added_at": iso(a.added_at), "topic": a.topic, "tags": a.tags, "summary": a.summary,
+        "added_at": iso(a.added_at), "topic": a.topic, "topic_reason": a.topic_reason,
+        "topic_confidence": a.topic_confidence, "pinned": a.pinned, "tags": a.tags,
+        "summary": a.summary,
         "body": a.body, "body_html": a.body_html, "content_hash": a.content_hash,
         "edition_id": a.edition_id, "removed_at": iso(a.removed_at),
     }

@@ -9,12 +9,16 @@ from pathlib import Path
 import click
 
 from ..checks import check_rendered
+from ..content.edition import cap_counts
+from ..content.stories import Story
 from ..errors import InputError
 from ..mail.preview import render_preview
 from ..store.models import utcnow
 from .app import App, err, out, print_steps
 
 __all__ = ["preview"]
+
+_TITLE_WIDTH = 40
 
 
 @click.command()
@@ -27,17 +31,25 @@ __all__ = ["preview"]
 @click.option("--topic", "topics", multiple=True, help="Preview one subscriber's topics.")
 @click.option("--check", is_flag=True,
               help="Also check size, alt texts, links and the text part; exit 1 on a problem.")
+@click.option("--explain", is_flag=True,
+              help="Only print, per article, its topic, why (explicit, feed, tag, semantic, "
+                   "keyword, catch-all, manual), the confidence, its story and the score, "
+                   "in the edition's order.")
 @click.pass_obj
 def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
-            topics: Sequence[str], check: bool) -> None:
+            topics: Sequence[str], check: bool, explain: bool) -> None:
     """Render the coming edition without creating it, and write it to a file.
 
     Example:
 
     \b
         digest preview --out digest.html --open
+        digest preview --explain
     """
     result = render_preview(app.store, app.settings, utcnow(), topics=list(topics))
+    if explain:
+        click.echo(explanation(result.ranking, app.settings.digest.max_articles), nl=False)
+        return
     summary = (f"edition {result.number}, {result.articles} article"
                f"{'s' * (result.articles != 1)} in {result.topics} topic"
                f"{'s' * (result.topics != 1)}.")
@@ -61,3 +73,40 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
         webbrowser.open(path.resolve().as_uri())
     if check:
         print_steps(check_rendered(result.html, result.text))
+
+
+def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int) -> str:
+    """The --explain listing: per topic, its stories in order; per article its id, why it
+    is under this topic, the confidence of a semantic choice, its story (the id of the
+    article that leads it) and the story's score (on the lead's line; "pinned" first).
+    Stories past max_articles are marked: they are only in the online edition."""
+    lines = ["story: the article that leads it; conf: similarity of a semantic choice",
+             "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)", ""]
+    header = f"{'id':>6}  {'why':<9} {'conf':>5} {'story':>6} {'score':>7}  title"
+    shown = _shown(ranking, max_articles)
+    for topic, stories in ranking:
+        lines += [f"{topic} ({len(stories)} stor{'y' if len(stories) == 1 else 'ies'})",
+                  header]
+        for position, story in enumerate(stories):
+            mark = "" if position < shown[topic] else "  (online only)"
+            for article in story.articles:
+                lead = article is story.lead
+                score = ("pinned" if story.lead.pinned else f"{story.score:.3f}") if lead \
+                    else ""
+                confidence = "-" if article.topic_confidence is None \
+                    else f"{article.topic_confidence:.2f}"
+                lines.append(f"{article.id:>6}  {article.topic_reason:<9} {confidence:>5} "
+                             f"{story.lead.id:>6} {score:>7}  {_cut(article.title)}"
+                             + (mark if lead else ""))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _shown(ranking: Sequence[tuple[str, Sequence[Story]]], limit: int) -> dict[str, int]:
+    """How many stories of each topic the email shows (the round-robin cap)."""
+    counts = cap_counts([stories for _, stories in ranking], limit)
+    return {topic: count for (topic, _), count in zip(ranking, counts, strict=True)}
+
+
+def _cut(title: str) -> str:
+    return title if len(title) <= _TITLE_WIDTH else title[:_TITLE_WIDTH - 1].rstrip() + "…"

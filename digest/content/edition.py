@@ -9,29 +9,41 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
 from ..store.models import Article
 from .links import add_utm
+from .stories import Story, find_stories
 from .teasers import teaser_for
 
 __all__ = [
     "ALL_TOPICS",
+    "Also",
     "EditionContent",
     "Entry",
     "Limits",
     "Section",
     "build_content",
+    "cap_counts",
     "effective_variant",
     "order_topics",
+    "ranked_stories",
     "variant_topics",
 ]
 
 # The variant key of the full edition (every topic).
 ALL_TOPICS = ""
+
+
+@dataclass(frozen=True)
+class Also:
+    """Another source's article about an entry's story."""
+
+    source: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,7 @@ class Entry:
     date: datetime
     teaser: str
     topic: str
+    also: tuple[Also, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ def _sort_time(article: Article) -> datetime:
     return article.published_at or article.added_at
 
 
-def order_topics(groups: dict[str, list[Article]], settings: Settings) -> list[str]:
+def order_topics(groups: Mapping[str, Sized], settings: Settings) -> list[str]:
     """Configured topics in config order, then other topics by size, the catch-all last."""
     configured = [t.name for t in settings.topics]
     catch_all = settings.digest.catch_all_topic
@@ -101,7 +114,7 @@ def _anchor(topic: str) -> str:
     return "topic-" + (re.sub(r"[^a-z0-9]+", "-", topic.casefold()).strip("-") or "x")
 
 
-def _cap(groups: list[list[Article]], limit: int) -> list[int]:
+def cap_counts(groups: Sequence[Sized], limit: int) -> list[int]:
     """How many of each group to show: round-robin, so every topic keeps its newest."""
     shown = [0] * len(groups)
     left = limit
@@ -145,38 +158,62 @@ class Limits:
         return cls(settings.digest.max_articles, settings.digest.teaser_words)
 
 
+def ranked_stories(articles: Sequence[Article], settings: Settings, date: datetime,
+                   variant: str = ALL_TOPICS) -> list[tuple[str, list[Story]]]:
+    """The edition's topics in order, each with its stories in order (what `build_content`
+    shows, before the cap): what `digest preview --explain` explains."""
+    groups = _ordered_stories(articles, settings, date, variant_topics(variant))
+    return [(topic, groups[topic]) for topic in order_topics(groups, settings)]
+
+
+def _ordered_stories(articles: Sequence[Article], settings: Settings, date: datetime,
+                     only: frozenset[str] | None) -> dict[str, list[Story]]:
+    """Topic → its stories (a story is under its lead's topic), pinned first, then by
+    score, then newest."""
+    groups: dict[str, list[Story]] = defaultdict(list)
+    for story in find_stories(articles, settings.grouping, date):
+        if only is None or story.lead.topic in only:
+            groups[story.lead.topic].append(story)
+    for group in groups.values():
+        group.sort(key=lambda s: (not s.lead.pinned, -s.score, -_sort_time(s.lead).timestamp(),
+                                  -s.lead.id))
+    return groups
+
+
+def _entry(story: Story, topic: str, settings: Settings, campaign: str,
+           limits: Limits) -> Entry:
+    d = settings.digest
+    base = d.base_url.rstrip("/")
+
+    def link(a: Article) -> str:
+        return add_utm(a.url or f"{base}/articles/{a.id}", d.utm_source, d.utm_medium,
+                       campaign)
+
+    a = story.lead
+    also = tuple(Also(o.source_name or "Another source", link(o)) for o in story.others)
+    return Entry(id=a.id, title=a.title, url=link(a), source=a.source_name,
+                 date=_sort_time(a), teaser=teaser_for(a.summary, a.body, limits.teaser_words),
+                 topic=topic, also=also)
+
+
 def build_content(articles: Sequence[Article], settings: Settings, number: int,
                   date: datetime, variant: str = ALL_TOPICS,
                   limits: Limits | None = None) -> EditionContent:
-    """Group, order and cap articles into the data the templates render, within limits
-    (default: the configured ones)."""
+    """Group articles into stories and topics, rank and cap them into the data the
+    templates render, within limits (default: the configured ones)."""
     limits = limits or Limits.configured(settings)
-    only = variant_topics(variant)
-    groups: dict[str, list[Article]] = defaultdict(list)
-    for article in articles:
-        if only is None or article.topic in only:
-            groups[article.topic].append(article)
-    for group in groups.values():
-        group.sort(key=lambda a: (_sort_time(a), a.id), reverse=True)
-    order = order_topics(groups, settings)
-    ordered = [groups[t] for t in order]
-    counts = _cap(ordered, limits.max_articles)
+    ranked = ranked_stories(articles, settings, date, variant)
+    order = [topic for topic, _ in ranked]
+    ordered = [stories for _, stories in ranked]
+    counts = cap_counts(ordered, limits.max_articles)
     d = settings.digest
-    base = d.base_url.rstrip("/")
     campaign = d.utm_campaign.format(number=number)
     sections = []
     for topic, group, count in zip(order, ordered, counts, strict=True):
-        entries = tuple(
-            Entry(
-                id=a.id, title=a.title,
-                url=add_utm(a.url or f"{base}/articles/{a.id}", d.utm_source, d.utm_medium,
-                            campaign),
-                source=a.source_name, date=_sort_time(a),
-                teaser=teaser_for(a.summary, a.body, limits.teaser_words), topic=topic,
-            )
-            for a in group[:count]
-        )
+        entries = tuple(_entry(story, topic, settings, campaign, limits)
+                        for story in group[:count])
         if entries:
             sections.append(Section(topic, _anchor(topic), entries, len(group) - count,
                                     len(group), topic == d.catch_all_topic))
+    base = d.base_url.rstrip("/")
     return EditionContent(number, date, tuple(sections), f"{base}/editions/{number}")

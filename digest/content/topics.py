@@ -1,26 +1,74 @@
-"""Topic assignment (explicit topic, feed category, keyword rules, catch-all) and grouping."""
+"""Topic assignment: explicit topic, the feed's topic, tags, then meaning (or keyword rules),
+then the catch-all."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from ..config import Settings, TopicRule
+import numpy as np
+
+from ..config import GroupingSettings, Settings, TopicRule
 from ..errors import InputError
+from ..store.articles import LearningRow
+from .semantic import Embedder, embedder, unpack
+from .teasers import strip_lead
 
-__all__ = ["TopicClassifier", "UnknownTopic"]
+__all__ = ["Assignment", "Signals", "TopicClassifier", "UnknownTopic", "embedding_text"]
 
 # Below this score an article is not "about" a topic: one title hit (3) or two body hits.
 _MIN_SCORE = 2
 _TITLE_WEIGHT = 3
 _BODY_CAP = 10
+# The semantic step: each keyword hit (title hits count triple, as above) adds this to a
+# topic's similarity, at most _BOOST_CAP hits.
+_KEYWORD_BOOST = 0.02
+_BOOST_CAP = 4
+# How much the store's own articles move a topic's prototype: a topic holding this much
+# weight of confidently assigned articles is half its seed (name, description, keywords)
+# and half their centroid.
+_HALF_LEARNED = 10.0
+# What an article teaches its topic, by what chose it; a semantic choice teaches only
+# when made with this much more than min_confidence.
+_TEACHES = {"explicit": 3.0, "manual": 3.0, "feed": 2.0, "tag": 2.0, "semantic": 1.0}
+_SURE = 0.1
 
 
 @dataclass(frozen=True)
 class _Compiled:
     name: str
     pattern: re.Pattern[str] | None
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What an article says about its topic."""
+
+    title: str
+    text: str = ""                              # summary and body
+    explicit: str | None = None                 # the record's own topic, or --topic
+    feed_topic: str | None = None               # the topic its feed is configured with
+    categories: Sequence[str] = ()
+    tags: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A topic and why: explicit, feed, tag, semantic, keyword or catch-all; the confidence
+    of a semantic choice (the similarity it was made with); the article's vector."""
+
+    topic: str
+    reason: str
+    confidence: float | None = None
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def embedding_text(title: str, summary: str | None, body: str | None) -> str:
+    """What the model reads of an article: its title and the start of its text, without
+    the dateline or byline news text starts with."""
+    lead = " ".join(strip_lead((summary or body or "")[:800]).split())
+    return f"{title}. {lead}" if lead else title
 
 
 class UnknownTopic(InputError):
@@ -33,17 +81,20 @@ class UnknownTopic(InputError):
 
 
 class TopicClassifier:
-    """Picks one topic per article from the configured rules, and holds the one rule for
-    what names a topic: `known` (and `require`, which says what to choose from)."""
+    """Picks one topic per article, and holds the one rule for what names a topic: `known`
+    (and `require`, which says what to choose from)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicClassifier:
-        """The classifier of the config's [[topics]] and catch-all: the one place it is
-        built from settings."""
-        return cls(settings.topics, settings.digest.catch_all_topic)
+        """The classifier of the config's [[topics]], catch-all and [grouping]: the one place
+        it is built from settings."""
+        return cls(settings.topics, settings.digest.catch_all_topic, settings.grouping)
 
-    def __init__(self, rules: Sequence[TopicRule], catch_all: str) -> None:
+    def __init__(self, rules: Sequence[TopicRule], catch_all: str,
+                 grouping: GroupingSettings | None = None) -> None:
         self.catch_all = catch_all
+        self.grouping = grouping or GroupingSettings(method="keywords")
+        self._topic_rules = tuple(rules)
         self._rules = [
             _Compiled(rule.name, re.compile(
                 r"(?<!\w)(?:" + "|".join(re.escape(k) for k in sorted(rule.keywords, key=len,
@@ -59,6 +110,14 @@ class TopicClassifier:
         for rule in rules:
             for word in (rule.name, *rule.keywords):
                 self._by_tag.setdefault(word.strip().casefold(), rule.name)
+        self._seeds: np.ndarray | None = None
+        self._prototypes: np.ndarray | None = None
+        self._learned: dict[str, float] = {}
+        self._has_learned = False
+
+    @property
+    def semantic(self) -> bool:
+        return self.grouping.method == "semantic" and bool(self._topic_rules)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -89,24 +148,132 @@ class TopicClassifier:
 
     def assign(self, title: str, text: str, explicit: str | None = None,
                categories: Iterable[str] = (), tags: Iterable[str] = ()) -> str:
-        """Explicit topic first, then a category naming a configured topic, then a tag equal
-        to a topic's name or keyword, then the best keyword score (title weighs more than
-        body; ties go to the earlier topic), then the catch-all."""
-        if explicit and explicit.strip():
-            return self.known(explicit) or explicit.strip()
-        for category in categories:
+        """The topic of one article (see `assign_batch`)."""
+        signals = Signals(title, text, explicit, None, tuple(categories), tuple(tags))
+        return self.assign_batch([signals])[0].topic
+
+    def assign_batch(self, batch: Sequence[Signals]) -> list[Assignment]:
+        """Each article's topic, in this order: its explicit topic, its feed's topic, a
+        category or tag naming a topic (by name or keyword), then — semantic — the topic
+        whose prototype its meaning is nearest, keyword hits a boost, if the similarity
+        reaches [grouping] min_confidence, or — keywords — the best keyword score; else
+        the catch-all. With the semantic method every article gets its vector, whatever
+        decided its topic."""
+        vectors = self.embed([embedding_text(s.title, s.text, None) for s in batch]) \
+            if self.semantic else [None] * len(batch)
+        return [self._assign(signals, vector) for signals, vector in zip(batch, vectors,
+                                                                          strict=True)]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._model().embed(texts)
+
+    def _model(self) -> Embedder:
+        return embedder()
+
+    def _assign(self, s: Signals, vector: np.ndarray | None) -> Assignment:
+        for value, reason in ((s.explicit, "explicit"), (s.feed_topic, "feed")):
+            if value and value.strip():
+                return Assignment(self.known(value) or value.strip(), reason, None, vector)
+        for category in s.categories:
             known = self.known(category)
             if known:
-                return known
-        for tag in tags:
+                return Assignment(known, "tag", None, vector)
+        for tag in s.tags:
             if tag.strip().casefold() in self._by_tag:
-                return self._by_tag[tag.strip().casefold()]
-        best, best_score = self.catch_all, 0
-        for rule in self._rules:
-            if rule.pattern is None:
+                return Assignment(self._by_tag[tag.strip().casefold()], "tag", None, vector)
+        hits = self._keyword_scores(s.title, s.text)
+        if vector is None or not vector.any():
+            best = int(np.argmax(hits)) if hits.size else 0
+            if hits.size and hits[best] >= _MIN_SCORE:
+                return Assignment(self._rules[best].name, "keyword", None, vector)
+            return Assignment(self.catch_all, "catch-all", None, vector)
+        similarity = self.prototypes() @ vector
+        scores = similarity + _KEYWORD_BOOST * np.minimum(hits, _BOOST_CAP)
+        best = int(np.argmax(scores))
+        confidence = round(float(scores[best]), 4)
+        if confidence < self.grouping.min_confidence:
+            return Assignment(self.catch_all, "catch-all", confidence, vector)
+        reason = "semantic" if best == int(np.argmax(similarity)) else "keyword"
+        return Assignment(self._rules[best].name, reason, confidence, vector)
+
+    def _keyword_scores(self, title: str, text: str) -> np.ndarray:
+        """Each configured topic's keyword score: title hits count triple, body hits at
+        most _BODY_CAP."""
+        return np.array([
+            0 if rule.pattern is None else
+            _TITLE_WEIGHT * len(rule.pattern.findall(title))
+            + min(len(rule.pattern.findall(text)), _BODY_CAP)
+            for rule in self._rules], dtype=np.float32)
+
+    def seeds(self) -> np.ndarray:
+        """Each topic's seed: the mean of its name, description (counted twice) and
+        keywords, as vectors, unit length."""
+        if self._seeds is None:
+            rows = []
+            for rule in self._topic_rules:
+                parts = [rule.name, *([rule.description] * 2 * bool(rule.description)),
+                         *rule.keywords]
+                rows.append(self.embed(parts).mean(axis=0))
+            self._seeds = _unit(np.array(rows, dtype=np.float32))
+        return self._seeds
+
+    def prototypes(self) -> np.ndarray:
+        """What each topic means now: its seed, moved towards what it has learned."""
+        if self._prototypes is None:
+            self._prototypes = self.seeds()
+        return self._prototypes
+
+    def learn(self, centroids: Mapping[str, tuple[np.ndarray, float]]) -> None:
+        """Move each topic towards the weighted sum of the vectors of the articles the
+        store holds under it with confidence (topic → (sum of vectors, total weight)): a
+        topic with _HALF_LEARNED weight is half seed, half its articles' centroid."""
+        if not self.semantic:
+            return
+        rows = self.seeds().copy()
+        self._learned = {}
+        for i, rule in enumerate(self._topic_rules):
+            total, weight = centroids.get(rule.name, (None, 0.0))
+            if total is None or weight <= 0 or not total.any():
                 continue
-            score = (_TITLE_WEIGHT * len(rule.pattern.findall(title))
-                     + min(len(rule.pattern.findall(text)), _BODY_CAP))
-            if score > best_score:
-                best, best_score = rule.name, score
-        return best if best_score >= _MIN_SCORE else self.catch_all
+            share = weight / (weight + _HALF_LEARNED)
+            rows[i] = (1 - share) * rows[i] + share * _unit(total[None, :])[0]
+            self._learned[rule.name] = weight
+        self._prototypes = _unit(rows)
+
+    @property
+    def has_learned(self) -> bool:
+        return self._has_learned
+
+    def learn_rows(self, rows: Iterable[LearningRow]) -> None:
+        """Learn (see `learn`) from stored articles: a topic someone chose (explicit,
+        manual) weighs 3, the feed's or a tag's 2, a semantic choice 1 when it was made
+        with a confidence at least _SURE above min_confidence; keyword and catch-all
+        choices, and articles under topics no longer configured, teach nothing."""
+        self._has_learned = True
+        if not self.semantic:
+            return
+        sums: dict[str, np.ndarray] = {}
+        weights: dict[str, float] = {}
+        sure = self.grouping.min_confidence + _SURE
+        configured = {rule.name for rule in self._topic_rules}
+        for row in rows:
+            weight = _TEACHES.get(row.reason, 0.0)
+            if row.reason == "semantic" and (row.confidence or 0.0) < sure:
+                weight = 0.0
+            vector = unpack(row.embedding)
+            if weight <= 0 or vector is None or row.topic not in configured:
+                continue
+            sums[row.topic] = sums.get(row.topic, 0) + weight * vector
+            weights[row.topic] = weights.get(row.topic, 0.0) + weight
+        self.learn({topic: (sums[topic], weights[topic]) for topic in sums})
+
+    @property
+    def learned(self) -> Mapping[str, float]:
+        """The weight of articles each topic learned from."""
+        return dict(self._learned)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    lengths = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit: np.ndarray = np.divide(rows, lengths, out=np.zeros_like(rows), where=lengths > 0)
+    return unit

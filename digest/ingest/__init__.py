@@ -2,6 +2,7 @@
 
 from .parsers import SUFFIXES, ParsedFile, parse_path
 from .records import ArticleInput
+from .retopic import RetopicReport, retopic
 from .writer import ImportReport, import_files, write_articles
 
 __all__ = [
@@ -9,7 +10,9 @@ __all__ = [
     "ArticleInput",
     "ImportReport",
     "ParsedFile",
+    "RetopicReport",
     "import_files",
     "parse_path",
+    "retopic",
     "write_articles",
 ]

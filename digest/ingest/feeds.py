@@ -28,6 +28,7 @@ from .. import __version__
 from ..config import FetchSettings, Settings
 from ..content.topics import TopicClassifier
 from ..errors import DigestError, InputError
+from ..store.articles import set_source_weight
 from ..store.db import Session, Store
 from ..store.feeds import (
     add_feed,
@@ -403,15 +404,22 @@ class FeedBook:
             return feed
 
     def sync_config(self) -> None:
-        """Make the [[feeds]] of the config present in the table."""
+        """Make the [[feeds]] of the config present in the table, their sources weighing
+        what the config says."""
         for item in self.settings.feeds:
             with self.store.sessions() as session:
-                if feed_listed(session, item.url.strip()):
+                listed = feed_listed(session, item.url.strip())
+            if not listed:
+                try:
+                    self.add(item.url, item.name or None, item.topic or None,
+                             from_config=True)
+                except InputError as exc:
+                    log.error("[[feeds]] %s: %s", item.url, exc)
                     continue
-            try:
-                self.add(item.url, item.name or None, item.topic or None, from_config=True)
-            except InputError as exc:
-                log.error("[[feeds]] %s: %s", item.url, exc)
+            with self.store.writes.begin() as session:
+                feed = find_feed(session, item.url.strip())
+                if feed is not None:
+                    set_source_weight(session, feed.name, item.weight)
 
     def feeds(self) -> list[Feed]:
         self.sync_config()

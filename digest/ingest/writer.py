@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..content.links import canonical_url
+from ..content.semantic import pack
 from ..content.teasers import normalise_for_hash
-from ..content.topics import TopicClassifier
+from ..content.topics import Signals, TopicClassifier
+from ..store.articles import learning_rows
 from ..store.db import Session
 from ..store.ingest import (
     SessionFactory,
@@ -173,6 +175,8 @@ class ArticleWriter:
         self._urls: dict[str, int] = {}            # added by this writer: canonical → id
         self._feed_items: dict[int, tuple[int | None, str]] = {}  # id → (source, guid)
         self._titles = TitleIndex()
+        if classifier.semantic and not classifier.has_learned:
+            classifier.learn_rows(learning_rows(session))
         for article_id, title in recent_titles(session, utcnow() - _TITLE_WINDOW,
                                                _TITLE_WINDOW_MAX):
             self._titles.add(article_id, _title_tokens(title))
@@ -184,6 +188,7 @@ class ArticleWriter:
         is added to the article's sources. A record the store refuses is a problem (in
         .problems), never a half-written article. The caller commits."""
         prepared = [self._prepare(record) for record in records]
+        self._classify(prepared)
         hashes = {p.values["content_hash"] for p in prepared}
         urls = {p.values["canonical_url"] for p in prepared if p.values["canonical_url"]}
         known_hashes = article_ids_by_hash(session, hashes)
@@ -230,18 +235,29 @@ class ArticleWriter:
         canonical = canonical_url(record.canonical_url or
                                   (record.url if record.url_is_identity else None))
         body = record.body or record.summary or ""
-        assigned = self.classifier.assign(
-            record.title, f"{record.summary or ''}\n{record.body}",
-            explicit=self.topic or record.topic, categories=record.categories,
-            tags=record.tags)
         values = dict(
             title=record.title, url=record.url, canonical_url=canonical,
             author=record.author, published_at=record.published_at, added_at=utcnow(),
             summary=record.summary, body=record.body, body_html=record.body_html,
-            topic=assigned, tags=list(record.tags), content_hash=content_hash(record.title, body),
+            tags=list(record.tags), content_hash=content_hash(record.title, body),
             is_backlog=record.backlog,
         )
         return _Row(values, record, _title_tokens(record.title))
+
+    def _classify(self, rows: Sequence[_Row]) -> None:
+        """Each row's topic, why, with what confidence, and its vector: one batch for the
+        model. The writer's topic (--topic, or the feed's) comes before the record's own."""
+        feed_topic = self.topic if self.kind == "feed" else None
+        chosen = None if self.kind == "feed" else self.topic
+        assignments = self.classifier.assign_batch([
+            Signals(r.record.title, f"{r.record.summary or ''}\n{r.record.body}",
+                    chosen or r.record.topic, feed_topic, r.record.categories, r.record.tags)
+            for r in rows])
+        for row, assigned in zip(rows, assignments, strict=True):
+            row.values.update(topic=assigned.topic, topic_reason=assigned.reason,
+                              topic_confidence=assigned.confidence,
+                              embedding=None if assigned.vector is None
+                              else pack(assigned.vector))
 
     def _same_title(self, row: _Row, source_id: int | None, batch_titles: TitleIndex,
                     pending: list[_Row]) -> int | _Row | None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
-from ..content.edition import effective_variant
+from ..content.edition import effective_variant, ranked_stories
+from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
 from ..store.articles import upcoming_edition
@@ -25,6 +26,8 @@ class PreviewResult:
     number: int
     articles: int
     topics: int
+    # The edition's topics in order, each with its stories in order, uncapped.
+    ranking: tuple[tuple[str, tuple[Story, ...]], ...] = ()
 
 
 def render_preview(store: Store, settings: Settings, now: datetime,
@@ -51,5 +54,7 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     html, text = rendered.personalise(Personal(
         greeting="Hello,", email="reader@example.org",
         unsubscribe_url=f"{base}/unsubscribe", preferences_url=f"{base}/subscribe"))
+    ranking = tuple((topic, tuple(stories))
+                    for topic, stories in ranked_stories(articles, settings, now, variant))
     return PreviewResult(html, text, rendered.subject, number, rendered.articles,
-                         rendered.topics)
+                         rendered.topics, ranking)

@@ -7,7 +7,8 @@ and the operator's commands treat it as gone, but the ingest writer's look-ups
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -15,17 +16,44 @@ from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .db import Store
-from .models import Article, Edition, utcnow
+from .models import Article, Edition, Source, utcnow
 
 __all__ = [
+    "LearningRow",
+    "TopicUpdate",
     "edition_articles",
+    "learning_rows",
     "list_articles",
     "new_articles",
     "next_edition_number",
     "remove_articles",
+    "retopic_articles",
+    "set_pinned",
+    "set_source_weight",
     "set_topic",
     "upcoming_edition",
 ]
+
+# What a topic learns from: the store's most recent articles with a vector.
+_LEARNING_ROWS = 5000
+# What `retopic` never moves: a topic someone chose.
+_CHOSEN = ("explicit", "manual", "feed")
+
+
+@dataclass(frozen=True)
+class LearningRow:
+    topic: str
+    reason: str
+    confidence: float | None
+    embedding: bytes
+
+
+@dataclass(frozen=True)
+class TopicUpdate:
+    topic: str
+    reason: str
+    confidence: float | None
+    embedding: bytes | None
 
 
 def new_articles(session: Session, cutoff: datetime) -> list[Article]:
@@ -113,4 +141,67 @@ def set_topic(store: Store, article_id: int, topic: str) -> str:
     with store.writes.begin() as session:
         article = _editable(session, [article_id])[article_id]
         article.topic = topic
+        article.topic_reason, article.topic_confidence = "manual", None
         return article.title
+
+
+def set_pinned(store: Store, article_id: int, pinned: bool) -> str:
+    """Pin an article (it leads its topic) or unpin it; returns its title. InputError as
+    for set_topic."""
+    with store.writes.begin() as session:
+        article = _editable(session, [article_id])[article_id]
+        article.pinned = pinned
+        return article.title
+
+
+def learning_rows(session: Session, limit: int = _LEARNING_ROWS) -> list[LearningRow]:
+    """The most recent articles with a vector (not removed): what topics learn from."""
+    rows = session.execute(
+        select(Article.topic, Article.topic_reason, Article.topic_confidence,
+               Article.embedding)
+        .where(Article.embedding.is_not(None), Article.removed_at.is_(None))
+        .order_by(Article.id.desc()).limit(limit))
+    return [LearningRow(t, r, c, e) for t, r, c, e in rows if e is not None]
+
+
+def retopic_articles(store: Store, since: datetime | None,
+                     assign: Callable[[Sequence[Article]], Sequence[TopicUpdate]],
+                     batch: int = 500) -> tuple[int, int]:
+    """Topics chosen again: articles no edition took (or, with since, every article added
+    since then), except removed ones and those whose topic someone chose (explicit,
+    manual, the feed's). `assign` gives each batch's new topics. Returns (looked at,
+    changed)."""
+    query = select(Article).where(Article.removed_at.is_(None),
+                                  Article.topic_reason.not_in(_CHOSEN))
+    query = query.where(Article.added_at >= since) if since is not None else \
+        query.where(Article.edition_id.is_(None))
+    seen = changed = 0
+    last = 0
+    while True:
+        with store.writes.begin() as session:
+            articles = list(session.scalars(query.where(Article.id > last)
+                                            .order_by(Article.id).limit(batch)))
+            if not articles:
+                return seen, changed
+            for article, new in zip(articles, assign(articles), strict=True):
+                changed += new.topic != article.topic
+                article.topic, article.topic_reason = new.topic, new.reason
+                article.topic_confidence = new.confidence
+                if new.embedding is not None:
+                    article.embedding = new.embedding
+            seen += len(articles)
+            last = articles[-1].id
+
+
+def set_source_weight(session: Session, name: str, weight: float) -> None:
+    """The ranking weight of every source so named (a feed's articles, and those
+    imported from files naming it as their source); a feed source is added when there is
+    none yet."""
+    sources = list(session.scalars(select(Source).where(Source.name == name)))
+    if not any(source.kind == "feed" for source in sources):
+        sources.append(Source(kind="feed", name=name, weight=weight))
+        session.add(sources[-1])
+    for source in sources:
+        if source.weight != weight:
+            source.weight = weight
+    session.flush()

@@ -100,7 +100,9 @@ def find_or_add_source(session: Session, kind: str, name: str) -> int:
     source_id = session.scalar(select(Source.id).where(Source.kind == kind,
                                                         Source.name == name))
     if source_id is None:
-        source = Source(kind=kind, name=name)
+        # A source of another kind under the same name is the same publisher: same weight.
+        weight = session.scalar(select(Source.weight).where(Source.name == name).limit(1))
+        source = Source(kind=kind, name=name, weight=1.0 if weight is None else weight)
         session.add(source)
         session.flush()
         source_id = source.id

@@ -124,6 +124,8 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(300))
     url: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # How much its stories count in the ranking ([[feeds]] weight; 1 for every other).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
 
 
 class Article(Base):
@@ -141,6 +143,14 @@ class Article(Base):
     body: Mapped[str] = mapped_column(Text, default="")
     body_html: Mapped[str | None] = mapped_column(Text)   # nh3-sanitised, when the input had HTML
     topic: Mapped[str] = mapped_column(String(100), index=True)
+    # What chose the topic: explicit, manual, feed, tag, semantic, keyword, catch-all (or
+    # "before", for articles stored before reasons were kept); a semantic choice's
+    # similarity; the article's meaning (content.semantic: 256 float16).
+    topic_reason: Mapped[str] = mapped_column(String(16), default="before",
+                                              server_default="before")
+    topic_confidence: Mapped[float | None] = mapped_column(Float)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"), index=True)
