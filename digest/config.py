@@ -144,11 +144,22 @@ class FetchSettings:
 class DkimSettings:
     selector: str = ""
     domain: str = ""
-    private_key: str = ""
+    private_key: str = ""               # RSA (2048 bits or more), PEM
+    ed25519_selector: str = ""
+    ed25519_private_key: str = ""       # Ed25519 (RFC 8463), PEM
+    canonicalization: str = "relaxed/relaxed"
+
+    @property
+    def rsa(self) -> bool:
+        return bool(self.selector and self.domain and self.private_key)
+
+    @property
+    def ed25519(self) -> bool:
+        return bool(self.ed25519_selector and self.domain and self.ed25519_private_key)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.selector and self.domain and self.private_key)
+        return self.rsa or self.ed25519
 
 
 @dataclass(frozen=True)
@@ -335,6 +346,8 @@ _CHOICES = {
     ("bounces", "security"): ("ssl", "starttls", "none"),
     ("bounces", "after"): ("move", "delete"),
     ("grouping", "method"): ("semantic", "keywords"),
+    ("dkim", "canonicalization"): ("relaxed/relaxed", "simple/simple", "relaxed/simple",
+                                   "simple/relaxed"),
 }
 
 
@@ -537,13 +550,7 @@ def _validate(s: Settings, origin: str) -> None:
     if not d.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{origin}: [digest] base_url must start with https:// "
                           f"(got {d.base_url!r})")
-    k = s.dkim
-    if any((k.selector, k.domain, k.private_key)) and not k.enabled:
-        raise ConfigError(f"{origin}: [dkim] needs selector, domain and private_key together "
-                          f"(or none of them to send unsigned)")
-    if k.enabled and not s.resolve_path(k.private_key).is_file():
-        raise ConfigError(f"{origin}: [dkim] private_key {s.resolve_path(k.private_key)} does "
-                          f"not exist; point it at the PEM file of the selector's key")
+    _validate_dkim(s, origin)
     if s.web.trusted_proxies < 0:
         raise ConfigError(f"{origin}: [web] trusted_proxies must be 0 or more (the number of "
                           f"proxies in front of digest serve)")
@@ -558,6 +565,22 @@ def _validate(s: Settings, origin: str) -> None:
         raise ConfigError(f"{origin}: [schedule] timezone {s.schedule.timezone!r} is not an IANA "
                           f"zone name such as Europe/Berlin") from None
     _validate_grouping(s.grouping, origin)
+
+
+def _validate_dkim(s: Settings, origin: str) -> None:
+    k = s.dkim
+    ed = (k.ed25519_selector, k.ed25519_private_key)
+    if (k.selector or k.private_key or (k.domain and not any(ed))) and not k.rsa:
+        raise ConfigError(f"{origin}: [dkim] needs selector, domain and private_key together "
+                          f"(or none of them to send unsigned)")
+    if any(ed) and not k.ed25519:
+        raise ConfigError(f"{origin}: [dkim] needs ed25519_selector, domain and "
+                          f"ed25519_private_key together (or none of them)")
+    for key, wanted in (("private_key", k.rsa), ("ed25519_private_key", k.ed25519)):
+        path = s.resolve_path(getattr(k, key))
+        if wanted and not path.is_file():
+            raise ConfigError(f"{origin}: [dkim] {key} {path} does not exist; point it at "
+                              f"the PEM file of the selector's key")
 
 
 def _validate_grouping(g: GroupingSettings, origin: str) -> None:

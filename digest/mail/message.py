@@ -24,8 +24,6 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, parseaddr
 
-import dkim
-
 from ..config import Settings
 from ..content.edition import ALL_TOPICS
 from ..errors import ConfigError
@@ -33,6 +31,7 @@ from ..store.models import Article
 from ..text import clean_label
 from ..tokens import Signer, Verp
 from .render import Personal, RenderedVariant, Renderer
+from .signing import SIGNED_HEADERS, BodyHasher, DkimSigner, canonical_header, dkim_signer
 
 __all__ = [
     "DkimSigner",
@@ -182,29 +181,30 @@ class MessageTemplate:
         boundary = "=_digest_" + hashlib.sha256(
             f"{edition_id}|{variant_key}|{rendered.subject}".encode()).hexdigest()[:28]
         self.boundary = boundary
-        self._head = (_mailbox_header("From", *sender_address(settings))
-                      + _text_header("Subject", rendered.subject))
+        self._head = [(b"from", _mailbox_header("From", *sender_address(settings))),
+                      (b"subject", _text_header("Subject", rendered.subject))]
         tail = []
         if d.reply_to:
             reply_name, reply_addr = parseaddr(clean_label(d.reply_to))
-            tail.append(_mailbox_header("Reply-To", reply_name, reply_addr))
+            tail.append((b"reply-to", _mailbox_header("Reply-To", reply_name, reply_addr)))
         tail += [
-            _list_id_header(list_id(settings)),
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            b"MIME-Version: 1.0\r\n",
-            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode(),
+            (b"list-id", _list_id_header(list_id(settings))),
+            (b"list-unsubscribe-post", b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+            (b"mime-version", b"MIME-Version: 1.0\r\n"),
+            (b"content-type", f'Content-Type: multipart/alternative; boundary="{boundary}"'
+                              f'\r\n'.encode()),
         ]
-        self._tail = b"".join(tail) + b"\r\n"
-        part = ('--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
-                'Content-Transfer-Encoding: quoted-printable\r\n\r\n')
-        self._text_head = part.format(b=boundary, sub="plain").encode()
-        self._html_head = ("\r\n" + part.format(b=boundary, sub="html")).encode()
-        self._end = f"\r\n--{boundary}--\r\n".encode()
-        self._text = _split(rendered.text, rendered.placeholders)
-        self._html = _split(rendered.html, rendered.placeholders)
+        self._tail = tail
+        self._head_bytes = b"".join(f for _, f in self._head)
+        self._tail_bytes = b"".join(f for _, f in tail) + b"\r\n"
+        self._fixed, self._layout = _body_layout(boundary, rendered)
         self._date_second = -1
         self._date = b""
         self.signer = dkim_signer(settings)
+        self._hasher: BodyHasher | None = None
+        self._canonical: dict[bytes, bytes] = {}
+        if self.signer is not None:
+            self._prepare_signing(self.signer)
 
     # -- per subscriber --
 
@@ -242,30 +242,72 @@ class MessageTemplate:
     def build(self, r: Recipient) -> bytes:
         """The complete message for one recipient, CRLF line endings, ready for DATA."""
         p = self.personal(r)
-        values_text = {"greeting": p.greeting, "email": p.email,
-                       "unsubscribe_url": p.unsubscribe_url,
-                       "preferences_url": p.preferences_url}
-        out = [
-            self._head,
-            _mailbox_header("To", r.name, r.email),
-            self._date_header(),
-            f"Message-ID: {r.message_id}\r\n".encode(),
-            _fold("List-Unsubscribe", self.list_unsubscribe(p).split()),
-            self._tail,
-            self._text_head,
+        values = {"greeting": p.greeting, "email": p.email,
+                  "unsubscribe_url": p.unsubscribe_url, "preferences_url": p.preferences_url}
+        personal = {("text", name): _qp(value) + b"=\r\n" for name, value in values.items()}
+        personal.update({("html", name): _qp(html.escape(value, quote=True)) + b"=\r\n"
+                         for name, value in values.items()})
+        fields = [
+            (b"to", _mailbox_header("To", r.name, r.email)),
+            (b"date", self._date_header()),
+            (b"message-id", f"Message-ID: {r.message_id}\r\n".encode()),
+            (b"list-unsubscribe", _fold("List-Unsubscribe", self.list_unsubscribe(p).split())),
         ]
-        for piece, field in self._text:
-            out.append(piece)
-            if field:
-                out += (b"=\r\n", _qp(values_text[field]), b"=\r\n")
-        out.append(self._html_head)
-        for piece, field in self._html:
-            out.append(piece)
-            if field:
-                out += (b"=\r\n", _qp(html.escape(values_text[field], quote=True)), b"=\r\n")
-        out.append(self._end)
-        message = b"".join(out)
-        return self.signer.sign(message) if self.signer else message
+        parts: list[int | bytes] = [part if isinstance(part, int) else personal[part]
+                                    for part in self._layout]
+        fixed = self._fixed
+        body = b"".join(fixed[part] if isinstance(part, int) else part for part in parts)
+        message = (self._head_bytes + b"".join(f for _, f in fields) + self._tail_bytes
+                   + body)
+        if self.signer is None or self._hasher is None:
+            return message
+        return self._signature(self.signer, self._hasher, fields, parts) + message
+
+    # -- DKIM --
+
+    def _prepare_signing(self, signer: DkimSigner) -> None:
+        """The canonical forms of the fixed header fields and body segments, made once."""
+        for name, field in (*self._head, *self._tail):
+            self._canonical[name] = canonical_header(field, signer.relaxed_headers)
+        self._hasher = BodyHasher(self._fixed[0], signer.relaxed_body)
+        for key, segment in enumerate(self._fixed[1:], 1):
+            self._hasher.fixed(key, segment)
+
+    def _signature(self, signer: DkimSigner, hasher: BodyHasher,
+                   fields: list[tuple[bytes, bytes]], parts: list[int | bytes]) -> bytes:
+        canonical = dict(self._canonical)
+        for name, field in fields:
+            canonical[name] = canonical_header(field, signer.relaxed_headers)
+        names = [name.encode() for name in SIGNED_HEADERS if name.encode() in canonical]
+        return signer.header(names, [canonical[n] for n in names], hasher.digest(parts[1:]))
+
+
+def _body_layout(boundary: str, rendered: RenderedVariant
+                 ) -> tuple[list[bytes], list[int | tuple[str, str]]]:
+    """The body as fixed segments and personal slots, in order: the layout names a fixed
+    segment by its index and a personal one by (part, field). Every segment is whole lines
+    (a personal value stands on lines of its own, between soft line breaks), so the
+    segments can be canonicalised for DKIM one by one; the first is always fixed."""
+    part = ('--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
+            'Content-Transfer-Encoding: quoted-printable\r\n\r\n')
+    fixed: list[bytes] = []
+    layout: list[int | tuple[str, str]] = []
+    current = [part.format(b=boundary, sub="plain").encode()]
+    for kind, text in (("text", rendered.text), ("html", rendered.html)):
+        if kind == "html":
+            current.append(("\r\n" + part.format(b=boundary, sub="html")).encode())
+        for piece, name in _split(text, rendered.placeholders):
+            current.append(piece)
+            if name:
+                current.append(b"=\r\n")
+                layout.append(len(fixed))
+                fixed.append(b"".join(current))
+                current = []
+                layout.append((kind, name))
+    current.append(f"\r\n--{boundary}--\r\n".encode())
+    layout.append(len(fixed))
+    fixed.append(b"".join(current))
+    return fixed, layout
 
 
 def variant_template(settings: Settings, articles: Sequence[Article], number: int,
@@ -299,36 +341,3 @@ def build_email_message(template: MessageTemplate, r: Recipient,
     msg.set_content(text_body, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(html_body, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
-
-
-DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-                b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version",
-                b"content-type")
-
-
-class DkimSigner:
-    """Prepends a DKIM-Signature (rsa-sha256, relaxed/relaxed) to finished messages."""
-
-    def __init__(self, settings: Settings) -> None:
-        k = settings.dkim
-        path = settings.resolve_path(k.private_key)
-        try:
-            self.key = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"[dkim] private_key {path}: {exc.strerror}") from None
-        self.selector = k.selector.encode()
-        self.domain = k.domain.encode()
-        self.sign(b"From: a@b\r\n\r\nkey check\r\n")   # a bad key fails here, once
-
-    def sign(self, message: bytes) -> bytes:
-        try:
-            header: bytes = dkim.sign(message, self.selector, self.domain, self.key,
-                               include_headers=list(DKIM_HEADERS),
-                               canonicalize=(b"relaxed", b"relaxed"), linesep=b"\r\n")
-        except dkim.DKIMException as exc:
-            raise ConfigError(f"[dkim] cannot sign with private_key: {exc}") from None
-        return header + message
-
-
-def dkim_signer(settings: Settings) -> DkimSigner | None:
-    return DkimSigner(settings) if settings.dkim.enabled else None
