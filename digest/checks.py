@@ -150,9 +150,10 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
             steps.append(Step("secret key", readable, f"{settings.secret_file}"))
     if settings.dkim.enabled:
         try:
-            DkimSigner(settings)
-            steps.append(Step("DKIM", True, f"signing as {settings.dkim.selector}._domainkey."
-                                            f"{settings.dkim.domain}"))
+            signer = DkimSigner(settings)
+            keys = ", ".join(f"{key.algorithm.decode()} as {key.selector.decode()}._domainkey."
+                             f"{settings.dkim.domain}" for key in signer.keys)
+            steps.append(Step("DKIM", True, f"signing with {keys}"))
         except DigestError as exc:
             steps.append(Step("DKIM", False, str(exc)))
     else:

@@ -151,3 +151,14 @@ def test_the_incremental_hash_is_the_hash_of_the_whole_body() -> None:
         whole = fixed[0] + personal[0] + fixed[1] + personal[1] + fixed[2]
         assert hasher.digest([personal[0], 1, personal[1], 2]) == \
             hashlib.sha256(canonical_body(whole, relaxed)).digest()
+
+
+def test_check_names_each_key(digest: Digest, tmp_path: Path) -> None:
+    keys = _keys(tmp_path)
+    result = digest("check", env={
+        "DIGEST_DKIM__SELECTOR": "rsa-sel", "DIGEST_DKIM__DOMAIN": "example.org",
+        "DIGEST_DKIM__PRIVATE_KEY": str(keys["rsa"][0]),
+        "DIGEST_DKIM__ED25519_SELECTOR": "ed-sel",
+        "DIGEST_DKIM__ED25519_PRIVATE_KEY": str(keys["ed25519"][0])})
+    assert ("✓ DKIM: signing with ed25519-sha256 as ed-sel._domainkey.example.org, "
+            "rsa-sha256 as rsa-sel._domainkey.example.org") in result.output
