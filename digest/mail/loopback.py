@@ -53,6 +53,15 @@ class _Handler:
     def __init__(self, server: LoopbackSMTPServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, smtp: SMTPProtocol, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        # aiosmtpd reads commands one after the other, so it takes pipelined ones; say so,
+        # as Postfix does, unless the test wants a server that does not.
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, smtp: SMTPProtocol, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         reply = self.server.reply("MAIL", address, "")
@@ -108,8 +117,9 @@ class LoopbackSMTPServer:
 
     def __init__(self, outbox: Path | None = None, reply_policy: ReplyPolicy | None = None,
                  port: int | None = None, login: tuple[str, str] | None = None,
-                 headers_only: bool = False) -> None:
+                 headers_only: bool = False, pipelining: bool = True) -> None:
         self.outbox = outbox
+        self.pipelining = pipelining
         self.reply_policy = reply_policy
         self.port = port or free_port()
         self.received: list[Received] = []
