@@ -104,3 +104,29 @@ def test_a_550_and_a_451_at_data_come_out_the_same_pipelined_or_not(
     assert [s for s, _ in statuses.values()].count("sent") == 6
     assert bounced == ["reader00002@example.org"]
     assert received == sorted(e for e, (s, _) in statuses.items() if s == "sent")
+
+
+def test_the_templates_data_form_is_wire_data_of_its_message() -> None:
+    """build_wire (the bulk prepared once per variant) gives exactly what wire_data makes
+    of build's message, for a variant whose text and HTML have lines that start with a
+    dot, before and after each subscriber's values."""
+    from digest.config import load_settings
+    from digest.mail.message import MessageTemplate, Recipient
+    from digest.mail.render import RenderedVariant, new_placeholders
+
+    settings = load_settings(None, environ={"DIGEST_SECRET_KEY": "k" * 40})
+    marks = new_placeholders()
+    text = (".starts with a dot\n" + marks["greeting"] + "\n..two dots\n" + "word " * 60
+            + "\n.after\n" + marks["unsubscribe_url"] + "\n.\n" + marks["email"] + "\n")
+    html = f"<p>.{marks['greeting']}</p>\n.<p>{marks['preferences_url']}</p>\n"
+    rendered = RenderedVariant("Dots", html, text, 1, 1, 1, marks)
+    template = MessageTemplate(settings, rendered, "", 1)
+    # Names whose greeting quoted-printable folds right before a dot.
+    names = ["Ada", ".Dot Name", *("x" * k + ".y" for k in range(60, 80))]
+    dotted = 0
+    for name in names:
+        r = Recipient(7, "ada@example.org", name, 1, "<m@example.org>")
+        plain = template.build(r)
+        dotted += b"=\r\n.y" in plain
+        assert template.build_wire(r) == wire_data(plain)
+    assert dotted

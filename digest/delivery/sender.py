@@ -152,14 +152,19 @@ class Sender:
         """Send one claimed delivery and record the result; returns the connection to use
         next (None when it must be reopened)."""
         template = self.template(claim.edition_id, claim.variant)
-        message = template.build(Recipient(claim.subscriber_id, claim.email, claim.name,
-                                           claim.token_version, claim.message_id))
+        recipient = Recipient(claim.subscriber_id, claim.email, claim.name,
+                              claim.token_version, claim.message_id)
+        # A connection that takes a message in its DATA form (SMTP's) gets it so: the
+        # template prepared the bulk of it once per variant.
+        send_wire = getattr(conn, "send_wire", None)
+        message = template.build_wire(recipient) if send_wire else template.build(recipient)
         if not self.limiter.wait(self.stop):
             ledger.release([claim.delivery_id])
             return conn
         d = self.settings.delivery
+        sender = template.envelope_sender(claim.subscriber_id)
         try:
-            conn.send(template.envelope_sender(claim.subscriber_id), claim.email, message)
+            (send_wire or conn.send)(sender, claim.email, message)
         except TemporaryFailure as exc:
             attempts = claim.attempts + 1
             if attempts >= d.max_attempts:

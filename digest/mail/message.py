@@ -198,6 +198,7 @@ class MessageTemplate:
         self._head_bytes = b"".join(f for _, f in self._head)
         self._tail_bytes = b"".join(f for _, f in tail) + b"\r\n"
         self._fixed, self._layout = _body_layout(boundary, rendered)
+        self._fixed_wire = [_stuff(segment) for segment in self._fixed]
         self._date_second = -1
         self._date = b""
         self.signer = dkim_signer(settings)
@@ -240,7 +241,16 @@ class MessageTemplate:
         return self._date
 
     def build(self, r: Recipient) -> bytes:
-        """The complete message for one recipient, CRLF line endings, ready for DATA."""
+        """The complete message for one recipient, CRLF line endings."""
+        return self._assemble(r, wire=False)
+
+    def build_wire(self, r: Recipient) -> bytes:
+        """The same message in its DATA form (transport.wire_data's): every line that
+        starts with a dot doubled, ending with the lone dot. The fixed body segments were
+        prepared once; only the personal ones are looked at here."""
+        return self._assemble(r, wire=True)
+
+    def _assemble(self, r: Recipient, *, wire: bool) -> bytes:
         p = self.personal(r)
         values = {"greeting": p.greeting, "email": p.email,
                   "unsubscribe_url": p.unsubscribe_url, "preferences_url": p.preferences_url}
@@ -255,8 +265,13 @@ class MessageTemplate:
         ]
         parts: list[int | bytes] = [part if isinstance(part, int) else personal[part]
                                     for part in self._layout]
-        fixed = self._fixed
-        body = b"".join(fixed[part] if isinstance(part, int) else part for part in parts)
+        if wire:
+            fixed = self._fixed_wire
+            body = b"".join(fixed[part] if isinstance(part, int) else _stuff(part)
+                            for part in parts) + b".\r\n"
+        else:
+            fixed = self._fixed
+            body = b"".join(fixed[part] if isinstance(part, int) else part for part in parts)
         message = (self._head_bytes + b"".join(f for _, f in fields) + self._tail_bytes
                    + body)
         if self.signer is None or self._hasher is None:
@@ -280,6 +295,12 @@ class MessageTemplate:
             canonical[name] = canonical_header(field, signer.relaxed_headers)
         names = [name.encode() for name in SIGNED_HEADERS if name.encode() in canonical]
         return signer.header(names, [canonical[n] for n in names], hasher.digest(parts[1:]))
+
+
+def _stuff(segment: bytes) -> bytes:
+    """Whole lines, each that starts with a dot given a second one (SMTP's dot-stuffing)."""
+    segment = segment.replace(b"\n.", b"\n..")
+    return b"." + segment if segment.startswith(b".") else segment
 
 
 def _body_layout(boundary: str, rendered: RenderedVariant

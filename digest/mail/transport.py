@@ -158,7 +158,6 @@ def _greet(smtp: smtplib.SMTP, s: SmtpSettings, tell: Callable[[SessionStep], No
 
 
 _BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 def wire_data(message: bytes) -> bytes:
@@ -169,11 +168,20 @@ def wire_data(message: bytes) -> bytes:
     if message.count(b"\n") != message.count(b"\r\n") or message.count(b"\r") != \
             message.count(b"\r\n"):
         message = _BARE_LINE_END.sub(b"\r\n", message)
-    if message.startswith(b".") or b"\n." in message:
-        message = _LEADING_DOT.sub(b"..", message)
+    # Every line but the first starts after a LF: bytes.replace (C speed) stuffs them all;
+    # a regular expression anchored at each line took 0.4 ms on a 58 KB message.
+    message = message.replace(b"\n.", b"\n..")
+    if message.startswith(b"."):
+        message = b"." + message
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     return message + b".\r\n"
+
+
+def _unwire(data: bytes) -> bytes:
+    """A message back from its DATA form."""
+    body = data[:-3].replace(b"\n..", b"\n.")
+    return body[1:] if body.startswith(b"..") else body
 
 
 class SmtpConnection:
@@ -188,11 +196,21 @@ class SmtpConnection:
         self.size = self.smtp.has_extn("size")
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
+        self._send(sender, recipient, message, None)
+
+    def send_wire(self, sender: str, recipient: str, data: bytes) -> None:
+        """Send a message given in its DATA form (CRLF, dot-stuffed, ending ".\r\n")."""
+        self._send(sender, recipient, None, data)
+
+    def _send(self, sender: str, recipient: str, message: bytes | None,
+              data: bytes | None) -> None:
         try:
             if sender.isascii() and recipient.isascii():
-                self._transaction(sender, recipient, message)
+                self._transaction(sender, recipient,
+                                  data if data is not None else wire_data(message or b""))
             else:       # SMTPUTF8 addresses: smtplib's way
-                self.smtp.sendmail(sender, [recipient], message)
+                plain = message if message is not None else _unwire(data or b".\r\n")
+                self.smtp.sendmail(sender, [recipient], plain)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(recipient, (550, b"refused"))
             raise _classify(code, text, "RCPT") from None
@@ -208,11 +226,11 @@ class SmtpConnection:
             # Timeouts and resets: the message may or may not have arrived.
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}", reconnect=True) from None
 
-    def _transaction(self, sender: str, recipient: str, message: bytes) -> None:
-        """MAIL, RCPT, DATA and the message; a refusal raises as smtplib.sendmail would
-        (SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError), after a RSET that
-        leaves the session ready for the next message."""
-        smtp, data = self.smtp, wire_data(message)
+    def _transaction(self, sender: str, recipient: str, data: bytes) -> None:
+        """MAIL, RCPT, DATA and the message (in its DATA form); a refusal raises as
+        smtplib.sendmail would (SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError),
+        after a RSET that leaves the session ready for the next message."""
+        smtp = self.smtp
         size = f" SIZE={len(data)}" if self.size else ""
         commands = [f"MAIL FROM:<{sender}>{size}\r\n".encode(),
                     f"RCPT TO:<{recipient}>\r\n".encode(), b"DATA\r\n"]
