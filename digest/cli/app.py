@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.cells import cell_len
@@ -19,12 +19,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..checks import Step
 from ..config import Settings, find_config_file, load_settings
-from ..content.topics import TopicClassifier
-from ..delivery.runner import SendReport
 from ..errors import ConfigError, DigestError
-from ..store.db import Store, StoreUnavailable
+
+if TYPE_CHECKING:       # imported where used: `digest --help` loads none of them
+    from ..checks import Step
+    from ..content.topics import TopicClassifier
+    from ..delivery.runner import SendReport
+    from ..store.db import Store
 
 __all__ = ["App", "DigestGroup", "delivery_table", "err", "log_to_stderr", "out",
            "print_steps", "print_table", "progress_bar"]
@@ -58,6 +60,8 @@ class App:
     @cached_property
     def store(self) -> Store:
         """The store of the config, closed when the command ends."""
+        from ..store.db import Store
+
         store = Store.from_settings(self.settings)
         click.get_current_context().call_on_close(store.close)
         return store
@@ -65,6 +69,8 @@ class App:
     @cached_property
     def classifier(self) -> TopicClassifier:
         """The config's topics: what names a topic, and which topic an article is under."""
+        from ..content.topics import TopicClassifier
+
         return TopicClassifier.from_settings(self.settings)
 
 
@@ -76,7 +82,11 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
-        except StoreUnavailable as exc:
+        except Exception as exc:
+            from ..store.db import StoreUnavailable
+
+            if not isinstance(exc, StoreUnavailable):
+                raise
             # The database went away or stayed locked past the busy timeout.
             raise click.ClickException(f"the store cannot be used right now: {exc.orig}; "
                                        f"check [store] url and retry") from None
