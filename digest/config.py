@@ -469,6 +469,9 @@ def _feeds(raw: Any, origin: str) -> tuple[FeedSettings, ...]:
         extra = set(item) - {"url", "name", "topic", "weight"}
         if extra:
             raise ConfigError(f"{origin}: feed #{i}: unknown key(s) {', '.join(sorted(extra))}")
+        if isinstance(item.get("weight"), bool):
+            raise ConfigError(f"{origin}: feed #{i} weight: expected a number, got "
+                              f"{item['weight']!r}")
         weight = _coerce(item.get("weight", 1.0), 1.0, f"{origin}: feed #{i} weight")
         if not 0 < weight <= 100:
             raise ConfigError(f"{origin}: feed #{i}: weight must be more than 0 and at most "
@@ -583,6 +586,10 @@ def _validate_dkim(s: Settings, origin: str) -> None:
                               f"the PEM file of the selector's key")
 
 
+# The longest story window or half-life: ten years, in hours.
+_MAX_HOURS = 87_600
+
+
 def _validate_grouping(g: GroupingSettings, origin: str) -> None:
     for key in ("min_confidence", "story_threshold"):
         value = getattr(g, key)
@@ -590,9 +597,10 @@ def _validate_grouping(g: GroupingSettings, origin: str) -> None:
             raise ConfigError(f"{origin}: [grouping] {key} must be between 0 and 1 "
                               f"(got {value:g})")
     for key in ("story_window_hours", "half_life_hours"):
-        if getattr(g, key) <= 0:
-            raise ConfigError(f"{origin}: [grouping] {key} must be more than 0 "
-                              f"(got {getattr(g, key):g})")
+        # nan and inf pass a plain comparison; a window of inf hours is no time span.
+        if not 0 < getattr(g, key) <= _MAX_HOURS:
+            raise ConfigError(f"{origin}: [grouping] {key} must be more than 0 and at "
+                              f"most {_MAX_HOURS} hours (got {getattr(g, key):g})")
 
 
 def _validate_text(s: Settings, origin: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from rich.cells import cell_len, get_character_cell_size
 
 from ..checks import check_rendered
 from ..content.edition import cap_counts
@@ -18,6 +19,8 @@ from .app import App, err, out, print_steps
 
 __all__ = ["preview"]
 
+# The columns before the title take 40 cells: with the title (and the "online only" mark)
+# in 40 more, every line fits an 80-column terminal.
 _TITLE_WIDTH = 40
 
 
@@ -91,13 +94,14 @@ def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: in
             mark = "" if position < shown[topic] else "  (online only)"
             for article in story.articles:
                 lead = article is story.lead
-                score = ("pinned" if story.lead.pinned else f"{story.score:.3f}") if lead \
+                score = ("pinned" if story.pinned else f"{story.score:.3f}") if lead \
                     else ""
                 confidence = "-" if article.topic_confidence is None \
                     else f"{article.topic_confidence:.2f}"
+                mark_here = mark if lead else ""
                 lines.append(f"{article.id:>6}  {article.topic_reason:<9} {confidence:>5} "
-                             f"{story.lead.id:>6} {score:>7}  {_cut(article.title)}"
-                             + (mark if lead else ""))
+                             f"{story.lead.id:>6} {score:>7}  "
+                             f"{_cut(article.title, _TITLE_WIDTH - len(mark_here))}{mark_here}")
         lines.append("")
     return "\n".join(lines)
 
@@ -108,5 +112,15 @@ def _shown(ranking: Sequence[tuple[str, Sequence[Story]]], limit: int) -> dict[s
     return {topic: count for (topic, _), count in zip(ranking, counts, strict=True)}
 
 
-def _cut(title: str) -> str:
-    return title if len(title) <= _TITLE_WIDTH else title[:_TITLE_WIDTH - 1].rstrip() + "…"
+def _cut(title: str, room: int) -> str:
+    """title in at most room terminal cells (a CJK character or an emoji takes two, a
+    combining mark none), cut with "…" when it needs more."""
+    if cell_len(title) <= room:
+        return title
+    kept, used = [], 0
+    for char in title:
+        used += get_character_cell_size(char)
+        if used > room - 1:
+            break
+        kept.append(char)
+    return "".join(kept).rstrip() + "…"

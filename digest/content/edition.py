@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,8 @@ from .stories import Story, find_stories
 from .teasers import teaser_for
 
 __all__ = [
+    "ALSO_SHOWN",
+    "BYLINE_SHOWN",
     "ALL_TOPICS",
     "Also",
     "EditionContent",
@@ -40,10 +42,18 @@ ALL_TOPICS = ""
 
 @dataclass(frozen=True)
 class Also:
-    """Another source's article about an entry's story."""
+    """Another source that carried an entry's story: with a link to its own article, or
+    none when its copy was the same article (found a duplicate at import)."""
 
     source: str
-    url: str
+    url: str | None = None
+
+
+# An entry names at most this many other sources ("Also covered by"); the rest are
+# counted ("and 45 more"), so a story carried by fifty outlets stays one short line. Its
+# byline names at most BYLINE_SHOWN of the sources its lead article came in from.
+ALSO_SHOWN = 5
+BYLINE_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class Entry:
     teaser: str
     topic: str
     also: tuple[Also, ...] = ()
+    also_more: int = 0  # further sources, beyond those in also
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,7 @@ def _ordered_stories(articles: Sequence[Article], settings: Settings, date: date
         if only is None or story.lead.topic in only:
             groups[story.lead.topic].append(story)
     for group in groups.values():
-        group.sort(key=lambda s: (not s.lead.pinned, -s.score, -_sort_time(s.lead).timestamp(),
+        group.sort(key=lambda s: (not s.pinned, -s.score, -_sort_time(s.lead).timestamp(),
                                   -s.lead.id))
     return groups
 
@@ -190,10 +201,45 @@ def _entry(story: Story, topic: str, settings: Settings, campaign: str,
                        campaign)
 
     a = story.lead
-    also = tuple(Also(o.source_name or "Another source", link(o)) for o in story.others)
-    return Entry(id=a.id, title=a.title, url=link(a), source=a.source_name,
+    names = _names(a)
+    also = _also(story, names, link)
+    return Entry(id=a.id, title=a.title, url=link(a), source=_byline(names),
                  date=_sort_time(a), teaser=teaser_for(a.summary, a.body, limits.teaser_words),
-                 topic=topic, also=also)
+                 topic=topic, also=tuple(also[:ALSO_SHOWN]), also_more=len(also[ALSO_SHOWN:]))
+
+
+def _byline(names: Sequence[str]) -> str | None:
+    """The sources of the lead article (it came in from each): the first BYLINE_SHOWN,
+    then how many others."""
+    if len(names) <= BYLINE_SHOWN:
+        return " · ".join(names) or None
+    return f"{' · '.join(names[:BYLINE_SHOWN])} and {len(names) - BYLINE_SHOWN} others"
+
+
+def _names(article: Article) -> list[str]:
+    """The names of the sources that carried an article, its first source first."""
+    sources = ([article.source] if article.source else []) + list(article.also_from)
+    return list(dict.fromkeys(s.name for s in sources))
+
+
+def _also(story: Story, shown: Sequence[str], link: Callable[[Article], str]) -> list[Also]:
+    """Each source of the story's other articles but those in shown, once: first each
+    article's own source, with a link to it, then the further sources of each (those
+    whose copy was found a duplicate of it), without one."""
+    seen = set(shown)
+    linked, named = [], []
+    for article in story.others:
+        for position, name in enumerate(_names(article)):
+            if name in seen:
+                continue
+            seen.add(name)
+            if position == 0:
+                linked.append(Also(name, link(article)))
+            else:
+                named.append(Also(name))
+        if not _names(article):
+            linked.append(Also("Another source", link(article)))
+    return linked + named
 
 
 def build_content(articles: Sequence[Article], settings: Settings, number: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -114,6 +114,12 @@ class TopicClassifier:
         self._prototypes: np.ndarray | None = None
         self._learned: dict[str, float] = {}
         self._has_learned = False
+
+    def by_keywords(self) -> TopicClassifier:
+        """The same topics with the keywords method: the rules every article was sorted by
+        before topics by meaning."""
+        return TopicClassifier(self._topic_rules, self.catch_all,
+                               replace(self.grouping, method="keywords"))
 
     @property
     def semantic(self) -> bool:

@@ -36,6 +36,9 @@ __all__ = [
 
 # What a topic learns from: the store's most recent articles with a vector.
 _LEARNING_ROWS = 5000
+# The ids the articles' Integer key can hold (32-bit signed on PostgreSQL, which refuses
+# to compare it with a larger number, as SQLite does past 64 bits).
+_MIN_ID, _MAX_ID = -(2 ** 31), 2 ** 31 - 1
 # What `retopic` never moves: a topic someone chose.
 _CHOSEN = ("explicit", "manual", "feed")
 
@@ -102,8 +105,11 @@ def _editable(session: Session, ids: Sequence[int]) -> dict[int, Article]:
     """id → article for ids, all of which must be stored, not removed and in no edition;
     else an InputError naming the first that is not (an edition nobody received can be
     discarded first)."""
+    # An id no integer column holds (a typo of 20 digits) names no article; the
+    # database would refuse to compare with it.
+    storable = [i for i in ids if _MIN_ID <= i <= _MAX_ID]
     found = {a.id: a for a in session.scalars(select(Article).where(
-        Article.id.in_(list(ids)), Article.removed_at.is_(None)))}
+        Article.id.in_(storable), Article.removed_at.is_(None)))}
     for article_id in ids:
         article = found.get(article_id)
         if article is None:
