@@ -162,3 +162,56 @@ def test_check_names_each_key(digest: Digest, tmp_path: Path) -> None:
         "DIGEST_DKIM__ED25519_PRIVATE_KEY": str(keys["ed25519"][0])})
     assert ("✓ DKIM: signing with ed25519-sha256 as ed-sel._domainkey.example.org, "
             "rsa-sha256 as rsa-sel._domainkey.example.org") in result.output
+
+
+def test_a_big_send_signs_in_a_process_of_its_own(digest: Digest, smtp: LoopbackSMTPServer,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """From _SIGNING_PROCESS_FROM deliveries on, RSA signatures are made by another
+    process, a batch asked for at once; every one must still be the message's own."""
+    monkeypatch.setattr("digest.delivery.sender._SIGNING_PROCESS_FROM", 1)
+    made: list[object] = []
+    from digest.mail import signing
+
+    real = signing.RsaSigningProcess.__init__
+
+    def spy(self: signing.RsaSigningProcess, *args: object) -> None:
+        real(self, *args)  # type: ignore[arg-type]
+        made.append(self)
+    monkeypatch.setattr(signing.RsaSigningProcess, "__init__", spy)
+    keys = _keys(tmp_path)
+    messages = _send(digest, smtp, {
+        "DIGEST_DKIM__SELECTOR": "rsa-sel", "DIGEST_DKIM__DOMAIN": "example.org",
+        "DIGEST_DKIM__PRIVATE_KEY": str(keys["rsa"][0]),
+        "DIGEST_DKIM__ED25519_SELECTOR": "ed-sel",
+        "DIGEST_DKIM__ED25519_PRIVATE_KEY": str(keys["ed25519"][0]),
+        "DIGEST_SMTP__CONNECTIONS": "2"})
+    assert len(made) == 1
+    for raw in messages:
+        assert dkim.DKIM(raw).verify(idx=0, dnsfunc=_dns(keys))
+        assert dkim.DKIM(raw).verify(idx=1, dnsfunc=_dns(keys))
+
+
+def test_tickets_come_back_to_their_own_message(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from digest.config import load_settings
+    from digest.mail.signing import RsaSigningProcess
+
+    keys = _keys(tmp_path)
+    settings = load_settings(None, environ={
+        "DIGEST_DKIM__SELECTOR": "s", "DIGEST_DKIM__DOMAIN": "example.org",
+        "DIGEST_DKIM__PRIVATE_KEY": str(keys["rsa"][0])})
+    public = serialization.load_pem_private_key(keys["rsa"][0].read_bytes(), None).public_key()
+    signing = RsaSigningProcess(settings, 1)
+    try:
+        tickets = [signing.request(f"message {i}".encode()) for i in range(6)]
+        signing.drop(tickets[1])
+        signing.drop(tickets[4])
+        for i in (5, 0, 3, 2):          # in any order, dropped ones thrown away
+            public.verify(signing.result(tickets[i]), f"message {i}".encode(),  # type: ignore[union-attr]
+                          padding.PKCS1v15(), hashes.SHA256())
+        assert signing.sign(b"last") and not signing._local.done
+    finally:
+        signing.close()

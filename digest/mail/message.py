@@ -36,6 +36,7 @@ from .signing import SIGNED_HEADERS, BodyHasher, DkimSigner, canonical_header, d
 __all__ = [
     "DkimSigner",
     "MessageTemplate",
+    "Prepared",
     "Recipient",
     "SMTP_POLICY",
     "build_email_message",
@@ -52,6 +53,14 @@ SMTP_POLICY = SMTP.clone(max_line_length=998)
 # keeps every line within the 998-octet limit whatever the content.
 _FOLD_AT = 78
 _LONGEST_WORD = 900
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message without its DKIM signatures, and their making, begun."""
+
+    message: bytes
+    signing: list[tuple[bytes, bytes | int]] | None
 
 
 @dataclass(frozen=True)
@@ -242,15 +251,28 @@ class MessageTemplate:
 
     def build(self, r: Recipient) -> bytes:
         """The complete message for one recipient, CRLF line endings."""
-        return self._assemble(r, wire=False)
+        return self.finish(self.prepare(r, wire=False))
 
     def build_wire(self, r: Recipient) -> bytes:
         """The same message in its DATA form (transport.wire_data's): every line that
         starts with a dot doubled, ending with the lone dot. The fixed body segments were
         prepared once; only the personal ones are looked at here."""
-        return self._assemble(r, wire=True)
+        return self.finish(self.prepare(r, wire=True))
 
-    def _assemble(self, r: Recipient, *, wire: bool) -> bytes:
+    def finish(self, prepared: Prepared) -> bytes:
+        """A prepared message with its DKIM signatures on top (waiting for those being
+        made in the signing process)."""
+        if prepared.signing is None or self.signer is None:
+            return prepared.message
+        return self.signer.end(prepared.signing) + prepared.message
+
+    def drop(self, prepared: Prepared) -> None:
+        """Let go of a prepared message that will not be sent."""
+        if prepared.signing is not None and self.signer is not None:
+            self.signer.drop(prepared.signing)
+
+    def prepare(self, r: Recipient, *, wire: bool) -> Prepared:
+        """One recipient's message, its signatures begun (see DkimSigner.begin)."""
         p = self.personal(r)
         values = {"greeting": p.greeting, "email": p.email,
                   "unsubscribe_url": p.unsubscribe_url, "preferences_url": p.preferences_url}
@@ -275,8 +297,8 @@ class MessageTemplate:
         message = (self._head_bytes + b"".join(f for _, f in fields) + self._tail_bytes
                    + body)
         if self.signer is None or self._hasher is None:
-            return message
-        return self._signature(self.signer, self._hasher, fields, parts) + message
+            return Prepared(message, None)
+        return Prepared(message, self._signature(self.signer, self._hasher, fields, parts))
 
     # -- DKIM --
 
@@ -289,12 +311,13 @@ class MessageTemplate:
             self._hasher.fixed(key, segment)
 
     def _signature(self, signer: DkimSigner, hasher: BodyHasher,
-                   fields: list[tuple[bytes, bytes]], parts: list[int | bytes]) -> bytes:
+                   fields: list[tuple[bytes, bytes]], parts: list[int | bytes]
+                   ) -> list[tuple[bytes, bytes | int]]:
         canonical = dict(self._canonical)
         for name, field in fields:
             canonical[name] = canonical_header(field, signer.relaxed_headers)
         names = [name.encode() for name in SIGNED_HEADERS if name.encode() in canonical]
-        return signer.header(names, [canonical[n] for n in names], hasher.digest(parts[1:]))
+        return signer.begin(names, [canonical[n] for n in names], hasher.digest(parts[1:]))
 
 
 def _stuff(segment: bytes) -> bytes:

@@ -11,11 +11,19 @@ once, with `cryptography`.
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import hashlib
+import multiprocessing
+import os
+import queue
 import re
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -29,6 +37,7 @@ __all__ = [
     "SIGNED_HEADERS",
     "BodyHasher",
     "DkimSigner",
+    "RsaSigningProcess",
     "canonical_body",
     "canonical_header",
     "dkim_signer",
@@ -131,14 +140,22 @@ class DkimSigner:
             self.keys.append(_Key(b"rsa-sha256", k.selector.encode(),
                                   _load(k.private_key, settings, rsa.RSAPrivateKey,
                                         "private_key")))
+        # RSA signatures made by another process (see RsaSigningProcess), when set.
+        self.remote: RsaSigningProcess | None = None
 
     def header(self, names: Sequence[bytes], canonical: Sequence[bytes],
                body_hash: bytes, now: int | None = None) -> bytes:
         """The DKIM-Signature fields to put on top of a message whose signed header fields
         are `names` (lower-case) with these canonical forms, and whose body hash this is."""
+        return self.end(self.begin(names, canonical, body_hash, now))
+
+    def begin(self, names: Sequence[bytes], canonical: Sequence[bytes],
+              body_hash: bytes, now: int | None = None) -> list[tuple[bytes, bytes | int]]:
+        """`header` in two steps: the fields with their signatures, or, for one made in
+        the signing process, its ticket (see RsaSigningProcess); `end` puts them on."""
         stamp = int(time.time()) if now is None else now
         signed = b"".join(canonical)
-        out = []
+        out: list[tuple[bytes, bytes | int]] = []
         for key in self.keys:
             head = (b"DKIM-Signature: v=1; a=" + key.algorithm + b"; c="
                     + (b"relaxed" if self.relaxed_headers else b"simple") + b"/"
@@ -147,16 +164,131 @@ class DkimSigner:
                     + b";\r\n t=" + str(stamp).encode() + b"; h=" + b":".join(names)
                     + b";\r\n bh=" + base64.b64encode(body_hash) + b";\r\n b=")
             data = signed + canonical_header(head + b"\r\n", self.relaxed_headers)[:-2]
-            out.append(head + _fold(self._sign(key, data)) + b"\r\n")
+            if key.algorithm == b"rsa-sha256" and self.remote is not None:
+                out.append((head, self.remote.request(data)))
+            elif key.algorithm == b"rsa-sha256":
+                out.append((head, _rsa_sign(key.private, data)))
+            else:
+                out.append((head, key.private.sign(hashlib.sha256(data).digest())))
+        return out
+
+    def end(self, begun: list[tuple[bytes, bytes | int]]) -> bytes:
+        """The DKIM-Signature fields of `begin`, waiting for a signature being made."""
+        out = []
+        for head, signature in begun:
+            if isinstance(signature, int):
+                assert self.remote is not None
+                signature = self.remote.result(signature)
+            out.append(head + _fold(base64.b64encode(signature)) + b"\r\n")
         return b"".join(out)
 
-    @staticmethod
-    def _sign(key: _Key, data: bytes) -> bytes:
-        if key.algorithm == b"rsa-sha256":
-            signature = key.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    def drop(self, begun: list[tuple[bytes, bytes | int]]) -> None:
+        """Forget what `begin` asked of the signing process (a message not sent)."""
+        for _head, signature in begun:
+            if isinstance(signature, int) and self.remote is not None:
+                self.remote.drop(signature)
+
+
+def _rsa_sign(key: Any, data: bytes) -> bytes:
+    signature: bytes = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return signature
+
+
+class RsaSigningProcess:
+    """RSA signatures made in a process of its own, so that they run on another core.
+
+    An RSA-2048 signature costs about 0.22 ms of CPU and holds the GIL throughout: in the
+    sending process it was the ceiling (20,000 signed messages: 11.4 s against 6.5 s
+    unsigned). Each sending thread gets a pipe of its own to the signing process (the
+    data to sign, about 1 KB, goes one way and 256 bytes come back); the process dies
+    with its parent."""
+
+    def __init__(self, settings: Settings, clients: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        pairs = [context.Pipe() for _ in range(clients)]
+        self._free: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        for mine, _theirs in pairs:
+            self._free.put(mine)
+        self._local = threading.local()
+        self.process = context.Process(
+            target=_serve_signatures, name="digest-dkim-signer", daemon=True,
+            args=(settings, os.getpid(), [theirs for _mine, theirs in pairs]))
+        self.process.start()
+        for _mine, theirs in pairs:
+            theirs.close()
+
+    def _connection(self) -> Connection:
+        """The calling thread's pipe, taken on first use."""
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._free.get()
+            self._local.next, self._local.done, self._local.dropped = 0, {}, set()
+        return connection
+
+    def request(self, data: bytes) -> int:
+        """Ask for the signature of data; returns its ticket. Requests are answered in
+        the order they were made: a thread can ask for a batch, then send as each comes."""
+        connection = self._connection()
+        ticket: int = self._local.next
+        self._local.next += 1
+        connection.send_bytes(ticket.to_bytes(8, "big") + data)
+        return ticket
+
+    def result(self, ticket: int) -> bytes:
+        """The signature a ticket asked for (waiting for it)."""
+        connection, done = self._connection(), self._local.done
+        while ticket not in done:
+            try:
+                answer = connection.recv_bytes()
+            except EOFError:
+                raise ConfigError("[dkim] the signing process ended; see its error "
+                                  "above") from None
+            number = int.from_bytes(answer[:8], "big")
+            if number in self._local.dropped:
+                self._local.dropped.discard(number)
+            else:
+                done[number] = answer[8:]
+        signature: bytes = done.pop(ticket)
+        return signature
+
+    def drop(self, ticket: int) -> None:
+        """Forget a ticket: its answer is thrown away when it comes."""
+        done = self._local.done
+        if ticket in done:
+            del done[ticket]
         else:
-            signature = key.private.sign(hashlib.sha256(data).digest())
-        return base64.b64encode(signature)
+            self._local.dropped.add(ticket)
+
+    def sign(self, data: bytes) -> bytes:
+        """The RSA signature of data, made in the signing process."""
+        return self.result(self.request(data))
+
+    def close(self) -> None:
+        while not self._free.empty():
+            self._free.get().close()
+        self.process.terminate()
+        self.process.join()
+
+
+def _serve_signatures(settings: Settings, parent: int, connections: list[Connection]
+                      ) -> None:
+    """The signing process: a signature for every request, until every pipe is closed."""
+    with contextlib.suppress(OSError, AttributeError):    # not Linux: die at the close
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG: die with it
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)         # the parent decides when to stop
+    key = _load(settings.dkim.private_key, settings, rsa.RSAPrivateKey, "private_key")
+    open_ = list(connections)
+    while open_:
+        for ready in wait(open_):
+            assert isinstance(ready, Connection)
+            try:
+                data = ready.recv_bytes()
+            except EOFError:
+                open_.remove(ready)
+                continue
+            ready.send_bytes(data[:8] + _rsa_sign(key, data[8:]))
 
 
 def _fold(value: bytes, width: int = 72) -> bytes:

@@ -23,6 +23,7 @@ from ..errors import DeliveryError, ServerRefused
 
 __all__ = [
     "SessionStep",
+    "unwire",
     "wire_data",
     "open_smtp",
     "smtp_reply",
@@ -178,7 +179,7 @@ def wire_data(message: bytes) -> bytes:
     return message + b".\r\n"
 
 
-def _unwire(data: bytes) -> bytes:
+def unwire(data: bytes) -> bytes:
     """A message back from its DATA form."""
     body = data[:-3].replace(b"\n..", b"\n.")
     return body[1:] if body.startswith(b"..") else body
@@ -209,7 +210,7 @@ class SmtpConnection:
                 self._transaction(sender, recipient,
                                   data if data is not None else wire_data(message or b""))
             else:       # SMTPUTF8 addresses: smtplib's way
-                plain = message if message is not None else _unwire(data or b".\r\n")
+                plain = message if message is not None else unwire(data or b".\r\n")
                 self.smtp.sendmail(sender, [recipient], plain)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(recipient, (550, b"refused"))
