@@ -116,3 +116,9 @@ def test_a_0003_store_upgrades_to_removed_articles_kept_as_tombstones(tmp_path: 
         assert conn.execute(text("select title, body from articles where removed_at is not "
                                  "null")).all() == [("An article from 0003", "")]
     engine.dispose()
+
+
+def test_the_head_every_store_is_checked_against_is_the_migrations() -> None:
+    from digest.store.db import SCHEMA_HEAD
+
+    assert head_revision() == SCHEMA_HEAD

@@ -67,8 +67,9 @@ def canonical_body(segment: bytes, relaxed: bool) -> bytes:
     """A run of whole body lines (CRLF-terminated) in canonical form. Simple: as it is;
     relaxed: runs of white space one space, none at line ends. (Trailing empty lines are
     the caller's: a digest's body never ends with one.)"""
-    if not relaxed:
-        return segment
+    if not relaxed or (b"\t" not in segment and b"  " not in segment
+                        and b" \r\n" not in segment):
+        return segment       # the usual case, three C-speed scans instead of two regexes
     return _WSP_EOL.sub(b"\r\n", _WSP.sub(b" ", segment))
 
 

@@ -8,13 +8,9 @@ __init__ importing them back would make an import cycle.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, inspect
+from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,9 +18,12 @@ from ..config import Settings
 from ..errors import StoreError
 from .models import Base
 
+if TYPE_CHECKING:       # alembic is imported only to migrate (80 ms of every start)
+    from alembic.config import Config
+
 # Session is here for the services that run several queries in one transaction of theirs.
-__all__ = ["STORE_ERRORS", "Session", "Store", "StoreConflict", "StoreUnavailable",
-           "check_schema",
+__all__ = ["SCHEMA_HEAD", "STORE_ERRORS", "Session", "Store", "StoreConflict",
+           "StoreUnavailable", "check_schema",
            "current_revision", "head_revision", "open_engine", "rowcount", "session_factory",
            "table_of", "upgrade_schema", "upgrade_store"]
 
@@ -84,10 +83,15 @@ def open_engine(url: str) -> Engine:
 
 
 MIGRATIONS = "digest.store:migrations"
+# The newest migration's revision: what every store is checked against when it opens,
+# without reading the migration scripts (tests/test_db.py keeps it equal to theirs).
+SCHEMA_HEAD = "0006"
 _FIRST_TABLES = {"sources", "articles", "subscribers", "editions", "deliveries"}
 
 
 def _alembic_config(connection: Any) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.attributes["connection"] = connection
@@ -95,14 +99,21 @@ def _alembic_config(connection: Any) -> Config:
 
 
 def head_revision() -> str:
+    """The newest revision, as the migration scripts say."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The store's schema revision (None: none recorded), read without alembic."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return None if version is None else str(version)
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -137,6 +148,9 @@ def upgrade_store(url: str) -> tuple[str | None, str]:
 
 
 def _upgrade(conn: Any, revision: str) -> tuple[str | None, str]:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     tables = set(inspect(conn).get_table_names())
     before = MigrationContext.configure(conn).get_current_revision()
     config = _alembic_config(conn)
@@ -158,7 +172,7 @@ def check_schema(engine: Engine) -> None:
             if not tables & _FIRST_TABLES:
                 upgrade_schema(engine)
                 return
-        head = head_revision()
+        head = SCHEMA_HEAD
         if current != head:
             have = current or "none"
             raise StoreError(f"the store at {engine.url!r} has schema revision {have}, this "
