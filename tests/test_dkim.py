@@ -173,12 +173,12 @@ def test_a_big_send_signs_in_a_process_of_its_own(digest: Digest, smtp: Loopback
     made: list[object] = []
     from digest.mail import signing
 
-    real = signing.RsaSigningProcess.__init__
+    real = signing.SigningProcess.__init__
 
-    def spy(self: signing.RsaSigningProcess, *args: object) -> None:
+    def spy(self: signing.SigningProcess, *args: object) -> None:
         real(self, *args)  # type: ignore[arg-type]
         made.append(self)
-    monkeypatch.setattr(signing.RsaSigningProcess, "__init__", spy)
+    monkeypatch.setattr(signing.SigningProcess, "__init__", spy)
     keys = _keys(tmp_path)
     messages = _send(digest, smtp, {
         "DIGEST_DKIM__SELECTOR": "rsa-sel", "DIGEST_DKIM__DOMAIN": "example.org",
@@ -197,14 +197,14 @@ def test_tickets_come_back_to_their_own_message(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import padding
 
     from digest.config import load_settings
-    from digest.mail.signing import RsaSigningProcess
+    from digest.mail.signing import SigningProcess
 
     keys = _keys(tmp_path)
     settings = load_settings(None, environ={
         "DIGEST_DKIM__SELECTOR": "s", "DIGEST_DKIM__DOMAIN": "example.org",
         "DIGEST_DKIM__PRIVATE_KEY": str(keys["rsa"][0])})
     public = serialization.load_pem_private_key(keys["rsa"][0].read_bytes(), None).public_key()
-    signing = RsaSigningProcess(settings, 1)
+    signing = SigningProcess(settings, 1)
     try:
         tickets = [signing.request(f"message {i}".encode()) for i in range(6)]
         signing.drop(tickets[1])

@@ -19,7 +19,7 @@ from ..audience.bouncemail import classify_failure
 from ..config import Settings
 from ..errors import DeliveryError, ServerRefused
 from ..mail.message import MessageTemplate, Prepared, Recipient, variant_template
-from ..mail.signing import RsaSigningProcess
+from ..mail.signing import SigningProcess
 from ..mail.transport import (
     Connection,
     PermanentFailure,
@@ -37,7 +37,7 @@ from ..store.models import DeliveryStatus, utcnow
 __all__ = ["LedgerFactory", "ProgressFn", "RateLimiter", "Sender", "session_bounce"]
 
 _MAX_BACKOFF = timedelta(hours=12)
-# From this many deliveries on, RSA signatures are made in a process of their own (its
+# From this many deliveries on, DKIM signatures are made in a process of their own (its
 # start, about 0.3 s, costs more than it saves on a small send).
 _SIGNING_PROCESS_FROM = 1000
 
@@ -115,7 +115,7 @@ class Sender:
         self._failures: list[BaseException] = []
         self._counts = {s.value: 0 for s in DeliveryStatus}
         self._batch = settings.delivery.batch_size
-        self._signing: RsaSigningProcess | None = None
+        self._signing: SigningProcess | None = None
         self._wire = isinstance(transport, SmtpTransport)
         self.limiter = RateLimiter(settings.smtp.max_per_second)
 
@@ -274,8 +274,8 @@ class Sender:
             connections = self.settings.smtp.connections
             due = ledger.claimable(self.clock(), edition_id=edition_id, retry=retry)
             self._batch = max(1, min(self.settings.delivery.batch_size, -(-due // connections)))
-            if self.settings.dkim.rsa and due >= _SIGNING_PROCESS_FROM:
-                self._signing = RsaSigningProcess(self.settings, connections)
+            if self.settings.dkim.enabled and due >= _SIGNING_PROCESS_FROM:
+                self._signing = SigningProcess(self.settings, connections)
             threads = [threading.Thread(target=self._thread, args=(ledger, edition_id, retry),
                                         name=f"digest-sender-{i}", daemon=True)
                        for i in range(self.settings.smtp.connections)]
