@@ -239,3 +239,19 @@ def test_retopic_after_the_topics_changed(digest: Digest) -> None:
     assert sql(digest.folder, "SELECT id, topic, topic_reason FROM articles ORDER BY id") == [
         (1, "Baseball", "semantic"), (2, "More stories", "catch-all"),
         (3, "Business", "explicit")]
+
+
+def test_loading_the_model_leaves_logging_alone() -> None:
+    """wordllama sets the root logger to INFO with a handler when imported: `digest demo`
+    then printed every line of its SMTP server's log."""
+    import subprocess
+    import sys
+
+    code = ("import logging\n"
+            "from digest.content.semantic import embedder\n"
+            "embedder().embed(['a test'])\n"
+            "root = logging.getLogger()\n"
+            "print(len(root.handlers), logging.getLevelName(root.level))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout == "0 WARNING\n", result.stderr

@@ -8,6 +8,7 @@ One model per process, loaded on first use (about 0.15 s).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,11 @@ class Embedder:
     """Texts to unit vectors with the packaged model."""
 
     def __init__(self) -> None:
+        # wordllama calls logging.basicConfig(level=INFO) when imported, which would put
+        # every library's INFO lines (the demo's SMTP server, alembic) on the user's
+        # terminal: the root logger is put back as it was.
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
         try:
             import wordllama
             from wordllama import WordLlama
@@ -49,6 +55,10 @@ class Embedder:
             raise ModelMissing(
                 "the topic model is not installed (the wordllama package); install it with: "
                 "pip install wordllama, or set [grouping] method = \"keywords\"") from None
+        finally:
+            for handler in [h for h in root.handlers if h not in handlers]:
+                root.removeHandler(handler)
+            root.setLevel(level)
         # The wheel holds weights/ and tokenizers/ beside its code; the loader looks for the
         # tokenizer in a folder named differently, so it is pointed at the package itself,
         # and told never to fetch anything.
