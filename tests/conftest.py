@@ -172,3 +172,9 @@ def dovecot() -> Iterator[Dovecot]:
     server = Dovecot().start()
     yield server
     server.stop()
+
+
+def fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run code in a new interpreter (nothing imported yet); fails when it fails."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)

@@ -7,6 +7,7 @@ import pkgutil
 
 import click
 import pytest
+from conftest import fresh_python
 
 import digest
 import digest.cli
@@ -59,17 +60,13 @@ def test_the_help_digest_shows_is_each_commands_own() -> None:
 def test_help_loads_no_command_module() -> None:
     """`digest --help` once imported every command (SQLAlchemy, premailer, numpy, ...):
     1.0 s and 121 MB before it printed a line."""
-    import subprocess
-    import sys
-
     code = ("import sys\n"
             "from click.testing import CliRunner\n"
             "from digest.cli import cli\n"
             "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
             "heavy = {'sqlalchemy', 'numpy', 'premailer', 'jinja2', 'flask', 'httpx'}\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = fresh_python(code)
     assert result.stdout == "[]\n"
 
 

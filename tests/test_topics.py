@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, SEED, Digest, need, sql
+from conftest import DATA, SEED, Digest, fresh_python, need, sql
 
 from digest.config import GroupingSettings, TopicRule, default_topics
 from digest.content.semantic import pack
@@ -244,14 +244,10 @@ def test_retopic_after_the_topics_changed(digest: Digest) -> None:
 def test_loading_the_model_leaves_logging_alone() -> None:
     """wordllama sets the root logger to INFO with a handler when imported: `digest demo`
     then printed every line of its SMTP server's log."""
-    import subprocess
-    import sys
-
     code = ("import logging\n"
             "from digest.content.semantic import embedder\n"
             "embedder().embed(['a test'])\n"
             "root = logging.getLogger()\n"
             "print(len(root.handlers), logging.getLevelName(root.level))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = fresh_python(code)
     assert result.stdout == "0 WARNING\n", result.stderr
