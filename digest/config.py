@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .errors import ConfigError
 from .resources import package_resource
 
 __all__ = [
+    "AdminSettings",
     "BouncesSettings",
     "DeliverySettings",
     "DkimSettings",
@@ -36,10 +38,12 @@ __all__ = [
     "SmtpSettings",
     "StoreSettings",
     "TopicRule",
+    "TrackingSettings",
     "WebSettings",
     "WebhooksSettings",
     "find_config_file",
     "load_settings",
+    "parse_span",
     "with_overrides",
 ]
 
@@ -98,6 +102,9 @@ class DigestSettings:
     utm_source: str = ""
     utm_medium: str = "email"
     utm_campaign: str = "digest-{number}"
+    # Who reviews each edition: the review mail and the reminders go to these addresses
+    # (a TOML list, or commas in DIGEST_DIGEST__EDITORS).
+    editors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,16 @@ class ScheduleSettings:
     retry_minutes: int = 5
     feeds_minutes: int = 30
     log_level: str = "INFO"
+    # Whether an edition needs an editor: "none" sends at the slot as it is built;
+    # "required" builds a draft draft_lead before the slot, mails the editors, and sends
+    # only once approved; "veto" does the same but sends unless an editor cancelled it.
+    approval: str = "none"
+    draft_lead: str = "24h"
+
+    @property
+    def lead(self) -> timedelta:
+        """draft_lead as a time span (checked when the config is read)."""
+        return parse_span(self.draft_lead)
 
 
 @dataclass(frozen=True)
@@ -222,6 +239,26 @@ class WebhooksSettings:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    # Click counts per edition and article (never per reader): read-more links go through
+    # {base_url}/r/{token}, the same link in every subscriber's message. Off by default.
+    clicks: bool = False
+    # A scanner's burst: this many links of one edition from one address within
+    # burst_seconds, and none of them counts.
+    burst_clicks: int = 3
+    burst_seconds: int = 10
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    # The admin pages (/admin on `digest serve`): how long a sign-in lasts, and how many
+    # failed sign-ins in a row lock an account (known or not) for lockout_minutes.
+    session_hours: int = 12
+    lockout_failures: int = 5
+    lockout_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class WebSettings:
     # How many proxies in front of `digest serve` append to X-Forwarded-For (0: none, so
     # the header is ignored and nobody can pick their own rate-limit bucket with it).
@@ -250,6 +287,8 @@ class Settings:
     bounces: BouncesSettings = BouncesSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     grouping: GroupingSettings = GroupingSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    admin: AdminSettings = AdminSettings()
     topics: tuple[TopicRule, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     secret_key: str = field(default="", repr=False)
@@ -329,6 +368,8 @@ _SECTIONS: dict[str, type] = {
     "bounces": BouncesSettings,
     "webhooks": WebhooksSettings,
     "grouping": GroupingSettings,
+    "tracking": TrackingSettings,
+    "admin": AdminSettings,
 }
 # Settings that were, and what took their place.
 _RETIRED = {("digest", "bounce_threshold"): "a hard bounce now bounces a subscriber at once, "
@@ -346,6 +387,7 @@ _CHOICES = {
     ("bounces", "security"): ("ssl", "starttls", "none"),
     ("bounces", "after"): ("move", "delete"),
     ("grouping", "method"): ("semantic", "keywords"),
+    ("schedule", "approval"): ("none", "required", "veto"),
     ("dkim", "canonicalization"): ("relaxed/relaxed", "simple/simple", "relaxed/simple",
                                    "simple/relaxed"),
 }
@@ -375,8 +417,25 @@ def find_config_file(explicit: str | os.PathLike[str] | None,
     return local.resolve() if local.is_file() else None
 
 
+_SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(m|min|h|d)\s*", re.IGNORECASE)
+_SPAN_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_span(text: str) -> timedelta:
+    """"24h", "90m", "2d" as a time span; ValueError for anything else."""
+    match = _SPAN.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a time span such as 24h, 90m or 2d")
+    return timedelta(seconds=float(match[1]) * _SPAN_UNITS[match[2].lower()])
+
+
 def _coerce(value: Any, default: Any, where: str) -> Any:
     kind = type(default)
+    if kind is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -568,6 +627,7 @@ def _validate(s: Settings, origin: str) -> None:
         raise ConfigError(f"{origin}: [schedule] timezone {s.schedule.timezone!r} is not an IANA "
                           f"zone name such as Europe/Berlin") from None
     _validate_grouping(s.grouping, origin)
+    _validate_desk(s, origin)
 
 
 def _validate_dkim(s: Settings, origin: str) -> None:
@@ -601,6 +661,31 @@ def _validate_grouping(g: GroupingSettings, origin: str) -> None:
         if not 0 < getattr(g, key) <= _MAX_HOURS:
             raise ConfigError(f"{origin}: [grouping] {key} must be more than 0 and at "
                               f"most {_MAX_HOURS} hours (got {getattr(g, key):g})")
+
+
+def _validate_desk(s: Settings, origin: str) -> None:
+    """[schedule] approval and draft_lead, [digest] editors, [tracking], [admin]."""
+    try:
+        lead = parse_span(s.schedule.draft_lead)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: [schedule] draft_lead: {exc}") from None
+    if not timedelta(0) < lead <= timedelta(days=30):
+        raise ConfigError(f"{origin}: [schedule] draft_lead must be more than 0 and at most "
+                          f"30 days (got {s.schedule.draft_lead!r})")
+    for address in s.digest.editors:
+        if not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+", address):
+            raise ConfigError(f"{origin}: [digest] editors: {address!r} is not an address "
+                              f"such as editor@example.org")
+    if s.schedule.approval != "none" and not s.digest.editors:
+        raise ConfigError(f"{origin}: [schedule] approval = {s.schedule.approval!r} needs "
+                          f"someone to approve: list them in [digest] editors")
+    t, a = s.tracking, s.admin
+    if t.burst_clicks < 2 or t.burst_seconds < 1:
+        raise ConfigError(f"{origin}: [tracking] burst_clicks must be at least 2 and "
+                          f"burst_seconds at least 1")
+    if a.session_hours < 1 or a.lockout_failures < 1 or a.lockout_minutes < 1:
+        raise ConfigError(f"{origin}: [admin] session_hours, lockout_failures and "
+                          f"lockout_minutes must each be at least 1")
 
 
 def _validate_text(s: Settings, origin: str) -> None:

@@ -25,10 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "AdminSession",
+    "AdminUser",
     "Article",
     "Base",
     "BounceEvent",
     "BounceKind",
+    "Click",
     "Delivery",
     "DeliveryStatus",
     "ArticleSource",
@@ -81,9 +84,12 @@ class SubscriberStatus(enum.StrEnum):
 
 
 class EditionStatus(enum.StrEnum):
+    DRAFT = "draft"              # articles reserved, no ledger: the editor shapes it
+    APPROVED = "approved"        # an editor approved it: `digest send` (or its slot) sends it
     SENDING = "sending"          # ledger written; deliveries pending or in progress
     PAUSED = "paused"            # too many errors in a row; resume with `digest send`
     SENT = "sent"                # no delivery left pending (deferred ones may retry)
+    CANCELLED = "cancelled"      # never sent; its articles went back to the pool
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -151,6 +157,13 @@ class Article(Base):
     topic_confidence: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The editor's hand in the article's edition (an article is in one edition at most):
+    # its place among its topic's stories (None: by score), leading the whole edition,
+    # and the title and teaser it shows there instead of its own.
+    position: Mapped[int | None] = mapped_column(Integer)
+    pin_top: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    edited_title: Mapped[str | None] = mapped_column(String(1000))
+    edited_teaser: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id"), index=True)
@@ -244,6 +257,15 @@ class Edition(Base):
     slot: Mapped[datetime | None] = mapped_column(UTCDateTime, unique=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(Text)
+    # The editor's note above the contents (Markdown source), whether the subject is the
+    # editor's own (kept when the draft is refreshed), the approval, and the mails that
+    # asked the editors to review it and reminded them.
+    intro: Mapped[str | None] = mapped_column(Text)
+    subject_set: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by: Mapped[str | None] = mapped_column(String(320))
+    review_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     articles: Mapped[list[Article]] = relationship(order_by=Article.id)
 
@@ -306,6 +328,51 @@ class RateLimitHit(Base):
     hits: Mapped[int] = mapped_column(Integer)
     # Seconds since the epoch, as the limits library counts them.
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AdminUser(Base):
+    """Someone who may use the admin pages: an argon2 hash of their password, never it."""
+
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminSession(Base):
+    """A signed-in admin: the SHA-256 of the random cookie value (the value itself is
+    never stored), the session's CSRF token, and when it ends."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Click(Base):
+    """One request for a tracked "read more" link. It names the edition and the article,
+    never a reader; `client` is a keyed hash of the requesting address (to tell a
+    scanner's burst), and `reason` why it was or was not counted."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_edition_article", "edition_id", "article_id"),
+                      Index("ix_clicks_client_at", "client", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    client: Mapped[str] = mapped_column(String(64))
+    counted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(16))
 
 
 class Suppression(Base):
