@@ -38,8 +38,10 @@ COMMANDS = {
              "send it."),
     "worker": ("send", "worker", "Send queued deliveries; run any number of workers, on any "
                "number of machines."),
-    "editions": ("editions", "editions", "List editions and show one with its delivery "
-                 "counts."),
+    "editions": ("editions", "editions", "Draft, shape, approve and list editions; show one "
+                 "with its articles, delivery counts and clicks."),
+    "admin": ("admin", "admin", "The people who may sign in to the admin pages (/admin on "
+              "digest serve)."),
     "feeds": ("feeds", "feeds", "Add, list, remove and fetch RSS/Atom feeds."),
     "serve": ("web", "serve", "Serve the subscriber pages: one-click unsubscribe, sign-up "
               "with confirmation, topic preferences, and the archive (with an Atom feed); "
