@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
-from ..store.models import Article
+from ..store.models import Article, Edition
+from .intro import Intro, render_intro
 from .links import add_utm
 from .stories import Story, find_stories
 from .teasers import teaser_for
@@ -25,6 +26,7 @@ __all__ = [
     "ALL_TOPICS",
     "Also",
     "EditionContent",
+    "Editorial",
     "Entry",
     "Limits",
     "Section",
@@ -88,11 +90,27 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Editorial:
+    """What an editor gave the edition as a whole: a note above the contents (Markdown)
+    and a subject of their own (None: the [digest] subject pattern's)."""
+
+    intro: str | None = None
+    subject: str | None = None
+
+    @classmethod
+    def of(cls, edition: Edition) -> Editorial:
+        """What the editor gave a stored edition."""
+        return cls(edition.intro, edition.subject if edition.subject_set else None)
+
+
+@dataclass(frozen=True)
 class EditionContent:
     number: int
     date: datetime
     sections: tuple[Section, ...]
     archive_url: str
+    intro: Intro | None = None
+    subject: str | None = None      # the editor's own, when they chose one
 
     @property
     def shown(self) -> int:
@@ -174,21 +192,33 @@ def ranked_stories(articles: Sequence[Article], settings: Settings, date: dateti
     """The edition's topics in order, each with its stories in order (what `build_content`
     shows, before the cap): what `digest preview --explain` explains."""
     groups = _ordered_stories(articles, settings, date, variant_topics(variant))
-    return [(topic, groups[topic]) for topic in order_topics(groups, settings)]
+    order = order_topics(groups, settings)
+    # The story an editor pinned to lead the whole edition takes its topic to the top.
+    lead = next((t for t in order if any(a.pin_top for a in groups[t][0].articles)), None)
+    if lead is not None:
+        order = [lead] + [t for t in order if t != lead]
+    return [(topic, groups[topic]) for topic in order]
 
 
 def _ordered_stories(articles: Sequence[Article], settings: Settings, date: datetime,
                      only: frozenset[str] | None) -> dict[str, list[Story]]:
-    """Topic → its stories (a story is under its lead's topic), pinned first, then by
-    score, then newest."""
+    """Topic → its stories (a story is under its lead's topic): the one pinned to lead
+    the edition, then pinned ones, then in the order an editor gave (stories they did not
+    place after those they did), then by score, then newest."""
     groups: dict[str, list[Story]] = defaultdict(list)
     for story in find_stories(articles, settings.grouping, date):
         if only is None or story.lead.topic in only:
             groups[story.lead.topic].append(story)
     for group in groups.values():
-        group.sort(key=lambda s: (not s.pinned, -s.score, -_sort_time(s.lead).timestamp(),
-                                  -s.lead.id))
+        group.sort(key=_story_order)
     return groups
+
+
+def _story_order(story: Story) -> tuple[bool, bool, bool, int, float, float, int]:
+    placed = [a.position for a in story.articles if a.position is not None]
+    return (not any(a.pin_top for a in story.articles), not story.pinned, not placed,
+            min(placed, default=0), -story.score, -_sort_time(story.lead).timestamp(),
+            -story.lead.id)
 
 
 def _entry(story: Story, topic: str, settings: Settings, campaign: str,
@@ -203,9 +233,11 @@ def _entry(story: Story, topic: str, settings: Settings, campaign: str,
     a = story.lead
     names = _names(a)
     also = _also(story, names, link)
-    return Entry(id=a.id, title=a.title, url=link(a), source=_byline(names),
-                 date=_sort_time(a), teaser=teaser_for(a.summary, a.body, limits.teaser_words),
-                 topic=topic, also=tuple(also[:ALSO_SHOWN]), also_more=len(also[ALSO_SHOWN:]))
+    teaser = a.edited_teaser if a.edited_teaser is not None else \
+        teaser_for(a.summary, a.body, limits.teaser_words)
+    return Entry(id=a.id, title=a.edited_title or a.title, url=link(a), source=_byline(names),
+                 date=_sort_time(a), teaser=teaser, topic=topic,
+                 also=tuple(also[:ALSO_SHOWN]), also_more=len(also[ALSO_SHOWN:]))
 
 
 def _byline(names: Sequence[str]) -> str | None:
@@ -244,9 +276,11 @@ def _also(story: Story, shown: Sequence[str], link: Callable[[Article], str]) ->
 
 def build_content(articles: Sequence[Article], settings: Settings, number: int,
                   date: datetime, variant: str = ALL_TOPICS,
-                  limits: Limits | None = None) -> EditionContent:
+                  limits: Limits | None = None,
+                  editorial: Editorial | None = None) -> EditionContent:
     """Group articles into stories and topics, rank and cap them into the data the
-    templates render, within limits (default: the configured ones)."""
+    templates render, within limits (default: the configured ones), with what an editor
+    gave the edition."""
     limits = limits or Limits.configured(settings)
     ranked = ranked_stories(articles, settings, date, variant)
     order = [topic for topic, _ in ranked]
@@ -262,4 +296,6 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
             sections.append(Section(topic, _anchor(topic), entries, len(group) - count,
                                     len(group), topic == d.catch_all_topic))
     base = d.base_url.rstrip("/")
-    return EditionContent(number, date, tuple(sections), f"{base}/editions/{number}")
+    editorial = editorial or Editorial()
+    return EditionContent(number, date, tuple(sections), f"{base}/editions/{number}",
+                          render_intro(editorial.intro), editorial.subject)

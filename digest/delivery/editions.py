@@ -17,7 +17,7 @@ from typing import Any
 
 from ..audience.subscribers import SubscriberBook, normalise_email, refusal
 from ..config import Settings
-from ..content.edition import build_content, effective_variant
+from ..content.edition import Editorial, build_content, effective_variant
 from ..errors import DeliveryError, InputError, NothingToSend
 from ..mail.message import (
     MessageTemplate,
@@ -28,10 +28,10 @@ from ..mail.message import (
 from ..mail.render import Renderer
 from ..mail.transport import PermanentFailure, TemporaryFailure, Transport
 from ..store import editions as stored
-from ..store.articles import upcoming_edition
 from ..store.db import Store
+from ..store.drafts import COMING
 from ..store.editions import EditionDetail, EditionSummary, EditionWork
-from ..store.models import DeliveryStatus, Edition, EditionStatus
+from ..store.models import Article, DeliveryStatus, Edition, EditionStatus
 from .timing import wave_time
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "EditionPlan",
     "EditionSummary",
     "NoRecipients",
+    "NotApproved",
     "discard_edition",
     "dry_run_edition",
     "edition_detail",
@@ -64,6 +65,10 @@ class EditionPlan:
     recipients: int           # subscribers who would get a message
     skipped: int              # active subscribers whose topics have nothing new
     variants: int
+
+
+class NotApproved(InputError):
+    """The edition waits for an editor's approval."""
 
 
 class NoRecipients(NothingToSend):
@@ -111,17 +116,44 @@ def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan
     """Counts for the edition `digest send` would create now (nothing is written).
     NothingToSend when nothing is new or nobody would receive it."""
     with stored.read_work(store) as work:
-        articles = work.new_articles(now)
-        if not articles:
-            raise _nothing_new(work)
+        number, articles = _next_edition(work, settings, now)
         topics = tuple(sorted({a.topic for a in articles}))
         audience = _Audience()
         for _sid, chosen, _zone in work.active_subscribers():
             audience.place(chosen, topics)
         if not audience.recipients:
             raise _nobody(audience.skipped, topics)
-        return EditionPlan(work.next_number(), len(articles), topics, audience.recipients,
+        return EditionPlan(number, len(articles), topics, audience.recipients,
                            audience.skipped, len(audience.variants))
+
+
+def _next_edition(work: EditionWork, settings: Settings, now: datetime
+                  ) -> tuple[int, list[Article]]:
+    """(number, articles) of the edition `digest send` would send next: the approved
+    one, else one made of the new articles. A draft waiting for approval, or no draft
+    where [schedule] approval requires one, is refused (NotApproved)."""
+    coming = work.coming()
+    if coming is not None:
+        if coming.status is EditionStatus.DRAFT:
+            raise _not_approved(coming.number)
+        return coming.number, work.articles_of(coming)
+    if settings.schedule.approval == "required":
+        raise _approval_required()
+    articles = work.new_articles(now)
+    if not articles:
+        raise _nothing_new(work)
+    return work.next_number(), articles
+
+
+def _not_approved(number: int) -> NotApproved:
+    return NotApproved(f"edition {number} is a draft waiting for approval: review it "
+                       f"(digest editions show {number}) and approve it with: digest "
+                       f"editions approve {number}")
+
+
+def _approval_required() -> NotApproved:
+    return NotApproved("[schedule] approval is \"required\": every edition needs an editor; "
+                       "make a draft with: digest editions draft")
 
 
 def open_edition(store: Store, settings: Settings, now: datetime, *,
@@ -137,16 +169,24 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
     settings.signing_key  # noqa: B018
     with stored.locked_work(store) as work:
         if number is not None:
-            return work.numbered(number), False
+            numbered = work.numbered(number)
+            if numbered.status in COMING or numbered.status is EditionStatus.CANCELLED:
+                return _start_approved(work, settings, numbered, now, waves), True
+            return numbered, False
         edition = work.unfinished()
         if edition is not None:
             if edition.status is EditionStatus.PAUSED:
                 edition.status = EditionStatus.SENDING
             return edition, False
+        coming = work.coming()
+        if coming is not None:
+            return _start_approved(work, settings, coming, now, waves), True
         if slot is not None:
             done = work.at_slot(slot)
             if done is not None:
                 return done, False
+        if settings.schedule.approval == "required":
+            raise _approval_required()
         articles = work.new_articles(now)
         if not articles and not force:
             raise _nothing_new(work)
@@ -159,6 +199,24 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
         if not audience.recipients:
             raise _nobody(audience.skipped, sorted(topics))    # the transaction rolls back
         return edition, True
+
+
+def _start_approved(work: EditionWork, settings: Settings, edition: Edition, now: datetime,
+                    waves: bool) -> Edition:
+    """The approved edition starts sending: its whole ledger is written now (whom it
+    reaches is decided at send time, not when it was drafted). A draft is refused."""
+    n = edition.number
+    if edition.status is EditionStatus.DRAFT:
+        raise _not_approved(n)
+    if edition.status is EditionStatus.CANCELLED:
+        raise InputError(f"edition {n} was cancelled: it is never sent")
+    topics = {a.topic for a in work.articles_of(edition)}
+    edition.status = EditionStatus.SENDING
+    audience = _write_ledger(work, settings, edition, topics,
+                             edition.slot or now if waves else None)
+    if not audience.recipients:
+        raise _nobody(audience.skipped, sorted(topics))    # rolls back: stays approved
+    return edition
 
 
 def _write_ledger(work: EditionWork, settings: Settings, edition: Edition,
@@ -233,10 +291,11 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
         # A test copy is mail too: an address on the list gets none.
         lift = f"digest suppressions remove {address}"
         raise InputError("no test copy: " + refusal(address, found, lift))
-    number, date, articles, sub = stored.test_copy_source(store, now, address)
+    number, date, articles, sub, edition = stored.test_copy_source(store, now, address)
     if not articles:
         raise NothingToSend("no new articles: nothing to send a test copy of")
-    template = variant_template(settings, articles, number, date, test=True)
+    template = variant_template(settings, articles, number, date, test=True,
+                                editorial=Editorial.of(edition) if edition else None)
     domain = template.envelope_from.rsplit("@", 1)[1]
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=domain))
@@ -257,7 +316,10 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
     """Everything `digest send` would do up to the wire — render every variant and build
     every message — with nothing stored and nothing sent."""
     plan = plan_edition(store, settings, now)
-    _number, articles = upcoming_edition(store, now)
+    with stored.read_work(store) as work:
+        _number, articles = _next_edition(work, settings, now)
+        coming = work.coming()
+        editorial = Editorial.of(coming) if coming is not None else None
     topics = {a.topic for a in articles}
     templates: dict[str, MessageTemplate] = {}
     for sub in stored.active_recipients(store):
@@ -266,7 +328,7 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
             continue
         if variant not in templates:
             templates[variant] = variant_template(settings, articles, plan.number, now,
-                                                  variant)
+                                                  variant, editorial=editorial)
         templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
                                            message_id(settings, 0, sub.id)))
     return plan

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from ..audience.bouncemail import classify_failure
 from ..config import Settings
+from ..content.edition import Editorial
 from ..errors import DeliveryError, ServerRefused
 from ..mail.message import MessageTemplate, Prepared, Recipient, variant_template
 from ..mail.signing import SigningProcess
@@ -128,7 +129,7 @@ class Sender:
                 edition, articles = edition_content(self.store, edition_id)
                 template = variant_template(
                     self.settings, articles, edition.number, edition.cutoff, variant,
-                    edition_id=edition_id)
+                    edition_id=edition_id, editorial=Editorial.of(edition))
                 if template.signer is not None:
                     template.signer.remote = self._signing
                 self._templates[key] = template

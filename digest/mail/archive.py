@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import Settings
-from ..content.edition import Limits, build_content
+from ..content.edition import Editorial, Limits, build_content
 from ..store.models import Article, Edition
 from .render import Personal, Renderer
 
@@ -20,7 +20,8 @@ def render_archived(renderer: Renderer, settings: Settings, edition: Edition,
     everything = Limits(max_articles=max(1, len(articles)),
                         teaser_words=settings.digest.teaser_words)
     rendered = renderer.render(build_content(list(articles), settings, edition.number,
-                                             edition.cutoff, limits=everything))
+                                             edition.cutoff, limits=everything,
+                                             editorial=Editorial.of(edition)))
     html, _text = rendered.personalise(Personal(
         greeting="", email="you", unsubscribe_url=f"{base}/unsubscribe",
         preferences_url=f"{base}/subscribe"))

@@ -25,7 +25,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr, parseaddr
 
 from ..config import Settings
-from ..content.edition import ALL_TOPICS
+from ..content.edition import ALL_TOPICS, Editorial
 from ..errors import ConfigError
 from ..store.models import Article
 from ..text import clean_label
@@ -356,10 +356,12 @@ def _body_layout(boundary: str, rendered: RenderedVariant
 
 def variant_template(settings: Settings, articles: Sequence[Article], number: int,
                      date: datetime, variant: str = ALL_TOPICS, *, edition_id: int = 0,
-                     test: bool = False) -> MessageTemplate:
+                     test: bool = False, editorial: Editorial | None = None
+                     ) -> MessageTemplate:
     """One variant rendered (Jinja2 and premailer, once) and serialised (once): the one way
     sending, test copies and dry runs make a variant's messages."""
-    rendered = Renderer(settings).render_edition(articles, number, date, variant, test=test)
+    rendered = Renderer(settings).render_edition(articles, number, date, variant, test=test,
+                                                 editorial=editorial)
     return MessageTemplate(settings, rendered, "test" if test else variant, edition_id)
 
 

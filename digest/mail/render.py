@@ -16,7 +16,7 @@ import jinja2
 import premailer
 
 from ..config import Settings
-from ..content.edition import ALL_TOPICS, EditionContent, Limits, build_content
+from ..content.edition import ALL_TOPICS, EditionContent, Editorial, Limits, build_content
 from ..errors import ConfigError
 from ..resources import package_resource
 from ..store.models import Article
@@ -138,6 +138,11 @@ def _wrap(value: str, width: int = 72, indent: str = "") -> str:
                          break_long_words=False, break_on_hyphens=False)
 
 
+def _wrap_lines(value: str, width: int = 72) -> str:
+    """Each line wrapped on its own: paragraphs, list items and blank lines stay."""
+    return "\n".join(_wrap(line, width) if line.strip() else "" for line in value.splitlines())
+
+
 def template_loader(settings: Settings) -> jinja2.BaseLoader:
     """The templates of mail and web pages alike: the user's templates_dir (when set) over
     the built-in ones. ConfigError when templates_dir is not a folder."""
@@ -166,10 +171,14 @@ class Renderer:
         )
         self.env.filters["day"] = day
         self.env.filters["wrap"] = _wrap
+        self.env.filters["wrap_lines"] = _wrap_lines
 
     def subject(self, content: EditionContent, *, test: bool = False) -> str:
         d = self.settings.digest
         top = content.top_story
+        if content.subject:
+            subject = _shorten(" ".join(content.subject.split()), SUBJECT_MAX)
+            return f"[TEST] {subject}" if test else subject
         try:
             subject = d.subject.format(name=d.name, date=day(content.date),
                                        number=content.number, count=content.total,
@@ -209,14 +218,15 @@ class Renderer:
                                placeholders)
 
     def render_edition(self, articles: Sequence[Article], number: int, date: datetime,
-                       variant: str = ALL_TOPICS, *, test: bool = False) -> RenderedVariant:
+                       variant: str = ALL_TOPICS, *, test: bool = False,
+                       editorial: Editorial | None = None) -> RenderedVariant:
         """Group, cap and render one variant, within the HTML budget: when it is too large,
         first the teasers get shorter, then fewer articles are shown (the rest stay one
         click away, behind each topic's "more stories" link to the online edition)."""
         for words, cap in _shrinking(self.settings.digest.teaser_words,
                                      self.settings.digest.max_articles):
             content = build_content(articles, self.settings, number, date, variant,
-                                    Limits(max_articles=cap, teaser_words=words))
+                                    Limits(max_articles=cap, teaser_words=words), editorial)
             rendered = self.render(content, test=test)
             if len(rendered.html.encode()) <= HTML_BUDGET or cap <= 1:
                 return rendered

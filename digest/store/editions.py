@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ..errors import InputError
 from .articles import edition_articles, new_articles, next_edition_number
 from .db import Store, rowcount
+from .drafts import coming_edition
 from .ledger import delivery_counts, due_conditions
 from .locks import locked_session
 from .models import (
@@ -93,6 +94,13 @@ class EditionWork:
 
     def new_articles(self, cutoff: datetime) -> list[Article]:
         return new_articles(self._session, cutoff)
+
+    def articles_of(self, edition: Edition) -> list[Article]:
+        return edition_articles(self._session, edition.id)
+
+    def coming(self) -> Edition | None:
+        """The oldest draft or approved edition (what `digest send` sends next)."""
+        return coming_edition(self._session)
 
     def next_number(self) -> int:
         return next_edition_number(self._session)
@@ -227,20 +235,21 @@ def active_recipients(store: Store) -> list[Recipient]:
 
 
 def test_copy_source(store: Store, now: datetime, address: str
-                     ) -> tuple[int, datetime, list[Article], Subscriber | None]:
+                     ) -> tuple[int, datetime, list[Article], Subscriber | None,
+                                Edition | None]:
     """What a test copy shows: the unfinished edition (number, cut-off, articles), else
-    the coming one made of the new articles up to now; and the subscriber at address."""
+    the draft or approved one, else the coming one made of the new articles up to now;
+    the subscriber at address; and the edition, when there is one."""
     with store.sessions() as session:
-        edition = _unfinished(session)
+        edition = _unfinished(session) or coming_edition(session)
         if edition is not None:
-            articles = list(session.scalars(select(Article).where(
-                Article.edition_id == edition.id)))
+            articles = edition_articles(session, edition.id)
             number, date = edition.number, edition.cutoff
         else:
             articles = new_articles(session, now)
             number, date = next_edition_number(session), now
         sub = session.scalar(select(Subscriber).where(Subscriber.email_key == address.lower()))
-        return number, date, articles, sub
+        return number, date, articles, sub, edition
 
 
 def active_zones(store: Store) -> set[str]:

@@ -1,0 +1,131 @@
+"""Editions an editor is shaping (draft, approved): the reads and writes of the desk.
+
+Every change happens in one transaction holding the edition lock (as an edition is made
+in), so an edition cannot start sending while an editor changes it. The desk's rules live
+in digest.delivery.desk; this module only reads and writes rows for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import InputError
+from .articles import new_articles, next_edition_number
+from .db import Store
+from .locks import locked_session
+from .models import Article, Click, Edition, EditionStatus, Subscriber
+from .subscribers import find_subscriber
+
+__all__ = ["COMING", "DraftWork", "coming_edition", "coming_number", "draft_work",
+           "read_draft"]
+
+# An edition an editor may still change: not yet sending.
+COMING = (EditionStatus.DRAFT, EditionStatus.APPROVED)
+
+
+def coming_edition(session: Session) -> Edition | None:
+    """The oldest draft or approved edition."""
+    return session.scalar(select(Edition).where(Edition.status.in_(COMING))
+                          .order_by(Edition.number).limit(1))
+
+
+def coming_number(store: Store) -> int | None:
+    """The number of the oldest draft or approved edition, or None."""
+    with store.sessions() as session:
+        edition = coming_edition(session)
+        return None if edition is None else edition.number
+
+
+class DraftWork:
+    """One edition (any status) and its articles, in one session."""
+
+    def __init__(self, session: Session, edition: Edition) -> None:
+        self.session = session
+        self.edition = edition
+
+    def articles(self) -> list[Article]:
+        """Its articles (never a removed one), in id order."""
+        return list(self.session.scalars(
+            select(Article).where(Article.edition_id == self.edition.id,
+                                  Article.removed_at.is_(None)).order_by(Article.id)))
+
+    def article(self, article_id: int) -> Article:
+        """Article article_id of this edition; InputError when it is not in it."""
+        article = self.session.get(Article, article_id)
+        if article is None or article.edition_id != self.edition.id \
+                or article.removed_at is not None:
+            raise InputError(f"article {article_id} is not in edition {self.edition.number} "
+                             f"(see: digest editions show {self.edition.number})")
+        return article
+
+    def new_articles(self, cutoff: datetime) -> list[Article]:
+        """Articles no edition has taken, added up to cutoff."""
+        return new_articles(self.session, cutoff)
+
+    def take(self, articles: Sequence[Article]) -> None:
+        """Reserve articles for this edition."""
+        if articles:
+            self.session.execute(update(Article).where(Article.id.in_([a.id for a in articles]))
+                                 .values(edition_id=self.edition.id)
+                                 .execution_options(synchronize_session="fetch"))
+
+    def release(self, articles: Sequence[Article]) -> None:
+        """Articles back to the pool, with the editor's marks on them undone."""
+        for article in articles:
+            article.edition_id = None
+            article.position = None
+            article.pin_top = False
+            article.edited_title = None
+            article.edited_teaser = None
+        self.session.flush()
+
+    def add(self, edition: Edition) -> None:
+        """A new edition (this work's own)."""
+        self.edition = edition
+        self.session.add(edition)
+        self.session.flush()
+
+    def coming(self) -> Edition | None:
+        """The oldest draft or approved edition."""
+        return coming_edition(self.session)
+
+    def next_number(self) -> int:
+        return next_edition_number(self.session)
+
+    def clicks(self) -> dict[int, int]:
+        """Counted clicks per article of this edition."""
+        return {int(a): int(n) for a, n in self.session.execute(
+            select(Click.article_id, func.count()).where(
+                Click.edition_id == self.edition.id, Click.counted.is_(True))
+            .group_by(Click.article_id))}
+
+    def subscriber(self, email_key: str) -> Subscriber | None:
+        return find_subscriber(self.session, email_key)
+
+
+def _edition(session: Session, number: int) -> Edition:
+    edition = session.scalar(select(Edition).where(Edition.number == number))
+    if edition is None:
+        raise InputError(f"there is no edition {number} (see: digest editions list)")
+    return edition
+
+
+@contextmanager
+def draft_work(store: Store, number: int | None = None) -> Iterator[DraftWork]:
+    """DraftWork on edition number (None: a new edition, added with `add`), in a
+    transaction holding the edition lock; committed when the block ends."""
+    with locked_session(store) as session:
+        edition = _edition(session, number) if number is not None else Edition()
+        yield DraftWork(session, edition)
+
+
+@contextmanager
+def read_draft(store: Store, number: int) -> Iterator[DraftWork]:
+    """DraftWork on edition number over a read-only session."""
+    with store.sessions() as session:
+        yield DraftWork(session, _edition(session, number))
