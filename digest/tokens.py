@@ -1,4 +1,5 @@
-"""Signed tokens for the links in every message (unsubscribe, preferences, confirm).
+"""Signed tokens for the links in every message (unsubscribe, preferences, confirm, and
+the tracked "read more" links of click counts).
 
 A token is ``<payload>.<signature>``, both URL-safe base64. The payload names the
 purpose, the subscriber, the subscriber's token version (bump it to revoke every token
@@ -21,8 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BadToken", "Signer", "TokenClaims", "Verp", "VerpClaims", "create_secret_file",
-           "erased_key", "read_token"]
+__all__ = ["BadToken", "ClickClaims", "ClickSigner", "Signer", "TokenClaims", "Verp",
+           "VerpClaims", "create_secret_file", "erased_key", "read_token"]
 
 
 class BadToken(ValueError):
@@ -133,6 +134,63 @@ class Verp:
         if not hmac.compare_digest(self._mac(sid, eid), found[3].lower()):
             return None
         return VerpClaims(sid, eid)
+
+
+@dataclass(frozen=True)
+class ClickClaims:
+    number: int        # the edition's number
+    article_id: int
+
+
+class ClickSigner:
+    """The tokens of tracked "read more" links, ``{base_url}/r/{token}``. A token names an
+    edition (by number) and an article, nothing else: every reader of the edition gets
+    the very same link. ``<number>.<article>.<16 characters of HMAC>``, ids in base 36,
+    URL-safe and short. The key is derived for this purpose alone, so no other token is
+    ever a valid click token, nor the other way round.
+
+    The signer also keys the hash a click keeps of the requesting address (`client`):
+    per edition, so the same address leaves unrelated values in two editions."""
+
+    _TOKEN = re.compile(r"([0-9a-z]{1,13})\.([0-9a-z]{1,13})\.([A-Za-z0-9_-]{16})")
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = _purpose_key(secret, "click-link")
+        self._client_key = _purpose_key(secret, "click-client")
+
+    def _mac(self, number: int, article_id: int) -> str:
+        mac = hmac.new(self._key, f"{number}:{article_id}".encode(), hashlib.sha256)
+        return _b64(mac.digest()[:12])
+
+    def make(self, number: int, article_id: int) -> str:
+        if number < 1 or article_id < 1:
+            raise ValueError("edition numbers and article ids start at 1")
+        return f"{_base36(number)}.{_base36(article_id)}.{self._mac(number, article_id)}"
+
+    def link(self, base_url: str, number: int, article_id: int) -> str:
+        """The tracked link of an article in edition `number` on the site at base_url."""
+        return f"{base_url.rstrip('/')}/r/{self.make(number, article_id)}"
+
+    def read(self, token: str) -> ClickClaims:
+        """The claims of a token this signer made; BadToken for anything else: forged,
+        altered (a changed id, a changed letter, leading zeros), cut or padded."""
+        found = self._TOKEN.fullmatch(token)
+        if found is None:
+            raise BadToken("malformed token")
+        number, article_id = int(found[1], 36), int(found[2], 36)
+        # One spelling per link: "01" for "1" is an altered token, not the same one.
+        if (_base36(number), _base36(article_id)) != (found[1], found[2]) or not (
+                number and article_id):
+            raise BadToken("malformed token")
+        if not hmac.compare_digest(self._mac(number, article_id), found[3]):
+            raise BadToken("invalid signature")
+        return ClickClaims(number, article_id)
+
+    def client(self, number: int, address: str) -> str:
+        """What a click keeps of the address it came from: an HMAC-SHA256 (64 hex digits)
+        keyed from the secret and bound to the edition; never the address itself."""
+        return hmac.new(self._client_key, f"{number}:{address}".encode(),
+                        hashlib.sha256).hexdigest()
 
 
 def erased_key(secret: bytes, address: str) -> str:

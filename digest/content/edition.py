@@ -35,6 +35,7 @@ __all__ = [
     "effective_variant",
     "order_topics",
     "ranked_stories",
+    "read_more_url",
     "variant_topics",
 ]
 
@@ -176,10 +177,14 @@ def effective_variant(chosen: Sequence[str], edition_topics: Iterable[str]) -> s
 
 @dataclass(frozen=True)
 class Limits:
-    """How much of an edition a rendering shows: articles in all, words per teaser."""
+    """How much of an edition a rendering shows: articles in all, words per teaser; and
+    with click counts on ([tracking] clicks), each article's tracked link in this edition
+    (article id → ``{base_url}/r/{token}``, the same for every reader), which the
+    "Read more" and "Also covered by" links then are."""
 
     max_articles: int
     teaser_words: int
+    clicks: Callable[[int], str] | None = None
 
     @classmethod
     def configured(cls, settings: Settings) -> Limits:
@@ -221,14 +226,20 @@ def _story_order(story: Story) -> tuple[bool, bool, bool, int, float, float, int
             -story.lead.id)
 
 
+def read_more_url(url: str | None, article_id: int, settings: Settings, campaign: str) -> str:
+    """Where an article's "Read more" leads: its own link, or its page on our site, with
+    the UTM parameters of the edition's campaign (a tracked link redirects here)."""
+    d = settings.digest
+    return add_utm(url or f"{d.base_url.rstrip('/')}/articles/{article_id}", d.utm_source,
+                   d.utm_medium, campaign)
+
+
 def _entry(story: Story, topic: str, settings: Settings, campaign: str,
            limits: Limits) -> Entry:
-    d = settings.digest
-    base = d.base_url.rstrip("/")
-
     def link(a: Article) -> str:
-        return add_utm(a.url or f"{base}/articles/{a.id}", d.utm_source, d.utm_medium,
-                       campaign)
+        if limits.clicks is not None:
+            return limits.clicks(a.id)
+        return read_more_url(a.url, a.id, settings, campaign)
 
     a = story.lead
     names = _names(a)

@@ -8,7 +8,7 @@ import logging
 import secrets
 import string
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +20,7 @@ from ..content.edition import ALL_TOPICS, EditionContent, Editorial, Limits, bui
 from ..errors import ConfigError
 from ..resources import package_resource
 from ..store.models import Article
+from ..tokens import ClickSigner
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
@@ -223,11 +224,21 @@ class Renderer:
         """Group, cap and render one variant, within the HTML budget: when it is too large,
         first the teasers get shorter, then fewer articles are shown (the rest stay one
         click away, behind each topic's "more stories" link to the online edition)."""
+        clicks = self._click_links(number)
         for words, cap in _shrinking(self.settings.digest.teaser_words,
                                      self.settings.digest.max_articles):
             content = build_content(articles, self.settings, number, date, variant,
-                                    Limits(max_articles=cap, teaser_words=words), editorial)
+                                    Limits(max_articles=cap, teaser_words=words,
+                                           clicks=clicks), editorial)
             rendered = self.render(content, test=test)
             if len(rendered.html.encode()) <= HTML_BUDGET or cap <= 1:
                 return rendered
         raise AssertionError("_shrinking always ends with a cap of 1")
+
+    def _click_links(self, number: int) -> Callable[[int], str] | None:
+        """With [tracking] clicks on: article id → its tracked link in edition `number`,
+        the same in every reader's message (None: the articles' own links)."""
+        if not self.settings.tracking.clicks:
+            return None
+        signer, base = ClickSigner(self.settings.signing_key), self.settings.digest.base_url
+        return lambda article_id: signer.link(base, number, article_id)

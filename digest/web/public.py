@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..store.archive import published_article, published_editions
 from ..store.models import Subscriber, SubscriberStatus
 from ..tokens import TokenClaims
+from .clicks import follow_click
 from .site import page, site
 
 __all__ = ["SIGNUP_LIMIT", "public_pages"]
@@ -57,6 +58,7 @@ def public_pages(limiter: Limiter, csrf: CSRFProtect) -> Blueprint:
         ("/editions.atom", editions_feed, ["GET"]),
         ("/editions/<id:number>", edition, ["GET"]),
         ("/articles/<id:article_id>", article, ["GET"]),
+        ("/r/<token>", follow_click, ["GET", "HEAD"]),
     ]
     for rule, view, methods in routes:
         pages.add_url_rule(rule, view.__name__, view, methods=list(methods))

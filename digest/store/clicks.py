@@ -1,0 +1,135 @@
+"""Clicks on tracked "read more" links: what a link leads to, one row per request, the
+burst rule, and the counts per article and per edition.
+
+A click names an edition and an article, never a reader. `client` is a keyed hash of the
+requesting address (made by the caller; this module never sees an address), kept only to
+tell one scanner's burst of requests from readers. The rules of what counts live in
+digest.audience.clicks; this module reads and writes the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from .db import Store
+from .models import Article, Click, Delivery, DeliveryStatus, Edition, EditionStatus
+
+__all__ = [
+    "CLICKABLE",
+    "REASONS",
+    "ClickTarget",
+    "article_clicks",
+    "click_target",
+    "edition_clicks",
+    "record_click",
+]
+
+# Editions whose links lead somewhere: those that went (or are going) out. A paused
+# edition reached some readers, and their links must work; a draft, an approved edition
+# not yet sending and a cancelled one never reached anybody.
+CLICKABLE = (EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT)
+
+# Why a click was or was not counted.
+REASONS = ("counted", "head", "scanner", "early", "burst")
+
+
+@dataclass(frozen=True)
+class ClickTarget:
+    """What a valid link names, when it leads anywhere."""
+
+    edition_id: int
+    number: int
+    article_id: int
+    url: str | None        # the article's own link (None: it is read on our site)
+    delivered: bool        # whether any message of the edition has been sent yet
+
+
+def click_target(store: Store, number: int, article_id: int) -> ClickTarget | None:
+    """The article of edition `number`, when that edition went out and the article is
+    (still) in it and not removed; None otherwise."""
+    with store.sessions() as session:
+        row = session.execute(
+            select(Edition.id, Article.url)
+            .join(Article, Article.edition_id == Edition.id)
+            .where(Edition.number == number, Edition.status.in_(CLICKABLE),
+                   Article.id == article_id, Article.removed_at.is_(None))).first()
+        if row is None:
+            return None
+        edition_id, url = row
+        delivered = session.scalar(select(Delivery.id).where(
+            Delivery.edition_id == edition_id,
+            Delivery.status == DeliveryStatus.SENT).limit(1)) is not None
+    return ClickTarget(edition_id, number, article_id, url, delivered)
+
+
+def record_click(store: Store, target: ClickTarget, client: str, reason: str,
+                 at: datetime, *, burst_clicks: int, burst_seconds: int) -> str:
+    """Store one request for target's link from client at `at`, counted when reason is
+    "counted"; returns the reason it ends with.
+
+    The burst rule: when burst_clicks requests of one edition's links from one client
+    (whatever each one's reason) fall within burst_seconds, none of the counted ones in
+    that span counts (reason "burst"), the earlier ones too. The row is committed first
+    and the rule applied in a transaction of its own, so that of two requests stored at
+    once (PostgreSQL commits them side by side) the later check sees both."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown click reason {reason!r}")
+    with store.writes.begin() as session:
+        row = Click(edition_id=target.edition_id, article_id=target.article_id, at=at,
+                    client=client, counted=reason == "counted", reason=reason)
+        session.add(row)
+        session.flush()
+        click_id = row.id
+    span = timedelta(seconds=burst_seconds)
+    with store.writes.begin() as session:
+        near = session.execute(
+            select(Click.id, Click.at).where(
+                Click.client == client, Click.edition_id == target.edition_id,
+                Click.at >= at - span, Click.at <= at + span)
+            .order_by(Click.at, Click.id)).all()
+        burst = _in_bursts([(i, when) for i, when in near], click_id, span,
+                           burst_clicks)
+        if burst:
+            session.execute(update(Click).where(Click.id.in_(burst), Click.counted)
+                            .values(counted=False, reason="burst"))
+        final = session.scalar(select(Click.reason).where(Click.id == click_id))
+    return str(final)
+
+
+def _in_bursts(near: Sequence[tuple[int, datetime]], click_id: int, span: timedelta,
+               least: int) -> set[int]:
+    """The ids of every run of at least `least` requests within `span` that holds
+    click_id (near: one client's requests around it, oldest first)."""
+    mine = next(when for i, when in near if i == click_id)
+    out: set[int] = set()
+    for start, (_, begin) in enumerate(near):
+        if begin > mine:
+            break
+        run = [i for i, when in near[start:] if when <= begin + span]
+        if len(run) >= least and click_id in run:
+            out.update(run)
+    return out
+
+
+def article_clicks(store: Store, edition_id: int) -> dict[int, int]:
+    """Article id → its counted clicks in that edition (articles nobody clicked: absent)."""
+    with store.sessions() as session:
+        return _counts(session, Click.article_id, Click.edition_id == edition_id)
+
+
+def edition_clicks(store: Store) -> dict[int, int]:
+    """Edition id → its counted clicks (editions nobody clicked: absent)."""
+    with store.sessions() as session:
+        return _counts(session, Click.edition_id)
+
+
+def _counts(session: Session, key: InstrumentedAttribute[int],
+            *where: ColumnElement[bool]) -> dict[int, int]:
+    rows = session.execute(select(key, func.count()).where(and_(Click.counted, *where))
+                           .group_by(key)).all()
+    return {int(k): int(n) for k, n in rows}

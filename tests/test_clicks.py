@@ -1,0 +1,419 @@
+"""Click counts that track no one: the tracked link is byte-identical in every
+subscriber's message; following it answers a redirect to the article and the count goes
+up; HEAD requests, scanners, bursts, forged links and drafts' articles count for nothing.
+Real SQLite, a real `digest send` to a real SMTP server on 127.0.0.1, the real app."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from conftest import DATA, SAMPLE_JSON, Digest, need, smtp_env, sql, write_subscribers
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from digest.audience.clicks import ClickCounter, is_scanner
+from digest.config import Settings, load_settings
+from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.store.clicks import ClickTarget, article_clicks, edition_clicks, record_click
+from digest.store.db import Store
+from digest.tokens import BadToken, ClickSigner, Signer
+from digest.web.app import WebServer, create_app
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+BASE = "https://digest.example.org"
+BROWSER = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, "
+           "like Gecko) Version/17.4 Safari/605.1.15")
+TRACKED = re.compile(re.escape(BASE) + r"/r/[0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]{16}")
+# Real User-Agents of machines that follow links in mail (as mail senders and bot lists
+# record them): a security gateway, Gmail's image proxy, Outlook's existence check, link
+# previews, a crawler, an HTTP library, and none at all.
+SCANNERS = (
+    "Barracuda Sentinel (EE)",
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com "
+    "GoogleImageProxy)",
+    "Microsoft Office Existence Discovery",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/42.0.2311.135 Safari/537.36 Edge/12.246 Mozilla/5.0",
+    "Mozilla/5.0 (compatible; Proofpoint)",
+    "Mimecast-URL-Protect",
+    "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/534+ (KHTML, like Gecko) BingPreview/1.0b",
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "python-requests/2.32.3",
+    "",
+)
+READERS = (
+    BROWSER,
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.0.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+    "like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (Linux; Android 9; CUBOT P30) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Mobile Safari/537.36",
+)
+
+
+def tracking_env(smtp: LoopbackSMTPServer, **extra: str) -> dict[str, str]:
+    return smtp_env(smtp, **{"DIGEST_SECRET_KEY": SECRET, "DIGEST_TRACKING__CLICKS": "true",
+                             "DIGEST_DIGEST__BASE_URL": BASE,
+                             "DIGEST_DIGEST__UTM_SOURCE": "digest", **extra})
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.hrefs += [value for name, value in attrs if tag == "a" and name == "href"
+                       and value]
+
+
+def html_links(html: str) -> list[str]:
+    parser = _Links()
+    parser.feed(html)
+    return parser.hrefs
+
+
+@dataclass
+class Sent:
+    """An edition sent with click counts on, and the app that answers its links."""
+
+    digest: Digest
+    smtp: LoopbackSMTPServer
+    settings: Settings
+    store: Store
+    client: FlaskClient
+    edition_id: int
+    articles: list[int]
+
+    def get(self, link: str, agent: str = BROWSER, address: str = "198.51.100.7",
+            method: str = "GET") -> tuple[int, str | None]:
+        path = urlsplit(link).path
+        response = self.client.open(path, method=method, headers={"User-Agent": agent},
+                                    environ_base={"REMOTE_ADDR": address})
+        return response.status_code, response.headers.get("Location")
+
+    def link(self, article_id: int, number: int = 1) -> str:
+        return ClickCounter(self.store, self.settings).link(number, article_id)
+
+    def counts(self) -> dict[int, int]:
+        return article_clicks(self.store, self.edition_id)
+
+    def reasons(self) -> list[str]:
+        return [r for (r,) in sql(self.digest.folder, "select reason from clicks order by id")]
+
+
+def send(digest: Digest, smtp: LoopbackSMTPServer, readers: int, **extra: str) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(digest.folder, readers)))
+    digest.ok("send", "--yes", env=tracking_env(smtp, **extra))
+
+
+def open_sent(digest: Digest, smtp: LoopbackSMTPServer, **extra: str) -> Iterator[Sent]:
+    settings = load_settings(digest.folder / "digest.toml", environ=tracking_env(smtp, **extra))
+    store = Store.from_settings(settings)
+    try:
+        [(edition_id,)] = sql(digest.folder, "select id from editions where number = 1")
+        articles = [i for (i,) in sql(digest.folder, "select id from articles where "
+                                      f"edition_id = {edition_id} order by id")]
+        client = create_app(settings, store).test_client()
+        yield Sent(digest, smtp, settings, store, client, edition_id, articles)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def sent(digest: Digest, smtp: LoopbackSMTPServer) -> Iterator[Sent]:
+    send(digest, smtp, 3)
+    yield from open_sent(digest, smtp)
+
+
+def execute(folder: Path, statement: str) -> None:
+    """Change the store behind the app's back (what another process would do)."""
+    engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+# -- the link in the message --
+
+def body(msg: EmailMessage, kind: str) -> str:
+    part = msg.get_body((kind,))
+    assert isinstance(part, EmailMessage)
+    content: str = part.get_content()
+    return content
+
+
+def tracked_links(msg: EmailMessage) -> tuple[list[str], list[str]]:
+    """The tracked links of a message's HTML part (each <a href>) and its text part."""
+    html = body(msg, "html")
+    plain = body(msg, "plain")
+    return ([h for h in html_links(html) if TRACKED.fullmatch(h)], TRACKED.findall(plain))
+
+
+def test_every_subscribers_message_carries_the_very_same_tracked_links(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    send(digest, smtp, 5)
+    assert len(smtp.received) == 5
+    seen = [tracked_links(item.message()) for item in smtp.received]
+    html, plain = seen[0]
+    assert len(html) >= 10 and sorted(set(html)) == sorted(set(plain))
+    assert all(links == seen[0] for links in seen[1:])
+    # The link is the same bytes in every message, on the wire too.
+    raws = [item.data for item in smtp.received]
+    for link in set(html):
+        assert raws[0].count(link.encode()) > 0
+        assert all(raw.count(link.encode()) == raws[0].count(link.encode()) for raw in raws)
+    # Each names an article of edition 1, nothing else; articles go there only through it.
+    signer = ClickSigner(SECRET.encode())
+    ids = {i for (i,) in sql(digest.folder, "select id from articles where edition_id = "
+                                            "(select id from editions where number = 1)")}
+    claims = [signer.read(link.rsplit("/", 1)[1]) for link in html]
+    assert {c.number for c in claims} == {1} and {c.article_id for c in claims} <= ids
+    direct = [h for h in html_links(body(smtp.received[0].message(), "html"))
+              if "utm_campaign" in h]
+    assert direct == []
+
+
+def test_also_covered_links_are_tracked_each_with_its_own_article(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    # One event from three feeds (AG News rows, tests/data/topics): one entry, whose
+    # "Also covered by" links lead to the other two articles through links of their own.
+    with need(DATA / "topics" / "ag_news_train_sample.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    now = datetime.now(UTC)
+    items = [{"title": rows[line - 1][1], "summary": rows[line - 1][2].replace("\\", " "),
+              "body": rows[line - 1][2].replace("\\", " "), "source": source,
+              "url": f"https://{source.lower().replace(' ', '-')}.example/{line}",
+              "published_at": (now - timedelta(hours=hours)).isoformat()}
+             for line, source, hours in ((342, "AP", 5), (488, "Boston Globe", 20),
+                                         (334, "Reuters", 3))]
+    (digest.folder / "items.json").write_text(json.dumps(items))
+    digest.ok("articles", "import", str(digest.folder / "items.json"))
+    digest.ok("subscribers", "import", str(write_subscribers(digest.folder, 2)))
+    digest.ok("send", "--yes", env=tracking_env(smtp))
+    signer = ClickSigner(SECRET.encode())
+    ids = dict(sql(digest.folder, "select url, id from articles"))
+    for item in smtp.received:
+        text_part = body(item.message(), "plain")
+        assert "Also covered by" in text_part and "example/" not in text_part
+        html, plain = tracked_links(item.message())
+        assert sorted(signer.read(link.rsplit("/", 1)[1]).article_id for link in set(html)) \
+            == sorted(ids.values())
+        assert set(plain) == set(html)
+
+
+def test_a_default_send_has_no_tracked_link(digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(digest.folder, 2)))
+    digest.ok("send", "--yes", env=smtp_env(smtp, DIGEST_DIGEST__BASE_URL=BASE))
+    urls = {u for (u,) in sql(digest.folder, "select url from articles")}
+    for item in smtp.received:
+        assert b"/r/" not in item.data
+        assert urls & set(html_links(body(item.message(), "html")))
+
+
+# -- following it --
+
+def test_a_click_redirects_to_the_article_and_counts(sent: Sent) -> None:
+    article = sent.articles[0]
+    [(url,)] = sql(sent.digest.folder, f"select url from articles where id = {article}")
+    response = sent.client.get(urlsplit(sent.link(article)).path,
+                               headers={"User-Agent": BROWSER},
+                               environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.split("?")[0] == url.split("?")[0]
+    assert parse_qs(urlsplit(location).query)["utm_campaign"] == ["digest-1"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert sent.counts() == {article: 1}
+    assert edition_clicks(sent.store) == {sent.edition_id: 1}
+    # Another reader, another article, and the first one again: each counts.
+    assert sent.get(sent.link(sent.articles[1]), READERS[1], "203.0.113.9")[0] == 302
+    assert sent.get(sent.link(article), READERS[2], "2001:db8::1")[0] == 302
+    assert sent.counts() == {article: 2, sent.articles[1]: 1}
+    assert edition_clicks(sent.store) == {sent.edition_id: 3}
+    # What a click keeps: the edition, the article, when, a keyed hash, and why.
+    rows = sql(sent.digest.folder, "select client, counted, reason from clicks")
+    assert all(re.fullmatch(r"[0-9a-f]{64}", client) for client, _, _ in rows)
+    assert not any("198.51" in client or "2001" in client for client, _, _ in rows)
+    assert {(bool(c), r) for _, c, r in rows} == {(True, "counted")}
+
+
+@pytest.mark.parametrize("agent", READERS)
+def test_readers_browsers_count(sent: Sent, agent: str) -> None:
+    assert not is_scanner(agent)
+    assert sent.get(sent.link(sent.articles[0]), agent)[0] == 302
+    assert sent.counts() == {sent.articles[0]: 1}
+
+
+def test_head_requests_and_scanners_are_not_counted(sent: Sent) -> None:
+    link = sent.link(sent.articles[0])
+    status, location = sent.get(link, method="HEAD")
+    assert status == 302 and location
+    for number, agent in enumerate(SCANNERS):
+        # Each from an address of its own: none of them is a burst.
+        assert sent.get(link, agent, f"192.0.2.{number + 1}") == (302, location)
+    assert sent.counts() == {}
+    assert edition_clicks(sent.store) == {}
+    assert sent.reasons() == ["head"] + ["scanner"] * len(SCANNERS)
+
+
+def test_a_burst_from_one_address_counts_for_nothing(sent: Sent) -> None:
+    a, b, c = sent.articles[:3]
+    assert sent.get(sent.link(a))[0] == 302
+    assert sent.counts() == {a: 1}
+    assert sent.get(sent.link(b))[0] == 302
+    assert sent.get(sent.link(c))[0] == 302        # the third within 10 s: a scanner's
+    assert sent.counts() == {}
+    assert sent.reasons() == ["burst"] * 3
+    # The same links from readers elsewhere still count.
+    assert sent.get(sent.link(a), address="203.0.113.1")[0] == 302
+    assert sent.get(sent.link(b), address="203.0.113.2")[0] == 302
+    assert sent.counts() == {a: 1, b: 1}
+
+
+def test_the_burst_rule_by_the_clock(sent: Sent) -> None:
+    target = [ClickTarget(sent.edition_id, 1, a, None, True) for a in sent.articles[:6]]
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    rule = {"burst_clicks": 3, "burst_seconds": 10}
+
+    def click(n: int, seconds: float, client: str) -> str:
+        return record_click(sent.store, target[n], client, "counted",
+                            start + timedelta(seconds=seconds), **rule)
+
+    # A reader's three clicks over a minute count; three within 10 s do not, and the
+    # two before the third are taken back.
+    assert [click(i, 25.0 * i, "reader") for i in range(3)] == ["counted"] * 3
+    assert [click(i, 100 + 4.0 * i, "gateway") for i in range(2)] == ["counted"] * 2
+    assert click(2, 109.0, "gateway") == "burst"
+    assert click(3, 111.0, "gateway") == "burst"       # the burst goes on
+    assert click(4, 200.0, "gateway") == "counted"     # and ends
+    reasons = [r for (r,) in sql(sent.digest.folder,
+                                 "select reason from clicks where client = 'gateway'")]
+    assert reasons == ["burst", "burst", "burst", "burst", "counted"]
+    assert sum(sent.counts().values()) == 4
+
+
+def test_forged_altered_and_cut_links_count_nothing(sent: Sent) -> None:
+    good = sent.link(sent.articles[0]).rsplit("/", 1)[1]
+    number, article, mac = good.split(".")
+    other_secret = ClickSigner(b"another-secret-that-is-long-enough-0123456789")
+    forged = [
+        f"{number}.{int(article, 36) + 1:x}.{mac}",                  # another article
+        f"2.{article}.{mac}",                                        # another edition
+        f"{number}.{article}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",
+        good[:-3],                                                   # cut
+        f"0{good}",                                                  # padded
+        other_secret.make(1, sent.articles[0]),                      # another site's
+        Signer(SECRET.encode(), "unsubscribe").make(1, 1),           # another purpose
+        "x" * 300,
+    ]
+    for token in forged:
+        response = sent.client.get(f"/r/{token}", headers={"User-Agent": BROWSER})
+        assert response.status_code == 400, token
+        assert b"not valid" in response.data
+        assert "Location" not in response.headers
+    # Well signed, but naming no article of a sent edition: nothing there.
+    for claims in ((1, 10**6), (7, sent.articles[0])):
+        response = sent.client.get(urlsplit(sent.link(claims[1], claims[0])).path)
+        assert response.status_code == 404
+    assert sql(sent.digest.folder, "select count(*) from clicks") == [(0,)]
+
+
+def test_the_signer_names_only_the_edition_and_the_article() -> None:
+    signer = ClickSigner(SECRET.encode())
+    token = signer.make(12, 345678)
+    assert token == ClickSigner(SECRET.encode()).make(12, 345678)   # every reader's
+    assert signer.read(token).number == 12 and signer.read(token).article_id == 345678
+    assert re.fullmatch(r"[0-9a-z.A-Z_-]{20,40}", token)
+    with pytest.raises(BadToken):
+        ClickSigner(b"another-secret-that-is-long-enough-0123456789").read(token)
+    assert signer.client(12, "198.51.100.7") != signer.client(13, "198.51.100.7")
+    assert "198" not in signer.client(12, "198.51.100.7")
+
+
+def test_a_removed_or_cancelled_or_drafts_article_leads_nowhere(sent: Sent) -> None:
+    first, second = sent.articles[:2]
+    links = sent.link(first), sent.link(second)
+    execute(sent.digest.folder, f"update articles set removed_at = '2030-01-01 00:00:00' "
+                                f"where id = {first}")
+    assert sent.get(links[0])[0] == 404
+    for status in ("draft", "approved", "cancelled"):
+        execute(sent.digest.folder, f"update editions set status = '{status}' "
+                                    f"where id = {sent.edition_id}")
+        assert sent.get(links[1])[0] == 404, status
+    for status in ("paused", "sending", "sent"):
+        execute(sent.digest.folder, f"update editions set status = '{status}' "
+                                    f"where id = {sent.edition_id}")
+        assert sent.get(links[1], address=f"192.0.2.{len(status)}")[0] == 302, status
+    assert sql(sent.digest.folder, "select count(*) from clicks where article_id = "
+                                   f"{first}") == [(0,)]
+    assert sent.counts() == {second: 3}
+
+
+def test_a_click_before_any_message_went_out_is_early(digest: Digest,
+                                                      smtp: LoopbackSMTPServer) -> None:
+    smtp.reply_policy = lambda phase, _f, _r: "451 4.7.1 try later" if phase == "RCPT" \
+        else None
+    send(digest, smtp, 2)
+    assert sql(digest.folder, "select status, count(*) from deliveries group by status") \
+        == [("deferred", 2)]
+    for s in open_sent(digest, smtp):
+        assert s.get(s.link(s.articles[0]))[0] == 302
+        assert s.counts() == {} and s.reasons() == ["early"]
+
+
+def test_links_keep_working_when_counts_are_turned_off(digest: Digest,
+                                                       smtp: LoopbackSMTPServer) -> None:
+    send(digest, smtp, 1)
+    for s in open_sent(digest, smtp, DIGEST_TRACKING__CLICKS="false"):
+        status, location = s.get(s.link(s.articles[0]))
+        assert status == 302 and location
+        assert sql(digest.folder, "select count(*) from clicks") == [(0,)]
+
+
+def test_a_link_from_a_received_message_over_real_http(digest: Digest,
+                                                       smtp: LoopbackSMTPServer) -> None:
+    send(digest, smtp, 2)
+    html, _ = tracked_links(smtp.received[0].message())
+    port = free_port()
+    settings = load_settings(digest.folder / "digest.toml", environ=tracking_env(smtp))
+    server = WebServer(settings, "127.0.0.1", port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        path = urlsplit(html[0]).path
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            head = client.head(path, headers={"User-Agent": BROWSER})
+            response = client.get(path, headers={"User-Agent": BROWSER})
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+    assert head.status_code == 302 and response.status_code == 302
+    assert response.headers["location"] == head.headers["location"]
+    assert "utm_source=" in response.headers["location"]
+    assert response.headers["cache-control"] == "no-store"
+    token = path.rsplit("/", 1)[1]
+    article = ClickSigner(SECRET.encode()).read(token).article_id
+    assert sql(digest.folder, "select article_id, counted, reason from clicks order by id") \
+        == [(article, 0, "head"), (article, 1, "counted")]
