@@ -31,7 +31,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from .audience.mailbox import fetch_bounces
 from .config import Settings, load_settings
-from .delivery.runner import run_slot, send_due
+from .delivery.approval import desk_slot, desk_sweep
+from .delivery.runner import send_due
 from .delivery.timing import cron_trigger, latest_slot, next_runs, wave_time
 from .errors import DigestError
 from .ingest.feeds import FeedBook
@@ -124,7 +125,7 @@ def edition_job(config: str | None) -> None:
             log.warning("edition job ran with no slot due (cron %s); nothing to do",
                         settings.schedule.cron)
             return
-        outcome = run_slot(store, settings, slot, now, _RUNTIME.stop)
+        outcome = desk_slot(store, settings, slot, now, _RUNTIME.stop)
         where = f"edition {outcome.edition}" if outcome.edition else "no edition"
         log.info("slot %s: %s %s: %s", slot.isoformat(), where, outcome.action, outcome.detail)
         if settings.schedule.local_time:
@@ -134,9 +135,14 @@ def edition_job(config: str | None) -> None:
 
 def sweep_job(config: str | None) -> None:
     """Retry deferred deliveries, send local-time waves that are due, resume editions a
-    killed process left unfinished."""
+    killed process left unfinished; with [schedule] approval, draft the next slot's
+    edition draft_lead ahead (mailing the editors) and send one approved after its slot."""
     with _job(config) as (settings, store):
         for line in send_due(store, settings, stop=_RUNTIME.stop):
+            log.info("%s", line)
+        now = utcnow()
+        upcoming = edition_trigger(settings, store, now).get_next_fire_time(None, now)
+        for line in desk_sweep(store, settings, now, upcoming, _RUNTIME.stop):
             log.info("%s", line)
 
 

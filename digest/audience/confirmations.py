@@ -16,7 +16,7 @@ from ..mail.render import Renderer
 from ..store.models import Subscriber, SubscriberStatus
 from ..tokens import Signer
 
-__all__ = ["CONFIRM_HOURS", "ConfirmationMail", "WelcomeMail"]
+__all__ = ["CONFIRM_HOURS", "ConfirmationMail", "WelcomeMail", "compose_mail"]
 
 # How long a confirmation link works.
 CONFIRM_HOURS = 48
@@ -52,7 +52,7 @@ class ConfirmationMail:
                 confirm_url=f"{self.base}/confirm/"
                             f"{self.confirm.make(sub.id, sub.token_version, expires)}",
                 hours=CONFIRM_HOURS)
-        return _mail(self.settings, sub.email, subject, body)
+        return compose_mail(self.settings, sub.email, subject, body)
 
 
 class WelcomeMail:
@@ -77,14 +77,14 @@ class WelcomeMail:
                                      f"{self.preferences.make(sub.id, sub.token_version)}"}
         text = self.templates.get_template("welcome.txt.j2").render(**values)
         html = self.templates.get_template("welcome.html.j2").render(**values)
-        return _mail(self.settings, sub.email, f"Welcome to {digest.name}", text, html)
+        return compose_mail(self.settings, sub.email, f"Welcome to {digest.name}", text, html)
 
 
 def _greeting(name: str) -> str:
     return f"Hello {name.split()[0]}," if name.strip() else "Hello,"
 
 
-def _mail(settings: Settings, to: str, subject: str, text: str,
+def compose_mail(settings: Settings, to: str, subject: str, text: str,
           html: str | None = None) -> tuple[str, bytes]:
     """(envelope sender, message bytes) of a plain-text mail from the digest to `to`."""
     msg = EmailMessage(policy=SMTP_POLICY)

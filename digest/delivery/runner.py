@@ -39,6 +39,7 @@ __all__ = [
     "next_retry",
     "retry_deferred",
     "run_slot",
+    "slot_outcome",
     "run_worker",
     "send_due",
     "send_edition",
@@ -225,10 +226,10 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
                               waves=settings.schedule.local_time)
     except NothingToSend as exc:       # e.g. nobody subscribed yet: the articles carry over
         return SlotOutcome(slot, None, "skipped", str(exc))
-    return _slot_sent(store, slot, report, resumed=existing is not None)
+    return slot_outcome(store, slot, report, resumed=existing is not None)
 
 
-def _slot_sent(store: Store, slot: datetime, report: SendReport, *,
+def slot_outcome(store: Store, slot: datetime, report: SendReport, *,
                resumed: bool) -> SlotOutcome:
     waiting = stored.pending_deliveries(store, number=report.edition) \
         if report.edition is not None else 0

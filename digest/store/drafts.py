@@ -21,8 +21,8 @@ from .locks import locked_session
 from .models import Article, Click, Edition, EditionStatus, Subscriber
 from .subscribers import find_subscriber
 
-__all__ = ["COMING", "DraftWork", "coming_edition", "coming_number", "draft_work",
-           "read_draft"]
+__all__ = ["COMING", "DraftWork", "adopt_slot", "coming_edition", "coming_number",
+           "draft_work", "mark_mailed", "next_coming", "read_draft"]
 
 # An edition an editor may still change: not yet sending.
 COMING = (EditionStatus.DRAFT, EditionStatus.APPROVED)
@@ -39,6 +39,28 @@ def coming_number(store: Store) -> int | None:
     with store.sessions() as session:
         edition = coming_edition(session)
         return None if edition is None else edition.number
+
+
+def next_coming(store: Store) -> Edition | None:
+    """The oldest draft or approved edition (a detached copy), or None."""
+    with store.sessions() as session:
+        return coming_edition(session)
+
+
+def adopt_slot(store: Store, number: int, slot: datetime) -> None:
+    """Edition number goes out at slot (one held past its own goes out at a later one)."""
+    with locked_session(store) as session:
+        _edition(session, number).slot = slot
+
+
+def mark_mailed(store: Store, number: int, at: datetime, *, reminder: bool) -> None:
+    """Record when the editors were asked to review edition number, or reminded."""
+    with store.writes.begin() as session:
+        edition = _edition(session, number)
+        if reminder:
+            edition.reminded_at = at
+        else:
+            edition.review_sent_at = at
 
 
 class DraftWork:
