@@ -371,6 +371,33 @@ def test_a_removed_or_cancelled_or_drafts_article_leads_nowhere(sent: Sent) -> N
     assert sent.counts() == {second: 3}
 
 
+def test_a_drafts_links_lead_nowhere_until_it_goes_out(digest: Digest,
+                                                       smtp: LoopbackSMTPServer) -> None:
+    env = tracking_env(smtp)
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("subscribers", "import", str(write_subscribers(digest.folder, 2)))
+    digest.ok("editions", "draft", env=env)
+    # The editor's preview shows the links readers will get.
+    digest.ok("editions", "preview", "1", "--out", "p.html", env=env)
+    previewed = [h for h in html_links((digest.folder / "p.html").read_text())
+                 if TRACKED.fullmatch(h)]
+    assert len(previewed) >= 10
+    for s in open_sent(digest, smtp):
+        assert s.get(previewed[0]) == (404, None)
+        digest.ok("editions", "approve", "1", "--by", "editor@example.org", env=env)
+        assert s.get(previewed[0]) == (404, None)
+        assert sql(digest.folder, "select count(*) from clicks") == [(0,)]
+        digest.ok("send", "--yes", env=env)
+        assert sorted(tracked_links(smtp.received[0].message())[0]) == sorted(previewed)
+        status, location = s.get(previewed[0])
+        assert status == 302 and location
+        article = ClickSigner(SECRET.encode()).read(previewed[0].rsplit("/", 1)[1]).article_id
+        assert s.counts() == {article: 1}
+        shown = json.loads(digest.ok("editions", "show", "1", "--format", "json",
+                                     env=env).stdout)
+        assert shown["clicks"] == 1
+
+
 def test_a_click_before_any_message_went_out_is_early(digest: Digest,
                                                       smtp: LoopbackSMTPServer) -> None:
     smtp.reply_policy = lambda phase, _f, _r: "451 4.7.1 try later" if phase == "RCPT" \
