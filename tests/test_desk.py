@@ -355,3 +355,19 @@ def test_an_approved_edition_keeps_local_time_waves(store_url: str,
     readers = [r for r in _to(smtp) if r != "editor@example.org"]
     assert sorted(readers) == ["ada@example.org", "grace@example.org", "tokyo@example.org"]
     store.close()
+
+
+def test_digest_preview_shows_the_draft_and_schedule_show_the_approval(newsroom: Digest) -> None:
+    d = newsroom
+    d.ok("editions", "draft")
+    d("editions", "intro", "1", "--file", "-", input="A note for *this* week.\n")
+    d.ok("editions", "drop", "1", "29")
+    result = d.ok("preview", "--out", "coming.html")
+    assert "edition 1, 29 articles" in result.output
+    html = (d.folder / "coming.html").read_text()
+    assert "<em>this</em>" in html
+    shown = d.ok("schedule", "show", env={"DIGEST_SCHEDULE__APPROVAL": "veto",
+                                          "DIGEST_DIGEST__EDITORS": "ed@example.org"})
+    assert ("Approval: veto: each edition is drafted 24h before its slot and mailed to "
+            "ed@example.org for review; it goes out unless an editor cancels it"
+            ) in shown.output.replace("\n", " ")

@@ -64,6 +64,13 @@ def schedule_show(app: App, count: int) -> None:
         out.print("Waves of the next edition:")
         for zone, at in overview.waves:
             out.print(f"  {zone:24} {at:%a %Y-%m-%d %H:%M %Z}")
+    approval = s.schedule.approval
+    if approval != "none":
+        rule = ("goes out only once approved" if approval == "required"
+                else "goes out unless an editor cancels it")
+        out.print(f"Approval: {approval}: each edition is drafted {s.schedule.draft_lead} "
+                  f"before its slot and mailed to {', '.join(s.digest.editors)} for review; "
+                  f"it {rule}")
     out.print(f"Retries and unfinished editions: every {overview.sweep_every} minutes")
     out.print(f"Late runs start within {s.schedule.misfire_grace} s of their time, or are "
               f"skipped")

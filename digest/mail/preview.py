@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
-from ..content.edition import effective_variant, ranked_stories
+from ..content.edition import Editorial, effective_variant, ranked_stories
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
 from ..store.articles import upcoming_edition
 from ..store.db import Store
+from ..store.drafts import coming_articles, next_coming
 from .render import Personal, Renderer
 
 __all__ = ["PreviewResult", "render_preview"]
@@ -34,7 +35,14 @@ def render_preview(store: Store, settings: Settings, now: datetime,
                    topics: Sequence[str] = ()) -> PreviewResult:
     """Render the next edition (or one subscriber's variant of it) with sample personal links."""
     classifier = TopicClassifier.from_settings(settings)
-    number, articles = upcoming_edition(store, now)
+    coming = next_coming(store)
+    editorial = None
+    if coming is not None:
+        # The draft (or approved edition) an editor is shaping is what goes out next.
+        number, articles, now = coming.number, coming_articles(store, coming), coming.cutoff
+        editorial = Editorial.of(coming)
+    else:
+        number, articles = upcoming_edition(store, now)
     if not articles:
         raise NothingToSend("no new articles since the last edition: nothing to preview "
                             "(import some with: digest articles import FILE…)")
@@ -49,7 +57,8 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     variant = effective_variant(chosen, present)
     if variant is None:
         raise NothingToSend(f"nothing new in {', '.join(chosen)} for this edition")
-    rendered = Renderer(settings).render_edition(articles, number, now, variant)
+    rendered = Renderer(settings).render_edition(articles, number, now, variant,
+                                                 editorial=editorial)
     base = settings.digest.base_url.rstrip("/")
     html, text = rendered.personalise(Personal(
         greeting="Hello,", email="reader@example.org",

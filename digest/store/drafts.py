@@ -21,8 +21,8 @@ from .locks import locked_session
 from .models import Article, Click, Edition, EditionStatus, Subscriber
 from .subscribers import find_subscriber
 
-__all__ = ["COMING", "DraftWork", "adopt_slot", "coming_edition", "coming_number",
-           "draft_work", "mark_mailed", "next_coming", "read_draft"]
+__all__ = ["COMING", "DraftWork", "adopt_slot", "coming_articles", "coming_edition",
+           "coming_number", "draft_work", "mark_mailed", "next_coming", "read_draft"]
 
 # An edition an editor may still change: not yet sending.
 COMING = (EditionStatus.DRAFT, EditionStatus.APPROVED)
@@ -45,6 +45,12 @@ def next_coming(store: Store) -> Edition | None:
     """The oldest draft or approved edition (a detached copy), or None."""
     with store.sessions() as session:
         return coming_edition(session)
+
+
+def coming_articles(store: Store, edition: Edition) -> list[Article]:
+    """The articles of a draft or approved edition, in id order."""
+    with store.sessions() as session:
+        return DraftWork(session, edition).articles()
 
 
 def adopt_slot(store: Store, number: int, slot: datetime) -> None:
