@@ -29,6 +29,7 @@ from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
 from ..mail.render import Personal, Renderer
+from ..store.clicks import article_clicks
 from ..store.db import Store
 from ..store.drafts import COMING, DraftWork, coming_number, draft_work, read_draft
 from ..store.models import Article, Edition, EditionStatus
@@ -157,7 +158,8 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
         e = work.edition
         articles = work.articles()
         ranked = _stories(settings, e, articles)
-        clicks = work.clicks()
+        edition_id = e.id
+    clicks = article_clicks(store, edition_id)
     counts = cap_counts([stories for _, stories in ranked], settings.digest.max_articles)
     limits = Limits.configured(settings)
     sections = [DeskSection(topic, [_desk_article(story, topic, clicks, i < count, limits)

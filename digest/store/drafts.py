@@ -11,14 +11,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .articles import new_articles, next_edition_number
 from .db import Store
 from .locks import locked_session
-from .models import Article, Click, Edition, EditionStatus, Subscriber
+from .models import Article, Edition, EditionStatus, Subscriber
 from .subscribers import find_subscriber
 
 __all__ = ["COMING", "DraftWork", "adopt_slot", "coming_articles", "coming_edition",
@@ -124,13 +124,6 @@ class DraftWork:
 
     def next_number(self) -> int:
         return next_edition_number(self.session)
-
-    def clicks(self) -> dict[int, int]:
-        """Counted clicks per article of this edition."""
-        return {int(a): int(n) for a, n in self.session.execute(
-            select(Click.article_id, func.count()).where(
-                Click.edition_id == self.edition.id, Click.counted.is_(True))
-            .group_by(Click.article_id))}
 
     def subscriber(self, email_key: str) -> Subscriber | None:
         return find_subscriber(self.session, email_key)
