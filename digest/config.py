@@ -247,6 +247,9 @@ class TrackingSettings:
     # burst_seconds, and none of them counts.
     burst_clicks: int = 3
     burst_seconds: int = 10
+    # Clicks as a ranking signal: a source whose stories readers clicked more than their
+    # share of the last few editions' articles ranks higher (its stories' score × 0.5–2).
+    rank_by_clicks: bool = False
 
 
 @dataclass(frozen=True)

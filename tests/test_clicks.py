@@ -23,9 +23,12 @@ from conftest import DATA, SAMPLE_JSON, Digest, need, smtp_env, sql, write_subsc
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
-from digest.audience.clicks import ClickCounter, is_scanner
-from digest.config import Settings, load_settings
+from digest.audience.clicks import ClickCounter, is_scanner, ranking_factors
+from digest.config import Settings, load_settings, with_overrides
+from digest.content.edition import ranked_stories
+from digest.content.stories import click_factors
 from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.store.articles import upcoming_edition
 from digest.store.clicks import ClickTarget, article_clicks, edition_clicks, record_click
 from digest.store.db import Store
 from digest.tokens import BadToken, ClickSigner, Signer
@@ -444,3 +447,66 @@ def test_a_link_from_a_received_message_over_real_http(digest: Digest,
     article = ClickSigner(SECRET.encode()).read(token).article_id
     assert sql(digest.folder, "select article_id, counted, reason from clicks order by id") \
         == [(article, 0, "head"), (article, 1, "counted")]
+
+
+# -- clicks as a ranking signal --
+
+def test_click_factors_are_shares_over_shares_held_between_half_and_double() -> None:
+    assert click_factors({}) == {}
+    assert click_factors({1: (0, 10), 2: (0, 30)}) == {1: 1.0, 2: 1.0}
+    # Half the articles each; all 80 clicks on source 2.
+    assert click_factors({1: (0, 10), 2: (80, 10)}) == {1: 0.5, 2: 1.8}
+    # A handful of clicks moves a factor a little; thousands as far as the bounds.
+    few = click_factors({1: (0, 10), 2: (3, 10)})
+    assert 0.85 < few[1] < 1 < few[2] < 1.15
+    many = click_factors({1: (0, 10), 2: (5000, 10), 3: (5000, 10)})
+    assert many[1] == 0.5 and many[2] == many[3] == pytest.approx(1.5, abs=0.002)
+    assert click_factors({1: (10_000, 1), 2: (0, 99)}) == {1: 2.0, 2: 0.5}
+
+
+def test_a_source_readers_click_ranks_higher_in_the_next_edition(sent: Sent) -> None:
+    folder = sent.digest.folder
+    sources = dict(sql(folder, "select name, id from sources"))
+    lab, finance = sources["Lab Notes"], sources["Finance Daily"]
+    clicked = [a for (a,) in sql(folder, f"select id from articles where source_id = {lab}")]
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    for n in range(30):
+        target = ClickTarget(sent.edition_id, 1, clicked[n % len(clicked)], None, True)
+        record_click(sent.store, target, f"reader-{n}", "counted",
+                     an_hour_ago + timedelta(seconds=n), burst_clicks=3, burst_seconds=10)
+    assert sum(sent.counts().values()) == 30
+    # The next edition: an older story of Lab Notes and a newer one of Finance Daily.
+    now = datetime.now(UTC)
+    items = [{"title": title, "summary": text, "body": text, "source": source,
+              "topic": "AI", "url": f"https://{source.split()[0].lower()}.example/{n}",
+              "published_at": (now - timedelta(hours=hours)).isoformat()}
+             for n, (source, hours, title, text) in enumerate([
+                 ("Lab Notes", 20, "Benchmarks for small language models disagree",
+                  "Three leaderboards rank the same eight open models in different orders."),
+                 ("Finance Daily", 2, "Insurers ask chip makers for outage clauses",
+                  "Underwriters want contracts to name who pays when accelerator supply "
+                  "stops.")])]
+    (folder / "next.json").write_text(json.dumps(items))
+    sent.digest.ok("articles", "import", str(folder / "next.json"))
+    now = datetime.now(UTC)
+    number, articles = upcoming_edition(sent.store, now)
+    assert number == 2
+
+    def ai_order(factors: dict[int, float] | None) -> list[str]:
+        ranked = dict(ranked_stories(articles, sent.settings, now, factors=factors))
+        return [story.lead.source_name or "" for story in ranked["AI"]]
+
+    assert ranking_factors(sent.store, sent.settings, 2, now) is None      # off
+    ranking = with_overrides(sent.settings, tracking={"rank_by_clicks": True})
+    factors = ranking_factors(sent.store, ranking, 2, now)
+    assert factors is not None
+    assert 1 < factors[lab] <= 2 and 0.5 <= factors[finance] < 1
+    assert all(0.5 <= f <= 2 for f in factors.values())
+    assert ai_order(None) == ["Finance Daily", "Lab Notes"]
+    assert ai_order(factors) == ["Lab Notes", "Finance Daily"]
+    # Clicks after the edition was made leave its ranking as it was.
+    late = ClickTarget(sent.edition_id, 1, sent.articles[-1], None, True)
+    for n in range(20):
+        record_click(sent.store, late, f"late-{n}", "counted", now + timedelta(seconds=n),
+                     burst_clicks=3, burst_seconds=10)
+    assert ranking_factors(sent.store, ranking, 2, now) == factors

@@ -17,7 +17,7 @@ from ..config import Settings
 from ..store.models import Article, Edition
 from .intro import Intro, render_intro
 from .links import add_utm
-from .stories import Story, find_stories
+from .stories import Story, click_factor, find_stories
 from .teasers import teaser_for
 
 __all__ = [
@@ -185,6 +185,8 @@ class Limits:
     max_articles: int
     teaser_words: int
     clicks: Callable[[int], str] | None = None
+    # [tracking] rank_by_clicks: source id → click factor (stories.click_factors).
+    factors: Mapping[int, float] | None = None
 
     @classmethod
     def configured(cls, settings: Settings) -> Limits:
@@ -193,10 +195,12 @@ class Limits:
 
 
 def ranked_stories(articles: Sequence[Article], settings: Settings, date: datetime,
-                   variant: str = ALL_TOPICS) -> list[tuple[str, list[Story]]]:
+                   variant: str = ALL_TOPICS, factors: Mapping[int, float] | None = None
+                   ) -> list[tuple[str, list[Story]]]:
     """The edition's topics in order, each with its stories in order (what `build_content`
-    shows, before the cap): what `digest preview --explain` explains."""
-    groups = _ordered_stories(articles, settings, date, variant_topics(variant))
+    shows, before the cap): what `digest preview --explain` explains. factors: each
+    source's click factor, which scales its stories' scores ([tracking] rank_by_clicks)."""
+    groups = _ordered_stories(articles, settings, date, variant_topics(variant), factors)
     order = order_topics(groups, settings)
     # The story an editor pinned to lead the whole edition takes its topic to the top.
     lead = next((t for t in order if any(a.pin_top for a in groups[t][0].articles)), None)
@@ -206,12 +210,15 @@ def ranked_stories(articles: Sequence[Article], settings: Settings, date: dateti
 
 
 def _ordered_stories(articles: Sequence[Article], settings: Settings, date: datetime,
-                     only: frozenset[str] | None) -> dict[str, list[Story]]:
+                     only: frozenset[str] | None, factors: Mapping[int, float] | None = None
+                     ) -> dict[str, list[Story]]:
     """Topic → its stories (a story is under its lead's topic): the one pinned to lead
     the edition, then pinned ones, then in the order an editor gave (stories they did not
     place after those they did), then by score, then newest."""
     groups: dict[str, list[Story]] = defaultdict(list)
     for story in find_stories(articles, settings.grouping, date):
+        if factors:
+            story.score = round(story.score * click_factor(story, factors), 3)
         if only is None or story.lead.topic in only:
             groups[story.lead.topic].append(story)
     for group in groups.values():
@@ -293,7 +300,7 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
     templates render, within limits (default: the configured ones), with what an editor
     gave the edition."""
     limits = limits or Limits.configured(settings)
-    ranked = ranked_stories(articles, settings, date, variant)
+    ranked = ranked_stories(articles, settings, date, variant, limits.factors)
     order = [topic for topic, _ in ranked]
     ordered = [stories for _, stories in ranked]
     counts = cap_counts(ordered, limits.max_articles)

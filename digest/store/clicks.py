@@ -27,6 +27,7 @@ __all__ = [
     "click_target",
     "edition_clicks",
     "record_click",
+    "source_clicks",
 ]
 
 # Editions whose links lead somewhere: those that went (or are going) out. A paused
@@ -126,6 +127,31 @@ def edition_clicks(store: Store) -> dict[int, int]:
     """Edition id → its counted clicks (editions nobody clicked: absent)."""
     with store.sessions() as session:
         return _counts(session, Click.edition_id)
+
+
+def source_clicks(store: Store, before: int, until: datetime, editions: int
+                  ) -> dict[int, tuple[int, int]]:
+    """Source id → (counted clicks, articles) over the last `editions` editions numbered
+    below `before` that went out: each article counts for its first source, and only
+    clicks made before `until`. With `until` some seconds before an edition was made
+    (its cutoff less [tracking] burst_seconds), the answer for that edition never changes
+    afterwards: the editions before it and their clicks up to then are settled, so the
+    edition ranks the same when it is rendered again (a resumed send, its archive page)."""
+    with store.sessions() as session:
+        ids = list(session.scalars(
+            select(Edition.id).where(Edition.number < before, Edition.status.in_(CLICKABLE))
+            .order_by(Edition.number.desc()).limit(editions)))
+        if not ids:
+            return {}
+        from_source = and_(Article.edition_id.in_(ids), Article.source_id.is_not(None))
+        shown = session.execute(select(Article.source_id, func.count()).where(from_source)
+                                .group_by(Article.source_id)).all()
+        clicked = dict(session.execute(
+            select(Article.source_id, func.count()).join(Click, Click.article_id == Article.id)
+            .where(from_source, Click.edition_id.in_(ids), Click.counted, Click.at < until)
+            .group_by(Article.source_id)).all())
+    return {int(source): (int(clicked.get(source, 0)), int(n)) for source, n in shown
+            if source is not None}
 
 
 def _counts(session: Session, key: InstrumentedAttribute[int],
