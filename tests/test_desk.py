@@ -371,3 +371,20 @@ def test_digest_preview_shows_the_draft_and_schedule_show_the_approval(newsroom:
     assert ("Approval: veto: each edition is drafted 24h before its slot and mailed to "
             "ed@example.org for review; it goes out unless an editor cancels it"
             ) in shown.output.replace("\n", " ")
+
+
+def test_articles_of_a_draft_point_to_the_desk_and_discard_forgets_the_marks(
+        newsroom: Digest) -> None:
+    d = newsroom
+    d.ok("editions", "draft")
+    d.ok("editions", "edit", "1", "3", "--title", "Edited here")
+    d.ok("editions", "pin", "1", "3", "--top")
+    for args in (("remove", "3"), ("set-topic", "3", "AI")):
+        result = d("articles", *args)
+        assert result.exit_code == 1
+        assert result.output == ("Error: article 3 is in edition 1, which an editor is "
+                                 "shaping: take it out with: digest editions drop 1 3 (or "
+                                 "change its topic there: digest editions move 1 3 TOPIC)\n")
+    d.ok("editions", "discard", "1")
+    assert sql(d.folder, "select edited_title, pin_top, position, edition_id from articles "
+                         "where id = 3") == [(None, False, None, None)]

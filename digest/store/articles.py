@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .db import Store
-from .models import Article, Edition, Source, utcnow
+from .models import Article, Edition, EditionStatus, Source, utcnow
 
 __all__ = [
     "LearningRow",
@@ -115,8 +115,13 @@ def _editable(session: Session, ids: Sequence[int]) -> dict[int, Article]:
         if article is None:
             raise InputError(f"there is no article {article_id} (see: digest articles list)")
         if article.edition_id is not None:
-            number = session.scalar(select(Edition.number).where(
-                Edition.id == article.edition_id))
+            number, status = session.execute(select(Edition.number, Edition.status).where(
+                Edition.id == article.edition_id)).one()
+            if status in (EditionStatus.DRAFT, EditionStatus.APPROVED):
+                raise InputError(f"article {article_id} is in edition {number}, which an "
+                                 f"editor is shaping: take it out with: digest editions drop "
+                                 f"{number} {article_id} (or change its topic there: digest "
+                                 f"editions move {number} {article_id} TOPIC)")
             raise InputError(f"article {article_id} is in edition {number}; an edition "
                              f"nobody received can be discarded first: digest editions "
                              f"discard {number}")

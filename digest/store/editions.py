@@ -192,8 +192,11 @@ def discard(store: Store, number: int) -> int:
             raise InputError(f"edition {number} was sent to {reached} subscriber"
                              f"{'s' * (reached != 1)}: it cannot be discarded (an edition "
                              f"someone received stays in the record)")
+        # Back to the pool as they came: an editor's marks in this edition go with it.
         articles = rowcount(session.execute(
-            update(Article).where(Article.edition_id == edition.id).values(edition_id=None)
+            update(Article).where(Article.edition_id == edition.id)
+            .values(edition_id=None, position=None, pin_top=False, edited_title=None,
+                    edited_teaser=None)
             .execution_options(synchronize_session=False)))
         session.execute(delete(Delivery).where(Delivery.edition_id == edition.id))
         # The bounces it met stay (they are about the subscribers), naming no edition.
