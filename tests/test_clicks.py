@@ -10,6 +10,8 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -282,11 +284,14 @@ def test_head_requests_and_scanners_are_not_counted(sent: Sent) -> None:
 
 
 def test_a_burst_from_one_address_counts_for_nothing(sent: Sent) -> None:
+    # burst_seconds = 3600: on however slow a machine, these requests are one burst.
+    slow = with_overrides(sent.settings, tracking={"burst_seconds": 3600})
+    sent.client = create_app(slow, sent.store).test_client()
     a, b, c = sent.articles[:3]
     assert sent.get(sent.link(a))[0] == 302
     assert sent.counts() == {a: 1}
     assert sent.get(sent.link(b))[0] == 302
-    assert sent.get(sent.link(c))[0] == 302        # the third within 10 s: a scanner's
+    assert sent.get(sent.link(c))[0] == 302        # the third: a scanner's
     assert sent.counts() == {}
     assert sent.reasons() == ["burst"] * 3
     # The same links from readers elsewhere still count.
@@ -422,23 +427,30 @@ def test_links_keep_working_when_counts_are_turned_off(digest: Digest,
         assert sql(digest.folder, "select count(*) from clicks") == [(0,)]
 
 
+@contextmanager
+def serving(settings: Settings) -> Iterator[httpx.Client]:
+    """`digest serve`'s server on a free port of 127.0.0.1, and a client of it."""
+    port = free_port()
+    server = WebServer(settings, "127.0.0.1", port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+
+
 def test_a_link_from_a_received_message_over_real_http(digest: Digest,
                                                        smtp: LoopbackSMTPServer) -> None:
     send(digest, smtp, 2)
     html, _ = tracked_links(smtp.received[0].message())
-    port = free_port()
+    path = urlsplit(html[0]).path
     settings = load_settings(digest.folder / "digest.toml", environ=tracking_env(smtp))
-    server = WebServer(settings, "127.0.0.1", port, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        path = urlsplit(html[0]).path
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            head = client.head(path, headers={"User-Agent": BROWSER})
-            response = client.get(path, headers={"User-Agent": BROWSER})
-    finally:
-        server.stop()
-        thread.join(timeout=10)
+    with serving(settings) as client:
+        head = client.head(path, headers={"User-Agent": BROWSER})
+        response = client.get(path, headers={"User-Agent": BROWSER})
     assert head.status_code == 302 and response.status_code == 302
     assert response.headers["location"] == head.headers["location"]
     assert "utm_source=" in response.headers["location"]
@@ -447,6 +459,39 @@ def test_a_link_from_a_received_message_over_real_http(digest: Digest,
     article = ClickSigner(SECRET.encode()).read(token).article_id
     assert sql(digest.folder, "select article_id, counted, reason from clicks order by id") \
         == [(article, 0, "head"), (article, 1, "counted")]
+
+
+def test_a_gateway_opening_every_link_at_once_counts_for_nothing(
+        digest: Digest, smtp: LoopbackSMTPServer) -> None:
+    send(digest, smtp, 2)
+    links = sorted(set(tracked_links(smtp.received[0].message())[0]))[:12]
+    # Behind one proxy, so each request can come from an address of its own.
+    settings = load_settings(digest.folder / "digest.toml",
+                             environ=tracking_env(smtp, DIGEST_WEB__TRUSTED_PROXIES="1",
+                                                  DIGEST_TRACKING__BURST_SECONDS="3600"))
+
+    def get(client: httpx.Client, link: str, address: str) -> int:
+        return client.get(urlsplit(link).path, headers={
+            "User-Agent": BROWSER, "X-Forwarded-For": address}).status_code
+
+    with serving(settings) as client, ThreadPoolExecutor(6) as pool:
+        # A security gateway: every link from one address, side by side.
+        assert set(pool.map(lambda link: get(client, link, "192.0.2.50"), links)) == {302}
+        # Twelve readers, one link each.
+        assert set(pool.map(lambda n: get(client, links[n], f"198.51.100.{n + 1}"),
+                            range(len(links)))) == {302}
+    rows = sql(digest.folder, "select client, counted, reason from clicks")
+    by_client: dict[str, set[tuple[int, str]]] = {}
+    for client_hash, counted, reason in rows:
+        by_client.setdefault(client_hash, set()).add((counted, reason))
+    assert len(rows) == 24 and len(by_client) == 13
+    assert sorted(map(sorted, by_client.values())) == \
+        [[(0, "burst")]] + [[(1, "counted")]] * 12
+    store = Store.from_settings(settings)
+    try:
+        assert edition_clicks(store) == {1: 12}
+    finally:
+        store.close()
 
 
 # -- clicks as a ranking signal --
