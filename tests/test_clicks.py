@@ -262,6 +262,10 @@ def test_a_click_redirects_to_the_article_and_counts(sent: Sent) -> None:
     assert all(re.fullmatch(r"[0-9a-f]{64}", client) for client, _, _ in rows)
     assert not any("198.51" in client or "2001" in client for client, _, _ in rows)
     assert {(bool(c), r) for _, c, r in rows} == {(True, "counted")}
+    # The archive's copy links to the articles themselves: its visitors are no readers
+    # of the mail, and are not counted.
+    archive = sent.client.get("/editions/1").get_data(as_text=True)
+    assert "/r/" not in archive and url.split("?")[0] in archive
 
 
 @pytest.mark.parametrize("agent", READERS)
