@@ -87,34 +87,39 @@ def record_click(store: Store, target: ClickTarget, client: str, reason: str,
         session.flush()
         click_id = row.id
     span = timedelta(seconds=burst_seconds)
+    mine = (Click.client == client, Click.edition_id == target.edition_id)
     with store.writes.begin() as session:
-        near = session.execute(
-            select(Click.id, Click.at).where(
-                Click.client == client, Click.edition_id == target.edition_id,
-                Click.at >= at - span, Click.at <= at + span)
-            .order_by(Click.at, Click.id)).all()
-        burst = _in_bursts([(i, when) for i, when in near], click_id, span,
-                           burst_clicks)
-        if burst:
-            session.execute(update(Click).where(Click.id.in_(burst), Click.counted)
-                            .values(counted=False, reason="burst"))
+        near = list(session.scalars(select(Click.at).where(
+            *mine, Click.at >= at - span, Click.at <= at + span).order_by(Click.at)))
+        burst = _burst_span(near, at, span, burst_clicks)
+        if burst is not None:
+            session.execute(update(Click).where(
+                *mine, Click.at >= burst[0], Click.at <= burst[1], Click.counted)
+                .values(counted=False, reason="burst"))
         final = session.scalar(select(Click.reason).where(Click.id == click_id))
     return str(final)
 
 
-def _in_bursts(near: Sequence[tuple[int, datetime]], click_id: int, span: timedelta,
-               least: int) -> set[int]:
-    """The ids of every run of at least `least` requests within `span` that holds
-    click_id (near: one client's requests around it, oldest first)."""
-    mine = next(when for i, when in near if i == click_id)
-    out: set[int] = set()
-    for start, (_, begin) in enumerate(near):
-        if begin > mine:
+def _burst_span(times: Sequence[datetime], at: datetime, span: timedelta, least: int
+                ) -> tuple[datetime, datetime] | None:
+    """From the first to the last request of every run of at least `least` requests
+    within `span` that holds the one at `at` (times: one client's requests around it,
+    oldest first); None when no run is that long. The runs all hold `at`, so together
+    they are one stretch of time, and every request in it belongs to one of them. One
+    pass (a scanner's thousands of requests cost no more than their number)."""
+    first: datetime | None = None
+    last = at
+    end = 0
+    for start, begin in enumerate(times):
+        if begin > at:
             break
-        run = [i for i, when in near[start:] if when <= begin + span]
-        if len(run) >= least and click_id in run:
-            out.update(run)
-    return out
+        end = max(end, start)
+        while end < len(times) and times[end] <= begin + span:
+            end += 1
+        if begin + span >= at and end - start >= least:
+            first = begin if first is None else first
+            last = times[end - 1]
+    return None if first is None else (first, last)
 
 
 def article_clicks(store: Store, edition_id: int) -> dict[int, int]:
