@@ -25,11 +25,12 @@ from conftest import DATA, SAMPLE_JSON, Digest, need, smtp_env, sql, write_subsc
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
-from digest.audience.clicks import ClickCounter, is_scanner, ranking_factors
+from digest.audience.clicks import ClickCounter, is_scanner
 from digest.config import Settings, load_settings, with_overrides
 from digest.content.edition import ranked_stories
 from digest.content.stories import click_factors
 from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.mail.ranking import ranking_factors
 from digest.store.articles import upcoming_edition
 from digest.store.clicks import ClickTarget, article_clicks, edition_clicks, record_click
 from digest.store.db import Store
@@ -559,3 +560,22 @@ def test_a_source_readers_click_ranks_higher_in_the_next_edition(sent: Sent) -> 
         record_click(sent.store, late, f"late-{n}", "counted", now + timedelta(seconds=n),
                      burst_clicks=3, burst_seconds=10)
     assert ranking_factors(sent.store, ranking, 2, now) == factors
+    # Every rendering of edition 2 ranks by the same factors: the desk, the preview and the
+    # sent mail (and, without the setting, none of them does).
+    env = tracking_env(sent.smtp, DIGEST_TRACKING__RANK_BY_CLICKS="true")
+    sent.digest.ok("editions", "draft", env=env)
+    shown = json.loads(sent.digest.ok("editions", "show", "2", "--format", "json",
+                                      env=env).output)
+    assert [a["source"] for a in shown["articles"] if a["topic"] == "AI"] == [
+        "Lab Notes", "Finance Daily"]
+    plain = json.loads(sent.digest.ok("editions", "show", "2", "--format", "json").output)
+    assert [a["source"] for a in plain["articles"] if a["topic"] == "AI"] == [
+        "Finance Daily", "Lab Notes"]
+    sent.digest.ok("preview", "--text", "--out", "p.txt", env=env)
+    preview = (folder / "p.txt").read_text()
+    assert preview.index("Benchmarks for small") < preview.index("Insurers ask chip")
+    sent.digest.ok("editions", "approve", "2", env=env)
+    before = len(sent.smtp.received)
+    sent.digest.ok("send", "--yes", env=env)
+    mail = body(sent.smtp.received[before].message(), "plain")
+    assert mail.index("Benchmarks for small") < mail.index("Insurers ask chip")

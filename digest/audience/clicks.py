@@ -14,17 +14,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..config import Settings
 from ..content.edition import read_more_url
-from ..content.stories import click_factors
-from ..store.clicks import ClickTarget, click_target, record_click, source_clicks
+from ..store.clicks import ClickTarget, click_target, record_click
 from ..store.db import STORE_ERRORS, Store
 from ..tokens import BadToken, ClickSigner
 
-__all__ = ["RANK_EDITIONS", "SCANNER_AGENTS", "BadToken", "ClickCounter", "Followed",
-           "click_reason", "is_scanner", "ranking_factors"]
+__all__ = ["SCANNER_AGENTS", "BadToken", "ClickCounter", "Followed", "click_reason",
+           "is_scanner"]
 
 log = logging.getLogger("digest.clicks")
 
@@ -135,20 +134,3 @@ class ClickCounter:
     def _article_url(self, target: ClickTarget) -> str:
         campaign = self.settings.digest.utm_campaign.format(number=target.number)
         return read_more_url(target.url, target.article_id, self.settings, campaign)
-
-
-# How many editions before this one the clicks of a ranking come from.
-RANK_EDITIONS = 4
-
-
-def ranking_factors(store: Store, settings: Settings, number: int, cutoff: datetime
-                    ) -> dict[int, float] | None:
-    """The click factor of each source for ranking edition `number` (made at cutoff),
-    from the clicks on the RANK_EDITIONS editions before it; None when [tracking]
-    rank_by_clicks is off. The same for that edition whenever it is asked (see
-    store.clicks.source_clicks), so ranking it again gives the same order."""
-    tracking = settings.tracking
-    if not tracking.rank_by_clicks:
-        return None
-    until = cutoff - timedelta(seconds=tracking.burst_seconds)
-    return click_factors(source_clicks(store, number, until, RANK_EDITIONS))

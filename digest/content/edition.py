@@ -97,11 +97,13 @@ class Editorial:
 
     intro: str | None = None
     subject: str | None = None
+    # [tracking] rank_by_clicks: source id → click factor (stories.click_factors).
+    factors: Mapping[int, float] | None = None
 
     @classmethod
-    def of(cls, edition: Edition) -> Editorial:
-        """What the editor gave a stored edition."""
-        return cls(edition.intro, edition.subject if edition.subject_set else None)
+    def of(cls, edition: Edition, factors: Mapping[int, float] | None = None) -> Editorial:
+        """What the editor gave a stored edition (and the click factors it ranks by)."""
+        return cls(edition.intro, edition.subject if edition.subject_set else None, factors)
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,9 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
     templates render, within limits (default: the configured ones), with what an editor
     gave the edition."""
     limits = limits or Limits.configured(settings)
-    ranked = ranked_stories(articles, settings, date, variant, limits.factors)
+    editorial = editorial or Editorial()
+    factors = limits.factors if limits.factors is not None else editorial.factors
+    ranked = ranked_stories(articles, settings, date, variant, factors)
     order = [topic for topic, _ in ranked]
     ordered = [stories for _, stories in ranked]
     counts = cap_counts(ordered, limits.max_articles)
@@ -314,6 +318,5 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
             sections.append(Section(topic, _anchor(topic), entries, len(group) - count,
                                     len(group), topic == d.catch_all_topic))
     base = d.base_url.rstrip("/")
-    editorial = editorial or Editorial()
     return EditionContent(number, date, tuple(sections), f"{base}/editions/{number}",
                           render_intro(editorial.intro), editorial.subject)

@@ -17,7 +17,6 @@ from datetime import datetime
 from ..config import Settings
 from ..content.edition import (
     ALL_TOPICS,
-    Editorial,
     Limits,
     build_content,
     cap_counts,
@@ -28,6 +27,7 @@ from ..content.intro import INTRO_MAX
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
+from ..mail.ranking import editorial_for
 from ..mail.render import Personal, Renderer
 from ..store.clicks import article_clicks
 from ..store.db import Store
@@ -117,9 +117,10 @@ def coming_draft(store: Store) -> int | None:
 
 # --- making and viewing ---------------------------------------------------------------------
 
-def _subject(settings: Settings, edition: Edition, articles: Sequence[Article]) -> str:
+def _subject(store: Store, settings: Settings, edition: Edition,
+             articles: Sequence[Article]) -> str:
     content = build_content(articles, settings, edition.number, edition.cutoff,
-                            editorial=Editorial.of(edition))
+                            editorial=editorial_for(store, settings, edition))
     return Renderer(settings).subject(content)
 
 
@@ -141,14 +142,16 @@ def draft_edition(store: Store, settings: Settings, now: datetime, *,
         work.add(Edition(number=work.next_number(), cutoff=now, created_at=now, slot=slot,
                          subject="", status=EditionStatus.DRAFT))
         work.take(articles)
-        work.edition.subject = _subject(settings, work.edition, work.articles())
+        work.edition.subject = _subject(store, settings, work.edition, work.articles())
         number = work.edition.number
     return desk_view(store, settings, number)
 
 
-def _stories(settings: Settings, edition: Edition, articles: Sequence[Article]
-             ) -> list[tuple[str, list[Story]]]:
-    return ranked_stories(articles, settings, edition.cutoff)
+def _stories(store: Store, settings: Settings, edition: Edition,
+             articles: Sequence[Article]) -> list[tuple[str, list[Story]]]:
+    """The edition's stories by topic, in the order the mail has them."""
+    factors = editorial_for(store, settings, edition).factors
+    return ranked_stories(articles, settings, edition.cutoff, factors=factors)
 
 
 def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
@@ -157,7 +160,7 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
     with read_draft(store, number) as work:
         e = work.edition
         articles = work.articles()
-        ranked = _stories(settings, e, articles)
+        ranked = _stories(store, settings, e, articles)
         edition_id = e.id
     clicks = article_clicks(store, edition_id)
     counts = cap_counts([stories for _, stories in ranked], settings.digest.max_articles)
@@ -199,7 +202,7 @@ def _shape(store: Store, settings: Settings, number: int, change: Change) -> str
                              f"approved edition not yet sending) can be changed")
         said = change(work)
         if not e.subject_set:
-            e.subject = _subject(settings, e, work.articles())
+            e.subject = _subject(store, settings, e, work.articles())
         if e.status is EditionStatus.APPROVED:
             e.status, e.approved_at, e.approved_by = EditionStatus.DRAFT, None, None
             said += f" Edition {number} is a draft again: approve it again to send it."
@@ -236,7 +239,7 @@ def drop_article(store: Store, settings: Settings, number: int, article_id: int)
     """Take an article (and the rest of its story) out of the edition: back to the pool,
     for the next edition."""
     def change(work: DraftWork) -> str:
-        story = _story_of(settings, work, article_id)
+        story = _story_of(store, settings, work, article_id)
         if len(work.articles()) == len(story.articles):
             raise InputError(f"article {article_id} is all edition {number} has left: "
                              f"cancel the edition instead (digest editions cancel {number})")
@@ -272,7 +275,7 @@ def move_article(store: Store, settings: Settings, number: int, article_id: int,
     """Put an article's story under another topic (a configured one, or one the edition
     already has)."""
     def change(work: DraftWork) -> str:
-        story = _story_of(settings, work, article_id)
+        story = _story_of(store, settings, work, article_id)
         present = sorted({a.topic for a in work.articles()})
         name = TopicClassifier.from_settings(settings).require(topic, also=present)
         for article in story.articles:
@@ -284,22 +287,22 @@ def move_article(store: Store, settings: Settings, number: int, article_id: int,
     return _shape(store, settings, number, change)
 
 
-def _story_of(settings: Settings, work: DraftWork, article_id: int) -> Story:
+def _story_of(store: Store, settings: Settings, work: DraftWork, article_id: int) -> Story:
     work.article(article_id)        # InputError when it is not in the edition
-    for _topic, stories in _stories(settings, work.edition, work.articles()):
+    for _topic, stories in _stories(store, settings, work.edition, work.articles()):
         for story in stories:
             if any(a.id == article_id for a in story.articles):
                 return story
     raise AssertionError("every article of an edition is in one of its stories")
 
 
-def _reorder(settings: Settings, work: DraftWork, article_id: int,
+def _reorder(store: Store, settings: Settings, work: DraftWork, article_id: int,
              place: Callable[[list[Story], int], int]) -> str:
     """Move an article's story to the index `place(stories, current)` gives among its
     topic's stories (within its tier: pinned ones stay above the others), and write the
     whole topic's order down."""
     work.article(article_id)
-    for topic, stories in _stories(settings, work.edition, work.articles()):
+    for topic, stories in _stories(store, settings, work.edition, work.articles()):
         current = next((i for i, s in enumerate(stories)
                         if any(a.id == article_id for a in s.articles)), None)
         if current is None:
@@ -323,8 +326,8 @@ def order_article(store: Store, settings: Settings, number: int, article_id: int
                   before_id: int) -> str:
     """Put an article's story just before another's, in the same topic."""
     def change(work: DraftWork) -> str:
-        other = _story_of(settings, work, before_id)
-        mine = _story_of(settings, work, article_id)
+        other = _story_of(store, settings, work, before_id)
+        mine = _story_of(store, settings, work, article_id)
         if other.lead.topic != mine.lead.topic:
             raise InputError(f"article {article_id} is under {mine.lead.topic} and "
                              f"{before_id} under {other.lead.topic}: move it first "
@@ -338,7 +341,7 @@ def order_article(store: Store, settings: Settings, number: int, article_id: int
             return next(i for i, s in enumerate(stories)
                         if any(a.id == before_id for a in s.articles))
 
-        topic = _reorder(settings, work, article_id, before)
+        topic = _reorder(store, settings, work, article_id, before)
         return f"Article {article_id} now comes before {before_id} in {topic}."
 
     return _shape(store, settings, number, change)
@@ -348,7 +351,8 @@ def shift_article(store: Store, settings: Settings, number: int, article_id: int
                   steps: int) -> str:
     """Move an article's story up (steps < 0) or down among its topic's stories."""
     def change(work: DraftWork) -> str:
-        topic = _reorder(settings, work, article_id, lambda _s, current: current + steps)
+        topic = _reorder(store, settings, work, article_id,
+                         lambda _s, current: current + steps)
         return f"Moved article {article_id} {'up' if steps < 0 else 'down'} in {topic}."
 
     return _shape(store, settings, number, change)
@@ -448,7 +452,7 @@ def preview_edition(store: Store, settings: Settings, number: int,
         sub = work.subscriber(address.strip().lower()) if address else None
         if address and sub is None:
             raise InputError(f"{address} is not a subscriber (see: digest subscribers list)")
-        editorial = Editorial.of(e)
+        editorial = editorial_for(store, settings, e)
     variant = ALL_TOPICS
     if sub is not None:
         found = effective_variant(sub.topics or [], {a.topic for a in articles})

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..audience.subscribers import SubscriberBook, normalise_email, refusal
 from ..config import Settings
-from ..content.edition import Editorial, build_content, effective_variant
+from ..content.edition import build_content, effective_variant
 from ..errors import DeliveryError, InputError, NothingToSend
 from ..mail.message import (
     MessageTemplate,
@@ -25,6 +25,7 @@ from ..mail.message import (
     message_id,
     variant_template,
 )
+from ..mail.ranking import editorial_for
 from ..mail.render import Renderer
 from ..mail.transport import PermanentFailure, TemporaryFailure, Transport
 from ..store import editions as stored
@@ -191,7 +192,9 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
         if not articles and not force:
             raise _nothing_new(work)
         number = work.next_number()
-        content = build_content(articles, settings, number, now)
+        content = build_content(articles, settings, number, now,
+                                editorial=editorial_for(store, settings, None, number=number,
+                                                        cutoff=now))
         edition = work.create(number, now, slot, Renderer(settings).subject(content), articles)
         topics = {a.topic for a in articles}
         audience = _write_ledger(work, settings, edition, topics,
@@ -295,7 +298,8 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     if not articles:
         raise NothingToSend("no new articles: nothing to send a test copy of")
     template = variant_template(settings, articles, number, date, test=True,
-                                editorial=Editorial.of(edition) if edition else None)
+                                editorial=editorial_for(store, settings, edition,
+                                                        number=number, cutoff=date))
     domain = template.envelope_from.rsplit("@", 1)[1]
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=domain))
@@ -319,7 +323,8 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
     with stored.read_work(store) as work:
         _number, articles = _next_edition(work, settings, now)
         coming = work.coming()
-        editorial = Editorial.of(coming) if coming is not None else None
+    date = coming.cutoff if coming is not None else now
+    editorial = editorial_for(store, settings, coming, number=plan.number, cutoff=date)
     topics = {a.topic for a in articles}
     templates: dict[str, MessageTemplate] = {}
     for sub in stored.active_recipients(store):
@@ -327,7 +332,7 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
         if variant is None:
             continue
         if variant not in templates:
-            templates[variant] = variant_template(settings, articles, plan.number, now,
+            templates[variant] = variant_template(settings, articles, plan.number, date,
                                                   variant, editorial=editorial)
         templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
                                            message_id(settings, 0, sub.id)))

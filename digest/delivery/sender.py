@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from ..audience.bouncemail import classify_failure
 from ..config import Settings
-from ..content.edition import Editorial
 from ..errors import DeliveryError, ServerRefused
 from ..mail.message import MessageTemplate, Prepared, Recipient, variant_template
+from ..mail.ranking import editorial_for
 from ..mail.signing import SigningProcess
 from ..mail.transport import (
     Connection,
@@ -129,7 +129,8 @@ class Sender:
                 edition, articles = edition_content(self.store, edition_id)
                 template = variant_template(
                     self.settings, articles, edition.number, edition.cutoff, variant,
-                    edition_id=edition_id, editorial=Editorial.of(edition))
+                    edition_id=edition_id,
+                    editorial=editorial_for(self.store, self.settings, edition))
                 if template.signer is not None:
                     template.signer.remote = self._signing
                 self._templates[key] = template

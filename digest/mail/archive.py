@@ -13,7 +13,7 @@ __all__ = ["render_archived"]
 
 
 def render_archived(renderer: Renderer, settings: Settings, edition: Edition,
-                    articles: Sequence[Article]) -> str:
+                    articles: Sequence[Article], editorial: Editorial | None = None) -> str:
     """The HTML of a published edition with all its articles (the email may have shown
     fewer), its personal links pointing at the site's general pages."""
     base = settings.digest.base_url.rstrip("/")
@@ -21,7 +21,7 @@ def render_archived(renderer: Renderer, settings: Settings, edition: Edition,
                         teaser_words=settings.digest.teaser_words)
     rendered = renderer.render(build_content(list(articles), settings, edition.number,
                                              edition.cutoff, limits=everything,
-                                             editorial=Editorial.of(edition)))
+                                             editorial=editorial or Editorial.of(edition)))
     html, _text = rendered.personalise(Personal(
         greeting="", email="you", unsubscribe_url=f"{base}/unsubscribe",
         preferences_url=f"{base}/subscribe"))

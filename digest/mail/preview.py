@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
-from ..content.edition import Editorial, effective_variant, ranked_stories
+from ..content.edition import effective_variant, ranked_stories
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
 from ..store.articles import upcoming_edition
 from ..store.db import Store
 from ..store.drafts import coming_articles, next_coming
+from .ranking import editorial_for
 from .render import Personal, Renderer
 
 __all__ = ["PreviewResult", "render_preview"]
@@ -36,13 +37,12 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     """Render the next edition (or one subscriber's variant of it) with sample personal links."""
     classifier = TopicClassifier.from_settings(settings)
     coming = next_coming(store)
-    editorial = None
     if coming is not None:
         # The draft (or approved edition) an editor is shaping is what goes out next.
         number, articles, now = coming.number, coming_articles(store, coming), coming.cutoff
-        editorial = Editorial.of(coming)
     else:
         number, articles = upcoming_edition(store, now)
+    editorial = editorial_for(store, settings, coming, number=number, cutoff=now)
     if not articles:
         raise NothingToSend("no new articles since the last edition: nothing to preview "
                             "(import some with: digest articles import FILE…)")
@@ -64,6 +64,7 @@ def render_preview(store: Store, settings: Settings, now: datetime,
         greeting="Hello,", email="reader@example.org",
         unsubscribe_url=f"{base}/unsubscribe", preferences_url=f"{base}/subscribe"))
     ranking = tuple((topic, tuple(stories))
-                    for topic, stories in ranked_stories(articles, settings, now, variant))
+                    for topic, stories in ranked_stories(articles, settings, now, variant,
+                                                         editorial.factors))
     return PreviewResult(html, text, rendered.subject, number, rendered.articles,
                          rendered.topics, ranking)

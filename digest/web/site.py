@@ -14,6 +14,7 @@ from ..audience.outbox import OutboxSender
 from ..audience.subscribers import SubscriberBook
 from ..config import Settings
 from ..mail.archive import render_archived
+from ..mail.ranking import editorial_for
 from ..mail.render import Renderer
 from ..store.archive import published_edition, published_editions
 from ..store.db import Store
@@ -81,8 +82,9 @@ class Site:
                 self._editions.move_to_end(number)
                 return self._editions[number]
         found = published_edition(self.store, number)
-        html = None if found is None else render_archived(self.renderer, self.settings,
-                                                          *found)
+        html = None if found is None else render_archived(
+            self.renderer, self.settings, *found,
+            editorial_for(self.store, self.settings, found[0]))
         with self._lock:
             self._editions[number] = html
             while len(self._editions) > _CACHED_EDITIONS:
