@@ -10,8 +10,9 @@ links. Sign-up only queues its mail (digest.outbox); the server's outbox thread 
 Rate limits count in the store (digest.ratelimits), per real client address.
 
 This module builds the app (settings, security headers, error pages, the shared template
-loader) and serves it; the pages are blueprints: `public` (digest.web.public) and the
-providers' `webhooks` (digest.web.webhooks).
+loader) and serves it; the pages are blueprints: `public` (digest.web.public), the
+providers' `webhooks` (digest.web.webhooks) and the editors' `admin` pages at /admin
+(digest.web.admin).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..config import Settings
 from ..errors import InputError
 from ..mail.render import day, template_loader
 from ..store.db import Store
+from .admin import admin_pages
 from .public import public_pages
 from .ratelimits import SCHEME as LIMIT_STORAGE
 from .site import Site, page
@@ -106,6 +108,7 @@ def create_app(settings: Settings, store: Store | None = None,
                       storage_options=shared, default_limits=[])
     app.register_blueprint(public_pages(limiter, csrf))
     app.register_blueprint(webhook_pages(settings, csrf, sns_transport))
+    app.register_blueprint(admin_pages(limiter, csrf))
     app.url_build_error_handlers.append(_public_endpoint)
     _handle_errors(app)
     app.after_request(_security_headers)
@@ -158,10 +161,22 @@ def _handle_errors(app: Flask) -> None:
                     error=True)
 
 
+# The admin pages frame one page of their own (an edition's preview); only that page may
+# be framed, and only by them.
+_ADMIN_CSP = _SECURITY_HEADERS["Content-Security-Policy"] + "; frame-src 'self'"
+_PREVIEW_CSP = _SECURITY_HEADERS["Content-Security-Policy"].replace(
+    "frame-ancestors 'none'", "frame-ancestors 'self'")
+
+
 def _security_headers(response: Response) -> Response:
+    if request.blueprint == "admin":
+        preview = request.endpoint == "admin.preview"
+        response.headers["Content-Security-Policy"] = _PREVIEW_CSP if preview else _ADMIN_CSP
+        response.headers["X-Frame-Options"] = "SAMEORIGIN" if preview else "DENY"
+        response.headers["X-Robots-Tag"] = "noindex, nofollow"
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.path.startswith(("/u/", "/p/", "/confirm/")):
+    if request.path.startswith(("/u/", "/p/", "/confirm/", "/admin")):
         response.headers["Cache-Control"] = "no-store"
     return response
 

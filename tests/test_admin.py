@@ -1,0 +1,748 @@
+"""The admin pages and their users: `digest admin`, sign-in with lockout, sessions, and
+the pages over real HTTP (`digest serve`'s server on 127.0.0.1, waitress) against a real
+SQLite store — the security properties first, then what each page does."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from conftest import SAMPLE_JSON, Digest, smtp_env, sql
+
+from digest.audience import admins
+from digest.config import Settings, load_settings, with_overrides
+from digest.delivery import desk
+from digest.mail.loopback import LoopbackSMTPServer
+from digest.store.db import Store
+from digest.store.models import utcnow
+from digest.web.app import WebServer, create_app
+
+PASSWORD = "correct horse battery staple"
+EDITOR = "editor@example.org"
+FAILED = ("That email and password do not match, or the account is locked for a while "
+          "after too many tries.")
+
+
+def add_user(digest: Digest, email: str = EDITOR, password: str = PASSWORD) -> None:
+    result = digest("admin", "add-user", email, "--password-file", "-", input=password + "\n")
+    assert result.exit_code == 0, result.output
+
+
+def settings_of(digest: Digest, **env: str) -> Settings:
+    return load_settings(digest.folder / "digest.toml",
+                         environ={"DIGEST_DIGEST__BASE_URL": "http://127.0.0.1", **env})
+
+
+# -- digest admin ---------------------------------------------------------------------------
+
+def test_add_user_keeps_an_argon2id_hash_and_never_the_password(digest: Digest) -> None:
+    (digest.folder / "pw.txt").write_text(PASSWORD + "\nsecond line is ignored\n")
+    result = digest.ok("admin", "add-user", "Ed@Example.ORG", "--password-file", "pw.txt")
+    assert result.output == "Ed@example.org may sign in at https://digest.example.org/admin\n"
+    add_user(digest, "second@example.org", "another long password")
+    [(email, key, stored)] = sql(digest.folder, "SELECT email, email_key, password_hash FROM "
+                                                "admin_users WHERE email_key = 'ed@example.org'")
+    assert (email, key) == ("Ed@example.org", "ed@example.org")
+    assert stored.startswith("$argon2id$") and PasswordHasher().verify(stored, PASSWORD)
+    assert PASSWORD.encode() not in (digest.folder / "digest.db").read_bytes()
+    listed = digest.ok("admin", "list-users").output
+    assert "Ed@example.org" in listed and "second@example.org" in listed and "never" in listed
+
+
+def test_add_user_asks_twice_without_showing_the_password(digest: Digest) -> None:
+    result = digest("admin", "add-user", EDITOR,
+                    input=f"{PASSWORD}\nsomething else entirely\n{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    assert "Error: The two entered values do not match." in result.output
+    assert result.output.endswith(f"{EDITOR} may sign in at https://digest.example.org/admin\n")
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["x@example.org"], "short pw\n", "Error: the password for x@example.org has 8 "
+     "characters; use at least 12 (a few words make a good one)\n"),
+    (["EDITOR@example.org"], PASSWORD + "\n", "Error: EDITOR@example.org may sign in already "
+     "(see: digest admin list-users; to change the password, remove-user then add-user)\n"),
+    (["not-an-address"], PASSWORD + "\n", "Error: 'not-an-address' is not a valid email "
+     "address: An email address must have an @-sign.\n"),
+    (["y@example.org"], "\n", "Error: the password file - has no password on its first line\n"),
+])
+def test_add_user_refuses_with_one_line(digest: Digest, args: list[str], stdin: str,
+                                        message: str) -> None:
+    add_user(digest)
+    result = digest("admin", "add-user", *args, "--password-file", "-", input=stdin)
+    assert (result.exit_code, result.output) == (1, message)
+
+
+def test_add_user_names_a_password_file_it_cannot_read(digest: Digest) -> None:
+    result = digest("admin", "add-user", EDITOR, "--password-file", "missing.txt")
+    assert (result.exit_code, result.output) == (
+        1, "Error: cannot read the password file missing.txt: No such file or directory; "
+           "check the path\n")
+    (digest.folder / "latin1.txt").write_bytes("pässwort-lang-genug\n".encode("latin-1"))
+    result = digest("admin", "add-user", EDITOR, "--password-file", "latin1.txt")
+    assert (result.exit_code, result.output) == (
+        1, "Error: the password file latin1.txt is not UTF-8 text; write the password as "
+           "text on its first line\n")
+
+
+def test_remove_user_ends_their_sessions(digest: Digest) -> None:
+    add_user(digest)
+    settings = settings_of(digest)
+    store = Store.from_settings(settings)
+    try:
+        token = admins.sign_in(store, settings, EDITOR, PASSWORD, "127.0.0.1")
+        assert token and admins.session_user(store, token) is not None
+        assert digest.ok("admin", "remove-user", EDITOR).output == (
+            f"Removed {EDITOR}: they can no longer sign in\n")
+        assert admins.session_user(store, token) is None
+        assert admins.sign_in(store, settings, EDITOR, PASSWORD, "127.0.0.1") is None
+    finally:
+        store.close()
+    result = digest("admin", "remove-user", EDITOR)
+    assert (result.exit_code, result.output) == (
+        1, f"Error: no admin user '{EDITOR}' (see: digest admin list-users)\n")
+    assert digest.ok("admin", "list-users").output == (
+        "Nobody may sign in yet: digest admin add-user EMAIL\n")
+
+
+# -- sign-in, lockout, sessions (the service) -----------------------------------------------
+
+@pytest.fixture
+def store(digest: Digest) -> Iterator[Store]:
+    s = Store.from_settings(settings_of(digest))
+    yield s
+    s.close()
+
+
+def test_a_session_token_is_new_each_time_and_only_its_hash_is_kept(
+        digest: Digest, store: Store) -> None:
+    add_user(digest)
+    settings = settings_of(digest)
+    first = admins.sign_in(store, settings, EDITOR, PASSWORD, "127.0.0.1")
+    second = admins.sign_in(store, settings, "  Editor@EXAMPLE.org ", PASSWORD, "127.0.0.1")
+    assert first and second and first != second and len(first) >= 43
+    rows = sql(digest.folder, "SELECT token_hash, csrf FROM admin_sessions ORDER BY id")
+    assert [r[0] for r in rows] == [hashlib.sha256(t.encode()).hexdigest()
+                                    for t in (first, second)]
+    assert rows[0][1] != rows[1][1]
+    database = (digest.folder / "digest.db").read_bytes()
+    assert first.encode() not in database and second.encode() not in database
+    [(last_login,)] = sql(digest.folder, "SELECT last_login_at FROM admin_users")
+    assert last_login is not None
+
+
+def test_a_session_ends_when_its_hours_are_over_and_is_cleaned_away(
+        digest: Digest, store: Store) -> None:
+    add_user(digest)
+    settings = settings_of(digest)
+    start = utcnow()
+    token = admins.sign_in(store, settings, EDITOR, PASSWORD, None, now=start)
+    assert token is not None
+    assert admins.session_user(store, token, start + timedelta(hours=11.9)) is not None
+    assert admins.session_user(store, token, start + timedelta(hours=12)) is None
+    # The next sign-in deletes sessions that have ended.
+    admins.sign_in(store, settings, EDITOR, PASSWORD, None, now=start + timedelta(hours=13))
+    assert len(sql(digest.folder, "SELECT id FROM admin_sessions")) == 1
+
+
+def test_a_hash_with_weaker_parameters_is_replaced_at_sign_in(
+        digest: Digest, store: Store) -> None:
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    sql_write(digest, f"INSERT INTO admin_users (email, email_key, password_hash, created_at) "
+                      f"VALUES ('{EDITOR}', '{EDITOR}', '{weak}', '2026-01-01 00:00:00')")
+    assert admins.sign_in(store, settings_of(digest), EDITOR, PASSWORD, None)
+    [(stored,)] = sql(digest.folder, "SELECT password_hash FROM admin_users")
+    assert stored != weak and not PasswordHasher().check_needs_rehash(stored)
+    assert PasswordHasher().verify(stored, PASSWORD)
+
+
+def sql_write(digest: Digest, statement: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings_of(digest).store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_lockout_counts_known_and_unknown_addresses_alike_and_ends(
+        digest: Digest, store: Store) -> None:
+    add_user(digest)
+    settings = with_overrides(settings_of(digest), admin={"lockout_failures": 3,
+                                                          "lockout_minutes": 15})
+    start = utcnow()
+    for address in (EDITOR, "nobody@example.org"):
+        for minute in range(3):
+            assert admins.sign_in(store, settings, address, "wrong password 123", None,
+                                  now=start + timedelta(minutes=minute)) is None
+    # Locked: even the right password fails, for 15 minutes from the third failure.
+    locked = start + timedelta(minutes=16)
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, None, now=locked) is None
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, None,
+                          now=start + timedelta(minutes=17, seconds=1)) is not None
+    # Another account is not locked by them.
+    add_user(digest, "other@example.org")
+    assert admins.sign_in(store, settings, "other@example.org", PASSWORD, None, now=locked)
+
+
+def test_a_right_password_resets_the_count_of_failures(digest: Digest, store: Store) -> None:
+    add_user(digest)
+    settings = with_overrides(settings_of(digest), admin={"lockout_failures": 3})
+    for _ in range(2):
+        assert admins.sign_in(store, settings, EDITOR, "wrong password 123", None) is None
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, None)
+    for _ in range(2):
+        assert admins.sign_in(store, settings, EDITOR, "wrong password 123", None) is None
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, None)
+
+
+def test_an_unknown_address_costs_as_much_as_a_wrong_password(
+        digest: Digest, store: Store) -> None:
+    """One argon2 verification either way: without the stand-in hash an unknown address
+    answered in about 1 ms, a known one in about 150 ms."""
+    add_user(digest)
+    settings = with_overrides(settings_of(digest), admin={"lockout_failures": 1000})
+
+    def median(address: str) -> float:
+        times = []
+        for _ in range(5):
+            began = time.perf_counter()
+            assert admins.sign_in(store, settings, address, "wrong password 123", None) is None
+            times.append(time.perf_counter() - began)
+        return statistics.median(times)
+
+    median("warm@example.org")
+    known, unknown = median(EDITOR), median("nobody@example.org")
+    assert unknown > 0.5 * known and known > 0.5 * unknown, (known, unknown)
+
+
+# -- the pages over HTTP ----------------------------------------------------------------------
+
+@dataclass
+class Site:
+    base: str
+    digest: Digest
+    server: WebServer
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.server.app.extensions["digest"].settings
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=10)
+
+
+@contextmanager
+def serving(digest: Digest, **env: str) -> Iterator[Site]:
+    """`digest serve`'s server (app, waitress, outbox thread) on 127.0.0.1, on a port the
+    system chose."""
+    server = WebServer(settings_of(digest, **env), "127.0.0.1", 0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield Site(f"http://127.0.0.1:{server.port}", digest, server)
+    finally:
+        server.stop()
+        thread.join()
+
+
+@pytest.fixture
+def site(digest: Digest) -> Iterator[Site]:
+    add_user(digest)
+    with serving(digest) as s:
+        yield s
+
+
+def tokens(page: httpx.Response) -> dict[str, str]:
+    """The hidden tokens of the page's first form."""
+    found = dict(re.findall(r'name="(csrf_token|session_csrf)" value="([^"]+)"', page.text))
+    assert "csrf_token" in found, page.text[:500]
+    return found
+
+
+def sign_in(client: httpx.Client, email: str = EDITOR, password: str = PASSWORD,
+            next_page: str = "") -> httpx.Response:
+    page = client.get("/admin/login")
+    if page.status_code == 303:         # signed in already: another page has the tokens
+        page = client.get(page.headers["location"])
+    assert page.status_code == 200
+    return client.post("/admin/login", data={**tokens(page), "email": email,
+                                              "password": password, "next": next_page})
+
+
+@contextmanager
+def signed_in(site: Site, email: str = EDITOR) -> Iterator[httpx.Client]:
+    with site.client() as client:
+        assert sign_in(client, email).status_code == 303
+        yield client
+
+
+def post(client: httpx.Client, page: str, url: str, **data: str) -> httpx.Response:
+    """Submit a form at url with the tokens of page (as the browser would)."""
+    return client.post(url, data={**tokens(client.get(page)), **data})
+
+
+ADMIN_GETS = ["/admin/", "/admin/draft", "/admin/editions", "/admin/editions/1",
+              "/admin/editions/1/desk", "/admin/editions/1/preview", "/admin/subscribers",
+              "/admin/subscribers?q=ada&status=active", "/admin/subscribers/1",
+              "/admin/subscribers/export.csv", "/admin/feeds", "/admin/bounces",
+              "/admin/suppressions"]
+ADMIN_POSTS = ["/admin/draft", "/admin/editions/1/articles/1", "/admin/editions/1/intro",
+               "/admin/editions/1/subject", "/admin/editions/1/refresh",
+               "/admin/editions/1/approve", "/admin/editions/1/cancel",
+               "/admin/subscribers/1/status", "/admin/subscribers/1/topics",
+               "/admin/subscribers/import", "/admin/suppressions/add",
+               "/admin/suppressions/remove", "/admin/logout"]
+
+
+def test_anonymous_requests_are_sent_to_sign_in_or_refused(site: Site) -> None:
+    site.digest.ok("articles", "import", str(SAMPLE_JSON))
+    site.digest.ok("subscribers", "add", "ada@example.org")
+    site.digest.ok("editions", "draft")
+    with site.client() as client:
+        for url in ADMIN_GETS:
+            response = client.get(url)
+            assert response.status_code == 303, url
+            location = httpx.URL(response.headers["location"])
+            assert (location.path, location.params["next"]) == ("/admin/login", url), url
+        token = tokens(client.get("/admin/login"))
+        for url in ADMIN_POSTS:
+            # With the site's CSRF token (any visitor can get one): refused all the same.
+            refused = client.post(url, data={**token, "action": "drop", "email": "x@y.org",
+                                             "intro": "hacked", "confirm": "yes"})
+            assert refused.status_code == 403 and "Sign in first" in refused.text, url
+            assert "set-cookie" not in refused.headers or \
+                "digest_admin" not in refused.headers["set-cookie"]
+            # Without one (a form on another site): refused before anything is read.
+            assert client.post(url, data={"intro": "hacked"}).status_code == 400, url
+    view = desk.desk_view(site.store, site.settings, 1)
+    assert view.status.value == "draft" and view.intro is None
+    assert sql(site.digest.folder, "SELECT count(*) FROM suppressions") == [(0,)]
+
+
+def test_after_sign_in_the_browser_goes_only_to_a_local_admin_page(site: Site) -> None:
+    cases = {"/admin/subscribers?q=ada": "/admin/subscribers?q=ada",
+             "/admin/feeds": "/admin/feeds",
+             "https://evil.example/admin": "/admin/draft",
+             "//evil.example/admin": "/admin/draft",
+             "/admin\\..\\..\\evil": "/admin/draft",
+             "/\\evil.example": "/admin/draft",
+             "/subscribe": "/admin/draft",
+             "/administrator": "/admin/draft",
+             "/admin/login": "/admin/draft",
+             "": "/admin/draft"}
+    for given, expected in cases.items():
+        with site.client() as client:
+            response = sign_in(client, next_page=given)
+            assert (response.status_code, response.headers["location"]) == (303, expected), \
+                given
+
+
+def test_the_session_cookie_is_httponly_lax_and_only_for_admin(site: Site) -> None:
+    with site.client() as client:
+        response = sign_in(client)
+    cookie = next(c for c in response.headers.get_list("set-cookie")
+                  if c.startswith("digest_admin="))
+    parts = [p.strip().lower() for p in cookie.split(";")]
+    assert {"httponly", "path=/admin", "samesite=lax", "max-age=43200"} <= set(parts)
+    assert "secure" not in parts            # base_url is http://
+    # On an https base_url the cookie is Secure too (Flask's own client speaks https).
+    app = create_app(settings_of(site.digest, DIGEST_DIGEST__BASE_URL="https://news.example"))
+    with app.test_client() as browser:
+        page = browser.get("/admin/login", base_url="https://news.example")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        response = browser.post("/admin/login", base_url="https://news.example", data={
+            "csrf_token": token, "email": EDITOR, "password": PASSWORD})
+    assert response.status_code == 303
+    cookie = next(c for c in response.headers.getlist("Set-Cookie")
+                  if c.startswith("digest_admin="))
+    assert "secure" in [p.strip().lower() for p in cookie.split(";")]
+    app.extensions["digest"].store.close()
+
+
+def test_forged_or_missing_csrf_tokens_change_nothing(site: Site) -> None:
+    with signed_in(site) as other:
+        theirs = tokens(other.get("/admin/suppressions"))
+    with signed_in(site) as client:
+        forged_posts(site, client, theirs)
+
+
+def forged_posts(site: Site, client: httpx.Client, theirs: dict[str, str]) -> None:
+    mine = tokens(client.get("/admin/suppressions"))
+    forged = [
+        {"csrf_token": mine["csrf_token"]},                                   # no session token
+        {"csrf_token": mine["csrf_token"], "session_csrf": theirs["session_csrf"]},
+        {"csrf_token": mine["csrf_token"], "session_csrf": mine["session_csrf"][:-2] + "xx"},
+        {"session_csrf": mine["session_csrf"]},                              # no site token
+        {"csrf_token": "forged", "session_csrf": mine["session_csrf"]},
+        {},
+    ]
+    for data in forged:
+        response = client.post("/admin/suppressions/add", data={**data, "email": "a@b.org"})
+        assert response.status_code == 400 and "Form expired" in response.text, data
+    assert sql(site.digest.folder, "SELECT count(*) FROM suppressions") == [(0,)]
+    # The same form with its own tokens works.
+    response = client.post("/admin/suppressions/add", data={**mine, "email": "a@b.org"})
+    assert (response.status_code, response.headers["location"]) == (303, "/admin/suppressions")
+    assert sql(site.digest.folder, "SELECT email_key FROM suppressions") == [("a@b.org",)]
+
+
+def test_brute_force_locks_the_account_with_the_same_answer(site: Site) -> None:
+    with site.client() as client:
+        for _ in range(5):
+            response = sign_in(client, password="guess number one")
+            assert response.status_code == 403 and FAILED in response.text
+        locked = sign_in(client)            # the right password, now locked
+        assert locked.status_code == 403 and FAILED in locked.text
+        assert "digest_admin" not in locked.headers.get("set-cookie", "")
+        assert client.get("/admin/draft").status_code == 303
+
+
+def test_no_answer_tells_whether_an_address_has_a_user(site: Site) -> None:
+    def answer(email: str, password: str) -> tuple[int, str]:
+        with site.client() as client:
+            response = sign_in(client, email, password)
+        text = re.sub(r'value="[^"]*"', 'value=""', response.text)
+        return response.status_code, text.replace(email, "EMAIL")
+
+    unknown = answer("nobody@example.org", "a wrong password")
+    wrong = answer(EDITOR, "a wrong password")
+    for _ in range(5):
+        answer("locked@example.org", "a wrong password")
+    add_user(site.digest, "locked@example.org")
+    locked = answer("locked@example.org", PASSWORD)
+    assert unknown == wrong == locked
+    assert unknown[0] == 403 and FAILED in unknown[1]
+
+
+def test_session_fixation_a_cookie_from_before_sign_in_never_signs_in(site: Site) -> None:
+    # A value the attacker chose, and a real token of the attacker's own earlier session.
+    with site.client() as attacker:
+        sign_in(attacker)
+        planted = attacker.cookies["digest_admin"]
+    for before in ("chosen-by-the-attacker", planted):
+        with site.client() as victim:
+            victim.cookies.set("digest_admin", before, domain="127.0.0.1", path="/admin")
+            assert victim.get("/admin/draft").status_code in (200, 303)
+            response = sign_in(victim)
+            assert response.status_code == 303
+            given = victim.cookies["digest_admin"]
+            assert given != before
+            assert victim.get("/admin/feeds").status_code == 200
+        # The value from before signs nobody in (the planted session ended at sign-in).
+        with site.client() as attacker:
+            attacker.cookies.set("digest_admin", before, domain="127.0.0.1", path="/admin")
+            assert attacker.get("/admin/feeds").status_code == 303
+
+
+def test_sign_out_ends_the_session_on_the_server(site: Site) -> None:
+    with signed_in(site) as client:
+        token = client.cookies["digest_admin"]
+        response = post(client, "/admin/feeds", "/admin/logout")
+    assert (response.status_code, response.headers["location"]) == (303, "/admin/login")
+    assert 'digest_admin=""' in response.headers["set-cookie"] or \
+        "digest_admin=;" in response.headers["set-cookie"]
+    with site.client() as replay:
+        replay.cookies.set("digest_admin", token, domain="127.0.0.1", path="/admin")
+        assert replay.get("/admin/feeds").status_code == 303
+
+
+def test_admin_pages_are_never_cached_and_only_the_preview_may_be_framed(site: Site) -> None:
+    site.digest.ok("articles", "import", str(SAMPLE_JSON))
+    site.digest.ok("editions", "draft")
+    with signed_in(site) as client:
+        framing(client)
+
+
+def framing(client: httpx.Client) -> None:
+    page = client.get("/admin/editions/1/desk")
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "frame-src 'self'" in page.headers["content-security-policy"]
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert '<iframe class="preview" src="/admin/editions/1/preview"' in page.text
+    preview = client.get("/admin/editions/1/preview")
+    assert preview.status_code == 200 and preview.headers["cache-control"] == "no-store"
+    assert preview.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self'" in preview.headers["content-security-policy"]
+    login = client.get("/admin/login")
+    assert login.headers["cache-control"] == "no-store"
+    # The public pages stay unframeable.
+    assert client.get("/subscribe").headers["x-frame-options"] == "DENY"
+
+
+# -- the pages --------------------------------------------------------------------------------
+
+def desk_ids(site: Site, number: int = 1) -> dict[str, list[int]]:
+    """Article ids per topic, in the desk's order."""
+    view = desk.desk_view(site.store, site.settings, number)
+    return {s.topic: [a.id for a in s.articles] for s in view.sections}
+
+
+def act(client: httpx.Client, article: int, action: str, **more: str) -> httpx.Response:
+    return post(client, "/admin/editions/1/desk", f"/admin/editions/1/articles/{article}",
+                action=action, **more)
+
+
+def test_the_desk_shapes_a_draft_with_one_form_per_button(site: Site) -> None:
+    site.digest.ok("articles", "import", str(SAMPLE_JSON))
+    site.digest.ok("subscribers", "add", "ada@example.org")
+    with signed_in(site) as client:
+        assert "No draft waiting" in client.get("/admin/draft").text
+        made = post(client, "/admin/draft", "/admin/draft")
+        assert (made.status_code, made.headers["location"]) == (303, "/admin/editions/1/desk")
+        assert client.get("/admin/draft").headers["location"] == "/admin/editions/1/desk"
+        assert "Drafted edition 1: 30 stories under 8 topics." in client.get(
+            "/admin/editions/1/desk").text
+        shaping(site, client)
+
+
+def shaping(site: Site, client: httpx.Client) -> None:
+    ids = desk_ids(site)
+    science, ai = ids["Science"], ids["AI"]
+    dropped = science[0]
+    response = act(client, dropped, "drop", section="Science")
+    assert (response.status_code, response.headers["location"]) == (
+        303, "/admin/editions/1/desk#topic-science")
+    assert dropped not in sum(desk_ids(site).values(), [])
+    assert "back in the pool for the next edition" in client.get("/admin/editions/1/desk").text
+    pinned = desk_ids(site)["Science"][-1]
+    assert act(client, pinned, "pin").headers["location"] == \
+        f"/admin/editions/1/desk#article-{pinned}"
+    assert desk_ids(site)["Science"][0] == pinned
+    act(client, ai[0], "move", topic="Science")
+    assert ai[0] in desk_ids(site)["Science"] and ai[0] not in desk_ids(site)["AI"]
+    second = desk_ids(site)["AI"][1]
+    act(client, second, "up")
+    assert desk_ids(site)["AI"][0] == second
+    act(client, second, "down")
+    assert desk_ids(site)["AI"][1] == second
+    act(client, ai[-1], "lead")
+    view = desk.desk_view(site.store, site.settings, 1)
+    assert view.sections[0].articles[0].id == ai[-1] and view.sections[0].articles[0].pin_top
+    act(client, ai[-1], "edit", title="A title the editor wrote", teaser="Short and sweet.")
+    post(client, "/admin/editions/1/desk", "/admin/editions/1/intro",
+         intro="## A word first\n\nThis week: **reefs**.")
+    post(client, "/admin/editions/1/desk", "/admin/editions/1/subject",
+         subject="Reefs, code and a vote")
+    view = desk.desk_view(site.store, site.settings, 1)
+    lead = view.sections[0].articles[0]
+    assert (lead.title, lead.teaser, lead.edited) == ("A title the editor wrote",
+                                                     "Short and sweet.", True)
+    assert (view.intro, view.subject) == ("## A word first\n\nThis week: **reefs**.",
+                                          "Reefs, code and a vote")
+    preview = client.get("/admin/editions/1/preview").text
+    assert "A word first" in preview and "A title the editor wrote" in preview
+    approved = post(client, "/admin/editions/1/desk", "/admin/editions/1/approve")
+    assert approved.headers["location"] == "/admin/editions/1/desk"
+    view = desk.desk_view(site.store, site.settings, 1)
+    assert (view.status.value, view.approved_by) == ("approved", EDITOR)
+    assert f"Approved by {EDITOR}" in client.get("/admin/editions/1/desk").text
+
+
+@pytest.mark.parametrize("url, data, line", [
+    ("/admin/editions/1/articles/1", {"action": "move", "topic": "Astrology"},
+     "unknown topic"),
+    ("/admin/editions/1/articles/1", {"action": "explode"},
+     "unknown action 'explode': choose one of the article's buttons"),
+    ("/admin/editions/1/articles/999", {"action": "pin"}, "999"),
+    ("/admin/editions/9/articles/1", {"action": "pin"}, "9"),
+    ("/admin/editions/1/cancel", {}, "tick the box to confirm that edition 1 is never to "
+                                     "be sent"),
+])
+def test_a_wrong_request_at_the_desk_gets_one_line_and_changes_nothing(
+        site: Site, url: str, data: dict[str, str], line: str) -> None:
+    site.digest.ok("articles", "import", str(SAMPLE_JSON))
+    site.digest.ok("editions", "draft")
+    before = desk_ids(site)
+    with signed_in(site) as client:
+        response = post(client, "/admin/editions/1/desk", url, **data)
+    assert response.status_code == 400
+    problem = re.search(r'<div class="error">\s*<p>([^<]*)</p>', response.text)
+    assert problem is not None and line in html.unescape(problem.group(1))
+    assert "\n" not in problem.group(1).strip() and "Traceback" not in response.text
+    assert 'href="/admin/editions/1/desk">Back to the draft</a>' in response.text or \
+        "/editions/9" in url
+    assert desk_ids(site) == before
+
+
+def test_cancel_at_the_desk_returns_the_articles(site: Site) -> None:
+    site.digest.ok("articles", "import", str(SAMPLE_JSON))
+    site.digest.ok("editions", "draft")
+    with signed_in(site) as client:
+        response = post(client, "/admin/editions/1/desk", "/admin/editions/1/cancel",
+                        confirm="yes")
+        assert (response.status_code, response.headers["location"]) == (303,
+                                                                         "/admin/editions")
+        page = client.get("/admin/editions").text
+        assert "Cancelled edition 1: it will never be sent; its 30 articles went back" in page
+        assert "No draft waiting" in client.get("/admin/draft").text
+    assert sql(site.digest.folder, "SELECT count(*) FROM articles WHERE edition_id IS NULL"
+               ) == [(30,)]
+
+
+BROWSER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                 "Chrome/126.0 Safari/537.36")
+
+
+def test_editions_show_deliveries_failures_and_clicks(digest: Digest,
+                                                     smtp: LoopbackSMTPServer) -> None:
+    add_user(digest)
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    for address in ("ada@example.org", "gone@example.org", "bob@example.org"):
+        digest.ok("subscribers", "add", address)
+    smtp.reply_policy = lambda phase, _f, rcpt: "550 5.1.1 no such user" \
+        if phase == "RCPT" and rcpt == "gone@example.org" else None
+    with serving(digest, DIGEST_TRACKING__CLICKS="true") as site:
+        env = smtp_env(smtp, DIGEST_TRACKING__CLICKS="true",
+                       DIGEST_DIGEST__BASE_URL="http://127.0.0.1")
+        digest.ok("send", "--yes", env=env)
+        body = smtp.received[0].message().get_body(("html",)).get_content()
+        link = re.search(r'href="http://127\.0\.0\.1(/r/[^"]+)"', body).group(1)
+        with site.client() as reader:
+            assert reader.get(link, headers={"User-Agent": BROWSER_AGENT}).status_code == 302
+        with signed_in(site) as client:
+            listed = client.get("/admin/editions").text
+            row = re.search(r'<tr>\s*<td class="num" data-label="No."><a href="/admin/'
+                            r'editions/1">1</a>.*?</tr>', listed, re.S).group(0)
+            assert "sent" in row and "2 sent, 1 failed" in row
+            assert '<td class="num" data-label="Clicks">1</td>' in row
+            detail = client.get("/admin/editions/1").text
+    assert "Failures and retries" in detail and "gone@example.org" in detail
+    assert "550 5.1.1 no such user" in detail
+    assert "Bounces and complaints about it: 1 hard" in detail
+
+
+def test_subscribers_search_show_change_export_and_import(site: Site) -> None:
+    (site.digest.folder / "subs.csv").write_text(
+        "email,name,topics,timezone\nada@example.org,Ada Lovelace,AI,Europe/London\n"
+        "grace@example.org,Grace Hopper,,America/New_York\n"
+        "bob_smith@example.org,Bob,,\n")
+    site.digest.ok("subscribers", "import", "subs.csv")
+    with signed_in(site) as client:
+        found = client.get("/admin/subscribers", params={"q": "LOVELACE"}).text
+        assert "ada@example.org" in found and "grace@example.org" not in found
+        assert "1 subscriber matches" in found
+        # % and _ are letters to the search, never wildcards.
+        assert "0 subscribers match" in client.get("/admin/subscribers",
+                                                   params={"q": "%"}).text
+        assert "bob_smith@" in client.get("/admin/subscribers", params={"q": "b_s"}).text
+        assert "bob_smith@" not in client.get("/admin/subscribers",
+                                              params={"q": "b_", "status": "unsubscribed"}
+                                              ).text
+        [(ada,)] = sql(site.digest.folder, "SELECT id FROM subscribers WHERE email_key = "
+                                           "'ada@example.org'")
+        page = f"/admin/subscribers/{ada}"
+        shown = client.get(page).text
+        assert "Ada Lovelace" in shown and "Europe/London" in shown
+        changes(site, client, page)
+        exported = client.get("/admin/subscribers/export.csv")
+        assert exported.headers["content-type"].startswith("text/csv")
+        assert "attachment" in exported.headers["content-disposition"]
+        assert exported.text.splitlines()[0] == site.digest.ok(
+            "subscribers", "export", "-").output.splitlines()[0]
+        assert "ada@example.org,Ada Lovelace" in exported.text
+        importing(client)
+
+
+def changes(site: Site, client: httpx.Client, page: str) -> None:
+    assert post(client, page, page + "/status", status="unsubscribed").status_code == 303
+    assert "ada@example.org is unsubscribed now." in client.get(page).text
+    refused = post(client, page, page + "/status", status="active")
+    assert refused.status_code == 400 and "unsubscribed" in refused.text
+    assert post(client, page, page + "/status", status="active", force="yes"
+                ).status_code == 303
+    assert post(client, page, page + "/topics", topics="Science").status_code == 303
+    rows = json.loads(site.digest.ok("subscribers", "list", "--format", "json").output)
+    ada = next(r for r in rows if r["email"] == "ada@example.org")
+    assert (ada["status"], ada["topics"]) == ("active", ["Science"])
+    bad = post(client, page, page + "/topics", topics="Astrology")
+    assert bad.status_code == 400 and "Astrology" in bad.text
+
+
+def importing(client: httpx.Client) -> None:
+    csv = b"email,name\nnew@example.org,New Person\nnot an address,Nobody\n"
+
+    def upload(**fields: str) -> httpx.Response:
+        return client.post("/admin/subscribers/import",
+                           data={**tokens(client.get("/admin/subscribers")), **fields},
+                           files={"file": ("people.csv", csv, "text/csv")})
+
+    dry = upload(dry_run="yes")
+    assert dry.status_code == 200
+    assert "Would import 1 new subscriber, update 0, unchanged 0, rejected 1." in dry.text
+    assert "people.csv:3: &#39;not an address&#39; is not a valid email address" in dry.text
+    assert "new@example.org" not in client.get("/admin/subscribers").text
+    done = upload()
+    assert "Imported 1 new subscriber, updated 0, unchanged 0, rejected 1." in done.text
+    assert "new@example.org" in client.get("/admin/subscribers").text
+
+
+def test_a_big_upload_is_only_ever_a_signed_in_editors(site: Site) -> None:
+    big = b"email\n" + b"".join(b"reader%06d@example.org\n" % i for i in range(3000))
+    assert len(big) > 64 * 1024
+    with site.client() as anonymous:
+        token = tokens(anonymous.get("/admin/login"))
+        refused = anonymous.post("/admin/subscribers/import", data=token,
+                                 files={"file": ("a.csv", big, "text/csv")})
+        assert refused.status_code == 413
+    with signed_in(site) as client:
+        done = client.post("/admin/subscribers/import",
+                           data={**tokens(client.get("/admin/subscribers")), "dry_run": "yes"},
+                           files={"file": ("a.csv", big, "text/csv")})
+        assert "Would import 3000 new subscribers" in done.text
+
+
+def test_feeds_bounces_and_suppressions(site: Site) -> None:
+    site.digest.ok("feeds", "add", "http://127.0.0.1:9/feed.xml", "--name", "Broken feed")
+    assert site.digest("feeds", "fetch").exit_code == 1    # nothing listens on port 9
+    site.digest.ok("subscribers", "add", "ada@example.org")
+    (site.digest.folder / "bounce.eml").write_text(
+        "From: MAILER-DAEMON@example.org\nTo: digest@example.org\nSubject: Undelivered\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+        "--b\nContent-Type: text/plain\n\nIt bounced.\n\n--b\n"
+        "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\n"
+        "Final-Recipient: rfc822; ada@example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n\n--b--\n")
+    site.digest.ok("bounces", "import", "bounce.eml")
+    with signed_in(site) as client:
+        feeds = client.get("/admin/feeds").text
+        assert "Broken feed" in feeds and "failing" in feeds
+        bounces = client.get("/admin/bounces").text
+        assert "ada@example.org" in bounces and "5.1.1" in bounces
+        listed = client.get("/admin/suppressions").text
+        assert "ada@example.org" in listed and "hard-bounced" in listed
+        post(client, "/admin/suppressions", "/admin/suppressions/add", email="Boss@Example.org")
+        assert "Suppressed Boss@Example.org." in client.get("/admin/suppressions").text
+        assert "boss@example.org" in client.get("/admin/suppressions",
+                                                params={"reason": "manual"}).text
+        lifted = post(client, "/admin/suppressions", "/admin/suppressions/remove",
+                      email="boss@example.org")
+        assert lifted.status_code == 303
+        assert "Lifted the suppression of boss@example.org (manual)." in \
+            client.get("/admin/suppressions").text
+        missing = post(client, "/admin/suppressions", "/admin/suppressions/remove",
+                       email="boss@example.org")
+        assert missing.status_code == 400
+        assert "boss@example.org is not on the suppression list" in missing.text
