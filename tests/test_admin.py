@@ -349,6 +349,9 @@ def test_after_sign_in_the_browser_goes_only_to_a_local_admin_page(site: Site) -
              "/subscribe": "/admin/draft",
              "/administrator": "/admin/draft",
              "/admin/login": "/admin/draft",
+             "/admin/../subscribe": "/admin/draft",
+             "/admin/%2e%2e/subscribe": "/admin/draft",
+             "/admin/editions/1/desk#intro": "/admin/editions/1/desk#intro",
              "": "/admin/draft"}
     for given, expected in cases.items():
         with site.client() as client:
@@ -629,6 +632,11 @@ def test_editions_show_deliveries_failures_and_clicks(digest: Digest,
             assert "sent" in row and "2 sent, 1 failed" in row
             assert '<td class="num" data-label="Clicks">1</td>' in row
             detail = client.get("/admin/editions/1").text
+            articles = client.get("/admin/editions/1/desk").text
+    # The sent edition's articles, each with its clicks, and no button to change them.
+    assert 'href="/admin/editions/1/desk">Its articles and their clicks</a>' in detail
+    assert articles.count('<td class="num" data-label="Clicks">1</td>') == 1
+    assert "<h1>Edition 1 <span" in articles and 'value="drop"' not in articles
     assert "Failures and retries" in detail and "gone@example.org" in detail
     assert "550 5.1.1 no such user" in detail
     assert "Bounces and complaints about it: 1 hard" in detail

@@ -69,8 +69,14 @@ class Shots:
 
     def take(self, name: str, width: int = 1024, dark: bool = False, height: int = 900,
              top: bool = True) -> None:
-        """Screenshot the page as it looks at width (the console checked first)."""
+        """Screenshot the page as it looks at width (the console checked first, and that
+        every field has a label)."""
         self.browser.page_done(name)
+        unlabelled = self.browser.driver.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "'input:not([type=hidden]), select, textarea'))"
+            ".filter(e => e.labels.length === 0).map(e => e.name || e.id)")
+        assert unlabelled == [], f"{name}: fields without a label: {unlabelled}"
         self.look(width, dark, height)
         if top:
             self.browser.driver.execute_script("window.scrollTo(0, 0)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Response, g, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
@@ -85,6 +85,9 @@ def local_next(value: str | None) -> str:
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not (parts.path == PATH or
                                            parts.path.startswith(PATH + "/")):
+        return home
+    # "/admin/../subscribe" (or with %2e%2e, which browsers read alike) leaves /admin.
+    if {".", ".."} & set(unquote(parts.path).split("/")):
         return home
     if parts.path in (url_for("admin.login"), url_for("admin.logout")):
         return home

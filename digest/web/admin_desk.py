@@ -54,10 +54,10 @@ def desk(number: int) -> Any:
     view = desks.desk_view(here.store, here.settings, number)
     present = [s.topic for s in view.sections]
     topics = list(dict.fromkeys([*here.settings.topic_names, *present]))
+    coming = view.status in (EditionStatus.DRAFT, EditionStatus.APPROVED)
     return render_template("web/admin/desk.html.j2", view=view, topics=topics,
-                           changeable=view.status in (EditionStatus.DRAFT,
-                                                      EditionStatus.APPROVED),
-                           anchor_of=anchor_of, section="admin.draft")
+                           changeable=coming, anchor_of=anchor_of,
+                           section="admin.draft" if coming else "admin.editions")
 
 
 def article_post(number: int, article_id: int) -> Any:

@@ -25,7 +25,7 @@ from .site import site
 __all__ = ["ROUTES"]
 
 _PER_PAGE = 50
-# Statuses an editor may set from a subscriber's page: (status, button).
+# The statuses an editor may set from a subscriber's page, by their form value.
 _STATUSES = {"active": SubscriberStatus.ACTIVE, "unsubscribed": SubscriberStatus.UNSUBSCRIBED}
 
 
@@ -61,7 +61,7 @@ def subscribers() -> Any:
     here = site()
     query = request.args.get("q", "")
     status = _status_filter(request.args.get("status"))
-    page = request.args.get("page", 1, type=int) or 1
+    page = max(1, request.args.get("page", 1, type=int) or 1)
     found = admins.find_subscribers(here.store, query, status, page, _PER_PAGE)
     pages = max(1, -(-found.total // _PER_PAGE))
     return render_template("web/admin/subscribers.html.j2", found=found, q=query,
