@@ -328,6 +328,12 @@ def order_article(store: Store, settings: Settings, number: int, article_id: int
     def change(work: DraftWork) -> str:
         other = _story_of(store, settings, work, before_id)
         mine = _story_of(store, settings, work, article_id)
+        if other.lead.id == mine.lead.id:
+            raise InputError(f"article {article_id} cannot come before "
+                             + ("itself" if before_id == article_id else
+                                f"{before_id}: they are one story in edition {number}")
+                             + f"; name another article of its topic (digest editions "
+                               f"show {number})")
         if other.lead.topic != mine.lead.topic:
             raise InputError(f"article {article_id} is under {mine.lead.topic} and "
                              f"{before_id} under {other.lead.topic}: move it first "

@@ -31,6 +31,7 @@ __all__ = [
     "set_pinned",
     "set_source_weight",
     "set_topic",
+    "storable_id",
     "upcoming_edition",
 ]
 
@@ -101,13 +102,19 @@ def list_articles(store: Store, *, new_only: bool = False, topic: str | None = N
         return list(session.scalars(query))
 
 
+def storable_id(value: int) -> bool:
+    """Whether value is an id the store's Integer keys can hold: any other names no row,
+    and the database would refuse to compare a column with it."""
+    return _MIN_ID <= value <= _MAX_ID
+
+
 def _editable(session: Session, ids: Sequence[int]) -> dict[int, Article]:
     """id → article for ids, all of which must be stored, not removed and in no edition;
     else an InputError naming the first that is not (an edition nobody received can be
     discarded first)."""
     # An id no integer column holds (a typo of 20 digits) names no article; the
     # database would refuse to compare with it.
-    storable = [i for i in ids if _MIN_ID <= i <= _MAX_ID]
+    storable = [i for i in ids if storable_id(i)]
     found = {a.id: a for a in session.scalars(select(Article).where(
         Article.id.in_(storable), Article.removed_at.is_(None)))}
     for article_id in ids:

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
-from .articles import new_articles, next_edition_number
+from .articles import new_articles, next_edition_number, storable_id
 from .db import Store
 from .locks import locked_session
 from .models import Article, Edition, EditionStatus, Subscriber
@@ -84,7 +84,7 @@ class DraftWork:
 
     def article(self, article_id: int) -> Article:
         """Article article_id of this edition; InputError when it is not in it."""
-        article = self.session.get(Article, article_id)
+        article = self.session.get(Article, article_id) if storable_id(article_id) else None
         if article is None or article.edition_id != self.edition.id \
                 or article.removed_at is not None:
             raise InputError(f"article {article_id} is not in edition {self.edition.number} "
@@ -130,7 +130,8 @@ class DraftWork:
 
 
 def _edition(session: Session, number: int) -> Edition:
-    edition = session.scalar(select(Edition).where(Edition.number == number))
+    edition = session.scalar(select(Edition).where(Edition.number == number)) \
+        if storable_id(number) else None
     if edition is None:
         raise InputError(f"there is no edition {number} (see: digest editions list)")
     return edition

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
-from .articles import edition_articles, new_articles, next_edition_number
+from .articles import edition_articles, new_articles, next_edition_number, storable_id
 from .db import Store, rowcount
 from .drafts import coming_edition
 from .ledger import delivery_counts, due_conditions
@@ -68,7 +68,8 @@ def _unfinished(session: Session) -> Edition | None:
 
 
 def _by_number(session: Session, number: int) -> Edition:
-    edition = session.scalar(select(Edition).where(Edition.number == number))
+    edition = session.scalar(select(Edition).where(Edition.number == number)) \
+        if storable_id(number) else None
     if edition is None:
         raise InputError(f"there is no edition {number} (see: digest editions list)")
     return edition
