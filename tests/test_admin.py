@@ -686,6 +686,10 @@ def test_subscribers_search_show_change_export_and_import(site: Site) -> None:
 def changes(site: Site, client: httpx.Client, page: str) -> None:
     assert post(client, page, page + "/status", status="unsubscribed").status_code == 303
     assert "ada@example.org is unsubscribed now." in client.get(page).text
+    # The suppression says who did it: an editor on the admin pages, not the command line.
+    assert sql(site.digest.folder, "SELECT reason, source FROM suppressions WHERE email_key "
+                                   "= 'ada@example.org'") == [("unsubscribed",
+                                                               f"admin {EDITOR}")]
     refused = post(client, page, page + "/status", status="active")
     assert refused.status_code == 400 and "unsubscribed" in refused.text
     assert post(client, page, page + "/status", status="active", force="yes"

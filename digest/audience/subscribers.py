@@ -269,9 +269,10 @@ class SubscriberBook:
         return sub
 
     def set_status(self, email: str, status: SubscriberStatus, *,
-                   force: bool = False) -> Subscriber:
+                   force: bool = False, source: str = "cli") -> Subscriber:
         """Change a subscriber's status. Making someone who unsubscribed active again
-        needs force: they said no, and only they (or their new consent) can undo it."""
+        needs force: they said no, and only they (or their new consent) can undo it.
+        source: who changed it, kept with a suppression ("cli", "admin EMAIL")."""
         with self.store.writes.begin() as session:
             sub = self._get(session, email)
             if status is SubscriberStatus.ACTIVE:
@@ -285,9 +286,9 @@ class SubscriberBook:
             if status is SubscriberStatus.ACTIVE:
                 sub.hard_bounces = sub.bounce_score = 0
             elif status is SubscriberStatus.UNSUBSCRIBED:
-                mark_unsubscribed(session, sub, "cli")
+                mark_unsubscribed(session, sub, source)
             elif status is SubscriberStatus.BOUNCED:
-                suppress(session, sub.email_key, SuppressionReason.BOUNCED, "cli", utcnow())
+                suppress(session, sub.email_key, SuppressionReason.BOUNCED, source, utcnow())
             sub.status = status
             return sub
 

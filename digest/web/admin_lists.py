@@ -19,7 +19,7 @@ from ..delivery.editions import edition_detail, edition_summaries
 from ..errors import InputError
 from ..ingest.feeds import FeedBook
 from ..store.models import SubscriberStatus, SuppressionReason
-from .admin_access import Route, back
+from .admin_access import Route, back, signed_in
 from .site import site
 
 __all__ = ["ROUTES"]
@@ -85,7 +85,8 @@ def subscriber_status(subscriber_id: int) -> Any:
     if wanted is None:
         raise InputError("choose active or unsubscribed")
     email = admins.subscriber_email(here.store, subscriber_id)
-    sub = here.book.set_status(email, wanted, force=request.form.get("force") == "yes")
+    sub = here.book.set_status(email, wanted, force=request.form.get("force") == "yes",
+                               source=f"admin {signed_in().email}")
     flash(f"{sub.email} is {sub.status.value} now.")
     return back("admin.subscriber", subscriber_id=subscriber_id)
 
