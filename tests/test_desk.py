@@ -388,3 +388,34 @@ def test_articles_of_a_draft_point_to_the_desk_and_discard_forgets_the_marks(
     d.ok("editions", "discard", "1")
     assert sql(d.folder, "select edited_title, pin_top, position, edition_id from articles "
                          "where id = 3") == [(None, False, None, None)]
+
+
+@pytest.mark.slow
+def test_the_scheduler_process_holds_a_draft_until_an_editor_approves_it(
+        newsroom: Digest, smtp: LoopbackSMTPServer) -> None:
+    """`digest schedule run` with approval = "required", a slot every 6 seconds: the draft
+    is made and mailed to the editor, held at its slot, and goes out at the first slot
+    after `digest editions approve`."""
+    from test_schedule import Scheduler, wait_until
+
+    env = smtp_env(smtp, DIGEST_SCHEDULE__CRON="*/6 * * * * *",
+                   DIGEST_SCHEDULE__TIMEZONE="UTC", DIGEST_SCHEDULE__MISFIRE_GRACE="60",
+                   DIGEST_SCHEDULE__APPROVAL="required", DIGEST_SCHEDULE__DRAFT_LEAD="1m",
+                   DIGEST_DIGEST__EDITORS="editor@example.org")
+    sched = Scheduler(newsroom.folder, env)
+    try:
+        held = sched.wait_for("edition 1 held: waiting for an editor's approval")
+        assert "slot " in held
+        readers = lambda: [r for r in _to(smtp) if r != "editor@example.org"]  # noqa: E731
+        assert readers() == []
+        subjects = [r.message()["Subject"] for r in smtp.received]
+        assert any(s.startswith("[Review] Edition 1: ") for s in subjects), subjects
+        assert any(s.startswith("[Reminder] Edition 1: ") for s in subjects), subjects
+        assert _show(newsroom, 1)["status"] == "draft"
+        newsroom.ok("editions", "approve", "1", env=env)
+        wait_until(lambda: len(readers()) == 2, timeout=60)
+        sched.wait_for("edition 1 sent: sent 2")
+    finally:
+        assert sched.stop() == 0, "\n".join(sched.lines)
+    assert sorted(readers()) == ["ada@example.org", "grace@example.org"]
+    assert _show(newsroom, 1)["status"] == "sent"
