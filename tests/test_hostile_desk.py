@@ -5,8 +5,16 @@ the CLI, the library and real servers on 127.0.0.1, with real stores."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from conftest import SAMPLE_JSON, Digest
+from test_desk import _body, _fill, _settings
+
+from digest.delivery import desk
+from digest.delivery.approval import desk_slot, desk_sweep
+from digest.mail.loopback import LoopbackSMTPServer
+from digest.store.db import Store
 
 SUBSCRIBERS = ("email,name,topics,timezone\n"
                "ada@example.org,Ada Lovelace,,Europe/London\n")
@@ -48,3 +56,64 @@ def test_ordering_an_article_before_itself_is_refused_in_one_line(drafted: Diges
     assert result.exit_code == 1
     assert result.output == ("Error: article 3 cannot come before itself; name another "
                              "article of its topic (digest editions show 1)\n")
+
+
+# --- the scheduler under [schedule] approval = "veto" -----------------------------------
+
+def _readers(smtp: LoopbackSMTPServer) -> list[str]:
+    return sorted(r.recipients[0] for r in smtp.received
+                  if r.recipients[0] != "editor@example.org")
+
+
+def test_veto_never_sends_a_draft_the_editors_had_no_time_to_veto(
+        store_url: str, smtp: LoopbackSMTPServer) -> None:
+    # The scheduler was not running draft_lead before the slot: the draft is made at the
+    # slot itself, and its review mail is the first the editors hear of it.
+    settings = _settings(store_url, smtp, "veto")
+    store = Store.from_settings(settings)
+    _fill(store, settings)
+    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    outcome = desk_slot(store, settings, slot, slot)
+    assert (outcome.action, outcome.edition) == ("held", 1)
+    assert _readers(smtp) == []
+    review = smtp.received[0].message()
+    assert review["Subject"].startswith("[Review] Edition 1: ")
+    assert "only once an editor approves it" in _body(review, "plain")
+    # Nor at the next slot: it was never drafted for one the editors could veto.
+    week = slot + timedelta(days=7)
+    assert desk_slot(store, settings, week, week).action == "held"
+    assert _readers(smtp) == []
+    desk.approve_edition(store, settings, 1, "editor", week + timedelta(minutes=1))
+    assert desk_slot(store, settings, week + timedelta(days=7),
+                     week + timedelta(days=7)).action == "sent"
+    assert _readers(smtp) == ["ada@example.org", "grace@example.org"]
+    store.close()
+
+
+def test_veto_never_sends_a_hand_made_draft_unapproved(
+        store_url: str, smtp: LoopbackSMTPServer) -> None:
+    # An editor drafts by hand (no slot, no review mail) and is still shaping it.
+    settings = _settings(store_url, smtp, "veto")
+    store = Store.from_settings(settings)
+    _fill(store, settings)
+    now = datetime.now(UTC)
+    desk.draft_edition(store, settings, now)
+    slot = now + timedelta(minutes=1)
+    outcome = desk_slot(store, settings, slot, slot)
+    assert (outcome.action, outcome.edition) == ("held", 1)
+    assert _readers(smtp) == []
+    assert desk.desk_view(store, settings, 1).status.value == "draft"
+    store.close()
+
+
+def test_veto_still_sends_a_reviewed_draft_nobody_cancelled(
+        store_url: str, smtp: LoopbackSMTPServer) -> None:
+    settings = _settings(store_url, smtp, "veto")
+    store = Store.from_settings(settings)
+    _fill(store, settings)
+    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    desk_sweep(store, settings, slot - timedelta(hours=2), slot)
+    assert "unless an editor cancels it" in _body(smtp.received[0].message(), "plain")
+    assert desk_slot(store, settings, slot, slot).action == "sent"
+    assert _readers(smtp) == ["ada@example.org", "grace@example.org"]
+    store.close()

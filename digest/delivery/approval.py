@@ -3,8 +3,10 @@
 draft_lead before each slot the sweep builds the slot's edition as a draft and mails the
 editors a review (the edition as readers will get it, with the way to approve or cancel).
 At the slot: an approved edition goes out; a draft goes out under "veto" (nobody
-cancelled it) and is held under "required" (the editors are reminded); a cancelled one
-does not go out. A held edition approved later goes out at the next sweep while the slot
+cancelled it) when it was drafted for that slot and its review went out before it, and is
+otherwise held (the editors are reminded): under "required", a draft made by hand, or one
+drafted at the slot itself, which nobody had the time to veto; a cancelled one does not
+go out. A held edition approved later goes out at the next sweep while the slot
 is within misfire_grace, else at the next slot. Local-time waves work as always: the
 ledger is written when the edition starts sending, its waves counted from its slot.
 
@@ -56,11 +58,22 @@ def _when(settings: Settings, at: datetime | None) -> str:
     return f"at {local:%a %d %b %Y %H:%M} ({settings.schedule.timezone})"
 
 
-def _review_text(settings: Settings, edition: Edition, reminder: bool) -> tuple[str, str]:
+def _vetoable(settings: Settings, edition: Edition, slot: datetime,
+              reviewed: datetime | None) -> bool:
+    """Whether a draft goes out at slot unless cancelled: under "veto", one drafted for
+    that slot whose review reached the editors before it. Any other (made by hand, or
+    drafted at the slot itself, when nobody could veto it) waits for an approval."""
+    return settings.schedule.approval == "veto" and edition.slot == slot and \
+        reviewed is not None and reviewed < slot
+
+
+def _review_text(settings: Settings, edition: Edition, reminder: bool,
+                 now: datetime) -> tuple[str, str]:
     """(subject, the note above the preview) of a review or reminder mail."""
     n = edition.number
     base = settings.digest.base_url.rstrip("/")
-    if settings.schedule.approval == "veto":
+    if not reminder and edition.slot is not None and \
+            _vetoable(settings, edition, edition.slot, now):
         rule = f"It goes out {_when(settings, edition.slot)} unless an editor cancels it."
     else:
         rule = (f"It goes out {_when(settings, edition.slot)} only once an editor approves "
@@ -84,7 +97,7 @@ def mail_editors(store: Store, settings: Settings, number: int, now: datetime, *
     edition = next_coming(store)
     if not editors or edition is None or edition.number != number:
         return 0
-    subject, note = _review_text(settings, edition, reminder)
+    subject, note = _review_text(settings, edition, reminder, now)
     preview = preview_edition(store, settings, number)
     banner = ("<div style=\"font:15px/1.5 Helvetica,Arial,sans-serif;background:#fff4d6;"
               "color:#1f2328;border:1px solid #d4a72c;padding:12px 16px;margin:12px\">"
@@ -158,7 +171,7 @@ def desk_slot(store: Store, settings: Settings, slot: datetime, now: datetime,
         coming = next_coming(store)
         assert coming is not None
     if coming.status is EditionStatus.DRAFT:
-        if settings.schedule.approval != "veto":
+        if not _vetoable(settings, coming, slot, coming.review_sent_at):
             if coming.reminded_at is None or coming.reminded_at < slot:
                 mail_editors(store, settings, coming.number, now, reminder=True)
             return SlotOutcome(slot, coming.number, "held",
