@@ -5,10 +5,12 @@ the CLI, the library and real servers on 127.0.0.1, with real stores."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import SAMPLE_JSON, Digest
+from test_admin import Site, add_user, serving, signed_in
 from test_desk import _body, _fill, _settings
 
 from digest.delivery import desk
@@ -117,3 +119,23 @@ def test_veto_still_sends_a_reviewed_draft_nobody_cancelled(
     assert desk_slot(store, settings, slot, slot).action == "sent"
     assert _readers(smtp) == ["ada@example.org", "grace@example.org"]
     store.close()
+
+
+# --- the admin pages ----------------------------------------------------------------------
+
+@pytest.fixture
+def web(digest: Digest) -> Iterator[Site]:
+    """`digest serve` on 127.0.0.1 with one editor who may sign in."""
+    add_user(digest)
+    with serving(digest) as served:
+        yield served
+
+
+def test_a_subscriber_page_number_of_twenty_digits_is_an_empty_page_not_a_500(
+        web: Site) -> None:
+    web.digest.ok("subscribers", "add", "ada@example.org")
+    with signed_in(web) as client:
+        page = client.get("/admin/subscribers?page=99999999999999999999")
+        assert page.status_code == 200
+        assert "Something went wrong" not in page.text
+        assert client.get("/admin/subscribers?page=2147483648").status_code == 200

@@ -51,6 +51,8 @@ MIN_PASSWORD = 12
 # counter key.
 _MAX_EMAIL = 320
 _HASHER = PasswordHasher()
+# Past any list the store could hold, and within what a database takes as an OFFSET.
+_MAX_OFFSET = 2**31 - 1
 # How SubscriberBook.import_csv names a stream in its lines.
 _STREAM = "<stdin>"
 
@@ -185,9 +187,10 @@ def sign_out(store: Store, token: str | None) -> None:
 
 def find_subscribers(store: Store, text: str, status: SubscriberStatus | None, page: int,
                      per_page: int = 50) -> SubscriberPage:
-    """Page `page` (from 1) of the subscribers whose address or name holds text."""
-    return stored.search_subscribers(store, text.strip()[:320], status, per_page,
-                                     (max(page, 1) - 1) * per_page)
+    """Page `page` (from 1) of the subscribers whose address or name holds text; a page
+    past the last (however far: a typed ?page= of 20 digits) is empty."""
+    offset = min((max(page, 1) - 1) * per_page, _MAX_OFFSET)
+    return stored.search_subscribers(store, text.strip()[:320], status, per_page, offset)
 
 
 def subscriber_email(store: Store, subscriber_id: int) -> str:
