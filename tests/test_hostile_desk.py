@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import SAMPLE_JSON, Digest
 from test_admin import Site, add_user, serving, signed_in
+from test_clicks import BROWSER, Sent, open_sent, send
 from test_desk import _body, _fill, _settings
 
+from digest.audience.clicks import ClickCounter
 from digest.delivery import desk
 from digest.delivery.approval import desk_slot, desk_sweep
 from digest.mail.loopback import LoopbackSMTPServer
@@ -139,3 +141,39 @@ def test_a_subscriber_page_number_of_twenty_digits_is_an_empty_page_not_a_500(
         assert page.status_code == 200
         assert "Something went wrong" not in page.text
         assert client.get("/admin/subscribers?page=2147483648").status_code == 200
+
+
+# --- click counts -------------------------------------------------------------------------
+
+@pytest.fixture
+def delivered(digest: Digest, smtp: LoopbackSMTPServer) -> Iterator[Sent]:
+    """Edition 1 sent to three readers with click counts on, and the app of its links."""
+    send(digest, smtp, 3)
+    yield from open_sent(digest, smtp)
+
+
+def test_one_ipv6_network_cannot_dodge_the_burst_rule_by_changing_address(
+        delivered: Sent) -> None:
+    sent = delivered
+    # One host holds a whole /64 and may use any address in it (privacy addresses, or on
+    # purpose): a scanner changing address at each link is still one client.
+    counter = ClickCounter(sent.store, sent.settings)
+    at = datetime.now(UTC)
+    reasons = [counter.follow(sent.link(article).rsplit("/", 1)[1], method="GET",
+                              user_agent=BROWSER, address=f"2001:db8:5:7::{n + 1:x}",
+                              now=at + timedelta(milliseconds=n)).reason
+               for n, article in enumerate(sent.articles[:6])]
+    assert reasons[-1] == "burst"
+    assert sent.counts() == {}
+    # An IPv4 reader seen through an IPv6 socket is the same client as over IPv4.
+    mapped = [counter.follow(sent.link(article).rsplit("/", 1)[1], method="GET",
+                             user_agent=BROWSER, address=address,
+                             now=at + timedelta(minutes=5, milliseconds=n)).reason
+              for n, (article, address) in enumerate(zip(
+                  sent.articles[:3], ["192.0.2.8", "::ffff:192.0.2.8", "192.0.2.8"],
+                  strict=True))]
+    assert mapped[-1] == "burst"
+    # Readers in other networks still count.
+    assert counter.follow(sent.link(sent.articles[0]).rsplit("/", 1)[1], method="GET",
+                          user_agent=BROWSER, address="2001:db8:6::1",
+                          now=at + timedelta(minutes=9)).reason == "counted"

@@ -11,6 +11,7 @@ kept of the address is a keyed hash, bound to the edition, never the address.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ..store.db import STORE_ERRORS, Store
 from ..tokens import BadToken, ClickSigner
 
 __all__ = ["SCANNER_AGENTS", "BadToken", "ClickCounter", "Followed", "click_reason",
-           "is_scanner"]
+           "client_network", "is_scanner"]
 
 log = logging.getLogger("digest.clicks")
 
@@ -68,6 +69,21 @@ def is_scanner(user_agent: str) -> bool:
     library, or none at all (every browser sends one)."""
     agent = " ".join(user_agent.split()).lower()
     return not agent or agent in _SCANNER_EXACT or _SCANNER.search(agent) is not None
+
+
+def client_network(address: str) -> str:
+    """What one client is, for the burst rule: an IPv4 address (also when it comes as an
+    IPv4-mapped IPv6 one), or an IPv6 address's /64, which one host or one home holds
+    whole and may take any address of (privacy addresses; a scanner on purpose)."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def click_reason(method: str, user_agent: str, delivered: bool) -> str:
@@ -120,7 +136,7 @@ class ClickCounter:
         if not tracking.clicks:
             return Followed(url, None)
         reason = click_reason(method, user_agent, target.delivered)
-        client = self.signer.client(claims.number, address)
+        client = self.signer.client(claims.number, client_network(address))
         try:
             reason = record_click(self.store, target, client, reason, now,
                                   burst_clicks=tracking.burst_clicks,
