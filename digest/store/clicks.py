@@ -30,10 +30,11 @@ __all__ = [
     "source_clicks",
 ]
 
-# Editions whose links lead somewhere: those that went (or are going) out. A paused
-# edition reached some readers, and their links must work; a draft, an approved edition
-# not yet sending and a cancelled one never reached anybody.
-CLICKABLE = (EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT)
+# Editions whose links lead somewhere: those that went (or are going) out, and those an
+# editor is shaping, whose test copies and previews carry the links readers will get
+# (their clicks are "early": never counted). A cancelled one never reaches anybody.
+CLICKABLE = (EditionStatus.DRAFT, EditionStatus.APPROVED, EditionStatus.SENDING,
+             EditionStatus.PAUSED, EditionStatus.SENT)
 
 # Why a click was or was not counted.
 REASONS = ("counted", "head", "scanner", "early", "burst")
