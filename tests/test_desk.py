@@ -140,6 +140,17 @@ def test_cancel_returns_the_articles_and_the_edition_never_goes_out(
                          "(select id from editions where number = 2)") == [(30,)]
 
 
+def test_show_of_a_draft_says_what_comes_next_and_keeps_the_intros_lines(
+        newsroom: Digest) -> None:
+    d = newsroom
+    d.ok("editions", "draft")
+    d("editions", "intro", "1", "--file", "-", input="# Hello\n\nFirst line.\n\n- one\n")
+    shown = d.ok("editions", "show", "1").output
+    assert "Intro:\n  # Hello\n  First line.\n  - one\n" in shown
+    assert "Deliveries" not in shown and "Bounces and complaints" not in shown
+    assert "Nothing is sent yet" in shown and "digest editions approve 1" in shown
+
+
 def test_changing_an_approved_edition_makes_it_a_draft_again(newsroom: Digest) -> None:
     d = newsroom
     d.ok("editions", "draft")
@@ -171,6 +182,9 @@ def test_approval_required_refuses_a_send_without_a_draft(newsroom: Digest,
     (("order", "1", "1", "--before", "14"), "move it first"),
     (("approve", "2"), "there is no edition 2 (see: digest editions list)"),
     (("intro", "1"), "give --file FILE (or - for standard input), or --clear"),
+    (("intro", "1", "--file", "nosuch.md"),
+     "cannot read the intro nosuch.md: No such file or directory; give a UTF-8 Markdown file"),
+    (("move", "1", "3", "ai"), "article 3 is already under AI in edition 1"),
 ])
 def test_wrong_requests_get_one_line_and_change_nothing(newsroom: Digest, args: tuple[str, ...],
                                                        message: str) -> None:
@@ -181,6 +195,7 @@ def test_wrong_requests_get_one_line_and_change_nothing(newsroom: Digest, args: 
     assert message in result.output and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and message in errors[0]      # a usage error adds click's hint
+    assert "[Errno" not in result.output
     assert _show(newsroom, 1) == before
 
 
@@ -190,7 +205,7 @@ def test_a_second_draft_is_refused_and_refresh_adds_only_what_arrived(
     d.ok("editions", "draft")
     d.ok("editions", "drop", "1", "7")
     again = d("editions", "draft")
-    assert again.exit_code == 1 and "edition 1 is already draft" in again.output
+    assert again.exit_code == 1 and "edition 1 is already a draft" in again.output
     assert d.ok("editions", "refresh", "1").output == "Added 0 articles to edition 1.\n"
     extra = tmp_path / "late.json"
     extra.write_text(json.dumps([{"title": "A late story about reef fish",

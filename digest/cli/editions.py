@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..delivery import desk
 from ..delivery.editions import discard_edition, edition_detail, edition_summaries
-from ..store.models import utcnow
+from ..store.models import EditionStatus, utcnow
 from .app import App, DigestGroup, out, print_table
 
 __all__ = ["editions"]
@@ -224,9 +224,12 @@ def editions_intro(app: App, number: int, path: str | None, clear: bool) -> None
     if path:
         try:
             text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.ClickException(f"cannot read the intro {path}: {exc}; give a UTF-8 "
-                                       f"Markdown file") from None
+        except OSError as exc:
+            raise click.ClickException(f"cannot read the intro {path}: {exc.strerror}; give "
+                                       f"a UTF-8 Markdown file") from None
+        except UnicodeDecodeError:
+            raise click.ClickException(f"cannot read the intro {path}: it is not UTF-8 text; "
+                                       f"give a UTF-8 Markdown file") from None
     _said(desk.set_intro(app.store, app.settings, number, text))
 
 
@@ -362,12 +365,27 @@ def editions_show(app: App, number: int, fmt: str) -> None:
                  if detail.finished_at else "")
               + (f"; approved by {view.approved_by}" if view.approved_by else ""))
     if view.intro:
-        out.print("Intro: " + " ".join(view.intro.split())[:200])
+        lines = [line for line in view.intro.splitlines() if line.strip()]
+        out.print("Intro:")
+        for line in lines[:_INTRO_LINES]:
+            out.print(f"  {line}")
+        if len(lines) > _INTRO_LINES:
+            out.print(f"  … {len(lines) - _INTRO_LINES} more lines")
     _articles_table(view)
-    out.print("Deliveries: " + ", ".join(f"{k} {v}" for k, v in detail.counts.items()))
-    out.print(_reports_line(detail.reports, detail.counts.get("sent", 0)))
+    if any(detail.counts.values()):
+        out.print("Deliveries: " + ", ".join(f"{k} {v}" for k, v in detail.counts.items()))
+        out.print(_reports_line(detail.reports, detail.counts.get("sent", 0)))
+    elif view.status in (EditionStatus.DRAFT, EditionStatus.APPROVED):
+        out.print(f"Nothing is sent yet: whom it reaches is decided when it goes out "
+                  f"(approve it with: digest editions approve {number}, then digest send)"
+                  if view.status is EditionStatus.DRAFT else
+                  "Approved: digest send (or its scheduled slot) sends it.")
     for email, status, error in detail.problems:
         out.print(f"  {status:8} {email}: {error}")
+
+
+# The intro lines `editions show` prints (the rest are counted).
+_INTRO_LINES = 6
 
 
 def _articles_table(view: desk.DeskView) -> None:

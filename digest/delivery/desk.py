@@ -132,7 +132,8 @@ def draft_edition(store: Store, settings: Settings, now: datetime, *,
     with draft_work(store) as work:
         waiting = work.coming()
         if waiting is not None:
-            raise InputError(f"edition {waiting.number} is already {waiting.status.value} "
+            state = "a draft" if waiting.status is EditionStatus.DRAFT else "approved"
+            raise InputError(f"edition {waiting.number} is already {state} "
                              f"and waiting to go out (see: digest editions show "
                              f"{waiting.number}); send or cancel it before drafting another")
         articles = work.new_articles(now)
@@ -278,6 +279,9 @@ def move_article(store: Store, settings: Settings, number: int, article_id: int,
         story = _story_of(store, settings, work, article_id)
         present = sorted({a.topic for a in work.articles()})
         name = TopicClassifier.from_settings(settings).require(topic, also=present)
+        if story.lead.topic == name:
+            raise InputError(f"article {article_id} is already under {name} in edition "
+                             f"{number}")
         for article in story.articles:
             article.topic, article.topic_reason, article.topic_confidence = \
                 name, "manual", None
