@@ -114,6 +114,9 @@ def test_the_whole_editorial_flow_in_the_terminal_reaches_the_mail(
     assert moved_title in sections["SCIENCE"] and moved_title not in sections["AI"]
     # The dropped article went back to the pool: the next draft takes it.
     assert _show(d, 1)["status"] == "sent"
+    gone = d("articles", "remove", str(pinned))
+    assert gone.output == f"Error: article {pinned} went out in edition 1: what was sent " \
+                          f"stays as it was\n"
     d.ok("editions", "draft")
     assert [a["id"] for a in _show(d, 2)["articles"]] == [dropped]
 

@@ -598,8 +598,9 @@ def test_set_topic_refuses_an_article_in_an_edition(newsroom: Digest, smtp: Loop
     topic = sql(tmp_path, "select topic from articles where id = 5")[0][0]
     refused = newsroom("articles", "set-topic", "5", "Sports" if topic != "Sports" else "AI")
     assert refused.exit_code == 1
-    assert refused.output == ("Error: article 5 is in edition 1; an edition nobody received "
-                              "can be discarded first: digest editions discard 1\n")
+    # The edition went out: no advice to discard it, which would be refused.
+    assert refused.output == ("Error: article 5 went out in edition 1: what was sent stays "
+                              "as it was\n")
     assert newsroom("articles", "remove", "5").output == refused.output
     assert sql(tmp_path, "select topic from articles where id = 5") == [(topic,)]
     assert newsroom.ok("editions", "show", "1").stdout == shown

@@ -129,6 +129,9 @@ def _editable(session: Session, ids: Sequence[int]) -> dict[int, Article]:
                                  f"editor is shaping: take it out with: digest editions drop "
                                  f"{number} {article_id} (or change its topic there: digest "
                                  f"editions move {number} {article_id} TOPIC)")
+            if status is EditionStatus.SENT:
+                raise InputError(f"article {article_id} went out in edition {number}: "
+                                 f"what was sent stays as it was")
             raise InputError(f"article {article_id} is in edition {number}; an edition "
                              f"nobody received can be discarded first: digest editions "
                              f"discard {number}")
