@@ -556,8 +556,14 @@ def shaping(site: Site, client: httpx.Client) -> None:
     act(client, ai[-1], "edit", title="A title the editor wrote", teaser="Short and sweet.")
     post(client, "/admin/editions/1/desk", "/admin/editions/1/intro",
          intro="## A word first\n\nThis week: **reefs**.")
+    # The subject field is empty while the subject is the pattern's (which it shows as a
+    # placeholder): saving the form as it stands keeps it following the lead story.
+    page = client.get("/admin/editions/1/desk").text
+    assert re.search(r'<input id="subject-line" name="subject" type="text" maxlength="300" '
+                     r'value="" placeholder="The Weekly Digest', page)
     post(client, "/admin/editions/1/desk", "/admin/editions/1/subject",
          subject="Reefs, code and a vote")
+    assert 'value="Reefs, code and a vote"' in client.get("/admin/editions/1/desk").text
     view = desk.desk_view(site.store, site.settings, 1)
     lead = view.sections[0].articles[0]
     assert (lead.title, lead.teaser, lead.edited) == ("A title the editor wrote",

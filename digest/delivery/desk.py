@@ -97,6 +97,7 @@ class DeskView:
     approved_by: str | None
     sections: list[DeskSection]
     clicks: int
+    subject_set: bool = False      # the subject is the editor's own, not the pattern's
 
     @property
     def articles(self) -> list[DeskArticle]:
@@ -170,7 +171,8 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
                                     for i, story in enumerate(stories)])
                 for (topic, stories), count in zip(ranked, counts, strict=True)]
     return DeskView(e.number, e.status, e.subject, e.intro, e.cutoff, e.created_at, e.slot,
-                    e.approved_at, e.approved_by, sections, sum(clicks.values()))
+                    e.approved_at, e.approved_by, sections, sum(clicks.values()),
+                    e.subject_set)
 
 
 def _desk_article(story: Story, topic: str, clicks: dict[int, int], shown: bool,
