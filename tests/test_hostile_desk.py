@@ -5,11 +5,14 @@ the CLI, the library and real servers on 127.0.0.1, with real stores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import SAMPLE_JSON, Digest
+from sqlalchemy import Engine, create_engine, text
 from test_admin import Site, add_user, serving, signed_in
 from test_clicks import BROWSER, Sent, open_sent, send
 from test_desk import _body, _fill, _settings
@@ -17,7 +20,9 @@ from test_desk import _body, _fill, _settings
 from digest.audience.clicks import ClickCounter
 from digest.delivery import desk
 from digest.delivery.approval import desk_slot, desk_sweep
+from digest.errors import InputError
 from digest.mail.loopback import LoopbackSMTPServer
+from digest.store.articles import remove_articles
 from digest.store.db import Store
 
 SUBSCRIBERS = ("email,name,topics,timezone\n"
@@ -177,3 +182,62 @@ def test_one_ipv6_network_cannot_dodge_the_burst_rule_by_changing_address(
     assert counter.follow(sent.link(sent.articles[0]).rsplit("/", 1)[1], method="GET",
                           user_agent=BROWSER, address="2001:db8:6::1",
                           now=at + timedelta(minutes=9)).reason == "counted"
+
+
+# --- two processes at once ----------------------------------------------------------------
+
+def _waiting(engine: Engine, count: int) -> None:
+    """Wait until count other sessions of the database wait for a lock."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            waiting = conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar()
+        if waiting == count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} sessions never came to wait for a lock")
+
+
+def test_removing_an_article_while_it_is_drafted_never_leaves_it_in_the_mail(
+        store_url: str, smtp: LoopbackSMTPServer) -> None:
+    # PostgreSQL runs the two side by side: `digest articles remove 3` reads article 3 as
+    # in no edition, a draft takes it and commits, then the removal lands. SQLite runs
+    # writers one after the other, so it cannot meet this.
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time")
+    settings = _settings(store_url, smtp, "none")
+    store = Store.from_settings(settings)
+    _fill(store, settings)
+    engine = create_engine(store_url)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, work: Callable[[], object]) -> threading.Thread:
+        def target() -> None:
+            try:
+                outcomes[name] = work()
+            except Exception as exc:  # noqa: BLE001  (what each one met is the result)
+                outcomes[name] = exc
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    try:
+        with engine.connect() as holder:
+            holder.execute(text("SELECT id FROM articles WHERE id = 3 FOR UPDATE"))
+            drafting = run("draft", lambda: desk.draft_edition(store, settings,
+                                                               datetime.now(UTC)))
+            _waiting(engine, 1)
+            removing = run("remove", lambda: remove_articles(store, [3]))
+            _waiting(engine, 2)
+            holder.rollback()
+        drafting.join(20)
+        removing.join(20)
+    finally:
+        engine.dispose()
+    assert not isinstance(outcomes["draft"], Exception), outcomes["draft"]
+    assert isinstance(outcomes["remove"], InputError)
+    assert "article 3 is in edition 1" in str(outcomes["remove"])
+    assert 3 in [a.id for a in desk.desk_view(store, settings, 1).articles]
+    store.close()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .db import Store
+from .locks import locked_session
 from .models import Article, Edition, EditionStatus, Source, utcnow
 
 __all__ = [
@@ -146,7 +147,9 @@ def remove_articles(store: Store, ids: Sequence[int]) -> list[str]:
     The row stays as a tombstone: removed_at set, its text (body, HTML, summary) blanked
     because it is never shown again, its title, content hash and canonical URL kept
     because de-duplication matches on them."""
-    with store.writes.begin() as session:
+    # Holding the edition lock: an edition taking these articles waits (or they wait
+    # for it, and are then in it), so none is both removed and in an edition.
+    with locked_session(store) as session:
         found = _editable(session, ids)
         now = utcnow()
         for article in found.values():
@@ -159,7 +162,7 @@ def set_topic(store: Store, article_id: int, topic: str) -> str:
     """Put one article under a topic (the caller checked the name); returns its title.
     InputError when it is unknown, removed or in an edition (what went out stays as it
     went; an edition nobody received can be discarded first)."""
-    with store.writes.begin() as session:
+    with locked_session(store) as session:
         article = _editable(session, [article_id])[article_id]
         article.topic = topic
         article.topic_reason, article.topic_confidence = "manual", None
@@ -169,7 +172,7 @@ def set_topic(store: Store, article_id: int, topic: str) -> str:
 def set_pinned(store: Store, article_id: int, pinned: bool) -> str:
     """Pin an article (it leads its topic) or unpin it; returns its title. InputError as
     for set_topic."""
-    with store.writes.begin() as session:
+    with locked_session(store) as session:
         article = _editable(session, [article_id])[article_id]
         article.pinned = pinned
         return article.title
