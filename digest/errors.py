@@ -22,6 +22,7 @@ __all__ = [
     "EditionPaused",
     "InputError",
     "NothingToSend",
+    "NotFound",
     "ServerRefused",
     "StoreError",
 ]
@@ -41,6 +42,10 @@ class StoreError(DigestError):
 
 class InputError(DigestError):
     """User-supplied input (file, row, address, topic) is invalid."""
+
+
+class NotFound(InputError):
+    """What the request names (an edition, an article in it, a subscriber) is not there."""
 
 
 class NothingToSend(DigestError):

@@ -29,7 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..config import Settings
-from ..errors import InputError
+from ..errors import InputError, NotFound
 from ..store import admins as stored
 from ..store import ratelimits as counters
 from ..store.admins import SubscriberPage
@@ -197,7 +197,7 @@ def subscriber_email(store: Store, subscriber_id: int) -> str:
     """The address of a subscriber; InputError when there is none (or they were erased)."""
     found = stored.subscriber_email(store, subscriber_id)
     if found is None:
-        raise InputError(f"no subscriber {subscriber_id} (erased, or never there)")
+        raise NotFound(f"no subscriber {subscriber_id} (erased, or never there)")
     return found
 
 

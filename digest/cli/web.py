@@ -21,8 +21,9 @@ def serve(app: App, host: str, port: int) -> None:
     """Serve the subscriber pages: one-click unsubscribe, sign-up with confirmation,
     topic preferences, and the archive (with an Atom feed); confirmation mails go out
     through [smtp] from a background thread. The editors' pages are at /admin (users:
-    digest admin add-user), and with [tracking] clicks the read-more links at /r/. [digest] base_url must be the public address
-    of this server; behind your TLS proxy, set [web] trusted_proxies.
+    digest admin add-user), and with [tracking] clicks the read-more links at /r/.
+    [digest] base_url must be the public address of this server; behind your TLS proxy,
+    set [web] trusted_proxies.
 
     Example:
 

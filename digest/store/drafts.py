@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..errors import InputError
+from ..errors import NotFound
 from .articles import new_articles, next_edition_number, storable_id
 from .db import Store
 from .locks import locked_session
@@ -22,7 +22,8 @@ from .models import Article, Edition, EditionStatus, Subscriber
 from .subscribers import find_subscriber
 
 __all__ = ["COMING", "DraftWork", "adopt_slot", "coming_articles", "coming_edition",
-           "coming_number", "draft_work", "mark_mailed", "next_coming", "read_draft"]
+           "coming_number", "draft_work", "edition_by_number", "mark_mailed", "next_coming",
+           "read_draft"]
 
 # An edition an editor may still change: not yet sending.
 COMING = (EditionStatus.DRAFT, EditionStatus.APPROVED)
@@ -56,13 +57,13 @@ def coming_articles(store: Store, edition: Edition) -> list[Article]:
 def adopt_slot(store: Store, number: int, slot: datetime) -> None:
     """Edition number goes out at slot (one held past its own goes out at a later one)."""
     with locked_session(store) as session:
-        _edition(session, number).slot = slot
+        edition_by_number(session, number).slot = slot
 
 
 def mark_mailed(store: Store, number: int, at: datetime, *, reminder: bool) -> None:
     """Record when the editors were asked to review edition number, or reminded."""
     with store.writes.begin() as session:
-        edition = _edition(session, number)
+        edition = edition_by_number(session, number)
         if reminder:
             edition.reminded_at = at
         else:
@@ -83,11 +84,11 @@ class DraftWork:
                                   Article.removed_at.is_(None)).order_by(Article.id)))
 
     def article(self, article_id: int) -> Article:
-        """Article article_id of this edition; InputError when it is not in it."""
+        """Article article_id of this edition; NotFound when it is not in it."""
         article = self.session.get(Article, article_id) if storable_id(article_id) else None
         if article is None or article.edition_id != self.edition.id \
                 or article.removed_at is not None:
-            raise InputError(f"article {article_id} is not in edition {self.edition.number} "
+            raise NotFound(f"article {article_id} is not in edition {self.edition.number} "
                              f"(see: digest editions show {self.edition.number})")
         return article
 
@@ -129,11 +130,12 @@ class DraftWork:
         return find_subscriber(self.session, email_key)
 
 
-def _edition(session: Session, number: int) -> Edition:
+def edition_by_number(session: Session, number: int) -> Edition:
+    """Edition number; NotFound when there is none (a number no column holds included)."""
     edition = session.scalar(select(Edition).where(Edition.number == number)) \
         if storable_id(number) else None
     if edition is None:
-        raise InputError(f"there is no edition {number} (see: digest editions list)")
+        raise NotFound(f"there is no edition {number} (see: digest editions list)")
     return edition
 
 
@@ -142,7 +144,7 @@ def draft_work(store: Store, number: int | None = None) -> Iterator[DraftWork]:
     """DraftWork on edition number (None: a new edition, added with `add`), in a
     transaction holding the edition lock; committed when the block ends."""
     with locked_session(store) as session:
-        edition = _edition(session, number) if number is not None else Edition()
+        edition = edition_by_number(session, number) if number is not None else Edition()
         yield DraftWork(session, edition)
 
 
@@ -150,4 +152,4 @@ def draft_work(store: Store, number: int | None = None) -> Iterator[DraftWork]:
 def read_draft(store: Store, number: int) -> Iterator[DraftWork]:
     """DraftWork on edition number over a read-only session."""
     with store.sessions() as session:
-        yield DraftWork(session, _edition(session, number))
+        yield DraftWork(session, edition_by_number(session, number))

@@ -17,9 +17,9 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
-from .articles import edition_articles, new_articles, next_edition_number, storable_id
+from .articles import edition_articles, new_articles, next_edition_number
 from .db import Store, rowcount
-from .drafts import coming_edition
+from .drafts import coming_edition, edition_by_number
 from .ledger import delivery_counts, due_conditions
 from .locks import locked_session
 from .models import (
@@ -67,14 +67,6 @@ def _unfinished(session: Session) -> Edition | None:
                           .order_by(Edition.number).limit(1))
 
 
-def _by_number(session: Session, number: int) -> Edition:
-    edition = session.scalar(select(Edition).where(Edition.number == number)) \
-        if storable_id(number) else None
-    if edition is None:
-        raise InputError(f"there is no edition {number} (see: digest editions list)")
-    return edition
-
-
 class EditionWork:
     """The reads and writes an edition is planned and made with, all in one transaction
     (from locked_work: holding the store's edition lock)."""
@@ -84,7 +76,7 @@ class EditionWork:
 
     def numbered(self, number: int) -> Edition:
         """Edition number; InputError when there is none."""
-        return _by_number(self._session, number)
+        return edition_by_number(self._session, number)
 
     def unfinished(self) -> Edition | None:
         """The oldest edition still sending or paused."""
@@ -167,7 +159,7 @@ def reopen_failed(store: Store, number: int) -> tuple[int, int]:
     """Make edition N's failed deliveries pending again, for subscribers still active.
     Returns (reopened, left: failed deliveries of subscribers no longer active)."""
     with locked_session(store) as session:
-        edition = _by_number(session, number)
+        edition = edition_by_number(session, number)
         active = select(Subscriber.id).where(mailable())
         failed = (Delivery.edition_id == edition.id) & (Delivery.status == DeliveryStatus.FAILED)
         reopened = rowcount(session.execute(
@@ -186,7 +178,7 @@ def discard(store: Store, number: int) -> int:
     """Delete edition N, which nobody received (no delivery sent or in flight), with its
     ledger; its articles return to the pool. Returns how many articles."""
     with locked_session(store) as session:
-        edition = _by_number(session, number)
+        edition = edition_by_number(session, number)
         counts = delivery_counts(session, edition.id)
         reached = counts["sent"] + counts["sending"]
         if reached:
@@ -354,7 +346,7 @@ def edition_summaries(store: Store) -> list[EditionSummary]:
 def edition_detail(store: Store, number: int, problems: int = 20) -> EditionDetail:
     """Edition number with its topics, counts and up to `problems` troubled deliveries."""
     with store.sessions() as session:
-        e = _by_number(session, number)
+        e = edition_by_number(session, number)
         topics = session.execute(
             select(Article.topic, func.count()).where(Article.edition_id == e.id)
             .group_by(Article.topic).order_by(func.count().desc())).all()

@@ -23,7 +23,7 @@ from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ..audience.admins import sign_in, sign_out
-from ..errors import DigestError
+from ..errors import DigestError, NotFound
 from . import admin_desk, admin_lists
 from .admin_access import (
     COOKIE,
@@ -84,6 +84,8 @@ def refused(exc: DigestError) -> Any:
         link = ("Suppressions", url_for("admin.suppressions"))
     else:
         link = ("The draft", url_for(HOME))
+    if isinstance(exc, NotFound):
+        return admin_message("Not found", str(exc), status=404, link=link)
     return admin_message("That did not work", str(exc), status=400, link=link)
 
 
