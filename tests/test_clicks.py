@@ -286,6 +286,12 @@ def test_head_requests_and_scanners_are_not_counted(sent: Sent) -> None:
     assert sent.counts() == {}
     assert edition_clicks(sent.store) == {}
     assert sent.reasons() == ["head"] + ["scanner"] * len(SCANNERS)
+    # editions show says what was left out, and why (a curl tried by hand is a tool).
+    shown = sent.digest.ok("editions", "show", "1").output
+    assert (f"Clicks: 0 counted; not counted: 1 HEAD requests, {len(SCANNERS)} link "
+            f"scanners or tools") in shown
+    data = json.loads(sent.digest.ok("editions", "show", "1", "--format", "json").output)
+    assert data["clicks_not_counted"] == {"head": 1, "scanner": len(SCANNERS)}
 
 
 def test_a_burst_from_one_address_counts_for_nothing(sent: Sent) -> None:

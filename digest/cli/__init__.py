@@ -29,7 +29,7 @@ COMMANDS = {
     "demo": ("setup", "demo", "Try everything in a fresh folder: sample articles and "
              "subscribers, sent through a built-in SMTP server on 127.0.0.1; the received "
              "mail is kept in DIRECTORY/outbox."),
-    "articles": ("articles", "articles", "Import and list articles."),
+    "articles": ("articles", "articles", "Import, list, remove, pin and re-topic articles."),
     "preview": ("preview", "preview", "Render the coming edition without creating it, and "
                 "write it to a file."),
     "subscribers": ("subscribers", "subscribers", "Add, change, import, export and list "

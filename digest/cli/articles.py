@@ -24,7 +24,7 @@ __all__ = ["articles"]
 
 @click.group(cls=DigestGroup)
 def articles() -> None:
-    """Import and list articles.
+    """Import, list, remove, pin and re-topic articles.
 
     Example:
 

@@ -372,6 +372,9 @@ def editions_show(app: App, number: int, fmt: str) -> None:
         if len(lines) > _INTRO_LINES:
             out.print(f"  … {len(lines) - _INTRO_LINES} more lines")
     _articles_table(view)
+    if view.uncounted:
+        out.print(f"Clicks: {view.clicks} counted; not counted: " + ", ".join(
+            f"{n} {_UNCOUNTED[reason]}" for reason, n in sorted(view.uncounted.items())))
     if any(detail.counts.values()):
         out.print("Deliveries: " + ", ".join(f"{k} {v}" for k, v in detail.counts.items()))
         out.print(_reports_line(detail.reports, detail.counts.get("sent", 0)))
@@ -384,6 +387,9 @@ def editions_show(app: App, number: int, fmt: str) -> None:
         out.print(f"  {status:8} {email}: {error}")
 
 
+# Why a request of a tracked link was left out of the counts, as `editions show` says it.
+_UNCOUNTED = {"head": "HEAD requests", "scanner": "link scanners or tools",
+              "early": "before it went out", "burst": "in bursts from one address"}
 # The intro lines `editions show` prints (the rest are counted).
 _INTRO_LINES = 6
 
@@ -411,6 +417,7 @@ def _as_json(view: desk.DeskView, counts: dict[str, int],
         "cutoff": _when(view.cutoff), "slot": _when(view.slot),
         "approved_at": _when(view.approved_at), "approved_by": view.approved_by,
         "deliveries": counts, "reports": reports, "clicks": view.clicks,
+        "clicks_not_counted": view.uncounted,
         "articles": [{"id": a.id, "title": a.title, "topic": a.topic, "pinned": a.pinned,
                       "leads": a.pin_top, "position": a.position, "edited": a.edited,
                       "in_mail": a.shown, "also": a.also, "source": a.source,

@@ -11,7 +11,7 @@ grouping, ranking and cap (digest.content.edition), with the editor's marks on i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..config import Settings
@@ -29,7 +29,7 @@ from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
 from ..mail.ranking import editorial_for
 from ..mail.render import Personal, Renderer
-from ..store.clicks import article_clicks
+from ..store.clicks import article_clicks, uncounted_clicks
 from ..store.db import Store
 from ..store.drafts import COMING, DraftWork, coming_number, draft_work, read_draft
 from ..store.models import Article, Edition, EditionStatus
@@ -98,6 +98,8 @@ class DeskView:
     sections: list[DeskSection]
     clicks: int
     subject_set: bool = False      # the subject is the editor's own, not the pattern's
+    # Requests of its links left out of the counts, by why: head, scanner, early, burst.
+    uncounted: dict[str, int] = field(default_factory=dict)
 
     @property
     def articles(self) -> list[DeskArticle]:
@@ -165,6 +167,7 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
         ranked = _stories(store, settings, e, articles)
         edition_id = e.id
     clicks = article_clicks(store, edition_id)
+    uncounted = uncounted_clicks(store, edition_id)
     counts = cap_counts([stories for _, stories in ranked], settings.digest.max_articles)
     limits = Limits.configured(settings)
     sections = [DeskSection(topic, [_desk_article(story, topic, clicks, i < count, limits)
@@ -172,7 +175,7 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
                 for (topic, stories), count in zip(ranked, counts, strict=True)]
     return DeskView(e.number, e.status, e.subject, e.intro, e.cutoff, e.created_at, e.slot,
                     e.approved_at, e.approved_by, sections, sum(clicks.values()),
-                    e.subject_set)
+                    e.subject_set, uncounted)
 
 
 def _desk_article(story: Story, topic: str, clicks: dict[int, int], shown: bool,

@@ -28,6 +28,7 @@ __all__ = [
     "edition_clicks",
     "record_click",
     "source_clicks",
+    "uncounted_clicks",
 ]
 
 # Editions whose links lead somewhere: those that went (or are going) out, and those an
@@ -127,6 +128,16 @@ def article_clicks(store: Store, edition_id: int) -> dict[int, int]:
     """Article id → its counted clicks in that edition (articles nobody clicked: absent)."""
     with store.sessions() as session:
         return _counts(session, Click.article_id, Click.edition_id == edition_id)
+
+
+def uncounted_clicks(store: Store, edition_id: int) -> dict[str, int]:
+    """Why the requests of an edition's links that were not counted were not: reason
+    (head, scanner, early, burst) → how many."""
+    with store.sessions() as session:
+        rows = session.execute(select(Click.reason, func.count()).where(
+            Click.edition_id == edition_id, Click.counted.is_(False))
+            .group_by(Click.reason)).all()
+    return {str(reason): int(n) for reason, n in rows}
 
 
 def edition_clicks(store: Store) -> dict[int, int]:
