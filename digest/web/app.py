@@ -94,7 +94,9 @@ def create_app(settings: Settings, store: Store | None = None,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=here.base.startswith("https://"),
-        WTF_CSRF_TIME_LIMIT=2 * 3600,
+        # A form's token lasts as long as an editor's sign-in (a draft page left open
+        # all morning still works), and never less than two hours.
+        WTF_CSRF_TIME_LIMIT=max(2, settings.admin.session_hours) * 3600,
         WTF_CSRF_SSL_STRICT=False,
     )
     app.jinja_loader = template_loader(settings)
