@@ -783,3 +783,20 @@ def test_feeds_bounces_and_suppressions(site: Site) -> None:
                        email="boss@example.org")
         assert missing.status_code == 400
         assert "boss@example.org is not on the suppression list" in missing.text
+
+
+def test_a_form_token_lasts_as_long_as_the_sign_in(site: Site,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A draft page left open for three hours (an editor's sign-in lasts 12) still saves:
+    the site's form token outlived its two hours once, and the page said "Form expired"."""
+    from flask_wtf.csrf import generate_csrf, validate_csrf
+
+    app = create_app(site.settings, site.store)
+    with app.test_request_context():
+        token = generate_csrf()
+        three_hours_on = time.time() + 3 * 3600
+        monkeypatch.setattr(time, "time", lambda: three_hours_on)
+        validate_csrf(token)                     # raises ValidationError when expired
+        monkeypatch.setattr(time, "time", lambda: three_hours_on + 10 * 3600)
+        with pytest.raises(Exception, match="expired"):
+            validate_csrf(token)
