@@ -118,6 +118,21 @@ def sql(folder: Path, statement: str) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
+def execute(folder: Path, statement: str) -> None:
+    """Change the store of the digest.toml in folder behind the program's back (what
+    another process, or an older version, would have written), committed."""
+    from sqlalchemy import create_engine, text
+
+    from digest.config import load_settings
+
+    engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
 # --- delivery fixtures ------------------------------------------------------------------
 
 import subprocess  # noqa: E402

@@ -19,7 +19,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from argon2 import PasswordHasher
-from conftest import SAMPLE_JSON, Digest, smtp_env, sql
+from conftest import SAMPLE_JSON, Digest, execute, smtp_env, sql
 
 from digest.audience import admins
 from digest.config import Settings, load_settings, with_overrides
@@ -170,23 +170,12 @@ def test_a_session_ends_when_its_hours_are_over_and_is_cleaned_away(
 def test_a_hash_with_weaker_parameters_is_replaced_at_sign_in(
         digest: Digest, store: Store) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    sql_write(digest, f"INSERT INTO admin_users (email, email_key, password_hash, created_at) "
+    execute(digest.folder, f"INSERT INTO admin_users (email, email_key, password_hash, created_at) "
                       f"VALUES ('{EDITOR}', '{EDITOR}', '{weak}', '2026-01-01 00:00:00')")
     assert admins.sign_in(store, settings_of(digest), EDITOR, PASSWORD, None)
     [(stored,)] = sql(digest.folder, "SELECT password_hash FROM admin_users")
     assert stored != weak and not PasswordHasher().check_needs_rehash(stored)
     assert PasswordHasher().verify(stored, PASSWORD)
-
-
-def sql_write(digest: Digest, statement: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(settings_of(digest).store_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(statement))
-    finally:
-        engine.dispose()
 
 
 def test_lockout_counts_known_and_unknown_addresses_alike_and_ends(

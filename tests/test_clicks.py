@@ -16,14 +16,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from conftest import DATA, SAMPLE_JSON, Digest, need, smtp_env, sql, write_subscribers
+from conftest import (
+    DATA,
+    SAMPLE_JSON,
+    Digest,
+    execute,
+    need,
+    smtp_env,
+    sql,
+    write_subscribers,
+)
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
 
 from digest.audience.clicks import ClickCounter, is_scanner
 from digest.config import Settings, load_settings, with_overrides
@@ -147,16 +154,6 @@ def open_sent(digest: Digest, smtp: LoopbackSMTPServer, **extra: str) -> Iterato
 def sent(digest: Digest, smtp: LoopbackSMTPServer) -> Iterator[Sent]:
     send(digest, smtp, 3)
     yield from open_sent(digest, smtp)
-
-
-def execute(folder: Path, statement: str) -> None:
-    """Change the store behind the app's back (what another process would do)."""
-    engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(statement))
-    finally:
-        engine.dispose()
 
 
 # -- the link in the message --

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Digest, sql
+from conftest import Digest, execute, sql
 from rich.cells import cell_len
 from test_topics import NOW, POPE, import_items, item
 
@@ -30,17 +30,6 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _config(digest: Digest) -> Path:
     return digest.folder / "digest.toml"
-
-
-def _execute(folder: Path, statement: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(statement))
-    finally:
-        engine.dispose()
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -251,9 +240,9 @@ def test_retopic_keeps_what_someone_chose_before_reasons_were_kept(digest: Diges
     config.write_text(semantic.replace('method = "semantic"', 'method = "keywords"'))
     import_items(digest, [item(536, "Reuters", 2), item(553, "AP", 3), *POPE])
     config.write_text(semantic)
-    _execute(digest.folder, "UPDATE articles SET topic_reason = 'before', embedding = NULL, "
+    execute(digest.folder, "UPDATE articles SET topic_reason = 'before', embedding = NULL, "
                             "topic_confidence = NULL")
-    _execute(digest.folder, "UPDATE articles SET topic = 'Sports' WHERE id = 1")
+    execute(digest.folder, "UPDATE articles SET topic = 'Sports' WHERE id = 1")
     assert "before" in digest.ok("preview", "--explain").output
     digest.ok("preview", "--out", "p.html")
     digest.ok("articles", "retopic")
