@@ -5,6 +5,7 @@ the CLI, the library and real servers on 127.0.0.1, with real stores."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -241,3 +242,17 @@ def test_removing_an_article_while_it_is_drafted_never_leaves_it_in_the_mail(
     assert "article 3 is in edition 1" in str(outcomes["remove"])
     assert 3 in [a.id for a in desk.desk_view(store, settings, 1).articles]
     store.close()
+
+
+def test_retopic_since_leaves_an_approved_edition_as_it_was_approved(drafted: Digest) -> None:
+    d = drafted
+    d.ok("editions", "approve", "1")
+    before = json.loads(d.ok("editions", "show", "1", "--format", "json").output)
+    config = d.folder / "digest.toml"
+    config.write_text(config.read_text().replace('method = "semantic"', 'method = "keywords"')
+                      .replace('name = "AI"', 'name = "Machines"', 1))
+    d.ok("articles", "retopic", "--since", "2000-01-01")
+    after = json.loads(d.ok("editions", "show", "1", "--format", "json").output)
+    assert after["status"] == "approved"
+    assert {a["id"]: a["topic"] for a in after["articles"]} == \
+        {a["id"]: a["topic"] for a in before["articles"]}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
@@ -192,13 +192,18 @@ def retopic_articles(store: Store, since: datetime | None,
                      assign: Callable[[Sequence[Article]], Sequence[TopicUpdate]],
                      batch: int = 500) -> tuple[int, int]:
     """Topics chosen again: articles no edition took (or, with since, every article added
-    since then), except removed ones and those whose topic someone chose (explicit,
-    manual, the feed's). `assign` gives each batch's new topics. Returns (looked at,
+    since then but those of a draft or approved edition), except removed ones and those
+    whose topic someone chose (explicit, manual, the feed's). `assign` gives each batch's new topics. Returns (looked at,
     changed)."""
+    # An edition an editor is shaping (draft, approved) keeps its articles' topics: what
+    # was approved goes out as approved; the desk moves them (digest editions move).
+    shaping = select(Edition.id).where(Edition.status.in_((EditionStatus.DRAFT,
+                                                           EditionStatus.APPROVED)))
     query = select(Article).where(Article.removed_at.is_(None),
                                   Article.topic_reason.not_in(_CHOSEN))
-    query = query.where(Article.added_at >= since) if since is not None else \
-        query.where(Article.edition_id.is_(None))
+    query = query.where(Article.added_at >= since, or_(
+        Article.edition_id.is_(None), Article.edition_id.not_in(shaping))) \
+        if since is not None else query.where(Article.edition_id.is_(None))
     seen = changed = 0
     last = 0
     while True:
