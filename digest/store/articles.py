@@ -193,8 +193,8 @@ def retopic_articles(store: Store, since: datetime | None,
                      batch: int = 500) -> tuple[int, int]:
     """Topics chosen again: articles no edition took (or, with since, every article added
     since then but those of a draft or approved edition), except removed ones and those
-    whose topic someone chose (explicit, manual, the feed's). `assign` gives each batch's new topics. Returns (looked at,
-    changed)."""
+    whose topic someone chose (explicit, manual, the feed's). `assign` gives each batch's
+    new topics. Returns (looked at, changed)."""
     # An edition an editor is shaping (draft, approved) keeps its articles' topics: what
     # was approved goes out as approved; the desk moves them (digest editions move).
     shaping = select(Edition.id).where(Edition.status.in_((EditionStatus.DRAFT,
