@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import SAMPLE_JSON, Digest
+from conftest import SAMPLE_JSON, Digest, sql
 from sqlalchemy import Engine, create_engine, text
 from test_admin import Site, add_user, serving, signed_in
 from test_clicks import BROWSER, Sent, open_sent, send
@@ -256,3 +256,16 @@ def test_retopic_since_leaves_an_approved_edition_as_it_was_approved(drafted: Di
     assert after["status"] == "approved"
     assert {a["id"]: a["topic"] for a in after["articles"]} == \
         {a["id"]: a["topic"] for a in before["articles"]}
+
+
+def test_send_edition_n_names_that_edition_with_workers_too(drafted: Digest) -> None:
+    # With [delivery] workers, `digest send` only writes the ledger; --edition N must still
+    # mean N: a cancelled edition is never sent, and no other edition is made instead.
+    d = drafted
+    workers = {"DIGEST_DELIVERY__WORKERS": "true"}
+    d.ok("editions", "cancel", "1")
+    result = d("send", "--edition", "1", "--yes", env=workers)
+    assert (result.exit_code, result.output) == (
+        1, "Error: edition 1 was cancelled: it is never sent\n")
+    assert sql(d.folder, "select number, status from editions") == [(1, "cancelled")]
+    assert sql(d.folder, "select count(*) from deliveries") == [(0,)]

@@ -113,7 +113,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
     if to and dry_run:
         raise click.UsageError("--to sends a real test copy; leave out --dry-run (or --to)")
     if enqueue or (enqueue_only(settings) and not (to or dry_run or retry or retry_failed)):
-        _enqueue(app, force)
+        _enqueue(app, force, number)
     elif to:
         transport.check()
         subject = send_test_copy(store, settings, transport, to, utcnow())
@@ -128,10 +128,12 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
         _print_outcome(report, interrupted)
 
 
-def _enqueue(app: App, force: bool) -> None:
-    """Create the edition and its ledger for workers to send; say what is pending."""
+def _enqueue(app: App, force: bool, number: int | None) -> None:
+    """Create the edition (number N, when given) and its ledger for workers to send; say
+    what is pending."""
     try:
-        edition, created, pending = enqueue_edition(app.store, app.settings, force=force)
+        edition, created, pending = enqueue_edition(app.store, app.settings, number=number,
+                                                    force=force)
     except NoRecipients:
         raise
     except NothingToSend as exc:

@@ -109,12 +109,12 @@ def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
 
 
 def enqueue_edition(store: Store, settings: Settings, now: datetime | None = None, *,
-                    slot: datetime | None = None, force: bool = False,
-                    waves: bool = False) -> tuple[Edition, bool, int]:
-    """Create (or find the unfinished) edition and its ledger without sending anything:
-    workers send. Returns (edition, created, pending deliveries)."""
-    edition, created = open_edition(store, settings, now or utcnow(), slot=slot, force=force,
-                                    waves=waves)
+                    number: int | None = None, slot: datetime | None = None,
+                    force: bool = False, waves: bool = False) -> tuple[Edition, bool, int]:
+    """Create (or find the unfinished, or number N) edition and its ledger without sending
+    anything: workers send. Returns (edition, created, pending deliveries)."""
+    edition, created = open_edition(store, settings, now or utcnow(), number=number,
+                                    slot=slot, force=force, waves=waves)
     return edition, created, delivery_totals(store, edition.id)["pending"]
 
 
