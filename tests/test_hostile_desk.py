@@ -1,7 +1,7 @@
 """The editor's desk against careless editors, hostile readers, link scanners and
 attackers: each test is a request that once broke a rule (a traceback for a wrong id, an
-unapproved edition reaching readers, a count one address could inflate), driven through
-the CLI, the library and real servers on 127.0.0.1, with real stores."""
+edition no editor approved reaching readers, a burst rule one IPv6 host could dodge),
+driven through the CLI, the library and real servers on 127.0.0.1, with real stores."""
 
 from __future__ import annotations
 
