@@ -20,6 +20,7 @@ from digest.delivery import desk
 from digest.delivery.approval import desk_slot, desk_sweep
 from digest.delivery.runner import send_due
 from digest.mail.loopback import LoopbackSMTPServer
+from digest.mail.render import day
 from digest.store.db import Store
 
 SUBSCRIBERS = ("email,name,topics,timezone\n"
@@ -154,6 +155,22 @@ def test_show_of_a_draft_says_what_comes_next_and_keeps_the_intros_lines(
     assert "Nothing is sent yet" in shown and "digest editions approve 1" in shown
 
 
+def test_a_dropped_article_leaves_its_desk_pin_behind_and_limits_hold(newsroom: Digest) -> None:
+    d = newsroom
+    d.ok("editions", "draft")
+    d.ok("editions", "pin", "1", "12")
+    d.ok("editions", "drop", "1", "12")
+    assert sql(d.folder, "select pinned, edition_id from articles where id = 12") == [
+        (False, None)]
+    long = d("editions", "subject", "1", "x" * 161)
+    assert long.exit_code == 1 and "the subject has 161 characters; keep it to 160" in \
+        long.output
+    endless = d("editions", "intro", "1", "--file", "/dev/zero")
+    assert endless.exit_code == 1 and "is far longer than 5000 characters" in endless.output
+    blank = d("editions", "intro", "1", "--file", "-", input="\x00\x01\x1b")
+    assert blank.exit_code == 1 and "the intro has no text" in blank.output
+
+
 def test_changing_an_approved_edition_makes_it_a_draft_again(newsroom: Digest) -> None:
     d = newsroom
     d.ok("editions", "draft")
@@ -277,6 +294,9 @@ def test_required_drafts_ahead_holds_reminds_and_sends_once_approved(
     assert _to(smtp) == ["editor@example.org"]
     review = smtp.received[0].message()
     assert review["Subject"].startswith("[Review] Edition 1: ")
+    # Drafted a day ahead, it carries the date readers get it: its slot's, not today's.
+    assert f"— {day(slot)}:" in review["Subject"]
+    assert day(slot) != day(slot - timedelta(hours=23)) or slot.hour >= 23
     text = _body(review, "plain")
     assert "only once an editor approves it" in text
     assert "https://news.example.org/admin/editions/1/desk" in text

@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from ..content.intro import INTRO_MAX
 from ..delivery import desk
 from ..delivery.editions import discard_edition, edition_detail, edition_summaries
 from ..store.models import EditionStatus, utcnow
@@ -223,7 +224,11 @@ def editions_intro(app: App, number: int, path: str | None, clear: bool) -> None
     text = ""
     if path:
         try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+            text = _read_note(path)
+            if len(text) > INTRO_MAX * 4:
+                raise click.ClickException(f"the intro {path} is far longer than "
+                                           f"{INTRO_MAX} characters; keep it to a few "
+                                           f"paragraphs")
         except OSError as exc:
             raise click.ClickException(f"cannot read the intro {path}: {exc.strerror}; give "
                                        f"a UTF-8 Markdown file") from None
@@ -385,6 +390,16 @@ def editions_show(app: App, number: int, fmt: str) -> None:
                   "Approved: digest send (or its scheduled slot) sends it.")
     for email, status, error in detail.problems:
         out.print(f"  {status:8} {email}: {error}")
+
+
+def _read_note(path: str) -> str:
+    """The intro file (or standard input), read up to a little past the longest intro: a
+    device or a huge file ends in "too long", never in a hang."""
+    limit = INTRO_MAX * 4 + 1
+    if path == "-":
+        return sys.stdin.read(limit)
+    with open(path, encoding="utf-8") as handle:
+        return handle.read(limit)
 
 
 # Why a request of a tracked link was left out of the counts, as `editions show` says it.

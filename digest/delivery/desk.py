@@ -28,7 +28,7 @@ from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
 from ..mail.ranking import editorial_for
-from ..mail.render import Personal, Renderer
+from ..mail.render import SUBJECT_MAX, Personal, Renderer
 from ..store.clicks import article_clicks, uncounted_clicks
 from ..store.db import Store
 from ..store.drafts import COMING, DraftWork, coming_number, draft_work, read_draft
@@ -122,7 +122,7 @@ def coming_draft(store: Store) -> int | None:
 
 def _subject(store: Store, settings: Settings, edition: Edition,
              articles: Sequence[Article]) -> str:
-    content = build_content(articles, settings, edition.number, edition.cutoff,
+    content = build_content(articles, settings, edition.number, edition.date,
                             editorial=editorial_for(store, settings, edition))
     return Renderer(settings).subject(content)
 
@@ -155,7 +155,7 @@ def _stories(store: Store, settings: Settings, edition: Edition,
              articles: Sequence[Article]) -> list[tuple[str, list[Story]]]:
     """The edition's stories by topic, in the order the mail has them."""
     factors = editorial_for(store, settings, edition).factors
-    return ranked_stories(articles, settings, edition.cutoff, factors=factors)
+    return ranked_stories(articles, settings, edition.date, factors=factors)
 
 
 def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
@@ -398,6 +398,9 @@ def edit_article(store: Store, settings: Settings, number: int, article_id: int,
 def set_intro(store: Store, settings: Settings, number: int, markdown: str) -> str:
     """The note above the contents, in Markdown ("" removes it)."""
     text = clean_control(markdown.replace("\r\n", "\n")).strip()
+    if markdown.strip() and not text:
+        raise InputError("the intro has no text, only control characters; give Markdown "
+                         "text (or --clear to remove the intro)")
     if len(text) > INTRO_MAX:
         raise InputError(f"the intro has {len(text)} characters; keep it under {INTRO_MAX}")
 
@@ -412,6 +415,9 @@ def set_intro(store: Store, settings: Settings, number: int, markdown: str) -> s
 def set_subject(store: Store, settings: Settings, number: int, subject: str) -> str:
     """The edition's own subject ("" goes back to the [digest] subject pattern)."""
     text = clean_label(subject)
+    if len(text) > SUBJECT_MAX:
+        raise InputError(f"the subject has {len(text)} characters; keep it to {SUBJECT_MAX} "
+                         f"(mail apps show about 60)")
 
     def change(work: DraftWork) -> str:
         work.edition.subject_set = bool(text)
@@ -475,7 +481,7 @@ def preview_edition(store: Store, settings: Settings, number: int,
             raise NothingToSend(f"{sub.email} chose topics this edition has nothing in: "
                                 f"they would get no mail")
         variant = found
-    rendered = Renderer(settings).render_edition(articles, e.number, e.cutoff, variant,
+    rendered = Renderer(settings).render_edition(articles, e.number, e.date, variant,
                                                  editorial=editorial)
     base = settings.digest.base_url.rstrip("/")
     html, text = rendered.personalise(Personal(

@@ -323,7 +323,7 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
     with stored.read_work(store) as work:
         _number, articles = _next_edition(work, settings, now)
         coming = work.coming()
-    date = coming.cutoff if coming is not None else now
+    date = coming.date if coming is not None else now
     editorial = editorial_for(store, settings, coming, number=plan.number, cutoff=date)
     topics = {a.topic for a in articles}
     templates: dict[str, MessageTemplate] = {}

@@ -128,7 +128,7 @@ class Sender:
             if key not in self._templates:
                 edition, articles = edition_content(self.store, edition_id)
                 template = variant_template(
-                    self.settings, articles, edition.number, edition.cutoff, variant,
+                    self.settings, articles, edition.number, edition.date, variant,
                     edition_id=edition_id,
                     editorial=editorial_for(self.store, self.settings, edition))
                 if template.signer is not None:

@@ -20,7 +20,7 @@ def render_archived(renderer: Renderer, settings: Settings, edition: Edition,
     everything = Limits(max_articles=max(1, len(articles)),
                         teaser_words=settings.digest.teaser_words)
     rendered = renderer.render(build_content(list(articles), settings, edition.number,
-                                             edition.cutoff, limits=everything,
+                                             edition.date, limits=everything,
                                              editorial=editorial or Editorial.of(edition)))
     html, _text = rendered.personalise(Personal(
         greeting="", email="you", unsubscribe_url=f"{base}/unsubscribe",

@@ -39,7 +39,7 @@ def render_preview(store: Store, settings: Settings, now: datetime,
     coming = next_coming(store)
     if coming is not None:
         # The draft (or approved edition) an editor is shaping is what goes out next.
-        number, articles, now = coming.number, coming_articles(store, coming), coming.cutoff
+        number, articles, now = coming.number, coming_articles(store, coming), coming.date
     else:
         number, articles = upcoming_edition(store, now)
     editorial = editorial_for(store, settings, coming, number=number, cutoff=now)

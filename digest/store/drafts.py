@@ -104,9 +104,11 @@ class DraftWork:
                                  .execution_options(synchronize_session="fetch"))
 
     def release(self, articles: Sequence[Article]) -> None:
-        """Articles back to the pool, with the editor's marks on them undone."""
+        """Articles back to the pool, with the editor's marks on them undone (a pin too:
+        it was for this edition)."""
         for article in articles:
             article.edition_id = None
+            article.pinned = False
             article.position = None
             article.pin_top = False
             article.edited_title = None

@@ -240,7 +240,7 @@ def test_copy_source(store: Store, now: datetime, address: str
         edition = _unfinished(session) or coming_edition(session)
         if edition is not None:
             articles = edition_articles(session, edition.id)
-            number, date = edition.number, edition.cutoff
+            number, date = edition.number, edition.date
         else:
             articles = new_articles(session, now)
             number, date = next_edition_number(session), now

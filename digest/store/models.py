@@ -269,6 +269,13 @@ class Edition(Base):
 
     articles: Mapped[list[Article]] = relationship(order_by=Article.id)
 
+    @property
+    def date(self) -> datetime:
+        """The date the edition carries (dateline, the subject's {date}, the age of its
+        stories): the slot it goes out at, else its cut-off. A draft made a day ahead of
+        its slot is dated the day readers get it."""
+        return self.slot or self.cutoff
+
 
 class Delivery(Base):
     __tablename__ = "deliveries"
