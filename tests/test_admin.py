@@ -789,3 +789,27 @@ def test_a_form_token_lasts_as_long_as_the_sign_in(site: Site,
         monkeypatch.setattr(time, "time", lambda: three_hours_on + 10 * 3600)
         with pytest.raises(Exception, match="expired"):
             validate_csrf(token)
+
+
+def test_an_approval_is_for_the_draft_the_editor_saw(site: Site) -> None:
+    """Two editors: one looks at the draft, the other drops a story meanwhile; the first
+    one's Approve is refused (it would approve what they never saw), and goes through
+    once they have looked again."""
+    site.digest.ok("articles", "import", str(SAMPLE_JSON))
+    site.digest.ok("editions", "draft")
+    with signed_in(site) as client:
+        page = client.get("/admin/editions/1/desk")
+        seen = re.search(r'name="seen" value="([0-9a-f]{32})"', page.text)
+        assert seen is not None
+        site.digest.ok("editions", "drop", "1", "7")          # the other editor
+        stale = client.post("/admin/editions/1/approve",
+                            data={**tokens(page), "seen": seen.group(1)})
+        assert stale.status_code == 400 and "changed since you looked at it" in stale.text
+        assert desk.desk_view(site.store, site.settings, 1).status.value == "draft"
+        page = client.get("/admin/editions/1/desk")
+        fresh = re.search(r'name="seen" value="([0-9a-f]{32})"', page.text)
+        assert fresh is not None and fresh.group(1) != seen.group(1)
+        done = client.post("/admin/editions/1/approve",
+                           data={**tokens(page), "seen": fresh.group(1)})
+        assert done.status_code == 303
+    assert desk.desk_view(site.store, site.settings, 1).status.value == "approved"

@@ -10,6 +10,7 @@ grouping, ranking and cap (digest.content.edition), with the editor's marks on i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,6 +105,15 @@ class DeskView:
     @property
     def articles(self) -> list[DeskArticle]:
         return [a for s in self.sections for a in s.articles]
+
+    @property
+    def fingerprint(self) -> str:
+        """What readers would get, as one short value: an approval given for one
+        fingerprint is refused once the draft has changed (another editor, a refresh)."""
+        seen = (self.number, self.subject, self.intro,
+                [(a.id, a.title, a.teaser, a.topic, a.pinned, a.pin_top, a.also)
+                 for a in self.articles])
+        return hashlib.sha256(repr(seen).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -432,10 +442,16 @@ def set_subject(store: Store, settings: Settings, number: int, subject: str) -> 
 # --- deciding -------------------------------------------------------------------------------
 
 def approve_edition(store: Store, settings: Settings, number: int, by: str,
-                    now: datetime) -> str:
-    """Approve draft number: `digest send` (or its slot) sends it."""
+                    now: datetime, *, seen: str | None = None) -> str:
+    """Approve draft number: `digest send` (or its slot) sends it. With seen (the
+    fingerprint of the draft the editor looked at), only when it is still that draft."""
     with draft_work(store, number) as work:
         e = work.edition
+        # Read under the edition lock: no change can come between this and the approval.
+        if seen is not None and e.status is EditionStatus.DRAFT and \
+                desk_view(store, settings, number).fingerprint != seen:
+            raise InputError(f"edition {number} changed since you looked at it (another "
+                             f"editor, or newer articles): look at it again, then approve it")
         if e.status is EditionStatus.APPROVED:
             return f"Edition {number} was already approved by {e.approved_by}."
         if e.status is not EditionStatus.DRAFT:

@@ -114,7 +114,7 @@ def refresh_post(number: int) -> Any:
 def approve_post(number: int) -> Any:
     here = site()
     said = desks.approve_edition(here.store, here.settings, number, signed_in().email,
-                                utcnow())
+                                utcnow(), seen=request.form.get("seen") or None)
     _said(said, f"Approved edition {number}.")
     return back("admin.desk", number=number)
 
