@@ -330,6 +330,24 @@ def test_the_burst_rule_by_the_clock(sent: Sent) -> None:
     assert sum(sent.counts().values()) == 4
 
 
+def test_a_reader_counts_once_per_article_however_they_pace_their_clicks(sent: Sent) -> None:
+    """One address clicking one link every 5.1 s (never a burst) was counted every time:
+    17,000 a day on one article, and through rank_by_clicks its source's ranking."""
+    target = [ClickTarget(sent.edition_id, 1, a, None, True) for a in sent.articles[:2]]
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    rule = {"burst_clicks": 3, "burst_seconds": 5}
+    reasons = [record_click(sent.store, target[0], "pacer", "counted",
+                            start + timedelta(seconds=5.1 * n), **rule) for n in range(50)]
+    assert reasons == ["counted"] + ["repeat"] * 49
+    assert record_click(sent.store, target[1], "pacer", "counted",
+                        start + timedelta(hours=1), **rule) == "counted"
+    assert record_click(sent.store, target[0], "another reader", "counted",
+                        start + timedelta(hours=1), **rule) == "counted"
+    assert sent.counts() == {sent.articles[0]: 2, sent.articles[1]: 1}
+    shown = sent.digest.ok("editions", "show", "1").output
+    assert "Clicks: 3 counted; not counted: 49 repeats of a link from one address" in shown
+
+
 def test_forged_altered_and_cut_links_count_nothing(sent: Sent) -> None:
     good = sent.link(sent.articles[0]).rsplit("/", 1)[1]
     number, article, mac = good.split(".")

@@ -38,7 +38,7 @@ CLICKABLE = (EditionStatus.DRAFT, EditionStatus.APPROVED, EditionStatus.SENDING,
              EditionStatus.PAUSED, EditionStatus.SENT)
 
 # Why a click was or was not counted.
-REASONS = ("counted", "head", "scanner", "early", "burst")
+REASONS = ("counted", "head", "scanner", "early", "burst", "repeat")
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,12 @@ def record_click(store: Store, target: ClickTarget, client: str, reason: str,
     if reason not in REASONS:
         raise ValueError(f"unknown click reason {reason!r}")
     with store.writes.begin() as session:
+        if reason == "counted" and session.scalar(select(Click.id).where(
+                Click.edition_id == target.edition_id, Click.article_id == target.article_id,
+                Click.client == client, Click.counted).limit(1)) is not None:
+            # A reader counts once per article: the same link again from the same
+            # address (a reload, a second look, one address pacing itself) is a repeat.
+            reason = "repeat"
         row = Click(edition_id=target.edition_id, article_id=target.article_id, at=at,
                     client=client, counted=reason == "counted", reason=reason)
         session.add(row)
