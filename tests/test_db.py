@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from conftest import Digest
 from sqlalchemy import create_engine, text
 
-from digest.store.db import head_revision, open_engine, upgrade_schema
+from digest.store.db import create_fresh, head_revision, open_engine, upgrade_schema
 from digest.store.models import Base
 
 
@@ -21,6 +21,22 @@ def test_the_migrations_build_exactly_the_models(store_url: str) -> None:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_a_new_store_made_at_once_is_the_migrated_schema(store_url: str) -> None:
+    """A new store gets the models' tables and the head revision in one step (replaying
+    the migrations copied SQLite tables at every store made); it must be exactly what
+    the migrations build, and later upgrades start from its revision."""
+    engine = open_engine(store_url)
+    try:
+        assert create_fresh(engine) is True
+        assert create_fresh(engine) is False                  # never twice
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert MigrationContext.configure(conn).get_current_revision() == head_revision()
+        assert upgrade_schema(engine) == (head_revision(), head_revision())
     finally:
         engine.dispose()
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:       # alembic is imported only to migrate (80 ms of every st
 
 # Session is here for the services that run several queries in one transaction of theirs.
 __all__ = ["SCHEMA_HEAD", "STORE_ERRORS", "Session", "Store", "StoreConflict",
-           "StoreUnavailable", "check_schema",
+           "StoreUnavailable", "check_schema", "create_fresh",
            "current_revision", "head_revision", "open_engine", "rowcount", "session_factory",
            "table_of", "upgrade_schema", "upgrade_store"]
 
@@ -142,9 +142,32 @@ def upgrade_store(url: str) -> tuple[str | None, str]:
     upgrade` run, with no process holding the store."""
     engine = open_engine(url)
     try:
+        if create_fresh(engine):
+            return None, SCHEMA_HEAD
         return upgrade_schema(engine)
     finally:
         engine.dispose()
+
+
+def create_fresh(engine: Engine) -> bool:
+    """Give a new, empty store the newest schema at once: the tables of the models and
+    the head revision, in one transaction, instead of replaying every migration (each
+    of SQLite's batch migrations copies tables; tests/test_db.py keeps the two equal).
+    False (nothing done) when the store holds digest's tables or a revision already."""
+    try:
+        with engine.begin() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if tables & _FIRST_TABLES or "alembic_version" in tables:
+                return False
+            Base.metadata.create_all(conn)
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT "
+                              "NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY "
+                              "(version_num))"))
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:head)"),
+                         {"head": SCHEMA_HEAD})
+    except OperationalError as exc:
+        raise StoreError(f"cannot open the store at {engine.url!r}: {exc.orig}") from None
+    return True
 
 
 def _upgrade(conn: Any, revision: str) -> tuple[str | None, str]:
@@ -170,7 +193,8 @@ def check_schema(engine: Engine) -> None:
         if current is None:
             tables = set(inspect(engine).get_table_names())
             if not tables & _FIRST_TABLES:
-                upgrade_schema(engine)
+                if not create_fresh(engine):
+                    upgrade_schema(engine)
                 return
         head = SCHEMA_HEAD
         if current != head:
