@@ -73,7 +73,19 @@ def _backends() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get("DIGEST_TEST_POSTGRES") else ["sqlite"]
 
 
-@pytest.fixture(params=_backends())
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every store test runs on SQLite, and on PostgreSQL too when DIGEST_TEST_POSTGRES
+    names a server, unless it is marked sqlite_only (its subject is not the database: a
+    page, a rule) and not both_backends."""
+    if "store_url" not in metafunc.fixturenames:
+        return
+    node = metafunc.definition
+    only = node.get_closest_marker("sqlite_only") and not node.get_closest_marker(
+        "both_backends")
+    metafunc.parametrize("store_url", ["sqlite"] if only else _backends(), indirect=True)
+
+
+@pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A new, empty store: an SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":

@@ -29,6 +29,9 @@ from digest.store.db import Store
 from digest.store.models import utcnow
 from digest.web.app import WebServer, create_app
 
+# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
+pytestmark = pytest.mark.sqlite_only
+
 PASSWORD = "correct horse battery staple"
 EDITOR = "editor@example.org"
 FAILED = ("That email and password do not match, or the account is locked for a while "
@@ -47,6 +50,7 @@ def settings_of(digest: Digest, **env: str) -> Settings:
 
 # -- digest admin ---------------------------------------------------------------------------
 
+@pytest.mark.both_backends
 def test_add_user_keeps_an_argon2id_hash_and_never_the_password(digest: Digest) -> None:
     (digest.folder / "pw.txt").write_text(PASSWORD + "\nsecond line is ignored\n")
     result = digest.ok("admin", "add-user", "Ed@Example.ORG", "--password-file", "pw.txt")
@@ -137,6 +141,7 @@ def store(digest: Digest) -> Iterator[Store]:
     s.close()
 
 
+@pytest.mark.both_backends
 def test_a_session_token_is_new_each_time_and_only_its_hash_is_kept(
         digest: Digest, store: Store) -> None:
     add_user(digest)
@@ -178,6 +183,7 @@ def test_a_hash_with_weaker_parameters_is_replaced_at_sign_in(
     assert PasswordHasher().verify(stored, PASSWORD)
 
 
+@pytest.mark.both_backends
 def test_lockout_counts_known_and_unknown_addresses_alike_and_ends(
         digest: Digest, store: Store) -> None:
     add_user(digest)
@@ -435,6 +441,7 @@ def test_no_answer_tells_whether_an_address_has_a_user(site: Site) -> None:
     assert unknown[0] == 403 and FAILED in unknown[1]
 
 
+@pytest.mark.both_backends
 def test_session_fixation_a_cookie_from_before_sign_in_never_signs_in(site: Site) -> None:
     # A value the attacker chose, and a real token of the attacker's own earlier session.
     with site.client() as attacker:
@@ -647,6 +654,7 @@ def test_editions_show_deliveries_failures_and_clicks(digest: Digest,
     assert "Bounces and complaints about it: 1 hard" in detail
 
 
+@pytest.mark.both_backends
 def test_subscribers_search_show_change_export_and_import(site: Site) -> None:
     (site.digest.folder / "subs.csv").write_text(
         "email,name,topics,timezone\nada@example.org,Ada Lovelace,AI,Europe/London\n"

@@ -44,6 +44,9 @@ from digest.store.db import Store
 from digest.tokens import BadToken, ClickSigner, Signer
 from digest.web.app import WebServer, create_app
 
+# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
+pytestmark = pytest.mark.sqlite_only
+
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 BASE = "https://digest.example.org"
 BROWSER = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, "
@@ -236,6 +239,7 @@ def test_a_default_send_has_no_tracked_link(digest: Digest, smtp: LoopbackSMTPSe
 
 # -- following it --
 
+@pytest.mark.both_backends
 def test_a_click_redirects_to_the_article_and_counts(sent: Sent) -> None:
     article = sent.articles[0]
     [(url,)] = sql(sent.digest.folder, f"select url from articles where id = {article}")
@@ -308,6 +312,7 @@ def test_a_burst_from_one_address_counts_for_nothing(sent: Sent) -> None:
     assert sent.counts() == {a: 1, b: 1}
 
 
+@pytest.mark.both_backends
 def test_the_burst_rule_by_the_clock(sent: Sent) -> None:
     target = [ClickTarget(sent.edition_id, 1, a, None, True) for a in sent.articles[:6]]
     start = datetime(2030, 1, 1, tzinfo=UTC)
@@ -330,6 +335,7 @@ def test_the_burst_rule_by_the_clock(sent: Sent) -> None:
     assert sum(sent.counts().values()) == 4
 
 
+@pytest.mark.both_backends
 def test_a_reader_counts_once_per_article_however_they_pace_their_clicks(sent: Sent) -> None:
     """One address clicking one link every 5.1 s (never a burst) was counted every time:
     17,000 a day on one article, and through rank_by_clicks its source's ranking."""
@@ -489,6 +495,7 @@ def test_a_link_from_a_received_message_over_real_http(digest: Digest,
         == [(article, 0, "head"), (article, 1, "counted")]
 
 
+@pytest.mark.both_backends
 def test_a_gateway_opening_every_link_at_once_counts_for_nothing(
         digest: Digest, smtp: LoopbackSMTPServer) -> None:
     send(digest, smtp, 2)
@@ -537,6 +544,7 @@ def test_click_factors_are_shares_over_shares_held_between_half_and_double() -> 
     assert click_factors({1: (10_000, 1), 2: (0, 99)}) == {1: 2.0, 2: 0.5}
 
 
+@pytest.mark.both_backends
 def test_a_source_readers_click_ranks_higher_in_the_next_edition(sent: Sent) -> None:
     folder = sent.digest.folder
     sources = dict(sql(folder, "select name, id from sources"))

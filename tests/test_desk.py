@@ -23,6 +23,9 @@ from digest.mail.loopback import LoopbackSMTPServer
 from digest.mail.render import day
 from digest.store.db import Store
 
+# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
+pytestmark = pytest.mark.sqlite_only
+
 SUBSCRIBERS = ("email,name,topics,timezone\n"
                "ada@example.org,Ada Lovelace,,Europe/London\n"
                "grace@example.org,Grace Hopper,,America/New_York\n")
@@ -58,6 +61,7 @@ def _topic_of(view: dict, article: int) -> str:  # type: ignore[type-arg]
     return next(a["topic"] for a in view["articles"] if a["id"] == article)
 
 
+@pytest.mark.both_backends
 def test_the_whole_editorial_flow_in_the_terminal_reaches_the_mail(
         newsroom: Digest, smtp: LoopbackSMTPServer) -> None:
     d = newsroom
@@ -279,6 +283,7 @@ def _to(smtp: LoopbackSMTPServer) -> list[str]:
     return [r.recipients[0] for r in smtp.received]
 
 
+@pytest.mark.both_backends
 def test_required_drafts_ahead_holds_reminds_and_sends_once_approved(
         store_url: str, smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "required")
@@ -375,6 +380,7 @@ def test_a_hand_made_draft_is_held_at_the_slot_even_without_approval(
     store.close()
 
 
+@pytest.mark.both_backends
 def test_an_approved_edition_keeps_local_time_waves(store_url: str,
                                                     smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "required", cron="0 8 * * mon",
@@ -411,6 +417,7 @@ def test_digest_preview_shows_the_draft_and_schedule_show_the_approval(newsroom:
             ) in shown.output.replace("\n", " ")
 
 
+@pytest.mark.both_backends
 def test_articles_of_a_draft_point_to_the_desk_and_discard_forgets_the_marks(
         newsroom: Digest) -> None:
     d = newsroom

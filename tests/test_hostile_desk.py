@@ -26,6 +26,9 @@ from digest.mail.loopback import LoopbackSMTPServer
 from digest.store.articles import remove_articles
 from digest.store.db import Store
 
+# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
+pytestmark = pytest.mark.sqlite_only
+
 SUBSCRIBERS = ("email,name,topics,timezone\n"
                "ada@example.org,Ada Lovelace,,Europe/London\n")
 
@@ -44,6 +47,7 @@ HUGE = "99999999999999999999"          # past 64 bits
 WIDE = "3000000000"                    # past 32 bits (PostgreSQL's Integer)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize(("args", "line"), [
     (("editions", "show", HUGE), f"there is no edition {HUGE}"),
     (("editions", "approve", WIDE), f"there is no edition {WIDE}"),
@@ -158,6 +162,7 @@ def delivered(digest: Digest, smtp: LoopbackSMTPServer) -> Iterator[Sent]:
     yield from open_sent(digest, smtp)
 
 
+@pytest.mark.both_backends
 def test_one_ipv6_network_cannot_dodge_the_burst_rule_by_changing_address(
         delivered: Sent) -> None:
     sent = delivered
@@ -201,6 +206,7 @@ def _waiting(engine: Engine, count: int) -> None:
     raise AssertionError(f"{count} sessions never came to wait for a lock")
 
 
+@pytest.mark.both_backends
 def test_removing_an_article_while_it_is_drafted_never_leaves_it_in_the_mail(
         store_url: str, smtp: LoopbackSMTPServer) -> None:
     # PostgreSQL runs the two side by side: `digest articles remove 3` reads article 3 as
