@@ -367,16 +367,21 @@ def test_veto_sends_unless_cancelled(store_url: str, smtp: LoopbackSMTPServer) -
     store.close()
 
 
-def test_a_hand_made_draft_is_held_at_the_slot_even_without_approval(
-        store_url: str, smtp: LoopbackSMTPServer) -> None:
-    settings = _settings(store_url, smtp, "none")
+@pytest.mark.parametrize("approval", ["none", "veto"])
+def test_a_hand_made_draft_is_held_at_the_slot_until_approved(
+        store_url: str, smtp: LoopbackSMTPServer, approval: str) -> None:
+    # An editor drafts by hand (no slot, no review mail) and is still shaping it: under
+    # no approval rule, and under "veto" too (nobody was given the time to veto it).
+    settings = _settings(store_url, smtp, approval)
     store = Store.from_settings(settings)
     _fill(store, settings)
     now = datetime.now(UTC)
     desk.draft_edition(store, settings, now)
-    outcome = desk_slot(store, settings, now + timedelta(minutes=1), now + timedelta(minutes=1))
-    assert outcome.action == "held"
+    slot = now + timedelta(minutes=1)
+    outcome = desk_slot(store, settings, slot, slot)
+    assert (outcome.action, outcome.edition) == ("held", 1)
     assert [r for r in _to(smtp) if r != "editor@example.org"] == []
+    assert desk.desk_view(store, settings, 1).status.value == "draft"
     store.close()
 
 

@@ -104,22 +104,6 @@ def test_veto_never_sends_a_draft_the_editors_had_no_time_to_veto(
     store.close()
 
 
-def test_veto_never_sends_a_hand_made_draft_unapproved(
-        store_url: str, smtp: LoopbackSMTPServer) -> None:
-    # An editor drafts by hand (no slot, no review mail) and is still shaping it.
-    settings = _settings(store_url, smtp, "veto")
-    store = Store.from_settings(settings)
-    _fill(store, settings)
-    now = datetime.now(UTC)
-    desk.draft_edition(store, settings, now)
-    slot = now + timedelta(minutes=1)
-    outcome = desk_slot(store, settings, slot, slot)
-    assert (outcome.action, outcome.edition) == ("held", 1)
-    assert _readers(smtp) == []
-    assert desk.desk_view(store, settings, 1).status.value == "draft"
-    store.close()
-
-
 def test_veto_still_sends_a_reviewed_draft_nobody_cancelled(
         store_url: str, smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "veto")
