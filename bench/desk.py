@@ -38,7 +38,6 @@ from digest.delivery import desk  # noqa: E402
 from digest.ingest import import_files  # noqa: E402
 from digest.store.db import Store  # noqa: E402
 from digest.store.drafts import coming_articles, next_coming  # noqa: E402
-from digest.store.models import utcnow  # noqa: E402
 from digest.web.app import create_app  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "topics" / "ag_news_train_sample.csv"
@@ -75,7 +74,7 @@ def desk_rounds(store: Store, settings, rounds: int) -> dict[str, list[float]]: 
 
 def _one_round(store: Store, settings) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
     """Draft, look, change, preview and cancel once: (what, ms) each."""
-    now = utcnow()
+    now = store.clock.now()
     view: list[desk.DeskView] = []
     out = [("draft", _timed(lambda: view.append(desk.draft_edition(store, settings, now))))]
     number = view[0].number
@@ -140,7 +139,7 @@ def main() -> None:
         store = Store.from_settings(settings)
         source = Path(folder) / "items.json"
         source.write_text(json.dumps(_items(args.articles)))
-        import_files(store.writes, TopicClassifier.from_settings(settings), [source])
+        import_files(store.writes, TopicClassifier.from_settings(settings), store.clock, [source])
         book = SubscriberBook(store, settings)
         for n in range(100):
             book.add(f"reader{n}@example.org")

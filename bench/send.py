@@ -444,14 +444,14 @@ def prepare_child(folder: Path, subscribers: int) -> None:
     from digest.resources import package_resource
     from digest.store.articles import upcoming_edition
     from digest.store.db import Store
-    from digest.store.models import Subscriber, SubscriberStatus, utcnow
+    from digest.store.models import Subscriber, SubscriberStatus
 
     write_keys(folder.parent)
     settings = load_settings(folder / "digest.toml")
     store = Store.from_settings(settings)
-    import_files(store.writes, TopicClassifier.from_settings(settings),
+    import_files(store.writes, TopicClassifier.from_settings(settings), store.clock,
                  [package_resource("data/sample_articles.json")])
-    now = utcnow()
+    now = store.clock.now()
     with store.engine.begin() as conn:
         conn.execute(insert(Subscriber), [
             {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
@@ -470,7 +470,8 @@ def prepare_child(folder: Path, subscribers: int) -> None:
         if variant is None:
             raise SystemExit(f"subscribers choosing {chosen} would be skipped: no such "
                              f"articles in the sample")
-        template = variant_template(settings, articles, number, now, variant, edition_id=1)
+        template = variant_template(settings, articles, number, now, variant, edition_id=1,
+                                    clock=store.clock)
         built = template.build(Recipient(i + 1, f"reader{i}@example.org", f"Reader {i}", 1,
                                          message_id(settings, 1, i + 1)))
         sizes["all" if variant == ALL_TOPICS else variant] = len(built)

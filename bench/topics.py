@@ -155,7 +155,7 @@ def edition_build(rounds: int) -> float:
                                 published_at=now - timedelta(hours=i % 150))
                    for i, s in enumerate((signals * 2)[:1000])]
         with store.writes.begin() as session:
-            write_articles(session, classifier, records)
+            write_articles(session, classifier, store.clock, records)
         times = []
         for _ in range(rounds):
             started = time.perf_counter()

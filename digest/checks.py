@@ -7,6 +7,7 @@ import re
 import smtplib
 import ssl
 from dataclasses import dataclass
+from datetime import datetime
 from html.parser import HTMLParser
 
 from .audience.subscribers import normalise_email
@@ -19,7 +20,6 @@ from .mail.transport import SessionStep, open_smtp, smtp_reply
 from .scheduler import edition_trigger
 from .store.db import STORE_ERRORS, Store
 from .store.feeds import feed_count
-from .store.models import utcnow
 from .store.subscribers import active_count, active_topic_choices
 
 __all__ = ["Step", "check_rendered", "check_schedule", "check_sender", "check_setup",
@@ -61,7 +61,7 @@ def _config_file(settings: Settings) -> str:
     return str(settings.config_path) if settings.config_path else "the config"
 
 
-def check_schedule(settings: Settings) -> list[Step]:
+def check_schedule(settings: Settings, now: datetime) -> list[Step]:
     """A failed step when `digest schedule run` would refuse [schedule] cron, or when the
     cron never comes; nothing when it is fine. The trigger is built by the scheduler's own
     function, so this check and the scheduler cannot disagree."""
@@ -71,7 +71,7 @@ def check_schedule(settings: Settings) -> list[Step]:
     except DigestError as exc:
         return [Step("schedule", False, f"{exc}; the scheduler refuses it: fix [schedule] "
                                         f"cron in {_config_file(settings)}")]
-    if not next_runs(trigger, utcnow(), 1):
+    if not next_runs(trigger, now, 1):
         return [Step("schedule", False, f"[schedule] cron {cron!r} never comes (no such date "
                                         f"from now on), so no edition would go out: fix "
                                         f"[schedule] cron in {_config_file(settings)}")]
@@ -133,7 +133,7 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
     except STORE_ERRORS as exc:
         store_ok = False
         steps.append(Step("store", False, f"{settings.store_url}: {exc}"))
-    steps += check_schedule(settings)
+    steps += check_schedule(settings, store.clock.now())
     steps += check_sender(settings)
     if store_ok:
         steps += check_subscriber_topics(settings, store)

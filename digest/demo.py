@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .audience.subscribers import SubscriberBook
+from .clock import Clock
 from .config import load_settings, with_overrides
 from .content.topics import TopicClassifier
 from .delivery.runner import SendReport, send_edition
@@ -51,7 +52,8 @@ def _prepare(folder: Path) -> None:
     (folder / _MARKER).write_text("made by digest demo; safe to delete this folder\n")
 
 
-def run_demo(folder: Path, progress: ProgressFn | None = None) -> DemoResult:
+def run_demo(folder: Path, progress: ProgressFn | None = None,
+             clock: Clock | None = None) -> DemoResult:
     _prepare(folder)
     config = folder / "digest.toml"
     shutil.copyfile(package_resource("config.example.toml"), config)
@@ -62,10 +64,10 @@ def run_demo(folder: Path, progress: ProgressFn | None = None) -> DemoResult:
             "connections": 2})
         # Like `digest init`: the links in the demo's mail are signed with a random key.
         create_secret_file(settings.secret_file)
-        store = Store.from_settings(settings)
+        store = Store.from_settings(settings, clock)
         try:
             classifier = TopicClassifier.from_settings(settings)
-            imported = import_files(store.writes, classifier,
+            imported = import_files(store.writes, classifier, store.clock,
                                     [package_resource("data/sample_articles.json")])
             book = SubscriberBook(store, settings)
             subs = book.import_csv(package_resource("data/sample_subscribers.csv"))

@@ -30,6 +30,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .audience.mailbox import fetch_bounces
+from .clock import Clock, system_clock
 from .config import Settings, load_settings
 from .delivery.approval import desk_slot, desk_sweep
 from .delivery.runner import send_due
@@ -39,7 +40,6 @@ from .ingest.feeds import FeedBook
 from .store.db import Store
 from .store.editions import active_zones, recent_editions, wave_times
 from .store.locks import SchedulerLock
-from .store.models import utcnow
 
 __all__ = [
     "Overview",
@@ -72,6 +72,8 @@ class _Runtime:
     stop: threading.Event = field(default_factory=threading.Event)
     # The running scheduler, for jobs that add wave jobs or move the edition's trigger.
     scheduler: BaseScheduler | None = None
+    # The clock the jobs decide by (run_scheduler's caller's).
+    clock: Clock = field(default_factory=system_clock)
 
 
 _RUNTIME = _Runtime()
@@ -86,12 +88,13 @@ def _zones_in_use(store: Store, settings: Settings) -> set[str]:
 def edition_trigger(settings: Settings, store: Store | None = None,
                     now: datetime | None = None) -> CronTrigger:
     """The edition's cron in the configured zone; with local_time, in the subscribers' zone
-    whose next run comes first (the edition is built once, at the earliest slot)."""
+    whose next run comes first after now (default: the store's clock) — the edition is
+    built once, at the earliest slot."""
     zone = ZoneInfo(settings.schedule.timezone)
     trigger = cron_trigger(settings.schedule.cron, zone)
     if not settings.schedule.local_time or store is None:
         return trigger
-    now = now or utcnow()
+    now = now or store.clock.now()
     best = (trigger.get_next_fire_time(None, now), trigger)
     for name in _zones_in_use(store, settings):
         candidate = cron_trigger(settings.schedule.cron, ZoneInfo(name))
@@ -106,7 +109,7 @@ def edition_trigger(settings: Settings, store: Store | None = None,
 @contextmanager
 def _job(config: str | None) -> Iterator[tuple[Settings, Store]]:
     settings = load_settings(config)
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, _RUNTIME.clock)
     try:
         yield settings, store
     except DigestError as exc:
@@ -118,7 +121,7 @@ def _job(config: str | None) -> Iterator[tuple[Settings, Store]]:
 def edition_job(config: str | None) -> None:
     """Run the edition slot that is due now."""
     with _job(config) as (settings, store):
-        now = utcnow()
+        now = store.clock.now()
         trigger = edition_trigger(settings, store, now)
         slot = latest_slot(trigger, now, settings.schedule.misfire_grace)
         if slot is None:
@@ -140,7 +143,7 @@ def sweep_job(config: str | None) -> None:
     with _job(config) as (settings, store):
         for line in send_due(store, settings, stop=_RUNTIME.stop):
             log.info("%s", line)
-        now = utcnow()
+        now = store.clock.now()
         upcoming = edition_trigger(settings, store, now).get_next_fire_time(None, now)
         for line in desk_sweep(store, settings, now, upcoming, _RUNTIME.stop):
             log.info("%s", line)
@@ -245,7 +248,7 @@ def build_scheduler(settings: Settings, store: Store, config: str | None) -> Blo
             # The start-up sweep is the sweep's first run: one job, so max_instances keeps
             # a second sweep from running beside it when the stored run time is past too.
             # The mailbox too is read at start, not poll_minutes later.
-            extra["next_run_time"] = utcnow()
+            extra["next_run_time"] = store.clock.now()
         scheduler.add_job(func, trigger, args=[config], id=job_id, name=job_id,
                           replace_existing=True, **extra)
     gone = [OLD_STARTUP_JOB]
@@ -279,16 +282,19 @@ def _wake_on_stop(scheduler: _DigestScheduler) -> None:
     scheduler.wakeup()
 
 
-def run_scheduler(settings: Settings, config: str | None) -> None:
-    """Run until SIGTERM or SIGINT; then let messages in flight finish and return.
+def run_scheduler(settings: Settings, config: str | None, clock: Clock | None = None) -> None:
+    """Run until SIGTERM or SIGINT; then let messages in flight finish and return. Its
+    jobs decide by clock (the machine's when None); APScheduler's own timer waits on the
+    machine's clock, so a FixedClock only suits the decisions, not when they run.
 
     A signal at any moment from here on (waiting for the lock, building the jobs, the first
     pass over them, a job running) stops the scheduler cleanly and this returns normally."""
     stop = _RUNTIME.stop
     stop.clear()
+    _RUNTIME.clock = clock or system_clock()
     previous = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM,
                                                                       signal.SIGINT)}
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, _RUNTIME.clock)
     lock = SchedulerLock(store)
     waker: threading.Thread | None = None
     try:
@@ -301,7 +307,7 @@ def run_scheduler(settings: Settings, config: str | None) -> None:
         log.info("scheduler started (pid %s): edition cron %r in %s, misfire grace %ss",
                  os.getpid(), settings.schedule.cron, settings.schedule.timezone,
                  settings.schedule.misfire_grace)
-        upcoming = next_runs(edition_trigger(settings, store), utcnow(), 1)
+        upcoming = next_runs(edition_trigger(settings, store), store.clock.now(), 1)
         if upcoming:
             log.info("next edition slot: %s", upcoming[0].isoformat())
         scheduler.start()          # returns once stop is set and the scheduler shut down
@@ -342,7 +348,7 @@ class Overview:
 
 def schedule_overview(settings: Settings, store: Store, now: datetime | None = None,
                       count: int = 3) -> Overview:
-    now = now or utcnow()
+    now = now or store.clock.now()
     zone = ZoneInfo(settings.schedule.timezone)
     trigger = edition_trigger(settings, store, now)
     runs = [fire.astimezone(zone) for fire in next_runs(trigger, now, count)]

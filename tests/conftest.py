@@ -4,6 +4,7 @@ import gc
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from digest.cli import cli
+from digest.clock import Clock, FixedClock
 
 ROOT = Path(__file__).resolve().parent.parent
 # Real-world material written by others (tests/data/SOURCES.md says where from).
@@ -43,12 +45,25 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-class Digest:
-    """Runs `digest …` in a working folder the way a user would."""
+# The time tests start at when they set the clock: a Monday morning, far from the day the
+# suite runs on (the test of the clock itself runs the suite years ahead under faketime).
+NOW = datetime(2031, 3, 3, 6, 0, tzinfo=UTC)
 
-    def __init__(self, folder: Path) -> None:
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """A clock that stands at NOW until the test moves it."""
+    return FixedClock(NOW)
+
+
+class Digest:
+    """Runs `digest …` in a working folder the way a user would; with a clock, every
+    command decides by it (as a program embedding the CLI would hand in its own)."""
+
+    def __init__(self, folder: Path, clock: Clock | None = None) -> None:
         self.folder = folder
         self.runner = CliRunner()
+        self.clock = clock
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None
                  ) -> Result:
@@ -56,7 +71,7 @@ class Digest:
         os.chdir(self.folder)
         try:
             return self.runner.invoke(cli, list(args), input=input, env=env,
-                                      catch_exceptions=False)
+                                      catch_exceptions=False, obj=self.clock)
         finally:
             os.chdir(cwd)
 

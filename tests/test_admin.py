@@ -19,14 +19,13 @@ from datetime import timedelta
 import httpx
 import pytest
 from argon2 import PasswordHasher
-from conftest import SAMPLE_JSON, Digest, execute, smtp_env, sql
+from conftest import NOW, SAMPLE_JSON, Digest, execute, smtp_env, sql
 
 from digest.audience import admins
 from digest.config import Settings, load_settings, with_overrides
 from digest.delivery import desk
 from digest.mail.loopback import LoopbackSMTPServer
 from digest.store.db import Store
-from digest.store.models import utcnow
 from digest.web.app import WebServer, create_app
 
 # Pages and rules, not the database: SQLite, but for the tests marked both_backends.
@@ -162,7 +161,7 @@ def test_a_session_ends_when_its_hours_are_over_and_is_cleaned_away(
         digest: Digest, store: Store) -> None:
     add_user(digest)
     settings = settings_of(digest)
-    start = utcnow()
+    start = NOW
     token = admins.sign_in(store, settings, EDITOR, PASSWORD, None, now=start)
     assert token is not None
     assert admins.session_user(store, token, start + timedelta(hours=11.9)) is not None
@@ -189,7 +188,7 @@ def test_lockout_counts_known_and_unknown_addresses_alike_and_ends(
     add_user(digest)
     settings = with_overrides(settings_of(digest), admin={"lockout_failures": 3,
                                                           "lockout_minutes": 15})
-    start = utcnow()
+    start = NOW
     for address in (EDITOR, "nobody@example.org"):
         for minute in range(3):
             assert admins.sign_in(store, settings, address, "wrong password 123", None,

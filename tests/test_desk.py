@@ -15,6 +15,7 @@ import lxml.html
 import pytest
 from conftest import SAMPLE_JSON, Digest, smtp_env, sql
 
+from digest.clock import FixedClock
 from digest.config import load_settings, with_overrides
 from digest.delivery import desk
 from digest.delivery.approval import desk_slot, desk_sweep
@@ -270,10 +271,12 @@ def _settings(store_url: str, smtp: LoopbackSMTPServer, approval: str, **schedul
 
 
 def _fill(store: Store, settings) -> None:  # type: ignore[no-untyped-def]
+    """The sample articles (at the store's clock's time) and two readers."""
     from digest.audience.subscribers import SubscriberBook
     from digest.content.topics import TopicClassifier
     from digest.ingest import import_files
-    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), store.clock,
+                 [SAMPLE_JSON])
     book = SubscriberBook(store, settings)
     book.add("ada@example.org")
     book.add("grace@example.org")
@@ -390,17 +393,20 @@ def test_an_approved_edition_keeps_local_time_waves(store_url: str,
                                                     smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "required", cron="0 8 * * mon",
                          timezone="Europe/Berlin", local_time=True)
-    store = Store.from_settings(settings)
+    slot = datetime(2026, 12, 6, 23, tzinfo=UTC)               # Monday 08:00 in Tokyo
+    clock = FixedClock(slot - timedelta(days=1))               # the articles come on Sunday
+    store = Store.from_settings(settings, clock)
     _fill(store, settings)
     from digest.audience.subscribers import SubscriberBook
     SubscriberBook(store, settings).add("tokyo@example.org", timezone="Asia/Tokyo")
-    slot = datetime(2026, 12, 6, 23, tzinfo=UTC)               # Monday 08:00 in Tokyo
     desk_sweep(store, settings, slot - timedelta(hours=20), slot)
     desk.approve_edition(store, settings, 1, "editor", slot - timedelta(hours=1))
+    clock.set(slot)
     desk_slot(store, settings, slot, slot)
     readers = [r for r in _to(smtp) if r != "editor@example.org"]
     assert readers == ["tokyo@example.org"]                  # Berlin's 08:00 comes later
-    send_due(store, settings, now=datetime(2026, 12, 7, 7, tzinfo=UTC))
+    clock.set(datetime(2026, 12, 7, 7, tzinfo=UTC))
+    send_due(store, settings, now=clock.now())
     readers = [r for r in _to(smtp) if r != "editor@example.org"]
     assert sorted(readers) == ["ada@example.org", "grace@example.org", "tokyo@example.org"]
     store.close()

@@ -16,6 +16,7 @@ from conftest import Digest, execute, sql
 from rich.cells import cell_len
 from test_topics import NOW, POPE, import_items, item
 
+from digest.clock import FixedClock
 from digest.config import GroupingSettings, load_settings
 from digest.content.stories import find_stories
 from digest.errors import ConfigError
@@ -23,9 +24,9 @@ from digest.store.models import Article, Source
 
 
 @pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`digest preview` sees NOW as the time."""
-    monkeypatch.setattr("digest.cli.preview.utcnow", lambda: NOW)
+def frozen(digest: Digest) -> None:
+    """Every `digest …` of the test (imports and preview alike) sees NOW as the time."""
+    digest.clock = FixedClock(NOW)
 
 
 def _config(digest: Digest) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SAMPLE_JSON, Digest, smtp_env, sql
+from conftest import NOW, SAMPLE_JSON, Digest, smtp_env, sql
 from test_web import a_site, csrf_form, sign_up
 
 from digest.audience.bounces import BounceDesk
@@ -20,6 +20,7 @@ from digest.audience.findings import Finding, Reading
 from digest.config import load_settings
 from digest.delivery.sender import session_bounce
 from digest.mail.loopback import LoopbackSMTPServer
+from digest.store.bounces import NewEvent
 from digest.store.db import Store
 from digest.store.ledger import Claim
 from digest.store.models import BounceKind
@@ -364,10 +365,13 @@ def test_the_retired_bounce_threshold_says_what_took_its_place(digest: Digest) -
 
 def test_the_status_of_a_reply_is_the_code_after_its_digits_never_an_address() -> None:
     claim = Claim(1, 2, "", 0, "<m@x>", 3, "a@example.org", "", 1)
-    assert session_bounce(claim, "550 5.1.1 <a@example.org>: user unknown").status == "5.1.1"
-    event = session_bounce(claim, "550 host 10.2.0.110 said: no such user here")
+    def bounce(reply: str) -> NewEvent:
+        return session_bounce(claim, reply, NOW)
+
+    assert bounce("550 5.1.1 <a@example.org>: user unknown").status == "5.1.1"
+    event = bounce("550 host 10.2.0.110 said: no such user here")
     assert (event.status, event.kind) == (None, BounceKind.HARD)
-    assert session_bounce(claim, "552 5.2.2 over quota").kind is BounceKind.SOFT
+    assert bounce("552 5.2.2 over quota").kind is BounceKind.SOFT
 
 
 BOUNCES = Path(__file__).parent / "data" / "bounces"

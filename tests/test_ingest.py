@@ -288,7 +288,7 @@ def test_other_writers_complete_while_a_long_import_runs(digest: Digest,
         at=str(_article(700)["title"]), reached=reached, resume=resume)
     reports = []
     importer = threading.Thread(target=lambda: reports.append(
-        import_files(store.writes, classifier, [path])))
+        import_files(store.writes, classifier, store.clock, [path])))
     importer.start()
     try:
         assert reached.wait(120), "the import never reached record 700"

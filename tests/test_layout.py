@@ -118,3 +118,24 @@ def test_rooms_import_each_other_one_way() -> None:
     circular = sorted(f"{a} → {b}" for a, targets in graph.items() for b in targets
                       if reaches(b, a, {b}))
     assert circular == []
+
+
+# What reads the machine's clock: the clock module (SystemClock) and the default of a
+# record's own created_at/updated_at column. Everything else is handed a Clock or a time.
+_WALL_CLOCK_READERS = {"digest.clock", "digest.store.models"}
+_WALL_CLOCK_CALLS = {"datetime.now", "datetime.utcnow", "datetime.today", "date.today",
+                     "time.time", "time.time_ns", "time.localtime", "time.gmtime",
+                     "utcnow"}
+
+
+def test_only_the_clock_reads_the_wall_clock() -> None:
+    """Time is an input: no module decides by datetime.now() or time.time() behind its
+    caller's back (durations by time.monotonic() are not the date and stay allowed)."""
+    found = []
+    for name, path in _modules().items():
+        if name in _WALL_CLOCK_READERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in _WALL_CLOCK_CALLS:
+                found.append(f"{name}:{node.lineno}: {ast.unparse(node.func)}()")
+    assert found == []

@@ -10,10 +10,11 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_JSON
+from conftest import NOW, SAMPLE_JSON
 from sqlalchemy import select
 
 from digest.audience.subscribers import SubscriberBook
+from digest.clock import FixedClock
 from digest.config import Settings, load_settings, with_overrides
 from digest.content.edition import build_content
 from digest.content.topics import TopicClassifier
@@ -31,7 +32,7 @@ from digest.mail.render import Renderer
 from digest.mail.transport import MaildirTransport
 from digest.store.articles import new_articles
 from digest.store.db import Store
-from digest.store.models import Delivery, DeliveryStatus, utcnow
+from digest.store.models import Delivery, DeliveryStatus
 
 NAMES = ["", "Ada", "Zoë Müller-Łukasiewicz", "Evil\r\nBcc: victim@example.org",
          'Doe, "John" <x>', "李小龍", "A" * 150, "word " * 40, "B" * 200, "😀" * 200,
@@ -49,8 +50,8 @@ def setup(store_url: str) -> Iterator[tuple[Settings, Store]]:
                     "for/the/archive/and/the/unsubscribe/pages",
         "reply_to": "Letters <letters@example.org>",
         "unsubscribe_mailto": "unsubscribe@example.org"})
-    store = Store.from_settings(settings)
-    import_files(store.writes, TopicClassifier(settings.topics, "More stories"),
+    store = Store.from_settings(settings, FixedClock(NOW))
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), store.clock,
                  [SAMPLE_JSON])
     yield settings, store
     store.close()
@@ -67,10 +68,11 @@ def decoded(raw: bytes, header: str) -> str | None:
 
 
 def template(settings: Settings, store: Store, variant: str = "") -> MessageTemplate:
-    now = utcnow()
+    now = store.clock.now()
     with store.sessions() as session:
         content = build_content(new_articles(session, now), settings, 7, now, variant)
-    return MessageTemplate(settings, Renderer(settings).render(content), variant, 7)
+    return MessageTemplate(settings, Renderer(settings).render(content), variant, 7,
+                           clock=store.clock)
 
 
 def test_fast_path_equals_the_email_package(setup: tuple[Settings, Store]) -> None:
@@ -133,7 +135,7 @@ def test_one_render_per_variant_not_per_subscriber(setup: tuple[Settings, Store]
     book = SubscriberBook(store, settings)
     for i in range(30):
         book.add(f"r{i}@example.org", topics=[["AI"], ["Science", "AI"], []][i % 3])
-    edition, created = open_edition(store, settings, utcnow())
+    edition, created = open_edition(store, settings, store.clock.now())
     assert created
     sender = Sender(store, settings, MaildirTransport(tmp_path / "mail"))
     counts = sender.run(edition_id=edition.id)
@@ -142,8 +144,7 @@ def test_one_render_per_variant_not_per_subscriber(setup: tuple[Settings, Store]
     with store.sessions() as session:
         rows = session.scalars(select(Delivery)).all()
     assert {r.status for r in rows} == {DeliveryStatus.SENT}
-    assert all(r.sent_at is not None and abs((r.sent_at - utcnow()).total_seconds()) < 60
-               for r in rows)
+    assert all(r.sent_at == NOW for r in rows)
     assert len(list((tmp_path / "mail" / "new").iterdir())) == 30
 
 
@@ -168,12 +169,12 @@ def test_a_long_or_hostile_title_keeps_every_header_line_within_the_limits(
 
     settings, store = setup
     settings = with_overrides(settings, digest={"subject": "{top_story}"})
-    now = utcnow()
+    now = store.clock.now()
     with store.sessions() as session:
         articles = new_articles(session, now)
     articles[0].title = title
     t = MessageTemplate(settings, Renderer(settings).render(
-        build_content(articles[:1], settings, 7, now)), "", 7)
+        build_content(articles[:1], settings, 7, now)), "", 7, clock=store.clock)
     for i, name in enumerate(NAMES):
         r = Recipient(i + 1, f"reader{i}@example.org", name, 3, message_id(settings, 7, i + 1))
         fast_bytes = t.build(r)
@@ -198,7 +199,7 @@ def test_content_cannot_fill_in_a_readers_data(setup: tuple[Settings, Store]) ->
     """Placeholders are drawn per rendering: an article that spells out any placeholder
     (old or guessed) gets no subscriber's address or unsubscribe link filled in."""
     settings, store = setup
-    now = utcnow()
+    now = store.clock.now()
     with store.sessions() as session:
         articles = new_articles(session, now)
     bait = ("__DIGEST_EMAIL__ __DIGEST_UNSUBSCRIBE_URL__ __DIGEST_PREFERENCES_URL__ "
@@ -207,7 +208,7 @@ def test_content_cannot_fill_in_a_readers_data(setup: tuple[Settings, Store]) ->
     articles[0].summary = f"See https://tracker.example.net/?who={bait}"
     articles[0].url = "https://tracker.example.net/?e=__DIGEST_EMAIL__"
     t = MessageTemplate(settings, Renderer(settings).render(
-        build_content(articles, settings, 7, now)), "", 7)
+        build_content(articles, settings, 7, now)), "", 7, clock=store.clock)
     r = Recipient(5, "victim@example.org", "Victim", 1, message_id(settings, 7, 5))
     msg = message_from_bytes(t.build(r), policy=policy.default)
     unsubscribe = t.personal(r).unsubscribe_url

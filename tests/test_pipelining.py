@@ -110,6 +110,9 @@ def test_the_templates_data_form_is_wire_data_of_its_message() -> None:
     """build_wire (the bulk prepared once per variant) gives exactly what wire_data makes
     of build's message, for a variant whose text and HTML have lines that start with a
     dot, before and after each subscriber's values."""
+    from conftest import NOW
+
+    from digest.clock import FixedClock
     from digest.config import load_settings
     from digest.mail.message import MessageTemplate, Recipient
     from digest.mail.render import RenderedVariant, new_placeholders
@@ -120,7 +123,7 @@ def test_the_templates_data_form_is_wire_data_of_its_message() -> None:
             + "\n.after\n" + marks["unsubscribe_url"] + "\n.\n" + marks["email"] + "\n")
     html = f"<p>.{marks['greeting']}</p>\n.<p>{marks['preferences_url']}</p>\n"
     rendered = RenderedVariant("Dots", html, text, 1, 1, 1, marks)
-    template = MessageTemplate(settings, rendered, "", 1)
+    template = MessageTemplate(settings, rendered, "", 1, clock=FixedClock(NOW))
     # Names whose greeting quoted-printable folds right before a dot.
     names = ["Ada", ".Dot Name", *("x" * k + ".y" for k in range(60, 80))]
     dotted = 0

@@ -30,13 +30,13 @@ from mailservers import Dovecot, need_dovecot
 from sqlalchemy import text
 
 from digest.audience.subscribers import SubscriberBook
+from digest.clock import FixedClock
 from digest.config import load_settings, with_overrides
 from digest.delivery.runner import run_slot, send_due
 from digest.delivery.timing import next_runs
 from digest.mail.loopback import LoopbackSMTPServer
 from digest.scheduler import edition_trigger
 from digest.store.db import Store
-from digest.store.models import utcnow
 
 _RUNNING: list[Scheduler] = []
 
@@ -276,32 +276,38 @@ def test_local_time_waves_reach_each_zone_at_its_own_0800(store_url: str,
                                                           smtp: LoopbackSMTPServer) -> None:
     settings = _store(store_url, cron="0 8 * * mon", timezone="Europe/Berlin", local_time=True)
     settings = with_overrides(settings, smtp={"port": smtp.port})
-    store = Store.from_settings(settings)
+    sunday = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    clock = FixedClock(sunday)                   # the articles come in on Sunday
+    store = Store.from_settings(settings, clock)
     from digest.content.topics import TopicClassifier
     from digest.ingest import import_files
-    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), clock,
+                 [SAMPLE_JSON])
     book = SubscriberBook(store, settings)
     book.add("tokyo@example.org", timezone="Asia/Tokyo")
     book.add("berlin@example.org", timezone="Europe/Berlin")
     book.add("newyork@example.org", timezone="America/New_York")
     book.add("default@example.org")                      # the config's zone: Berlin
 
-    sunday = datetime(2026, 11, 29, 12, tzinfo=UTC)
     slot = next_runs(edition_trigger(settings, store, sunday), sunday, 1)[0]
     assert slot == datetime(2026, 11, 29, 23, tzinfo=UTC)    # Monday 08:00 in Tokyo
 
     def got() -> set[str]:
         return {i.recipients[0].split("@")[0] for i in smtp.received}
 
-    run_slot(store, settings, slot, now=slot)
+    def at(when: datetime) -> datetime:
+        clock.set(when)
+        return when
+
+    run_slot(store, settings, slot, now=at(slot))
     assert got() == {"tokyo"}
-    send_due(store, settings, now=datetime(2026, 11, 30, 6, 59, tzinfo=UTC))
+    send_due(store, settings, now=at(datetime(2026, 11, 30, 6, 59, tzinfo=UTC)))
     assert got() == {"tokyo"}
-    send_due(store, settings, now=datetime(2026, 11, 30, 7, 0, tzinfo=UTC))  # 08:00 Berlin
+    send_due(store, settings, now=at(datetime(2026, 11, 30, 7, 0, tzinfo=UTC)))  # Berlin 8:00
     assert got() == {"tokyo", "berlin", "default"}
-    send_due(store, settings, now=datetime(2026, 11, 30, 12, 59, tzinfo=UTC))
+    send_due(store, settings, now=at(datetime(2026, 11, 30, 12, 59, tzinfo=UTC)))
     assert got() == {"tokyo", "berlin", "default"}
-    send_due(store, settings, now=datetime(2026, 11, 30, 13, 0, tzinfo=UTC))  # 08:00 New York
+    send_due(store, settings, now=at(datetime(2026, 11, 30, 13, 0, tzinfo=UTC)))  # New York
     assert got() == {"tokyo", "berlin", "default", "newyork"}
     assert len(smtp.received) == 4
     with store.engine.connect() as conn:
@@ -313,17 +319,18 @@ def test_local_time_waves_reach_each_zone_at_its_own_0800(store_url: str,
     store.close()
 
 
-def test_thin_week_is_skipped_and_articles_carry_over(store_url: str,
-                                                      smtp: LoopbackSMTPServer) -> None:
+def test_thin_week_is_skipped_and_articles_carry_over(store_url: str, smtp: LoopbackSMTPServer,
+                                                      clock: FixedClock) -> None:
     settings = _store(store_url)
     settings = with_overrides(settings, smtp={"port": smtp.port},
                               digest={"min_articles": 31})
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, clock)
     from digest.content.topics import TopicClassifier
     from digest.ingest import import_files
-    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), [SAMPLE_JSON])
+    import_files(store.writes, TopicClassifier(settings.topics, "More stories"), clock,
+                 [SAMPLE_JSON])
     SubscriberBook(store, settings).add("a@example.org")
-    now = utcnow()
+    now = clock.advance(minutes=1)
     outcome = run_slot(store, settings, now - timedelta(seconds=1), now=now)
     assert outcome.action == "skipped"
     assert outcome.detail == ("30 new articles, fewer than min_articles 31; they carry over "
@@ -363,7 +370,8 @@ def add_due_one_shot_jobs(folder: Path, count: int) -> None:
     jobstore = SQLAlchemyJobStore(url=url, tablename="apscheduler_jobs")
     jobstore.start(lender, "default")
     try:
-        past = utcnow() - timedelta(seconds=1)
+        # The scheduler process runs on the machine's clock: due is before its now.
+        past = datetime.now(UTC) - timedelta(seconds=1)
         for i in range(count):
             job_id = f"digest-wave-test-{i}"
             if jobstore.lookup_job(job_id) is not None:

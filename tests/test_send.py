@@ -643,7 +643,6 @@ def test_a_small_list_is_shared_among_the_connections(newsroom: Digest, smtp: Lo
     from digest.mail.transport import make_transport
     from digest.store.db import Store
     from digest.store.ledger import StoreLedger
-    from digest.store.models import utcnow
 
     settings = load_settings(tmp_path / "digest.toml",
                              environ=smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="4"))
@@ -656,7 +655,7 @@ def test_a_small_list_is_shared_among_the_connections(newsroom: Digest, smtp: Lo
             return super().claim(limit, *args, **kwargs)
 
     try:
-        edition, _ = open_edition(store, settings, utcnow())
+        edition, _ = open_edition(store, settings, store.clock.now())
         sender = Sender(store, settings, make_transport(settings),
                         ledger=lambda: Recording(store))
         assert sender.run(edition_id=edition.id)["sent"] == 20

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import DATA, SEED, Digest, fresh_python, need, sql
+from conftest import NOW as START
 
+from digest.clock import FixedClock
 from digest.config import GroupingSettings, TopicRule, default_topics
 from digest.content.semantic import pack
 from digest.content.topics import Signals, TopicClassifier
 from digest.store.articles import LearningRow
 
 SAMPLE = DATA / "topics" / "ag_news_train_sample.csv"
-# After every article the tests add; the articles' dates are set from it.
-NOW = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+# The time of the tests that set the clock (`frozen`); the articles' dates are set from it.
+NOW = START
 
 
 def rows() -> list[list[str]]:
@@ -45,9 +47,9 @@ def import_items(digest: Digest, items: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`digest preview` sees NOW as the time."""
-    monkeypatch.setattr("digest.cli.preview.utcnow", lambda: NOW)
+def frozen(digest: Digest) -> None:
+    """Every `digest …` of the test (imports and preview alike) sees NOW as the time."""
+    digest.clock = FixedClock(NOW)
 
 
 # --- choosing the topic -------------------------------------------------------------------

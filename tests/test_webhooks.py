@@ -151,7 +151,7 @@ def test_ses_bounce_from_the_aws_docs_is_read_once_verified(fake_sns: FakeSns,
                                                             version: str) -> None:
     sns = SnsClient(fake_sns.transport)
     message = sns_notification("ses-bounce-with-dsn.json", fake_sns.key, version=version)
-    [finding] = verify_and_read_ses(body(message), SETTINGS, sns)
+    [finding] = verify_and_read_ses(body(message), SETTINGS, sns, now=time.time())
     assert (finding.source, finding.recipient, finding.kind, finding.status) == \
         ("webhook:ses", "jane@example.com", BounceKind.HARD, "5.1.1")
     assert finding.reason == "smtp; 550 5.1.1 <jane@example.com>... User"
@@ -166,11 +166,12 @@ def test_ses_bounce_from_the_aws_docs_is_read_once_verified(fake_sns: FakeSns,
 def test_ses_complaint_transient_bounce_and_delivery(fake_sns: FakeSns) -> None:
     sns = SnsClient(fake_sns.transport)
     [complaint] = verify_and_read_ses(
-        body(sns_notification("ses-complaint-with-feedback.json", fake_sns.key)), SETTINGS, sns)
+        body(sns_notification("ses-complaint-with-feedback.json", fake_sns.key)), SETTINGS, sns,
+        now=time.time())
     assert (complaint.recipient, complaint.kind) == ("richard@example.com",
                                                      BounceKind.COMPLAINT)
     assert verify_and_read_ses(body(sns_notification("ses-delivery.json", fake_sns.key)),
-                               SETTINGS, sns) == []
+                               SETTINGS, sns, now=time.time()) == []
     for bounce_type, kind in (("Transient", BounceKind.SOFT),
                               ("Undetermined", BounceKind.SOFT)):
         message = sample("sns-notification.json")
@@ -178,14 +179,15 @@ def test_ses_complaint_transient_bounce_and_delivery(fake_sns: FakeSns) -> None:
         ses["bounce"]["bounceType"] = bounce_type
         message.update(Message=json.dumps(ses), Timestamp=iso(time.time()))
         sign_sns(message, fake_sns.key)
-        assert [f.kind for f in verify_and_read_ses(body(message), SETTINGS, sns)] == [kind]
+        assert [f.kind for f in verify_and_read_ses(body(message), SETTINGS, sns,
+                                                    now=time.time())] == [kind]
     # A complaint whose feedback type is not-spam is no complaint.
     not_spam = sample("ses-complaint-with-feedback.json")
     not_spam["complaint"]["complaintFeedbackType"] = "not-spam"
     message = sample("sns-notification.json")
     message.update(Message=json.dumps(not_spam), Timestamp=iso(time.time()))
     sign_sns(message, fake_sns.key)
-    assert verify_and_read_ses(body(message), SETTINGS, sns) == []
+    assert verify_and_read_ses(body(message), SETTINGS, sns, now=time.time()) == []
     # One certificate fetch for all of them.
     assert len(fake_sns.requests) == 1
 
@@ -206,7 +208,7 @@ def test_forged_altered_stale_or_foreign_sns_messages_are_rejected(fake_sns: Fak
              "unknown version": unknown_version}
     for what, message in cases.items():
         with pytest.raises(WebhookRejected):
-            verify_and_read_ses(body(message), SETTINGS, sns)
+            verify_and_read_ses(body(message), SETTINGS, sns, now=time.time())
             pytest.fail(f"the {what} message was accepted")
 
 
@@ -226,7 +228,7 @@ def test_a_certificate_off_an_sns_host_is_rejected_before_any_fetch(
     message = sns_notification("ses-bounce-with-dsn.json", fake_sns.key)
     message["SigningCertURL"] = url
     with pytest.raises(WebhookRejected, match="SigningCertURL"):
-        verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport))
+        verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport), now=time.time())
     assert fake_sns.requests == []
 
 
@@ -234,14 +236,16 @@ def test_china_regions_are_sns_hosts_too(fake_sns: FakeSns) -> None:
     message = sns_notification("ses-bounce-with-dsn.json", fake_sns.key)
     message["SigningCertURL"] = ("https://sns.cn-north-1.amazonaws.com.cn/"
                                  "SimpleNotificationService-x.pem")
-    assert len(verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport))) == 1
+    assert len(verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport),
+                                   now=time.time())) == 1
 
 
 def test_a_subscription_confirmation_gets_its_subscribe_url(fake_sns: FakeSns) -> None:
     message = sample("sns-subscription-confirmation.json")
     message["Timestamp"] = iso(time.time())
     sign_sns(message, fake_sns.key)
-    assert verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport)) == []
+    assert verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport),
+                               now=time.time()) == []
     certificate, confirmation = fake_sns.requests
     assert confirmation.method == "GET"
     assert str(confirmation.url) == message["SubscribeURL"]
@@ -250,7 +254,7 @@ def test_a_subscription_confirmation_gets_its_subscribe_url(fake_sns: FakeSns) -
     message["SubscribeURL"] = "https://attacker.example/?Action=ConfirmSubscription"
     sign_sns(message, fake_sns.key)
     with pytest.raises(WebhookRejected, match="SubscribeURL"):
-        verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport))
+        verify_and_read_ses(body(message), SETTINGS, SnsClient(fake_sns.transport), now=time.time())
     assert [r.url.host for r in fake_sns.requests] == ["sns.us-west-2.amazonaws.com"]
 
 
@@ -258,10 +262,10 @@ def test_not_json_is_malformed_and_an_empty_topic_list_accepts_nothing(
         fake_sns: FakeSns) -> None:
     sns = SnsClient(fake_sns.transport)
     with pytest.raises(WebhookMalformed):
-        verify_and_read_ses(b"<xml/>", SETTINGS, sns)
+        verify_and_read_ses(b"<xml/>", SETTINGS, sns, now=time.time())
     message = sns_notification("ses-bounce-with-dsn.json", fake_sns.key)
     with pytest.raises(WebhookRejected, match="TopicArn"):
-        verify_and_read_ses(body(message), WebhooksSettings(), sns)
+        verify_and_read_ses(body(message), WebhooksSettings(), sns, now=time.time())
 
 
 # --- Postmark ---------------------------------------------------------------------------
@@ -320,17 +324,17 @@ def mailgun_payload(event_sample: str, *, key: str = MAILGUN_KEY, at: float | No
 
 def test_mailgun_failed_and_complained_events() -> None:
     [hard] = verify_and_read_mailgun(body(mailgun_payload("mailgun-failed-permanent.json")),
-                                     SETTINGS)
+                                     SETTINGS, now=time.time())
     assert (hard.recipient, hard.kind, hard.status) == ("invalid@example.com",
                                                         BounceKind.HARD, "5.1.1")
     assert hard.occurred_at == datetime(2018, 8, 12, 21, 47, 2, 389832, UTC)
     [soft] = verify_and_read_mailgun(body(mailgun_payload("mailgun-failed-temporary.json")),
-                                     SETTINGS)
+                                     SETTINGS, now=time.time())
     assert (soft.recipient, soft.kind, soft.reason) == ("undeliverable@nomx.example.com",
                                                         BounceKind.SOFT,
                                                         "No MX for nomx.example.com")
     payload = mailgun_payload("mailgun-complained.json")
-    [complaint] = verify_and_read_mailgun(body(payload), SETTINGS)
+    [complaint] = verify_and_read_mailgun(body(payload), SETTINGS, now=time.time())
     assert (complaint.kind, complaint.report_id) == (BounceKind.COMPLAINT,
                                                      "mailgun:ncV2XwymRUKbPek_MIM-Gw")
 
@@ -342,17 +346,17 @@ def test_mailgun_forged_stale_and_replayed_tokens_are_rejected() -> None:
     future = mailgun_payload("mailgun-failed-permanent.json", at=time.time() + 301)
     for payload in (forged, stale, future):
         with pytest.raises(WebhookRejected):
-            verify_and_read_mailgun(body(payload), SETTINGS, seen=seen)
+            verify_and_read_mailgun(body(payload), SETTINGS, seen=seen, now=time.time())
     good = mailgun_payload("mailgun-failed-permanent.json")
-    assert len(verify_and_read_mailgun(body(good), SETTINGS, seen=seen)) == 1
+    assert len(verify_and_read_mailgun(body(good), SETTINGS, seen=seen, now=time.time())) == 1
     # The same token again, as it was or with another event: a replay.
     altered = good | {"event-data": sample("mailgun-complained.json")}
     for payload in (good, altered):
         with pytest.raises(WebhookRejected, match="replay"):
-            verify_and_read_mailgun(body(payload), SETTINGS, seen=seen)
+            verify_and_read_mailgun(body(payload), SETTINGS, seen=seen, now=time.time())
     # Forgotten (its findings could not be recorded): the provider's next try is taken.
     seen.forget(good["signature"]["token"])
-    assert len(verify_and_read_mailgun(body(good), SETTINGS, seen=seen)) == 1
+    assert len(verify_and_read_mailgun(body(good), SETTINGS, seen=seen, now=time.time())) == 1
 
 
 # --- SendGrid ---------------------------------------------------------------------------
@@ -373,7 +377,7 @@ def test_sendgrids_own_signed_example_verifies() -> None:
     # The same request today is a replay; with a byte changed it does not verify.
     with pytest.raises(WebhookRejected, match="seconds from now"):
         verify_and_read_sendgrid(payload, example["signature"], example["timestamp"], key,
-                                 SETTINGS)
+                                 SETTINGS, now=time.time())
     with pytest.raises(WebhookRejected, match="does not verify"):
         verify_and_read_sendgrid(payload.replace(b"hello", b"hallo"), example["signature"],
                                  example["timestamp"], key, SETTINGS, now=then)
@@ -413,7 +417,7 @@ def test_sendgrid_events_map_to_kinds() -> None:
     headers = signer.headers(payload)
     found = verify_and_read_sendgrid(payload, headers["X-Twilio-Email-Event-Webhook-Signature"],
                                      headers["X-Twilio-Email-Event-Webhook-Timestamp"],
-                                     load_sendgrid_key(signer.public), SETTINGS)
+                                     load_sendgrid_key(signer.public), SETTINGS, now=time.time())
     # The deferral, the unsubscribed drop and the open record nothing.
     assert [(f.recipient, f.kind, f.status) for f in found] == [
         ("noreply@example.com", BounceKind.HARD, "5.1.1"),

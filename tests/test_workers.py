@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ def bulk_subscribers(folder: Path, count: int) -> None:
     from sqlalchemy import create_engine, insert
 
     from digest.config import load_settings
-    from digest.store.models import Subscriber, SubscriberStatus, utcnow
+    from digest.store.models import Subscriber, SubscriberStatus
 
     engine = create_engine(load_settings(folder / "digest.toml", environ={}).store_url)
-    now = utcnow()
+    now = datetime.now(UTC)     # written as another program would, at its time
     rows = [{"email": f"r{i:05d}@example.org", "email_key": f"r{i:05d}@example.org",
              "name": f"Reader {i}", "status": SubscriberStatus.ACTIVE, "topics": [],
              "token_version": 1, "hard_bounces": 0, "created_at": now, "updated_at": now}

@@ -35,7 +35,7 @@ from ..store import ratelimits as counters
 from ..store.admins import SubscriberPage
 from ..store.clicks import edition_clicks
 from ..store.db import Store
-from ..store.models import AdminUser, SubscriberStatus, utcnow
+from ..store.models import AdminUser, SubscriberStatus
 from ..text import clean_label
 from .subscribers import CsvImportReport, SubscriberBook, normalise_email
 
@@ -103,7 +103,7 @@ def add_user(store: Store, email: str, password: str,
         raise InputError(f"the password for {address} has {len(password)} characters; use at "
                          f"least {MIN_PASSWORD} (a few words make a good one)")
     user = stored.insert_user(store, address, address.lower(), _HASHER.hash(password),
-                              now or utcnow())
+                              now or store.clock.now())
     if user is None:
         raise InputError(f"{address} may sign in already (see: digest admin list-users; "
                          f"to change the password, remove-user then add-user)")
@@ -144,7 +144,7 @@ def sign_in(store: Store, settings: Settings, email: str, password: str,
     a wrong password, or the address is locked after too many failures (the same None
     for each). replaces: the token the browser held before, whose session ends here."""
     key = _key(email)
-    moment = now or utcnow()
+    moment = now or store.clock.now()
     seconds = moment.timestamp()
     locked = counters.current_hits(store, f"admin-lock:{key}", seconds) > 0
     user = stored.find_user(store, key)
@@ -172,7 +172,7 @@ def session_user(store: Store, token: str | None,
     """Who token signs in, while its session lasts; None for anything else."""
     if not token:
         return None
-    row = stored.session_row(store, token_hash(token), now or utcnow())
+    row = stored.session_row(store, token_hash(token), now or store.clock.now())
     return None if row is None else AdminIdentity(row.user_id, row.email, row.csrf,
                                                   row.expires_at)
 

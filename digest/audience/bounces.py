@@ -16,7 +16,7 @@ from ..store import bounces as stored
 from ..store import subscribers as people
 from ..store.bounces import BouncePolicy, NewEvent
 from ..store.db import Session, Store
-from ..store.models import Subscriber, SubscriberStatus, utcnow
+from ..store.models import Subscriber, SubscriberStatus
 from ..tokens import Verp, VerpClaims
 from .bouncemail import read_message
 from .findings import Finding, Reading
@@ -109,7 +109,7 @@ class BounceDesk:
               now: datetime | None = None) -> Outcome:
         """Record the reading's findings and do what each does, in one transaction (with
         dry_run: work out the same and write nothing)."""
-        now = now or utcnow()
+        now = now or self.store.clock.now()
         outcome = Outcome(reading)
         session = self.store.writes()
         try:
@@ -163,7 +163,7 @@ class BounceDesk:
         if sub is None or sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             return None
         mark_unsubscribed(session, sub, f"mail to {self.unsubscribe_address} "
-                                        f"({reading.source})"[:500])
+                                        f"({reading.source})"[:500], self.store.clock.now())
         return sub.email
 
     def events(self, *, since: datetime | None = None, limit: int = 100) -> list[Any]:

@@ -4,12 +4,12 @@ answers the same whatever the address was."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from ..clock import Clock
 from ..config import Settings
 from ..mail.message import SMTP_POLICY, sender_address
 from ..mail.render import Renderer
@@ -27,8 +27,9 @@ class ConfirmationMail:
     built-in ones). Raises ConfigError when there is no signing key or templates_dir is
     not a folder."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         key = settings.signing_key
         self.templates = Renderer(settings).env
         self.base = settings.digest.base_url.rstrip("/")
@@ -45,14 +46,14 @@ class ConfirmationMail:
                 preferences_url=f"{self.base}/p/"
                                 f"{self.preferences.make(sub.id, sub.token_version)}")
         else:
-            expires = int(time.time()) + CONFIRM_HOURS * 3600
+            expires = int(self.clock.timestamp()) + CONFIRM_HOURS * 3600
             subject = f"Confirm your subscription to {digest.name}"
             body = self.templates.get_template("confirm.txt.j2").render(
                 digest=digest, greeting=_greeting(sub.name), email=sub.email,
                 confirm_url=f"{self.base}/confirm/"
                             f"{self.confirm.make(sub.id, sub.token_version, expires)}",
                 hours=CONFIRM_HOURS)
-        return compose_mail(self.settings, sub.email, subject, body)
+        return compose_mail(self.settings, sub.email, subject, body, now=self.clock.now())
 
 
 class WelcomeMail:
@@ -60,8 +61,10 @@ class WelcomeMail:
     in templates_dir like the others): a link to the latest edition in the archive, and
     to their topics."""
 
-    def __init__(self, settings: Settings, latest_edition: Callable[[], int | None]) -> None:
+    def __init__(self, settings: Settings, latest_edition: Callable[[], int | None],
+                 clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.templates = Renderer(settings).env
         self.base = settings.digest.base_url.rstrip("/")
         self.preferences = Signer(settings.signing_key, "preferences")
@@ -77,7 +80,8 @@ class WelcomeMail:
                                      f"{self.preferences.make(sub.id, sub.token_version)}"}
         text = self.templates.get_template("welcome.txt.j2").render(**values)
         html = self.templates.get_template("welcome.html.j2").render(**values)
-        return compose_mail(self.settings, sub.email, f"Welcome to {digest.name}", text, html)
+        return compose_mail(self.settings, sub.email, f"Welcome to {digest.name}", text, html,
+                            now=self.clock.now())
 
 
 def _greeting(name: str) -> str:
@@ -85,14 +89,15 @@ def _greeting(name: str) -> str:
 
 
 def compose_mail(settings: Settings, to: str, subject: str, text: str,
-          html: str | None = None) -> tuple[str, bytes]:
-    """(envelope sender, message bytes) of a plain-text mail from the digest to `to`."""
+                 html: str | None = None, *, now: datetime) -> tuple[str, bytes]:
+    """(envelope sender, message bytes) of a plain-text mail from the digest to `to`,
+    dated now."""
     msg = EmailMessage(policy=SMTP_POLICY)
     name, addr = sender_address(settings)
     msg["From"] = f"{name} <{addr}>"
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=addr.rsplit("@", 1)[1])
     msg.set_content(text)
     if html is not None:

@@ -27,7 +27,7 @@ from ..mail.transport import (
     make_transport,
 )
 from ..store.db import Session, Store
-from ..store.models import OutboxMail, utcnow
+from ..store.models import OutboxMail
 from ..store.outbox import (
     add_mail,
     claim_due_mail,
@@ -44,10 +44,11 @@ LEASE = timedelta(minutes=5)
 _MAX_BACKOFF = timedelta(hours=1)
 
 
-def queue_mail(session: Session, sender: str, recipient: str, message: bytes,
+def queue_mail(session: Session, sender: str, recipient: str, message: bytes, now: datetime,
                subscriber_id: int | None = None) -> None:
-    """Add a mail to the outbox, in the caller's transaction (sent once that commits)."""
-    add_mail(session, sender, recipient, message, subscriber_id)
+    """Add a mail to the outbox, due at now, in the caller's transaction (sent once that
+    commits)."""
+    add_mail(session, sender, recipient, message, now, subscriber_id)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def _retry_later(store: Store, row: OutboxMail, error: str, settings: Settings) 
         return False
     delay = min(timedelta(seconds=settings.delivery.retry_base_seconds * 2 ** (attempts - 1)),
                 _MAX_BACKOFF)
-    reschedule_mail(store, row.id, attempts, utcnow() + delay, error)
+    reschedule_mail(store, row.id, attempts, store.clock.now() + delay, error)
     log.warning("confirmation mail to subscriber %s deferred (attempt %d): %s",
                 row.subscriber_id, attempts, error)
     return True
@@ -82,7 +83,7 @@ def drain_outbox(store: Store, settings: Settings, transport: Transport | None =
     sent = deferred = failed = 0
     conn: Connection | None = None
     # One try per row per pass: a row retried "now" (backoff 0) waits for the next pass.
-    now = now or utcnow()
+    now = now or store.clock.now()
     tried: set[int] = set()
     dropped = drop_blocked_mail(store)
     if dropped:

@@ -77,7 +77,7 @@ def erase(store: Store, settings: Settings, email: str) -> dict[str, int]:
         if sub is None and found is None:
             raise InputError(f"no subscriber {email.strip()!r} (see: digest subscribers "
                              f"list)")
-        counts = erase_person(session, address.lower(), key, sub)
+        counts = erase_person(session, address.lower(), key, sub, store.clock.now())
         counts["profile"] = int(sub is not None)
     counts["scrubbed"] = int(scrub_free_space(store))
     return counts

@@ -28,7 +28,6 @@ from ..store.models import (
     SubscriberStatus,
     Suppression,
     SuppressionReason,
-    utcnow,
 )
 from ..store.suppressions import find_suppression, list_suppressions, suppress, unsuppress
 from ..text import clean_label
@@ -159,11 +158,11 @@ def refusal(address: str, found: Suppression, force_flag: str) -> str:
     return f"{address} is on the suppression list: it {_WHY[reason]}; add it again {fix}"
 
 
-def mark_unsubscribed(session: Session, sub: Subscriber, source: str) -> None:
+def mark_unsubscribed(session: Session, sub: Subscriber, source: str, now: datetime) -> None:
     """Unsubscribe sub (by their own request, whichever way it came) and put the address
     on the suppression list; their old links stop working."""
     sub.status = SubscriberStatus.UNSUBSCRIBED
-    suppress(session, sub.email_key, SuppressionReason.UNSUBSCRIBED, source, utcnow())
+    suppress(session, sub.email_key, SuppressionReason.UNSUBSCRIBED, source, now)
 
 
 class SubscriberBook:
@@ -259,7 +258,7 @@ class SubscriberBook:
                                  f"only with their consent: digest subscribers add "
                                  f"{address} --force")
             self._admit(session, address, force, f"digest subscribers add {address} --force")
-            now = utcnow()
+            now = self.store.clock.now()
             sub = Subscriber(email=address, email_key=address.lower(), name=clean_name(name),
                              topics=self.check_topics(session, topics),
                              timezone=self.check_timezone(timezone), status=status,
@@ -286,9 +285,10 @@ class SubscriberBook:
             if status is SubscriberStatus.ACTIVE:
                 sub.hard_bounces = sub.bounce_score = 0
             elif status is SubscriberStatus.UNSUBSCRIBED:
-                mark_unsubscribed(session, sub, source)
+                mark_unsubscribed(session, sub, source, self.store.clock.now())
             elif status is SubscriberStatus.BOUNCED:
-                suppress(session, sub.email_key, SuppressionReason.BOUNCED, source, utcnow())
+                suppress(session, sub.email_key, SuppressionReason.BOUNCED, source,
+                         self.store.clock.now())
             sub.status = status
             return sub
 
@@ -362,10 +362,11 @@ class SubscriberBook:
                 # What they asked for, and from where: the consent on record once confirmed.
                 # (Someone who left keeps their record until they confirm: the form may
                 # have been a stranger's.)
-                sub.consent_source, sub.consent_at = "sign-up", utcnow()
+                sub.consent_source, sub.consent_at = "sign-up", self.store.clock.now()
                 sub.consent_ip = (client or "")[:64] or None
             envelope_from, message = mail(sub)
-            queue_mail(session, envelope_from, sub.email, message, subscriber_id=sub.id)
+            queue_mail(session, envelope_from, sub.email, message, self.store.clock.now(),
+                       subscriber_id=sub.id)
 
     def confirmation(self, subscriber_id: int, version: int
                      ) -> tuple[LinkState, Subscriber | None]:
@@ -393,17 +394,17 @@ class SubscriberBook:
                 unsuppress(session, [sub.email_key], [SuppressionReason.UNSUBSCRIBED])
                 if sub.status is not SubscriberStatus.PENDING:
                     # Coming back: their new consent is this confirmation.
-                    sub.consent_source, sub.consent_at = "sign-up", utcnow()
+                    sub.consent_source, sub.consent_at = "sign-up", self.store.clock.now()
                     sub.consent_ip = (client or "")[:64] or None
                 sub.status = SubscriberStatus.ACTIVE
                 sub.hard_bounces = sub.bounce_score = 0
-                sub.confirmed_at = utcnow()
+                sub.confirmed_at = self.store.clock.now()
                 sub.token_version += 1
                 if welcome is not None:
                     session.flush()
                     envelope_from, message = welcome(sub)
                     queue_mail(session, envelope_from, sub.email, message,
-                               subscriber_id=sub.id)
+                               self.store.clock.now(), subscriber_id=sub.id)
         return state, sub
 
     def unsubscribe(self, subscriber_id: int, *, one_click: bool = False) -> Subscriber:
@@ -415,7 +416,8 @@ class SubscriberBook:
                 raise InputError(f"no subscriber {subscriber_id}")
             if sub.status is not SubscriberStatus.UNSUBSCRIBED and one_click:
                 log.info("subscriber %s unsubscribed (one-click)", sub.id)
-            mark_unsubscribed(session, sub, "one-click" if one_click else "web")
+            mark_unsubscribed(session, sub, "one-click" if one_click else "web",
+                              self.store.clock.now())
         return sub
 
     def set_preferences(self, subscriber_id: int, topics: Sequence[str],
@@ -532,10 +534,11 @@ class SubscriberBook:
                 email=values.email, email_key=key, name=values.name, topics=values.topics,
                 timezone=values.timezone, status=status, hard_bounces=values.hard_bounces or 0,
                 consent_source=f"import {Path(path).name}"[:300],
-                consent_at=values.created_at or utcnow(),
+                consent_at=values.created_at or self.store.clock.now(),
                 **({"created_at": values.created_at} if values.created_at else {}))
             session.add(sub)
-            _suppress_status(session, sub, f"import {Path(path).name}")
+            _suppress_status(session, sub, f"import {Path(path).name}",
+                             self.store.clock.now())
             report.added += 1
             return
         changes: list[str] = []
@@ -578,7 +581,8 @@ class SubscriberBook:
                 unsuppress(session, [sub.email_key], LIFTABLE)
             changes.append(f"status {sub.status.value} → {wanted.value}")
             sub.status = wanted
-            _suppress_status(session, sub, f"import {Path(where.rsplit(':', 1)[0]).name}")
+            _suppress_status(session, sub, f"import {Path(where.rsplit(':', 1)[0]).name}",
+                             self.store.clock.now())
 
     def export_csv(self, target: Path | TextIO) -> int:
         """Write every subscriber (removed ones excepted) with every column import_csv
@@ -621,13 +625,13 @@ def csv_errors(path: str | Path, reader: Any) -> Iterator[None]:
                          f"one cell of the lines after it") from None
 
 
-def _suppress_status(session: Session, sub: Subscriber, source: str) -> None:
+def _suppress_status(session: Session, sub: Subscriber, source: str, now: datetime) -> None:
     """An unsubscribed or bounced status read from a file goes on the suppression list."""
     reason = {SubscriberStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
               SubscriberStatus.BOUNCED: SuppressionReason.BOUNCED}.get(sub.status)
     if reason is not None:
         session.flush()
-        suppress(session, sub.email_key, reason, source, utcnow())
+        suppress(session, sub.email_key, reason, source, now)
 
 
 def _link_state(sub: Subscriber | None, version: int) -> tuple[LinkState, Subscriber | None]:

@@ -13,7 +13,7 @@ from ..config import Settings
 from ..errors import InputError
 from ..store import suppressions as stored
 from ..store.db import Session, Store
-from ..store.models import Suppression, SuppressionReason, utcnow
+from ..store.models import Suppression, SuppressionReason
 from .subscribers import SubscriberBook, csv_errors, normalise_email
 
 __all__ = ["SUPPRESSION_COLUMNS", "SuppressionBook", "SuppressionImport"]
@@ -92,7 +92,8 @@ class SuppressionBook:
                              "subscribers erase EMAIL")
         address = normalise_email(email)
         with self.store.writes.begin() as session:
-            return self._suppress(session, address.lower(), reason, source, utcnow())
+            return self._suppress(session, address.lower(), reason, source,
+                                  self.store.clock.now())
 
     def _suppress(self, session: Session, key: str, reason: SuppressionReason, source: str,
                   when: datetime) -> bool:
@@ -136,7 +137,7 @@ class SuppressionBook:
                 if not cells.get("email"):
                     continue
                 try:
-                    key, reason, when = self._read_row(cells)
+                    key, reason, when = self._read_row(cells, self.store.clock.now())
                 except InputError as exc:
                     report.rejected.append(f"{path}:{line}: {exc}")
                     continue
@@ -148,9 +149,11 @@ class SuppressionBook:
         return report
 
     @staticmethod
-    def _read_row(cells: dict[str, str]) -> tuple[str, SuppressionReason, datetime]:
-        """(email_key, reason, since) of one row; InputError naming what is wrong."""
-        when = utcnow()
+    def _read_row(cells: dict[str, str], now: datetime
+                  ) -> tuple[str, SuppressionReason, datetime]:
+        """(email_key, reason, since: created_at, else now) of one row; InputError naming
+        what is wrong."""
+        when = now
         if cells.get("created_at"):
             try:
                 when = datetime.fromisoformat(cells["created_at"])

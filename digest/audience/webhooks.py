@@ -42,7 +42,6 @@ import hmac
 import json
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -188,10 +187,10 @@ def _epoch_time(value: Any) -> datetime | None:
         return None
 
 
-def _fresh(when: float, max_age: int, now: float | None) -> None:
+def _fresh(when: float, max_age: int, now: float) -> None:
     """Raise WebhookRejected when `when` (seconds since the epoch) is more than max_age
     seconds from now, in the past (a replay) or the future."""
-    current = time.time() if now is None else now
+    current = now
     if abs(current - when) > max_age:
         raise WebhookRejected(f"the timestamp is more than {max_age} seconds from now "
                               f"(a replay, or a clock that is wrong)")
@@ -248,7 +247,7 @@ class SnsClient:
     def close(self) -> None:
         self._client.close()
 
-    def signing_key(self, value: Any, now: float | None = None) -> rsa.RSAPublicKey:
+    def signing_key(self, value: Any, now: float) -> rsa.RSAPublicKey:
         """The RSA key of the certificate at SigningCertURL `value`."""
         url = _sns_url(value, "SigningCertURL")
         if not url.path.endswith(".pem"):
@@ -276,13 +275,13 @@ class SnsClient:
             raise WebhookUnavailable(f"{failure} (HTTP {response.status_code})")
         return response
 
-    def _fetch_key(self, url: httpx.URL, now: float | None) -> rsa.RSAPublicKey:
+    def _fetch_key(self, url: httpx.URL, now: float) -> rsa.RSAPublicKey:
         response = self._get(url, "the SNS signing certificate could not be fetched")
         try:
             certificate = x509.load_pem_x509_certificate(response.content)
         except ValueError:
             raise WebhookRejected("SigningCertURL does not serve a PEM certificate") from None
-        moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        moment = datetime.fromtimestamp(now, UTC)
         if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
             raise WebhookRejected("the SNS signing certificate is expired or not yet valid")
         public = certificate.public_key()
@@ -308,7 +307,7 @@ def _sns_canonical(message: Mapping[str, Any]) -> bytes:
     return "".join(f"{part}\n" for part in parts).encode("utf-8")
 
 
-def _verify_sns(message: Mapping[str, Any], sns: SnsClient, now: float | None) -> None:
+def _verify_sns(message: Mapping[str, Any], sns: SnsClient, now: float) -> None:
     algorithm = _SNS_HASHES.get(_optional_text(message.get("SignatureVersion")))
     if algorithm is None:
         raise WebhookRejected("SignatureVersion is not 1 or 2")
@@ -326,7 +325,7 @@ def _verify_sns(message: Mapping[str, Any], sns: SnsClient, now: float | None) -
 
 
 def verify_and_read_ses(body: bytes, settings: WebhooksSettings, sns: SnsClient, *,
-                        now: float | None = None) -> list[Finding]:
+                        now: float) -> list[Finding]:
     """The findings of one SNS POST carrying an SES notification. A verified
     SubscriptionConfirmation is confirmed (its SubscribeURL fetched) and yields nothing,
     as do UnsubscribeConfirmation and notifications that report no bounce or complaint."""
@@ -479,9 +478,9 @@ class SeenTokens:
         self._lock = threading.Lock()
         self._shared = shared
 
-    def claim(self, token: str, timestamp: float, now: float | None = None) -> bool:
+    def claim(self, token: str, timestamp: float, now: float) -> bool:
         """True when token was not seen before (it is now); False for a replay."""
-        current = time.time() if now is None else now
+        current = now
         with self._lock:
             for old in [t for t, until in self._until.items() if until < current]:
                 del self._until[old]
@@ -509,7 +508,7 @@ def mailgun_token(body: bytes) -> str | None:
 
 
 def _verify_mailgun(signature: Mapping[str, Any], key: str, max_age: int,
-                    seen: SeenTokens | None, now: float | None) -> str:
+                    seen: SeenTokens | None, now: float) -> str:
     timestamp = _optional_text(signature.get("timestamp"))
     token = _optional_text(signature.get("token"))
     given = _optional_text(signature.get("signature"))
@@ -545,7 +544,7 @@ def _mailgun_kind(event: Mapping[str, Any]) -> BounceKind | None:
 
 def verify_and_read_mailgun(body: bytes, settings: WebhooksSettings, *,
                             seen: SeenTokens | None = None,
-                            now: float | None = None) -> list[Finding]:
+                            now: float) -> list[Finding]:
     """The findings of one Mailgun webhook (JSON: signature and event-data). The token is
     claimed in `seen` (one seen before is a replay); the caller forgets it again when
     the findings could not be recorded."""
@@ -611,7 +610,7 @@ def _sendgrid_kind(event: Mapping[str, Any]) -> BounceKind | None:
 
 def _verify_sendgrid(body: bytes, signature: str | None, timestamp: str | None,
                      key: ec.EllipticCurvePublicKey, max_age: int,
-                     now: float | None) -> None:
+                     now: float) -> None:
     if not signature or not timestamp:
         raise WebhookRejected("the SendGrid signature or timestamp header is missing")
     try:
@@ -627,7 +626,7 @@ def _verify_sendgrid(body: bytes, signature: str | None, timestamp: str | None,
 
 def verify_and_read_sendgrid(body: bytes, signature: str | None, timestamp: str | None,
                              key: ec.EllipticCurvePublicKey, settings: WebhooksSettings,
-                             *, now: float | None = None) -> list[Finding]:
+                             *, now: float) -> list[Finding]:
     """The findings of one signed SendGrid event webhook POST (a JSON list of events);
     `signature` and `timestamp` are the X-Twilio-Email-Event-Webhook-* headers."""
     _verify_sendgrid(body, signature, timestamp, key, settings.max_age_seconds, now)

@@ -12,6 +12,7 @@ import importlib
 
 import click
 
+from ..clock import Clock
 from .app import App, DigestGroup
 
 __all__ = ["cli", "main"]
@@ -95,7 +96,9 @@ def cli(ctx: click.Context, config: str | None) -> None:
     \b
         digest init && digest articles import articles.json && digest preview
     """
-    ctx.obj = App(config)
+    # A program that embeds the CLI (and the tests) may hand in its clock as the context
+    # object: cli.main(args, obj=FixedClock(...)). Otherwise the machine's clock.
+    ctx.obj = App(config, ctx.obj if isinstance(ctx.obj, Clock) else None)
 
 
 def main() -> None:

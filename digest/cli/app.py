@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..clock import Clock, system_clock
 from ..config import Settings, find_config_file, load_settings
 from ..errors import ConfigError, DigestError
 
@@ -38,10 +39,12 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class App:
-    """What commands share: settings and the store, loaded on first use."""
+    """What commands share: settings and the store, loaded on first use, and the clock
+    every decision of the command reads (the machine's, unless the caller handed one)."""
 
-    def __init__(self, config: str | None) -> None:
+    def __init__(self, config: str | None, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock: Clock = clock or system_clock()
 
     @cached_property
     def settings(self) -> Settings:
@@ -62,7 +65,7 @@ class App:
         """The store of the config, closed when the command ends."""
         from ..store.db import Store
 
-        store = Store.from_settings(self.settings)
+        store = Store.from_settings(self.settings, self.clock)
         click.get_current_context().call_on_close(store.close)
         return store
 

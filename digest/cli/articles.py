@@ -62,8 +62,8 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
     topic = _configured_topic(app, topic, "--topic ") if topic else None
     with progress_bar() as progress:
         task = progress.add_task("Importing", total=None)
-        report = import_files(app.store.writes, app.classifier, paths, topic=topic,
-                              progress=lambda _r: progress.advance(task))
+        report = import_files(app.store.writes, app.classifier, app.clock, paths,
+                              topic=topic, progress=lambda _r: progress.advance(task))
     for line in report.problems:
         err.print(f"[red]error:[/red] {escape(line)}", markup=True)
     for line in report.warnings:

@@ -16,7 +16,7 @@ from rich.table import Table
 from ..content.intro import INTRO_MAX
 from ..delivery import desk
 from ..delivery.editions import discard_edition, edition_detail, edition_summaries
-from ..store.models import EditionStatus, utcnow
+from ..store.models import EditionStatus
 from .app import App, DigestGroup, out, print_table
 
 __all__ = ["editions"]
@@ -94,7 +94,7 @@ def editions_draft(app: App) -> None:
     \b
         digest editions draft
     """
-    view = desk.draft_edition(app.store, app.settings, utcnow())
+    view = desk.draft_edition(app.store, app.settings, app.clock.now())
     count = len(view.articles)
     out.print(f"Drafted edition {view.number}: {count} stor{'ies' if count != 1 else 'y'} "
               f"in {len(view.sections)} topic{'s' * (len(view.sections) != 1)}; subject: "
@@ -114,7 +114,7 @@ def editions_refresh(app: App, number: int) -> None:
     \b
         digest editions refresh 4
     """
-    added = desk.refresh_draft(app.store, app.settings, number, utcnow())
+    added = desk.refresh_draft(app.store, app.settings, number, app.clock.now())
     out.print(f"Added {added} article{'s' * (added != 1)} to edition {number}.")
 
 
@@ -296,7 +296,7 @@ def editions_approve(app: App, number: int, by: str | None) -> None:
     \b
         digest editions approve 4 && digest send
     """
-    _said(desk.approve_edition(app.store, app.settings, number, by or _login(), utcnow()))
+    _said(desk.approve_edition(app.store, app.settings, number, by or _login(), app.clock.now()))
 
 
 def _login() -> str:
@@ -318,7 +318,7 @@ def editions_cancel(app: App, number: int) -> None:
     \b
         digest editions cancel 4
     """
-    returned = desk.cancel_edition(app.store, app.settings, number, utcnow())
+    returned = desk.cancel_edition(app.store, app.settings, number, app.clock.now())
     out.print(f"Cancelled edition {number}; its {returned} article{'s' * (returned != 1)} "
               f"will be in the next edition.")
 

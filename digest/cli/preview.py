@@ -14,7 +14,6 @@ from ..content.edition import cap_counts
 from ..content.stories import Story
 from ..errors import InputError
 from ..mail.preview import render_preview
-from ..store.models import utcnow
 from .app import App, err, out, print_steps
 
 __all__ = ["preview"]
@@ -49,7 +48,7 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
         digest preview --out digest.html --open
         digest preview --explain
     """
-    result = render_preview(app.store, app.settings, utcnow(), topics=list(topics))
+    result = render_preview(app.store, app.settings, app.clock.now(), topics=list(topics))
     if explain:
         click.echo(explanation(result.ranking, app.settings.digest.max_articles), nl=False)
         return

@@ -38,7 +38,7 @@ def schedule_run(app: App) -> None:
     """
     settings = app.settings
     log_to_stderr(settings)
-    run_scheduler(settings, app.config)
+    run_scheduler(settings, app.config, app.clock)
 
 
 @schedule.command("show")

@@ -32,7 +32,6 @@ from ..delivery.runner import (
 )
 from ..errors import EditionPaused, InputError, NothingToSend
 from ..mail.transport import Transport, make_transport
-from ..store.models import utcnow
 from .app import App, delivery_table, err, out, progress_bar
 
 __all__ = ["send", "worker"]
@@ -116,7 +115,7 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
         _enqueue(app, force, number)
     elif to:
         transport.check()
-        subject = send_test_copy(store, settings, transport, to, utcnow())
+        subject = send_test_copy(store, settings, transport, to, app.clock.now())
         out.print(f"Sent a test copy to {to}: {subject}")
     elif dry_run:
         _dry_run(app)
@@ -147,7 +146,7 @@ def _enqueue(app: App, force: bool, number: int | None) -> None:
 def _dry_run(app: App) -> None:
     """Say what the next edition would be; store and send nothing."""
     try:
-        plan = dry_run_edition(app.store, app.settings, utcnow())
+        plan = dry_run_edition(app.store, app.settings, app.clock.now())
     except NoRecipients:
         raise
     except NothingToSend as exc:
@@ -175,7 +174,7 @@ def _ready_to_send(app: App, transport: Transport, number: int | None, *, retry:
                   f"{'ies' if reopened != 1 else 'y'} to send again{note}.")
         return bool(reopened)
     if retry:
-        now = utcnow()
+        now = app.clock.now()
         due = next_retry(store)
         if due is None:
             out.print("Nothing is deferred: nothing to retry.")
@@ -194,7 +193,7 @@ def _confirm_new_edition(app: App, *, force: bool, yes: bool) -> bool:
     """Plan the new edition and ask before sending it; False when there is nothing to
     send (unless --force, which sends an edition anyway)."""
     try:
-        plan = plan_edition(app.store, app.settings, utcnow())
+        plan = plan_edition(app.store, app.settings, app.clock.now())
     except NoRecipients:
         raise
     except NothingToSend as exc:

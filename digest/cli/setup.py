@@ -127,7 +127,8 @@ def check(app: App) -> None:
 @click.command()
 @click.argument("directory", default="digest-demo",
                 type=click.Path(file_okay=False, path_type=Path))
-def demo(directory: Path) -> None:
+@click.pass_obj
+def demo(app: App, directory: Path) -> None:
     """Try everything in a fresh folder: sample articles and subscribers, sent through a
     built-in SMTP server on 127.0.0.1; the received mail is kept in DIRECTORY/outbox.
 
@@ -138,7 +139,8 @@ def demo(directory: Path) -> None:
     """
     with progress_bar() as progress:
         task = progress.add_task("Sending", total=None)
-        result = run_demo(directory, progress=lambda _s: progress.advance(task))
+        result = run_demo(directory, progress=lambda _s: progress.advance(task),
+                          clock=app.clock)
     out.print(f"Imported {result.articles} sample articles and {result.subscribers} "
               f"subscribers into {result.config.parent / 'digest.db'}")
     out.print(delivery_table(result.report))

@@ -106,10 +106,10 @@ def mail_editors(store: Store, settings: Settings, number: int, now: datetime, *
     text = f"{note}\n\n{'-' * 72}\n\n{preview.text}"
     with store.writes.begin() as session:
         for editor in editors:
-            sender, message = compose_mail(settings, editor, subject, text, html)
-            queue_mail(session, sender, editor, message)
+            sender, message = compose_mail(settings, editor, subject, text, html, now=now)
+            queue_mail(session, sender, editor, message, now)
     mark_mailed(store, number, now, reminder=reminder)
-    report = drain_outbox(store, settings)
+    report = drain_outbox(store, settings, now=now)
     log.info("edition %s: %s mailed to %d editor(s) (%d sent now, %d to retry)", number,
              "reminder" if reminder else "review", len(editors), report.sent, report.deferred)
     return len(editors)

@@ -297,7 +297,7 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     number, date, articles, sub, edition = stored.test_copy_source(store, now, address)
     if not articles:
         raise NothingToSend("no new articles: nothing to send a test copy of")
-    template = variant_template(settings, articles, number, date, test=True,
+    template = variant_template(settings, articles, number, date, test=True, clock=store.clock,
                                 editorial=editorial_for(store, settings, edition,
                                                         number=number, cutoff=date))
     domain = template.envelope_from.rsplit("@", 1)[1]
@@ -333,7 +333,8 @@ def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionP
             continue
         if variant not in templates:
             templates[variant] = variant_template(settings, articles, plan.number, date,
-                                                  variant, editorial=editorial)
+                                                  variant, editorial=editorial,
+                                                  clock=store.clock)
         templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
                                            message_id(settings, 0, sub.id)))
     return plan

@@ -26,7 +26,7 @@ from ..store import editions as stored
 from ..store.articles import upcoming_edition
 from ..store.db import Store
 from ..store.ledger import delivery_totals
-from ..store.models import DeliveryStatus, Edition, EditionStatus, utcnow
+from ..store.models import DeliveryStatus, Edition, EditionStatus
 from .editions import finish_editions, open_edition
 from .sender import ProgressFn, Sender
 
@@ -71,7 +71,7 @@ def _send_pass(store: Store, settings: Settings, transport: Transport, *,
     """One pass over what is due: an edition's pending deliveries (None: every edition's),
     or with retry the deferred ones whose time has come. Returns (this pass's counts, why
     the sender paused or None); the editions are not finished here."""
-    clock: Callable[[], datetime] = (lambda: now) if now else utcnow
+    clock: Callable[[], datetime] = (lambda: now) if now else store.clock.now
     sender = Sender(store, settings, transport, progress=progress, stop=stop, clock=clock)
     counts = sender.run(edition_id=edition_id, retry=retry)
     return counts, sender.paused_reason
@@ -86,7 +86,7 @@ def send_edition(store: Store, settings: Settings, transport: Transport, *,
     """Create or resume an edition and send what is pending. The transport is checked
     first: when the server cannot be reached nothing is written."""
     transport.check()
-    edition, created = open_edition(store, settings, now or utcnow(), number=number,
+    edition, created = open_edition(store, settings, now or store.clock.now(), number=number,
                                     slot=slot, force=force, waves=waves)
     if on_open:
         on_open(edition, delivery_totals(store, edition.id)["pending"])
@@ -113,7 +113,7 @@ def enqueue_edition(store: Store, settings: Settings, now: datetime | None = Non
                     force: bool = False, waves: bool = False) -> tuple[Edition, bool, int]:
     """Create (or find the unfinished, or number N) edition and its ledger without sending
     anything: workers send. Returns (edition, created, pending deliveries)."""
-    edition, created = open_edition(store, settings, now or utcnow(), number=number,
+    edition, created = open_edition(store, settings, now or store.clock.now(), number=number,
                                     slot=slot, force=force, waves=waves)
     return edition, created, delivery_totals(store, edition.id)["pending"]
 
@@ -152,7 +152,7 @@ def run_worker(store: Store, settings: Settings, transport: Transport, *,
                 finish_editions(store, paused=True)
                 raise EditionPaused(f"worker stopped after {paused}")
         finish_editions(store, paused=False)
-        if until_done and _nothing_due(store, utcnow()):
+        if until_done and _nothing_due(store, store.clock.now()):
             break
         if not worked:
             stop.wait(poll)
@@ -173,7 +173,7 @@ def send_due(store: Store, settings: Settings, now: datetime | None = None,
     """Send what is due: unfinished editions' pending deliveries (local-time waves that
     have come, work a killed process left) and deferred deliveries whose retry time has
     come. Returns one line per thing done. With workers, nothing: they do it."""
-    now = now or utcnow()
+    now = now or store.clock.now()
     done: list[str] = []
     if enqueue_only(settings):
         return done
@@ -202,7 +202,7 @@ def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | N
              transports: TransportFactory = make_transport) -> SlotOutcome:
     """The edition for one slot: resume it if it exists, else build it (unless fewer than
     min_articles are new) and send what is due (with workers: only enqueue it)."""
-    now = now or utcnow()
+    now = now or store.clock.now()
     existing = stored.edition_at_slot(store, slot)
     fresh = len(upcoming_edition(store, now)[1])
     if existing is not None and existing.status is EditionStatus.SENT:

@@ -33,7 +33,7 @@ from ..store.bounces import BouncePolicy, NewEvent
 from ..store.db import Store
 from ..store.editions import edition_content
 from ..store.ledger import Claim, Ledger, StoreLedger
-from ..store.models import DeliveryStatus, utcnow
+from ..store.models import DeliveryStatus
 
 __all__ = ["LedgerFactory", "ProgressFn", "RateLimiter", "Sender", "session_bounce"]
 
@@ -72,14 +72,14 @@ LedgerFactory = Callable[[], Ledger]
 _STATUS = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
-def session_bounce(claim: Claim, reply: str) -> NewEvent:
+def session_bounce(claim: Claim, reply: str, now: datetime) -> NewEvent:
     """The bounce event of a 5xx reply to RCPT TO: hard or soft by its status code and
     text, like a bounce that comes back by mail."""
     found = _STATUS.search(reply)
     status = found[1] if found else None
     return NewEvent(subscriber_id=claim.subscriber_id, recipient=claim.email.lower(),
                     kind=classify_failure(status, reply), status=status, reason=reply[:300],
-                    source="smtp session", occurred_at=utcnow(),
+                    source="smtp session", occurred_at=now,
                     # Each refusal is an event of its own (a retry starts attempts anew).
                     fingerprint=f"smtp:{claim.delivery_id}:{uuid.uuid4().hex}",
                     edition_id=claim.edition_id)
@@ -94,14 +94,14 @@ class Sender:
     def __init__(self, store: Store, settings: Settings, transport: Transport, *,
                  progress: ProgressFn | None = None,
                  stop: threading.Event | None = None,
-                 clock: Callable[[], datetime] = utcnow,
+                 clock: Callable[[], datetime] | None = None,
                  ledger: LedgerFactory | None = None) -> None:
         settings.signing_key  # noqa: B018  (ConfigError before anything is claimed)
         self.store = store
         self._open_ledger: LedgerFactory = ledger or (lambda: StoreLedger(store))
-        # Decides what is due (claims, leases); results are stamped with the real time,
-        # since a scheduler job passes the fixed time it started at.
-        self.clock = clock
+        # Decides what is due (claims, leases); results are stamped with the store's clock
+        # as it runs, since a scheduler job passes the fixed time it started at.
+        self.clock = clock or store.clock.now
         self.settings = settings
         self.transport = transport
         self.progress = progress
@@ -129,7 +129,7 @@ class Sender:
                 edition, articles = edition_content(self.store, edition_id)
                 template = variant_template(
                     self.settings, articles, edition.number, edition.date, variant,
-                    edition_id=edition_id,
+                    edition_id=edition_id, clock=self.store.clock,
                     editorial=editorial_for(self.store, self.settings, edition))
                 if template.signer is not None:
                     template.signer.remote = self._signing
@@ -199,7 +199,8 @@ class Sender:
             else:
                 delay = min(timedelta(seconds=d.retry_base_seconds * 2 ** (attempts - 1)),
                             _MAX_BACKOFF)
-                ledger.deferred(claim.delivery_id, utcnow() + delay, str(exc))
+                ledger.deferred(claim.delivery_id, self.store.clock.now() + delay,
+                                str(exc))
                 self._count(DeliveryStatus.DEFERRED)
             self._error(str(exc))
             if exc.reconnect:
@@ -211,12 +212,12 @@ class Sender:
             conn.close()
             return None
         except PermanentFailure as exc:
-            ledger.failed(claim.delivery_id, str(exc), bounce=session_bounce(claim, str(exc)),
-                          policy=self.policy)
+            bounce = session_bounce(claim, str(exc), self.store.clock.now())
+            ledger.failed(claim.delivery_id, str(exc), bounce=bounce, policy=self.policy)
             self._count(DeliveryStatus.FAILED)
             self._error(str(exc))
             return conn
-        ledger.sent(claim.delivery_id, utcnow())
+        ledger.sent(claim.delivery_id, self.store.clock.now())
         self._count(DeliveryStatus.SENT)
         return conn
 

@@ -39,7 +39,7 @@ from ..store.feeds import (
     list_feeds,
     taken_feed_names,
 )
-from ..store.models import Feed, utcnow
+from ..store.models import Feed
 from . import ArticleInput
 from .parsers import feed_records
 from .writer import write_articles
@@ -459,7 +459,7 @@ class FeedBook:
         return results
 
     def _store(self, feed: Feed, read: FeedRead) -> FetchResult:
-        now = utcnow()
+        now = self.store.clock.now()
         with self.store.writes.begin() as session:
             row = get_feed(session, feed.id)
             if row is None:                      # removed while it was being fetched
@@ -488,10 +488,10 @@ class FeedBook:
             # is stored too (for de-duplication) but never counts as new.
             refused: list[str] = []     # records the store would not take
             added, duplicates = write_articles(
-                session, self.classifier, [r for r in records if not r.backlog],
+                session, self.classifier, self.store.clock, [r for r in records if not r.backlog],
                 topic=row.topic, kind="feed", problems=refused)
             backlog, known = write_articles(
-                session, self.classifier, [r for r in records if r.backlog],
+                session, self.classifier, self.store.clock, [r for r in records if r.backlog],
                 topic=row.topic, kind="feed", problems=refused)
             row.etag, row.last_modified = read.fetched.etag, read.fetched.last_modified
             row.items_added += added + backlog
@@ -510,7 +510,7 @@ class FeedBook:
             with self.store.writes.begin() as session:
                 row = get_feed(session, feed.id)
                 if row is not None:
-                    row.last_fetch_at = utcnow()
+                    row.last_fetch_at = self.store.clock.now()
                     row.last_status = "error"
                     row.last_error = message
         except Exception:  # noqa: BLE001 - the original bug is the one worth raising

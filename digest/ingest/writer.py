@@ -8,10 +8,11 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..clock import Clock
 from ..content.links import canonical_url
 from ..content.semantic import pack
 from ..content.teasers import normalise_for_hash
@@ -27,7 +28,6 @@ from ..store.ingest import (
     link_source,
     recent_titles,
 )
-from ..store.models import utcnow
 from .parsers import parse_path
 from .records import ArticleInput
 
@@ -164,9 +164,10 @@ class ArticleWriter:
     up to date as it adds articles, and asks the store only about each batch's own
     hashes and URLs: an import costs about the same per record at 50,000 as at 50."""
 
-    def __init__(self, session: Session, classifier: TopicClassifier, *,
+    def __init__(self, session: Session, classifier: TopicClassifier, clock: Clock, *,
                  topic: str | None = None, kind: str = "file") -> None:
         self.classifier = classifier
+        self.clock = clock
         self.topic = topic
         self.kind = kind
         self.problems: list[str] = []
@@ -177,7 +178,7 @@ class ArticleWriter:
         self._titles = TitleIndex()
         if classifier.semantic and not classifier.has_learned:
             classifier.learn_rows(learning_rows(session))
-        for article_id, title in recent_titles(session, utcnow() - _TITLE_WINDOW,
+        for article_id, title in recent_titles(session, clock.now() - _TITLE_WINDOW,
                                                _TITLE_WINDOW_MAX):
             self._titles.add(article_id, _title_tokens(title))
 
@@ -187,7 +188,8 @@ class ArticleWriter:
         the same story under a near-identical title) is not stored again, but its source
         is added to the article's sources. A record the store refuses is a problem (in
         .problems), never a half-written article. The caller commits."""
-        prepared = [self._prepare(record) for record in records]
+        added_at = self.clock.now()
+        prepared = [self._prepare(record, added_at) for record in records]
         self._classify(prepared)
         hashes = {p.values["content_hash"] for p in prepared}
         urls = {p.values["canonical_url"] for p in prepared if p.values["canonical_url"]}
@@ -231,13 +233,13 @@ class ArticleWriter:
                 link_source(session, article_id, source_id, url)
         return added, duplicates
 
-    def _prepare(self, record: ArticleInput) -> _Row:
+    def _prepare(self, record: ArticleInput, added_at: datetime) -> _Row:
         canonical = canonical_url(record.canonical_url or
                                   (record.url if record.url_is_identity else None))
         body = record.body or record.summary or ""
         values = dict(
             title=record.title, url=record.url, canonical_url=canonical,
-            author=record.author, published_at=record.published_at, added_at=utcnow(),
+            author=record.author, published_at=record.published_at, added_at=added_at,
             summary=record.summary, body=record.body, body_html=record.body_html,
             tags=list(record.tags), content_hash=content_hash(record.title, body),
             is_backlog=record.backlog,
@@ -309,7 +311,7 @@ class ArticleWriter:
         return self._sources[name]
 
 
-def write_articles(session: Session, classifier: TopicClassifier,
+def write_articles(session: Session, classifier: TopicClassifier, clock: Clock,
                    records: Iterable[ArticleInput], *, topic: str | None = None,
                    kind: str = "file", problems: list[str] | None = None) -> tuple[int, int]:
     """Store new records in the session's transaction; returns (added, duplicates).
@@ -317,14 +319,14 @@ def write_articles(session: Session, classifier: TopicClassifier,
     under a near-identical title) is not stored again, but its source is added to the
     article's sources. Records the store refuses are named in problems. The caller
     commits."""
-    writer = ArticleWriter(session, classifier, topic=topic, kind=kind)
+    writer = ArticleWriter(session, classifier, clock, topic=topic, kind=kind)
     added, duplicates = writer.write(session, list(records))
     if problems is not None:
         problems.extend(writer.problems)
     return added, duplicates
 
 
-def import_files(sessions: SessionFactory, classifier: TopicClassifier,
+def import_files(sessions: SessionFactory, classifier: TopicClassifier, clock: Clock,
                  paths: Sequence[Path], *, topic: str | None = None,
                  progress: Callable[[FileResult], None] | None = None,
                  batch_size: int = BATCH_SIZE) -> ImportReport:
@@ -342,7 +344,7 @@ def import_files(sessions: SessionFactory, classifier: TopicClassifier,
             for start in range(0, len(parsed.records), batch_size):
                 with sessions.begin() as session:
                     if writer is None:
-                        writer = ArticleWriter(session, classifier, topic=topic)
+                        writer = ArticleWriter(session, classifier, clock, topic=topic)
                     added, duplicates = writer.write(
                         session, parsed.records[start:start + batch_size])
                 result.added += added

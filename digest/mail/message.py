@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import html
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, parseaddr
 
+from ..clock import Clock
 from ..config import Settings
 from ..content.edition import ALL_TOPICS, Editorial
 from ..errors import ConfigError
@@ -175,8 +175,9 @@ class MessageTemplate:
     """One variant, serialised once; ``build`` makes one subscriber's message bytes."""
 
     def __init__(self, settings: Settings, rendered: RenderedVariant, variant_key: str,
-                 edition_id: int) -> None:
+                 edition_id: int, *, clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock          # the Date header and DKIM's t=: when it is made
         self.rendered = rendered
         d = settings.digest
         self.base = d.base_url.rstrip("/")
@@ -242,8 +243,7 @@ class MessageTemplate:
             value += f", <mailto:{self.mailto}?subject=unsubscribe>"
         return value
 
-    def _date_header(self) -> bytes:
-        now = int(time.time())
+    def _date_header(self, now: int) -> bytes:
         if now != self._date_second:
             self._date = f"Date: {format_datetime(datetime.fromtimestamp(now, UTC))}\r\n".encode()
             self._date_second = now
@@ -274,6 +274,7 @@ class MessageTemplate:
     def prepare(self, r: Recipient, *, wire: bool) -> Prepared:
         """One recipient's message, its signatures begun (see DkimSigner.begin)."""
         p = self.personal(r)
+        now = int(self.clock.timestamp())
         values = {"greeting": p.greeting, "email": p.email,
                   "unsubscribe_url": p.unsubscribe_url, "preferences_url": p.preferences_url}
         personal = {("text", name): _qp(value) + b"=\r\n" for name, value in values.items()}
@@ -281,7 +282,7 @@ class MessageTemplate:
                          for name, value in values.items()})
         fields = [
             (b"to", _mailbox_header("To", r.name, r.email)),
-            (b"date", self._date_header()),
+            (b"date", self._date_header(now)),
             (b"message-id", f"Message-ID: {r.message_id}\r\n".encode()),
             (b"list-unsubscribe", _fold("List-Unsubscribe", self.list_unsubscribe(p).split())),
         ]
@@ -298,7 +299,8 @@ class MessageTemplate:
                    + body)
         if self.signer is None or self._hasher is None:
             return Prepared(message, None)
-        return Prepared(message, self._signature(self.signer, self._hasher, fields, parts))
+        return Prepared(message, self._signature(self.signer, self._hasher, fields, parts,
+                                                 now))
 
     # -- DKIM --
 
@@ -311,13 +313,14 @@ class MessageTemplate:
             self._hasher.fixed(key, segment)
 
     def _signature(self, signer: DkimSigner, hasher: BodyHasher,
-                   fields: list[tuple[bytes, bytes]], parts: list[int | bytes]
+                   fields: list[tuple[bytes, bytes]], parts: list[int | bytes], now: int
                    ) -> list[tuple[bytes, bytes | int]]:
         canonical = dict(self._canonical)
         for name, field in fields:
             canonical[name] = canonical_header(field, signer.relaxed_headers)
         names = [name.encode() for name in SIGNED_HEADERS if name.encode() in canonical]
-        return signer.begin(names, [canonical[n] for n in names], hasher.digest(parts[1:]))
+        return signer.begin(names, [canonical[n] for n in names], hasher.digest(parts[1:]),
+                            now)
 
 
 def _stuff(segment: bytes) -> bytes:
@@ -355,14 +358,15 @@ def _body_layout(boundary: str, rendered: RenderedVariant
 
 
 def variant_template(settings: Settings, articles: Sequence[Article], number: int,
-                     date: datetime, variant: str = ALL_TOPICS, *, edition_id: int = 0,
-                     test: bool = False, editorial: Editorial | None = None
-                     ) -> MessageTemplate:
+                     date: datetime, variant: str = ALL_TOPICS, *, clock: Clock,
+                     edition_id: int = 0, test: bool = False,
+                     editorial: Editorial | None = None) -> MessageTemplate:
     """One variant rendered (Jinja2 and premailer, once) and serialised (once): the one way
     sending, test copies and dry runs make a variant's messages."""
     rendered = Renderer(settings).render_edition(articles, number, date, variant, test=test,
                                                  editorial=editorial)
-    return MessageTemplate(settings, rendered, "test" if test else variant, edition_id)
+    return MessageTemplate(settings, rendered, "test" if test else variant, edition_id,
+                           clock=clock)
 
 
 def build_email_message(template: MessageTemplate, r: Recipient,
@@ -377,7 +381,7 @@ def build_email_message(template: MessageTemplate, r: Recipient,
     msg["From"] = Address(display_name=clean_label(name), addr_spec=addr)
     msg["To"] = Address(display_name=clean_label(r.name), addr_spec=r.email)
     msg["Subject"] = clean_label(template.rendered.subject)
-    msg["Date"] = format_datetime(date or datetime.now(UTC))
+    msg["Date"] = format_datetime(date or template.clock.now())
     msg["Message-ID"] = r.message_id
     if settings.digest.reply_to:
         msg["Reply-To"] = clean_label(settings.digest.reply_to)

@@ -20,7 +20,6 @@ import queue
 import re
 import signal
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -147,16 +146,17 @@ class DkimSigner:
         self.remote: SigningProcess | None = None
 
     def header(self, names: Sequence[bytes], canonical: Sequence[bytes],
-               body_hash: bytes, now: int | None = None) -> bytes:
+               body_hash: bytes, now: int) -> bytes:
         """The DKIM-Signature fields to put on top of a message whose signed header fields
         are `names` (lower-case) with these canonical forms, and whose body hash this is."""
         return self.end(self.begin(names, canonical, body_hash, now))
 
     def begin(self, names: Sequence[bytes], canonical: Sequence[bytes],
-              body_hash: bytes, now: int | None = None) -> list[tuple[bytes, bytes | int]]:
+              body_hash: bytes, now: int) -> list[tuple[bytes, bytes | int]]:
         """`header` in two steps: the fields with their signatures, or, for one made in
-        the signing process, its ticket (see SigningProcess); `end` puts them on."""
-        stamp = int(time.time()) if now is None else now
+        the signing process, its ticket (see SigningProcess); `end` puts them on. now is
+        the signature's time (t=), seconds since the epoch."""
+        stamp = now
         signed = b"".join(canonical)
         out: list[tuple[bytes, bytes | int]] = []
         for key in self.keys:

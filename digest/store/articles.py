@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..errors import InputError
 from .db import Store
 from .locks import locked_session
-from .models import Article, Edition, EditionStatus, Source, utcnow
+from .models import Article, Edition, EditionStatus, Source
 
 __all__ = [
     "LearningRow",
@@ -151,7 +151,7 @@ def remove_articles(store: Store, ids: Sequence[int]) -> list[str]:
     # for it, and are then in it), so none is both removed and in an edition.
     with locked_session(store) as session:
         found = _editable(session, ids)
-        now = utcnow()
+        now = store.clock.now()
         for article in found.values():
             article.removed_at = now
             article.body, article.body_html, article.summary = "", None, None

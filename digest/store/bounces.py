@@ -23,7 +23,6 @@ from .models import (
     Subscriber,
     SubscriberStatus,
     SuppressionReason,
-    utcnow,
 )
 from .suppressions import suppress
 
@@ -52,7 +51,7 @@ class NewEvent:
     edition_id: int | None = None
 
 
-def _insert(conn: Any, event: NewEvent) -> bool:
+def _insert(conn: Any, event: NewEvent, now: datetime) -> bool:
     """Insert the event unless its fingerprint is known; True when it was new."""
     e = table_of(BounceEvent)
     dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
@@ -60,7 +59,7 @@ def _insert(conn: Any, event: NewEvent) -> bool:
               "recipient": event.recipient[:320], "kind": event.kind.value,
               "status": event.status, "reason": event.reason[:500],
               "source": event.source[:500], "occurred_at": event.occurred_at,
-              "recorded_at": utcnow(), "fingerprint": event.fingerprint}
+              "recorded_at": now, "fingerprint": event.fingerprint}
     if dialect in ("sqlite", "postgresql"):
         module: Any = sqlite if dialect == "sqlite" else postgresql
         statement = module.insert(e).values(**values).on_conflict_do_nothing(
@@ -81,7 +80,7 @@ def record_event(conn: Any, event: NewEvent, policy: BouncePolicy, now: datetime
     hard → bounced and suppressed at once; soft → the score: at most one point a day,
     forgotten after score_reset_days without a bounce, bounced at score_threshold;
     complaint → unsubscribed and suppressed at once; auto-reply → nothing."""
-    if not _insert(conn, event):
+    if not _insert(conn, event, now):
         return None
     s = table_of(Subscriber)
     row = conn.execute(select(s.c.email_key, s.c.status, s.c.bounce_score, s.c.last_bounce_at)

@@ -14,6 +14,7 @@ from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..clock import Clock, system_clock
 from ..config import Settings
 from ..errors import StoreError
 from .models import Base
@@ -210,10 +211,15 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 class Store:
-    """Owns the engine and the session factories; the store's query modules take it."""
+    """Owns the engine and the session factories; the store's query modules take it.
 
-    def __init__(self, url: str) -> None:
+    It also carries the clock of whoever opened it: what the store stamps (when an
+    article was added, when a delivery is due again) is that clock's time, so a caller
+    that sets the time gets it everywhere below."""
+
+    def __init__(self, url: str, clock: Clock | None = None) -> None:
         self.url = url
+        self.clock: Clock = clock or system_clock()
         self.engine: Engine = open_engine(url)
         try:
             check_schema(self.engine)
@@ -228,8 +234,8 @@ class Store:
             self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        return cls(settings.store_url)
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Store:
+        return cls(settings.store_url, clock)
 
     def close(self) -> None:
         self.engine.dispose()

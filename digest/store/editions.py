@@ -30,7 +30,6 @@ from .models import (
     Edition,
     EditionStatus,
     Subscriber,
-    utcnow,
 )
 from .subscribers import mailable
 
@@ -152,7 +151,7 @@ def finish(store: Store, paused: bool, edition_id: int | None = None) -> None:
                 edition.status = EditionStatus.PAUSED
             elif counts["pending"] == 0 and counts["sending"] == 0:
                 edition.status = EditionStatus.SENT
-                edition.finished_at = utcnow()
+                edition.finished_at = store.clock.now()
 
 
 def reopen_failed(store: Store, number: int) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from .bounces import BouncePolicy, NewEvent, record_event
 from .db import Store, rowcount, table_of
-from .models import Delivery, DeliveryStatus, Subscriber, utcnow
+from .models import Delivery, DeliveryStatus, Subscriber
 from .subscribers import mailable
 
 # Store is named here too while importers move to digest.store.db.
@@ -263,7 +263,7 @@ class StoreLedger:
                 status=DeliveryStatus.FAILED.value, attempts=d.c.attempts + 1,
                 claimed_by=None, lease_until=None, last_error=error))
             if bounce is not None and policy is not None:
-                record_event(self._writes, bounce, policy, utcnow())
+                record_event(self._writes, bounce, policy, self.store.clock.now())
 
     def release(self, delivery_ids: Sequence[int], *, error: str | None = None) -> None:
         """Hand claimed but unsent deliveries back (with the reason, when there is one)."""

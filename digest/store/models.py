@@ -45,11 +45,13 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
-    "utcnow",
 ]
 
 
-def utcnow() -> datetime:
+def _written_at() -> datetime:
+    # Only the default of a record's own created_at/updated_at (when the row was written,
+    # for people reading it later). Columns that decisions read (added_at, due times,
+    # consent) are always given the caller's clock's time.
     return datetime.now(UTC)
 
 
@@ -129,7 +131,7 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(16))      # file | feed | cli | web
     name: Mapped[str] = mapped_column(String(300))
     url: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
     # How much its stories count in the ranking ([[feeds]] weight; 1 for every other).
     weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
 
@@ -144,7 +146,7 @@ class Article(Base):
     canonical_url: Mapped[str | None] = mapped_column(String(2000), unique=True)
     author: Mapped[str | None] = mapped_column(String(300))
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     summary: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text, default="")
     body_html: Mapped[str | None] = mapped_column(Text)   # nh3-sanitised, when the input had HTML
@@ -212,7 +214,7 @@ class Feed(Base):
     last_status: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
     items_added: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
 
 
 class Subscriber(Base):
@@ -239,8 +241,9 @@ class Subscriber(Base):
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consent_ip: Mapped[str | None] = mapped_column(String(64))
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at,
+                                                 onupdate=_written_at)
 
 
 class Edition(Base):
@@ -249,7 +252,7 @@ class Edition(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(Integer, unique=True)
     cutoff: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
     subject: Mapped[str] = mapped_column(String(998))
     status: Mapped[EditionStatus] = mapped_column(_enum(EditionStatus),
                                                   default=EditionStatus.SENDING)
@@ -318,11 +321,11 @@ class OutboxMail(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes] = mapped_column(LargeBinary)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # A sender claims a row until then, so two processes never send it twice.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
 
 
 class RateLimitHit(Base):
@@ -346,7 +349,7 @@ class AdminUser(Base):
     email: Mapped[str] = mapped_column(String(320))
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -360,7 +363,7 @@ class AdminSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id"))
     csrf: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
@@ -392,7 +395,7 @@ class Suppression(Base):
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
     reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason))
     source: Mapped[str] = mapped_column(String(500), default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
 
 
 class BounceEvent(Base):
@@ -409,8 +412,8 @@ class BounceEvent(Base):
     status: Mapped[str | None] = mapped_column(String(16))     # enhanced status, e.g. 5.1.1
     reason: Mapped[str] = mapped_column(String(500), default="")
     source: Mapped[str] = mapped_column(String(500), default="")
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at)
     # When digest learned of it (a mailbox of old bounces is read today).
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at, index=True)
     # The same report read twice (a mailbox re-read, a webhook retried) is one event.
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)

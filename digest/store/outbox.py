@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import Store, rowcount, table_of
-from .models import OutboxMail, Suppression, SuppressionReason, utcnow
+from .models import OutboxMail, Suppression, SuppressionReason
 
 __all__ = ["add_mail", "claim_due_mail", "delete_mail", "drop_blocked_mail",
            "reschedule_mail"]
@@ -34,11 +34,11 @@ def drop_blocked_mail(store: Store) -> int:
                                         .execution_options(synchronize_session=False)))
 
 
-def add_mail(session: Session, sender: str, recipient: str, message: bytes,
+def add_mail(session: Session, sender: str, recipient: str, message: bytes, now: datetime,
              subscriber_id: int | None = None) -> None:
     """Add a mail due now, in the caller's transaction (it exists once that commits)."""
     session.add(OutboxMail(subscriber_id=subscriber_id, sender=sender, recipient=recipient,
-                           message=message, attempts=0, next_attempt_at=utcnow()))
+                           message=message, attempts=0, next_attempt_at=now))
 
 
 def claim_due_mail(store: Store, now: datetime, skip: Collection[int],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -17,7 +18,6 @@ from .models import (
     SubscriberStatus,
     Suppression,
     SuppressionReason,
-    utcnow,
 )
 from .suppressions import suppress
 
@@ -35,7 +35,7 @@ def deliveries_of(session: Session, subscriber_id: int) -> list[Any]:
 
 
 def erase_person(session: Session, address: str, hashed_key: str,
-                 sub: Subscriber | None) -> dict[str, int]:
+                 sub: Subscriber | None, now: datetime) -> dict[str, int]:
     """Erase everything personal about address in the caller's transaction: the
     subscriber row keeps only its id (the ledger's rows refer to it), their deliveries
     lose their error texts (a server's reply can quote the address), their bounce events
@@ -45,7 +45,7 @@ def erase_person(session: Session, address: str, hashed_key: str,
     counts["mails"] = rowcount(session.execute(delete(o).where(o.c.recipient == address)))
     session.execute(delete(table_of(Suppression)).where(
         table_of(Suppression).c.email_key == address.lower()))
-    suppress(session, hashed_key, SuppressionReason.ERASED, "erased on request", utcnow())
+    suppress(session, hashed_key, SuppressionReason.ERASED, "erased on request", now)
     if sub is None:
         return counts
     counts["events"] = forget_events(session, sub.id)

@@ -12,7 +12,7 @@ from flask import Response, flash, render_template, request
 
 from ..delivery import desk as desks
 from ..errors import InputError
-from ..store.models import EditionStatus, utcnow
+from ..store.models import EditionStatus
 from .admin_access import Route, back, signed_in
 from .site import site
 
@@ -43,7 +43,7 @@ def draft() -> Any:
 
 def draft_post() -> Any:
     here = site()
-    view = desks.draft_edition(here.store, here.settings, utcnow())
+    view = desks.draft_edition(here.store, here.settings, here.store.clock.now())
     flash(f"Drafted edition {view.number}: {sum(len(s.articles) for s in view.sections)} "
           f"stories under {len(view.sections)} topics.")
     return back("admin.desk", number=view.number)
@@ -105,7 +105,7 @@ def subject_post(number: int) -> Any:
 
 def refresh_post(number: int) -> Any:
     here = site()
-    added = desks.refresh_draft(here.store, here.settings, number, utcnow())
+    added = desks.refresh_draft(here.store, here.settings, number, here.store.clock.now())
     flash(f"Refreshed: {added} new article{'s' * (added != 1)} added." if added
           else "Refreshed: no new articles since the draft was made.")
     return back("admin.desk", number=number)
@@ -114,7 +114,7 @@ def refresh_post(number: int) -> Any:
 def approve_post(number: int) -> Any:
     here = site()
     said = desks.approve_edition(here.store, here.settings, number, signed_in().email,
-                                utcnow(), seen=request.form.get("seen") or None)
+                                here.store.clock.now(), seen=request.form.get("seen") or None)
     _said(said, f"Approved edition {number}.")
     return back("admin.desk", number=number)
 
@@ -123,7 +123,7 @@ def cancel_post(number: int) -> Any:
     here = site()
     if request.form.get("confirm") != "yes":
         raise InputError(f"tick the box to confirm that edition {number} is never to be sent")
-    returned = desks.cancel_edition(here.store, here.settings, number, utcnow())
+    returned = desks.cancel_edition(here.store, here.settings, number, here.store.clock.now())
     flash(f"Cancelled edition {number}: it will never be sent; its {returned} "
           f"article{'s' * (returned != 1)} went back to the pool.")
     return back("admin.editions")

@@ -6,7 +6,6 @@ calls the service its CLI command calls."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, flash, render_template, request
@@ -103,7 +102,7 @@ def subscriber_topics(subscriber_id: int) -> Any:
 def subscribers_export() -> Any:
     buffer = io.StringIO()
     site().book.export_csv(buffer)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    stamp = site().store.clock.now().strftime("%Y-%m-%d")
     return Response(buffer.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="subscribers-{stamp}.csv"'})
 

@@ -36,6 +36,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
 from ..audience.outbox import OutboxSender
+from ..clock import Clock
 from ..config import Settings
 from ..errors import InputError
 from ..mail.render import day, template_loader
@@ -73,13 +74,15 @@ class IdConverter(IntegerConverter):
 
 def create_app(settings: Settings, store: Store | None = None,
                outbox: OutboxSender | None = None, *,
-               sns_transport: httpx.BaseTransport | None = None) -> Flask:
+               sns_transport: httpx.BaseTransport | None = None,
+               clock: Clock | None = None) -> Flask:
     """The web app for one store. Sign-ups queue their mail in the store's outbox and wake
     `outbox` (when given) to send it; without one, a sender elsewhere drains it. The SES
     webhook fetches SNS certificates through sns_transport (httpx's own when None).
     Raises ConfigError when there is no signing key, templates_dir is not a folder, or
-    [webhooks] sendgrid_public_key is not a key."""
-    here = Site(settings, store or Store.from_settings(settings), outbox)
+    [webhooks] sendgrid_public_key is not a key. The pages decide by the store's clock
+    (given, else clock, else the machine's)."""
+    here = Site(settings, store or Store.from_settings(settings, clock), outbox)
     app = Flask("digest.web", static_folder=None)
     app.extensions["digest"] = here
     app.url_map.converters["id"] = IdConverter
@@ -188,9 +191,9 @@ class WebServer:
     calling thread until `stop` (from any other thread), Ctrl-C or SystemExit."""
 
     def __init__(self, settings: Settings, host: str, port: int, store: Store | None = None,
-                 threads: int = 8, poll: float = 30.0) -> None:
+                 threads: int = 8, poll: float = 30.0, clock: Clock | None = None) -> None:
         self._own_store = store is None
-        self.store = store or Store.from_settings(settings)
+        self.store = store or Store.from_settings(settings, clock)
         try:
             self.outbox = OutboxSender(self.store, settings, poll=poll)
             self.app = create_app(settings, self.store, self.outbox)

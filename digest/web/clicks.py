@@ -5,7 +5,6 @@ from the article's site."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import abort, current_app, redirect, request
@@ -35,7 +34,7 @@ def follow_click(token: str) -> Any:
     try:
         followed = _counter().follow(
             token, method=request.method, user_agent=request.headers.get("User-Agent", ""),
-            address=request.remote_addr or "", now=datetime.now(UTC))
+            address=request.remote_addr or "", now=site().store.clock.now())
     except BadToken:
         abort(400, "This link is not valid: it may have been cut or altered.")
     if followed is None:

@@ -9,7 +9,6 @@ and when the window ends. Each hit is one atomic upsert, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from limits.storage import Storage
@@ -42,13 +41,13 @@ class StoreLimitStorage(Storage):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Count `amount` hits on key (a new window of `expiry` seconds when the last one
         ended) and return the hits in the current window."""
-        return counters.count_hit(self.store, key, expiry, amount, time.time())
+        return counters.count_hit(self.store, key, expiry, amount, self.store.clock.timestamp())
 
     def get(self, key: str) -> int:
-        return counters.current_hits(self.store, key, time.time())
+        return counters.current_hits(self.store, key, self.store.clock.timestamp())
 
     def get_expiry(self, key: str) -> float:
-        now = time.time()
+        now = self.store.clock.timestamp()
         end = counters.window_end(self.store, key, now)
         return end if end is not None else now
 

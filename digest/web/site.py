@@ -43,8 +43,8 @@ class Site:
 
     def __post_init__(self) -> None:
         self.book = SubscriberBook(self.store, self.settings)
-        self.mail = ConfirmationMail(self.settings)
-        self.welcome = WelcomeMail(self.settings, self.latest_edition)
+        self.mail = ConfirmationMail(self.settings, self.store.clock)
+        self.welcome = WelcomeMail(self.settings, self.latest_edition, self.store.clock)
         self.renderer = Renderer(self.settings)
         self.key = self.settings.signing_key
         self.base = self.settings.digest.base_url.rstrip("/")
@@ -58,14 +58,14 @@ class Site:
     def claims(self, purpose: str, token: str) -> TokenClaims | None:
         """The claims of a valid token for purpose, or None."""
         try:
-            return read_token(self.key, purpose, token)
+            return read_token(self.key, purpose, token, self.store.clock.timestamp())
         except BadToken:
             return None
 
     def token_problem(self, purpose: str, token: str) -> str:
         """Why token is not valid for purpose, as a page says it."""
         try:
-            read_token(self.key, purpose, token)
+            read_token(self.key, purpose, token, self.store.clock.timestamp())
         except BadToken as exc:
             return ("This link has expired." if str(exc) == "expired"
                     else "This link is not valid: it may have been cut or altered.")

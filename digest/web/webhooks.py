@@ -13,7 +13,6 @@ cookies or forms) and read at most MAX_BODY bytes.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import httpx
@@ -93,14 +92,16 @@ class _Hooks:
         return self.sendgrid_key is not None
 
     def ses(self, body: bytes) -> list[Finding]:
-        return verify_and_read_ses(body, site().settings.webhooks, self.sns)
+        return verify_and_read_ses(body, site().settings.webhooks, self.sns,
+                                   now=site().store.clock.timestamp())
 
     def postmark(self, body: bytes) -> list[Finding]:
         return verify_and_read_postmark(body, request.headers.get("Authorization"),
                                         site().settings.webhooks)
 
     def mailgun(self, body: bytes) -> list[Finding]:
-        findings = verify_and_read_mailgun(body, site().settings.webhooks, seen=self.seen)
+        findings = verify_and_read_mailgun(body, site().settings.webhooks, seen=self.seen,
+                                           now=site().store.clock.timestamp())
         g.claimed_token = mailgun_token(body)      # verified and claimed by this request
         return findings
 
@@ -109,7 +110,7 @@ class _Hooks:
         return verify_and_read_sendgrid(
             body, request.headers.get("X-Twilio-Email-Event-Webhook-Signature"),
             request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp"),
-            self.sendgrid_key, site().settings.webhooks)
+            self.sendgrid_key, site().settings.webhooks, now=site().store.clock.timestamp())
 
 
 def _sendgrid_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
@@ -131,7 +132,7 @@ def _token_key(token: str) -> str:
 def _claim_in_store(token: str, until: float) -> bool:
     """Claim a Mailgun token in the store, for every process of the site: the first
     claim of it there (until it expires) is the only one that counts."""
-    now = time.time()
+    now = site().store.clock.timestamp()
     return count_hit(site().store, _token_key(token), max(1, int(until - now) + 1), 1,
                      now) == 1
 
