@@ -251,7 +251,8 @@ class Site:
         return self.server.app.extensions["digest"].settings
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=10)
+        # A generous deadline: a big upload on a busy machine takes seconds, not minutes.
+        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=120)
 
 
 @contextmanager

@@ -87,8 +87,30 @@ class Scheduler:
 
 
 def slot_in(seconds: float) -> datetime:
-    """A whole second at least `seconds` from now."""
+    """A whole second at least `seconds` from now (negative: ago)."""
     return datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC)
+
+
+def store_edition_job(folder: Path, env: dict[str, str], next_run: datetime) -> None:
+    """The edition job as a scheduler that ran before would have left it in the store,
+    its next run at next_run: a scheduler process started after it keeps that run time
+    (past or not), so a test never races the process's start-up (a busy machine takes
+    seconds to start one) against a slot a few seconds ahead."""
+    from digest.scheduler import EDITION_JOB, JOBS_TABLE, edition_job, edition_trigger
+
+    config = str(folder / "digest.toml")
+    settings = load_settings(config, environ=env)
+    lender = BlockingScheduler(timezone=UTC)       # never started: lends its defaults
+    jobstore = SQLAlchemyJobStore(url=settings.store_url, tablename=JOBS_TABLE)
+    jobstore.start(lender, "default")
+    try:
+        jobstore.add_job(Job(lender, id=EDITION_JOB, name=EDITION_JOB, func=edition_job,
+                             args=(config,), kwargs={}, trigger=edition_trigger(settings),
+                             executor="default", coalesce=True, max_instances=1,
+                             misfire_grace_time=settings.schedule.misfire_grace,
+                             next_run_time=next_run))
+    finally:
+        jobstore.shutdown()
 
 
 def daily_cron(at: datetime) -> str:
@@ -125,11 +147,10 @@ def newsroom(digest: Digest, tmp_path: Path) -> Digest:
 @pytest.mark.slow
 def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPServer,
                                            tmp_path: Path) -> None:
-    slot = slot_in(4)
+    slot = slot_in(2)
+    store_edition_job(tmp_path, env_for(smtp, daily_cron(slot)), slot)
     sched = Scheduler(tmp_path, env_for(smtp, daily_cron(slot)))
-    sched.wait_for("scheduler started")
-    wait_until(lambda: len(smtp.received) >= 20)
-    time.sleep(1.5)
+    sched.wait_for(f"slot {slot.isoformat()}: edition 1 sent: sent 20")
     assert sched.stop() == 0, sched.lines
     assert len(smtp.received) == 20
     assert len({item.recipients[0] for item in smtp.received}) == 20
@@ -138,8 +159,6 @@ def test_edition_goes_out_on_its_slot_once(newsroom: Digest, smtp: LoopbackSMTPS
                                                         "from editions")
     assert (number, status) == (1, "sent")
     assert str(stored_slot).startswith(slot.strftime("%Y-%m-%d %H:%M:%S"))
-    assert any(f"slot {slot.isoformat()}: edition 1 sent: sent 20" in line
-               for line in sched.lines), sched.lines
     assert any("scheduler stopped" in line for line in sched.lines)
 
     # Restarts keep one copy of each job in the job store.
@@ -158,16 +177,17 @@ def test_sigkill_mid_send_and_restart_resumes_the_slot(digest: Digest,
                                                        tmp_path: Path) -> None:
     digest.ok("articles", "import", str(SAMPLE_JSON))
     digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 300)))
-    slot = slot_in(3)
+    slot = slot_in(1)
     env = env_for(smtp, daily_cron(slot), DIGEST_SMTP__MAX_PER_SECOND="120",
                   DIGEST_SMTP__CONNECTIONS="4")
+    store_edition_job(tmp_path, env, slot)
     sched = Scheduler(tmp_path, env)
     wait_until(lambda: len(smtp.received) >= 100)
     sched.stop(signal.SIGKILL)
     assert len(smtp.received) < 300
     restarted = Scheduler(tmp_path, env)
-    wait_until(lambda: len(smtp.by_recipient()) == 300, timeout=60)
-    time.sleep(1)
+    wait_until(lambda: len(smtp.by_recipient()) == 300, timeout=120)
+    wait_until(lambda: db_rows(tmp_path, "select status from editions") == [("sent",)])
     assert restarted.stop() == 0, restarted.lines
     counts = {rcpt: len(items) for rcpt, items in smtp.by_recipient().items()}
     duplicates = {r: n for r, n in counts.items() if n > 1}
@@ -185,8 +205,9 @@ def test_sigterm_finishes_the_message_in_flight_and_exits_0(digest: Digest,
                                                             tmp_path: Path) -> None:
     digest.ok("articles", "import", str(SAMPLE_JSON))
     digest.ok("subscribers", "import", str(write_subscribers(tmp_path, 300)))
-    slot = slot_in(3)
+    slot = slot_in(1)
     env = env_for(smtp, daily_cron(slot), DIGEST_SMTP__MAX_PER_SECOND="100")
+    store_edition_job(tmp_path, env, slot)
     sched = Scheduler(tmp_path, env)
     wait_until(lambda: len(smtp.received) >= 60)
     assert sched.stop(signal.SIGTERM) == 0
@@ -200,15 +221,13 @@ def test_sigterm_finishes_the_message_in_flight_and_exits_0(digest: Digest,
 @pytest.mark.slow
 def test_missed_slot_within_the_grace_runs_once(newsroom: Digest, smtp: LoopbackSMTPServer,
                                                 tmp_path: Path) -> None:
-    slot = slot_in(3)
-    env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="30")
-    first = Scheduler(tmp_path, env)
-    first.wait_for("scheduler started")
-    assert first.stop() == 0, first.lines                     # down before the slot
-    wait_until(lambda: time.time() > slot.timestamp() + 2)
-    late = Scheduler(tmp_path, env)              # back 2 s late: within the grace
-    wait_until(lambda: len(smtp.received) >= 20)
-    time.sleep(1)
+    # The scheduler was down over its slot and comes back 5 s (and its start-up) late:
+    # well within a 10-minute grace, however busy the machine.
+    slot = slot_in(-5)
+    env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="600")
+    store_edition_job(tmp_path, env, slot)
+    late = Scheduler(tmp_path, env)
+    late.wait_for(f"slot {slot.isoformat()}: edition 1 sent: sent 20")
     assert late.stop() == 0, late.lines
     assert len(smtp.received) == 20
     assert db_rows(tmp_path, "select number, status from editions") == [(1, "sent")]
@@ -218,16 +237,13 @@ def test_missed_slot_within_the_grace_runs_once(newsroom: Digest, smtp: Loopback
 def test_missed_slot_beyond_the_grace_is_skipped_and_logged(newsroom: Digest,
                                                             smtp: LoopbackSMTPServer,
                                                             tmp_path: Path) -> None:
-    slot = slot_in(2)
-    env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="1")
-    first = Scheduler(tmp_path, env)
-    first.wait_for("scheduler started")
-    assert first.stop() == 0, first.lines
-    wait_until(lambda: time.time() > slot.timestamp() + 4)
+    # Down over its slot and back two minutes late, with a grace of one minute.
+    slot = slot_in(-120)
+    env = env_for(smtp, daily_cron(slot), DIGEST_SCHEDULE__MISFIRE_GRACE="60")
+    store_edition_job(tmp_path, env, slot)
     late = Scheduler(tmp_path, env)
     line = late.wait_for("was missed by more than the misfire grace")
     assert slot.isoformat() in line
-    time.sleep(1)
     assert late.stop() == 0, late.lines
     assert smtp.received == []
     assert db_rows(tmp_path, "select count(*) from editions") == [(0,)]
