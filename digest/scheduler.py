@@ -33,7 +33,7 @@ from .audience.mailbox import fetch_bounces
 from .clock import Clock, system_clock
 from .config import Settings, load_settings
 from .delivery.approval import desk_slot, desk_sweep
-from .delivery.runner import send_due
+from .delivery.runner import SlotOutcome, send_due
 from .delivery.timing import cron_trigger, latest_slot, next_runs, wave_time
 from .errors import DigestError
 from .ingest.feeds import FeedBook
@@ -47,6 +47,7 @@ __all__ = [
     "edition_job",
     "edition_trigger",
     "feeds_job",
+    "run_due_slot",
     "run_scheduler",
     "schedule_overview",
     "sweep_job",
@@ -118,20 +119,29 @@ def _job(config: str | None) -> Iterator[tuple[Settings, Store]]:
         store.close()
 
 
+def run_due_slot(store: Store, settings: Settings,
+                 stop: threading.Event | None = None) -> SlotOutcome | None:
+    """Run the edition slot due at the store's clock's time: the latest slot of the cron
+    at or before now, if it is no more than [schedule] misfire_grace seconds ago (None,
+    and nothing done, when there is none)."""
+    now = store.clock.now()
+    trigger = edition_trigger(settings, store, now)
+    slot = latest_slot(trigger, now, settings.schedule.misfire_grace)
+    if slot is None:
+        log.warning("edition job ran with no slot due (cron %s); nothing to do",
+                    settings.schedule.cron)
+        return None
+    outcome = desk_slot(store, settings, slot, now, stop)
+    where = f"edition {outcome.edition}" if outcome.edition else "no edition"
+    log.info("slot %s: %s %s: %s", slot.isoformat(), where, outcome.action, outcome.detail)
+    return outcome
+
+
 def edition_job(config: str | None) -> None:
     """Run the edition slot that is due now."""
     with _job(config) as (settings, store):
-        now = store.clock.now()
-        trigger = edition_trigger(settings, store, now)
-        slot = latest_slot(trigger, now, settings.schedule.misfire_grace)
-        if slot is None:
-            log.warning("edition job ran with no slot due (cron %s); nothing to do",
-                        settings.schedule.cron)
-            return
-        outcome = desk_slot(store, settings, slot, now, _RUNTIME.stop)
-        where = f"edition {outcome.edition}" if outcome.edition else "no edition"
-        log.info("slot %s: %s %s: %s", slot.isoformat(), where, outcome.action, outcome.detail)
-        if settings.schedule.local_time:
+        outcome = run_due_slot(store, settings, _RUNTIME.stop)
+        if outcome is not None and settings.schedule.local_time:
             _schedule_waves(store, config, outcome.edition)
             _reschedule_edition(settings, store, config)
 

@@ -97,7 +97,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     node = metafunc.definition
     only = node.get_closest_marker("sqlite_only") and not node.get_closest_marker(
         "both_backends")
-    metafunc.parametrize("store_url", ["sqlite"] if only else _backends(), indirect=True)
+    backends = ["sqlite"] if only else _backends()
+    metafunc.parametrize("store_url", [
+        pytest.param(b, marks=[pytest.mark.postgres] if b == "postgresql" else [])
+        for b in backends], indirect=True)
+
+
+# Modules whose every test asks an outside program (a browser, a spam filter, a mail
+# server) for its verdict; a test elsewhere that starts Dovecot is one too.
+_JUDGED_MODULES = {"test_inbox", "test_browser", "test_admin_browser", "test_verp",
+                   "test_mailbox"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of outside judges (`-m judges`, `-m 'not judges'`)."""
+    for item in items:
+        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+        if module in _JUDGED_MODULES or "dovecot" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.judges)
 
 
 @pytest.fixture
