@@ -89,15 +89,15 @@ def _backends() -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every store test runs on SQLite, and on PostgreSQL too when DIGEST_TEST_POSTGRES
-    names a server, unless it is marked sqlite_only (its subject is not the database: a
-    page, a rule) and not both_backends."""
+    """Every store test runs on SQLite; the store's contract suite (tests marked
+    both_backends, or in a module so marked: claims, locks, counters, migrations, dialect
+    SQL, races) runs on PostgreSQL too when DIGEST_TEST_POSTGRES names a server."""
     if "store_url" not in metafunc.fixturenames:
         return
     node = metafunc.definition
-    only = node.get_closest_marker("sqlite_only") and not node.get_closest_marker(
-        "both_backends")
-    backends = ["sqlite"] if only else _backends()
+    both = node.get_closest_marker("both_backends") and not node.get_closest_marker(
+        "sqlite_only")
+    backends = _backends() if both else ["sqlite"]
     metafunc.parametrize("store_url", [
         pytest.param(b, marks=[pytest.mark.postgres] if b == "postgresql" else [])
         for b in backends], indirect=True)

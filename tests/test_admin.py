@@ -28,9 +28,6 @@ from digest.mail.loopback import LoopbackSMTPServer
 from digest.store.db import Store
 from digest.web.app import WebServer, create_app
 
-# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
-pytestmark = pytest.mark.sqlite_only
-
 PASSWORD = "correct horse battery staple"
 EDITOR = "editor@example.org"
 FAILED = ("That email and password do not match, or the account is locked for a while "

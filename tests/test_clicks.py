@@ -44,9 +44,6 @@ from digest.store.db import Store
 from digest.tokens import BadToken, ClickSigner, Signer
 from digest.web.app import WebServer, create_app
 
-# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
-pytestmark = pytest.mark.sqlite_only
-
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 BASE = "https://digest.example.org"
 BROWSER = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, "

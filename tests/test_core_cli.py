@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from conftest import SAMPLE_JSON, SEED, Digest, need
 
 SEED_TITLE = "OpenAI Executive Jan Leike Resigns, Citing Safety Concerns"
@@ -82,6 +83,7 @@ def test_init_import_preview(digest: Digest, tmp_path: Path) -> None:
         assert line not in text
 
 
+@pytest.mark.both_backends
 def test_reimport_adds_nothing_and_says_so(digest: Digest) -> None:
     digest.ok("articles", "import", str(SAMPLE_JSON))
     result = digest.ok("articles", "import", str(SAMPLE_JSON))
@@ -89,6 +91,7 @@ def test_reimport_adds_nothing_and_says_so(digest: Digest) -> None:
                                      "new: these articles are already in the store).")
 
 
+@pytest.mark.both_backends
 def test_a_removed_article_stays_removed_and_is_still_a_duplicate(digest: Digest,
                                                                     tmp_path: Path) -> None:
     """Removing once deleted the rows: the next import of the same file brought them back
@@ -125,6 +128,7 @@ def test_a_removed_article_stays_removed_and_is_still_a_duplicate(digest: Digest
     assert moved.output == "Error: there is no article 2 (see: digest articles list)\n"
 
 
+@pytest.mark.both_backends
 def test_duplicate_by_canonical_url_and_by_text(digest: Digest, tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(o) for o in [
         {"title": "Story one", "url": "https://www.example.com/a/?utm_source=x&id=3#top",
@@ -138,6 +142,7 @@ def test_duplicate_by_canonical_url_and_by_text(digest: Digest, tmp_path: Path) 
     assert "Imported 2 new articles, skipped 2 duplicates." in result.output
 
 
+@pytest.mark.both_backends
 def test_articles_list_json_gives_every_field(digest: Digest) -> None:
     digest.ok("articles", "import", str(SAMPLE_JSON))
     rows = json.loads(digest.ok("articles", "list", "--format", "json", "--topic", "ai").stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from conftest import Digest
@@ -12,6 +13,9 @@ from sqlalchemy import create_engine, text
 
 from digest.store.db import create_fresh, head_revision, open_engine, upgrade_schema
 from digest.store.models import Base
+
+# The store's contract: on PostgreSQL too when DIGEST_TEST_POSTGRES names a server.
+pytestmark = pytest.mark.both_backends
 
 
 def test_the_migrations_build_exactly_the_models(store_url: str) -> None:

@@ -24,9 +24,6 @@ from digest.mail.loopback import LoopbackSMTPServer
 from digest.mail.render import day
 from digest.store.db import Store
 
-# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
-pytestmark = pytest.mark.sqlite_only
-
 SUBSCRIBERS = ("email,name,topics,timezone\n"
                "ada@example.org,Ada Lovelace,,Europe/London\n"
                "grace@example.org,Grace Hopper,,America/New_York\n")

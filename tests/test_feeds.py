@@ -251,6 +251,7 @@ def test_a_huge_feed_is_refused(digest: Digest, http: FeedServer, tmp_path: Path
         f"{http.base}/huge.xml: larger than the 0.95 MB limit ([fetch] max_bytes)"
 
 
+@pytest.mark.both_backends
 def test_the_same_story_in_two_feeds_is_one_article(digest: Digest, http: FeedServer,
                                                     tmp_path: Path) -> None:
     http.files["/a.xml"] = rss("Wire A", [
@@ -303,6 +304,7 @@ def test_a_new_feed_does_not_flood_the_next_digest(digest: Digest, http: FeedSer
     assert "A fresh story" in {r["title"] for r in new} and len(new) == 3
 
 
+@pytest.mark.both_backends
 def test_a_removed_item_does_not_come_back_when_its_feed_changes(digest: Digest,
                                                                    http: FeedServer,
                                                                    tmp_path: Path) -> None:

@@ -26,9 +26,6 @@ from digest.mail.loopback import LoopbackSMTPServer
 from digest.store.articles import remove_articles
 from digest.store.db import Store
 
-# Pages and rules, not the database: SQLite, but for the tests marked both_backends.
-pytestmark = pytest.mark.sqlite_only
-
 SUBSCRIBERS = ("email,name,topics,timezone\n"
                "ada@example.org,Ada Lovelace,,Europe/London\n")
 

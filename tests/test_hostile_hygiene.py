@@ -110,6 +110,7 @@ def _soft(report: str, when: datetime) -> Reading:
                                     "mailbox full", report_id=report, occurred_at=when)])
 
 
+@pytest.mark.both_backends
 def test_soft_bounces_of_one_day_score_one_point_whatever_order_they_are_read_in(
         digest: Digest) -> None:
     """Two soft bounces dated the same day are one point, also when a report of another
@@ -228,6 +229,7 @@ def test_an_unsubscribe_mail_from_an_idn_address_in_unicode_unsubscribes_it(
     assert sql(digest.folder, "select status from subscribers") == [("unsubscribed",)]
 
 
+@pytest.mark.both_backends
 def test_a_report_without_message_id_read_from_imap_and_from_a_file_counts_once(
         digest: Digest) -> None:
     """A bounce without a Message-ID (not every MTA adds one) is known by the hash of its
@@ -333,6 +335,7 @@ def test_fetch_of_an_empty_mailbox_does_not_ask_for_a_maildir(
     assert "Maildir" not in result.output and "mbox" not in result.output
 
 
+@pytest.mark.both_backends
 def test_two_sign_ups_of_one_new_address_at_once_both_get_their_answer(
         digest: Digest) -> None:
     """A double click on the sign-up form: two requests for the same new address at

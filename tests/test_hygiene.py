@@ -63,6 +63,7 @@ def finding(kind: BounceKind, recipient: str, report: str, when: datetime | None
                                     occurred_at=when)])
 
 
+@pytest.mark.both_backends
 def test_each_kind_does_what_it_says_and_a_report_counts_once(digest: Digest) -> None:
     for name in ("hard", "complainer", "vacation", "soft"):
         digest.ok("subscribers", "add", f"{name}@example.org")
@@ -87,6 +88,7 @@ def test_each_kind_does_what_it_says_and_a_report_counts_once(digest: Digest) ->
     assert sql(digest.folder, "select count(*) from bounce_events") == [(4,)]
 
 
+@pytest.mark.both_backends
 def test_soft_bounces_score_a_point_a_day_decay_and_bounce_at_the_threshold(
         digest: Digest) -> None:
     digest.ok("subscribers", "add", "full@example.org")
@@ -175,6 +177,7 @@ def test_unsubscribed_people_stay_unsubscribed_in_a_new_store(
     assert result.exit_code == 1
 
 
+@pytest.mark.both_backends
 def test_show_and_export_person_hold_everything_and_erase_leaves_only_a_hash(
         digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
     digest.ok("subscribers", "add", "Erin.Erased@example.org", "--name", "Erin Example")
@@ -431,6 +434,7 @@ def test_adding_or_activating_an_existing_suppressed_subscriber_says_why_and_wha
     assert result.output == f"Error: {expected['angry']}\n"
 
 
+@pytest.mark.both_backends
 def test_suppressions_move_between_stores_with_their_reasons_dates_and_sources(
         digest: Digest, tmp_path: Path) -> None:
     digest.ok("subscribers", "add", "gone@example.org")

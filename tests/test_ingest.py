@@ -44,6 +44,7 @@ def _article(i: int, **extra: object) -> dict[str, object]:
 
 # --- 7(b), 7(f): the parser boundary cleans every record ----------------------------------
 
+@pytest.mark.both_backends
 def test_nul_and_control_characters_never_reach_the_store(digest: Digest,
                                                           tmp_path: Path) -> None:
     # PostgreSQL refuses NUL in text: before, the whole file rolled back on that backend.
@@ -196,6 +197,7 @@ def test_a_shared_link_without_permalink_or_enclosure_is_no_identity(tmp_path: P
         ("https://desk.example.org/", False, "n2"), ("https://desk.example.org/s", True, None)]
 
 
+@pytest.mark.both_backends
 def test_the_same_story_from_two_feeds_is_one_article_naming_both(digest: Digest,
                                                                    tmp_path: Path) -> None:
     # Cross-source de-duplication still works for items that were re-identified.
@@ -272,6 +274,7 @@ class _PausingClassifier(TopicClassifier):
         return super().assign_batch(batch)
 
 
+@pytest.mark.both_backends
 def test_other_writers_complete_while_a_long_import_runs(digest: Digest,
                                                          tmp_path: Path) -> None:
     """Before, an import held the write lock for a whole file: an unsubscribe during it

@@ -38,10 +38,6 @@ from digest.mail.loopback import LoopbackSMTPServer
 from digest.scheduler import edition_trigger
 from digest.store.db import Store
 
-# The scheduler's subject is not the database (the store contract suite runs on both):
-# SQLite only, but for the one-scheduler lock, which each store holds its own way.
-pytestmark = pytest.mark.sqlite_only
-
 _RUNNING: list[Scheduler] = []
 
 

@@ -39,6 +39,7 @@ def newsroom(digest: Digest, tmp_path: Path) -> Digest:
     return digest
 
 
+@pytest.mark.both_backends
 def test_send_reaches_everyone_once(newsroom: Digest, smtp: LoopbackSMTPServer,
                                     tmp_path: Path) -> None:
     result = newsroom.ok("send", "--yes", env=smtp_env(smtp))
@@ -140,6 +141,7 @@ def test_server_unreachable_at_the_start(newsroom: Digest, tmp_path: Path) -> No
     assert editions(tmp_path) == [] and ledger(tmp_path) == {}
 
 
+@pytest.mark.both_backends
 def test_451_is_deferred_then_sent_by_retry(newsroom: Digest, smtp: LoopbackSMTPServer,
                                             tmp_path: Path) -> None:
     seen: set[str] = set()
@@ -180,6 +182,7 @@ def test_backoff_waits_before_retrying(newsroom: Digest, smtp: LoopbackSMTPServe
     assert ledger(tmp_path) == {"sent": 19, "deferred": 1}   # not due yet
 
 
+@pytest.mark.both_backends
 def test_550_fails_that_recipient_and_bounces(newsroom: Digest, smtp: LoopbackSMTPServer,
                                               tmp_path: Path) -> None:
     smtp.reply_policy = lambda phase, _f, rcpt: "550 5.1.1 No such user" if (
@@ -246,6 +249,7 @@ def test_maildir_transport(newsroom: Digest, tmp_path: Path) -> None:
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
+@pytest.mark.both_backends
 @pytest.mark.slow
 def test_sigkill_mid_send_then_resume(digest: Digest, smtp: LoopbackSMTPServer,
                                       tmp_path: Path) -> None:
@@ -277,6 +281,7 @@ def test_sigkill_mid_send_then_resume(digest: Digest, smtp: LoopbackSMTPServer,
     assert editions(tmp_path) == [(1, "sent")]
 
 
+@pytest.mark.both_backends
 @pytest.mark.slow
 def test_two_senders_at_once_never_send_twice(digest: Digest, smtp: LoopbackSMTPServer,
                                               tmp_path: Path) -> None:
@@ -390,6 +395,7 @@ def test_a_5xx_greeting_refuses_before_anything_is_written(newsroom: Digest,
     assert editions(tmp_path) == [] and ledger(tmp_path) == {}
 
 
+@pytest.mark.both_backends
 def test_retry_failed_sends_an_editions_failed_deliveries_again(
         newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
     refused = {"reader00002@example.org", "reader00007@example.org"}
@@ -450,6 +456,7 @@ def test_no_subscribers_no_edition(digest: Digest, smtp: LoopbackSMTPServer,
     assert editions(tmp_path) == [(1, "sent")]
 
 
+@pytest.mark.both_backends
 def test_discard_an_edition_nobody_received(newsroom: Digest, smtp: LoopbackSMTPServer,
                                             tmp_path: Path) -> None:
     smtp.reply_policy = lambda p, _f, _r: "554 5.7.1 Rejected" if p == "DATA" else None
@@ -498,6 +505,7 @@ def test_a_tag_naming_a_topic_or_keyword_decides(digest: Digest, tmp_path: Path)
         ("Quarterly notes", "AI"), ("Weekend notes", "Sports"), ("Other notes", "More stories")]
 
 
+@pytest.mark.both_backends
 @pytest.mark.slow
 def test_ctrl_c_finishes_what_is_in_flight_and_says_how_to_resume(
         digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
@@ -633,6 +641,7 @@ def test_ctrl_c_does_not_wait_for_the_rate_limit(digest: Digest, smtp: LoopbackS
     assert ledger(tmp_path) == {"sent": 1, "pending": 9}
 
 
+@pytest.mark.both_backends
 def test_a_small_list_is_shared_among_the_connections(newsroom: Digest, smtp: LoopbackSMTPServer,
                                                       tmp_path: Path) -> None:
     """With the default batch of 50, the first connection claimed all of a small list and

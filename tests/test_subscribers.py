@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from conftest import Digest, sql
 
 
@@ -11,6 +12,7 @@ def subs(digest: Digest, *args: str) -> list[dict[str, object]]:
     return json.loads(digest.ok("subscribers", "list", "--format", "json", *args).stdout)
 
 
+@pytest.mark.both_backends
 def test_add_list_change_remove(digest: Digest) -> None:
     digest.ok("subscribers", "add", "Ada@Example.ORG", "--name", "Ada Lovelace", "--topic",
               "ai", "--topic", "Science", "--timezone", "Europe/London")
@@ -49,6 +51,7 @@ def test_bad_input_is_one_clear_line(digest: Digest) -> None:
     assert subs(digest) == []
 
 
+@pytest.mark.both_backends
 def test_csv_import_reports_bad_rows_and_keeps_good_ones(digest: Digest, tmp_path: Path) -> None:
     (tmp_path / "people.csv").write_text(
         "Email,Name,Topics,Timezone\n"
@@ -99,6 +102,7 @@ def test_list_as_csv(digest: Digest) -> None:
         'email,name,status,topics,timezone\na@example.org,"A, Person",active,,\n')
 
 
+@pytest.mark.both_backends
 def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, tmp_path: Path,
                                                                store_url: str) -> None:
     """An export re-imported into a new store once brought unsubscribed people back as
@@ -142,6 +146,7 @@ def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, t
     assert {s["email"]: s["status"] for s in subs(digest)}["bob@example.org"] == "active"
 
 
+@pytest.mark.both_backends
 def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -> None:
     digest.ok("subscribers", "add", "Gone@Example.org", "--name", "Gone")
     digest.ok("subscribers", "remove", "gone@example.org")

@@ -227,6 +227,7 @@ def test_a_heavier_feed_ranks_first(digest: Digest, frozen: None, tmp_path: Path
 
 # --- retopic -------------------------------------------------------------------------------
 
+@pytest.mark.both_backends
 def test_retopic_after_the_topics_changed(digest: Digest) -> None:
     import_items(digest, [item(185, "AP", 1), item(536, "Reuters", 2),
                           item(553, "AP", 3, topic="Business")])

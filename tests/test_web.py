@@ -90,6 +90,7 @@ def csrf_form(client: httpx.Client, url: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
 
 
+@pytest.mark.both_backends
 def test_one_click_unsubscribe_the_way_gmail_does_it(site: Site) -> None:
     site.digest.ok("subscribers", "add", "ada@example.org")
     site.digest.ok("subscribers", "add", "bob@example.org")
@@ -184,6 +185,7 @@ def test_sign_up_with_double_opt_in(site: Site) -> None:
     assert response.status_code == 400 and "expired" in response.text
 
 
+@pytest.mark.both_backends
 def test_sign_up_says_the_same_for_known_addresses_and_is_rate_limited(site: Site) -> None:
     site.digest.ok("subscribers", "add", "known@example.org")
     bodies = []
@@ -385,6 +387,7 @@ def test_without_trusted_proxies_x_forwarded_for_is_ignored(site: Site) -> None:
     assert codes == [200] * 5 + [429]
 
 
+@pytest.mark.both_backends
 def test_two_servers_on_one_store_share_the_buckets(site: Site) -> None:
     settings = load_settings(site.digest.folder / "digest.toml", environ=site.env)
     port = free_port()

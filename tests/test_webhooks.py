@@ -566,6 +566,7 @@ def test_mailgun_through_the_app(hooks: Hooks) -> None:
     assert hooks.events() == 1
 
 
+@pytest.mark.both_backends
 def test_a_mailgun_token_used_once_is_refused_by_every_process_of_the_site(
         hooks: Hooks) -> None:
     """Mailgun signs the token, not the event: a copy of a signed request with another

@@ -16,6 +16,9 @@ from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql
 
 from digest.mail.loopback import LoopbackSMTPServer
 
+# The store's contract: on PostgreSQL too when DIGEST_TEST_POSTGRES names a server.
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
 def counting_smtp() -> Iterator[LoopbackSMTPServer]:
