@@ -31,9 +31,12 @@ def need(path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _collect_garbage() -> Iterator[None]:
-    """Unclosed connections and files warn in the test that left them, not a later one."""
+    """Unclosed connections and files warn in the test that left them, not a later one.
+    What survives is frozen (moved out of the collector's sight): the next collection
+    looks only at what the next test made, 10 ms instead of 120 ms over a heap of models."""
     yield
     gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -95,16 +95,17 @@ def press(chrome: Browser, article: int, action: str) -> None:
 
 def said(chrome: Browser, text: str) -> None:
     """Wait for the page (a new one, after a button) that says text in its notice."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     def shown(_: object) -> bool:
-        notes = chrome.driver.find_elements(By.CSS_SELECTOR, "[role=status]")
-        return any(text in note.text for note in notes)
+        # Read in one script, in the page as it is: element handles taken from a page that
+        # is being replaced go stale (or "do not belong to the document") in between.
+        notes = chrome.driver.execute_script(
+            "return Array.from(document.querySelectorAll('[role=status]'),"
+            " note => note.innerText)")
+        return any(text in note for note in notes or [])
 
-    WebDriverWait(chrome.driver, WAIT, poll_frequency=0.05,
-                  ignored_exceptions=(StaleElementReferenceException,)).until(
+    WebDriverWait(chrome.driver, WAIT, poll_frequency=0.05).until(
         shown, f"no notice saying {text!r} within {WAIT} s")
 
 
@@ -136,7 +137,7 @@ def test_the_whole_editorial_flow_in_a_real_browser_reaches_the_mail(
         tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     shots = Shots(browser, tmp_path)
     env = smtp_env(smtp)
@@ -187,7 +188,10 @@ def test_the_whole_editorial_flow_in_a_real_browser_reaches_the_mail(
         # The preview, framed by the desk, shows the intro.
         frame = browser.driver.find_element(By.CSS_SELECTOR, "iframe.preview")
         browser.driver.switch_to.frame(frame)
-        assert "A word first" in browser.driver.find_element(By.TAG_NAME, "body").text
+        WebDriverWait(browser.driver, WAIT, poll_frequency=0.05).until(
+            lambda d: "A word first" in d.execute_script(
+                "return document.body ? document.body.innerText : ''"),
+            f"the framed preview shows no intro within {WAIT} s")
         browser.driver.switch_to.default_content()
         desk_shots(shots)
 
