@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lxml.html
 import pytest
-from conftest import SAMPLE_JSON, Digest, smtp_env, sql
+from conftest import NOW, SAMPLE_JSON, Digest, smtp_env, sql
 
 from digest.clock import FixedClock
 from digest.config import load_settings, with_overrides
@@ -287,9 +287,9 @@ def _to(smtp: LoopbackSMTPServer) -> list[str]:
 def test_required_drafts_ahead_holds_reminds_and_sends_once_approved(
         store_url: str, smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "required")
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, FixedClock(NOW))     # the articles come at NOW
     _fill(store, settings)
-    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    slot = NOW + timedelta(days=2)
     # Two days ahead: too early to draft.
     assert desk_sweep(store, settings, slot - timedelta(hours=30), slot) == []
     assert desk.coming_draft(store) is None
@@ -327,9 +327,9 @@ def test_required_drafts_ahead_holds_reminds_and_sends_once_approved(
 def test_required_approved_too_late_waits_for_the_next_slot(
         store_url: str, smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "required", misfire_grace=3600)
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, FixedClock(NOW))     # the articles come at NOW
     _fill(store, settings)
-    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    slot = NOW + timedelta(days=1)
     desk_sweep(store, settings, slot - timedelta(hours=1), slot)
     assert desk_slot(store, settings, slot, slot).action == "held"
     desk.approve_edition(store, settings, 1, "late editor", slot + timedelta(hours=3))
@@ -345,9 +345,9 @@ def test_required_approved_too_late_waits_for_the_next_slot(
 
 def test_veto_sends_unless_cancelled(store_url: str, smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "veto")
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, FixedClock(NOW))     # the articles come at NOW
     _fill(store, settings)
-    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    slot = NOW + timedelta(days=1)
     desk_sweep(store, settings, slot - timedelta(hours=2), slot)
     review = _body(smtp.received[0].message(), "plain")
     assert "unless an editor cancels it" in review

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import SAMPLE_JSON, Digest, sql
+from conftest import NOW, SAMPLE_JSON, Digest, sql
 from sqlalchemy import Engine, create_engine, text
 from test_admin import Site, add_user, serving, signed_in
 from test_clicks import BROWSER, Sent, open_sent, send
 from test_desk import _body, _fill, _settings
 
 from digest.audience.clicks import ClickCounter
+from digest.clock import FixedClock
 from digest.delivery import desk
 from digest.delivery.approval import desk_slot, desk_sweep
 from digest.errors import InputError
@@ -81,9 +82,9 @@ def test_veto_never_sends_a_draft_the_editors_had_no_time_to_veto(
     # The scheduler was not running draft_lead before the slot: the draft is made at the
     # slot itself, and its review mail is the first the editors hear of it.
     settings = _settings(store_url, smtp, "veto")
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, FixedClock(NOW))     # the articles come at NOW
     _fill(store, settings)
-    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    slot = NOW + timedelta(days=1)
     outcome = desk_slot(store, settings, slot, slot)
     assert (outcome.action, outcome.edition) == ("held", 1)
     assert _readers(smtp) == []
@@ -104,9 +105,9 @@ def test_veto_never_sends_a_draft_the_editors_had_no_time_to_veto(
 def test_veto_still_sends_a_reviewed_draft_nobody_cancelled(
         store_url: str, smtp: LoopbackSMTPServer) -> None:
     settings = _settings(store_url, smtp, "veto")
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, FixedClock(NOW))     # the articles come at NOW
     _fill(store, settings)
-    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    slot = NOW + timedelta(days=1)
     desk_sweep(store, settings, slot - timedelta(hours=2), slot)
     assert "unless an editor cancels it" in _body(smtp.received[0].message(), "plain")
     assert desk_slot(store, settings, slot, slot).action == "sent"
