@@ -48,6 +48,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+# How long a test's HTTP request to a server of its own may take: generous, so that a
+# busy machine makes a test slower, never a failure.
+HTTP_TIMEOUT = 60.0
+
 # The time tests start at when they set the clock: a Monday morning, far from the day the
 # suite runs on (the test of the clock itself runs the suite years ahead under faketime).
 NOW = datetime(2031, 3, 3, 6, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from argon2 import PasswordHasher
-from conftest import NOW, SAMPLE_JSON, Digest, execute, smtp_env, sql
+from conftest import HTTP_TIMEOUT, NOW, SAMPLE_JSON, Digest, execute, smtp_env, sql
 
 from digest.audience import admins
 from digest.config import Settings, load_settings, with_overrides
@@ -249,7 +249,7 @@ class Site:
 
     def client(self) -> httpx.Client:
         # A generous deadline: a big upload on a busy machine takes seconds, not minutes.
-        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=120)
+        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=HTTP_TIMEOUT)
 
 
 @contextmanager

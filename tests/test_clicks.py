@@ -22,6 +22,7 @@ import httpx
 import pytest
 from conftest import (
     DATA,
+    HTTP_TIMEOUT,
     SAMPLE_JSON,
     Digest,
     execute,
@@ -466,7 +467,7 @@ def serving(settings: Settings) -> Iterator[httpx.Client]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT) as client:
             yield client
     finally:
         server.stop()

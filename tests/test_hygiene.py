@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NOW, SAMPLE_JSON, Digest, smtp_env, sql
+from conftest import HTTP_TIMEOUT, NOW, SAMPLE_JSON, Digest, smtp_env, sql
 from test_web import a_site, csrf_form, sign_up
 
 from digest.audience.bounces import BounceDesk
@@ -294,7 +294,7 @@ def test_someone_who_unsubscribed_comes_back_only_through_double_opt_in(
     digest.ok("subscribers", "add", "reader@example.org")
     digest.ok("send", "--yes", env=smtp_env(smtp))      # edition 1, in the archive
     with a_site(digest, smtp, DIGEST_SECRET_KEY=SECRET) as site, \
-            httpx.Client(base_url=site.base) as client:
+            httpx.Client(base_url=site.base, timeout=HTTP_TIMEOUT) as client:
         smtp.received.clear()
         assert sign_up(client, "angry@example.org").status_code == 200
         assert sign_up(client, "back@example.org").status_code == 200
@@ -322,7 +322,7 @@ def test_the_preferences_page_hands_over_and_deletes_the_readers_data(
         digest: Digest, smtp: LoopbackSMTPServer) -> None:
     digest.ok("subscribers", "add", "mine@example.org", "--name", "Mina")
     with a_site(digest, smtp, DIGEST_SECRET_KEY=SECRET) as site, \
-            httpx.Client(base_url=site.base) as client:
+            httpx.Client(base_url=site.base, timeout=HTTP_TIMEOUT) as client:
         [(sid, version)] = sql(digest.folder, "select id, token_version from subscribers")
         path = "/p/" + Signer(SECRET.encode(), "preferences").make(sid, version)
         token = csrf_form(client, path)

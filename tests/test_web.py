@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql
+from conftest import HTTP_TIMEOUT, SAMPLE_JSON, Digest, run_digest, smtp_env, sql
 
 from digest.config import Settings, load_settings
 from digest.mail.loopback import LoopbackSMTPServer, free_port
@@ -101,20 +101,22 @@ def test_one_click_unsubscribe_the_way_gmail_does_it(site: Site) -> None:
     assert url.startswith(site.base + "/u/")
 
     # A link scanner (or the reader) following the link: a page, nobody unsubscribed.
-    page = httpx.get(url)
+    page = httpx.get(url, timeout=HTTP_TIMEOUT)
     assert page.status_code == 200 and "Unsubscribe?" in page.text
     assert site.status("ada@example.org") == "active"
 
     # Gmail: a POST with exactly this body, no cookies, no confirmation.
     response = httpx.post(url, content=b"List-Unsubscribe=One-Click",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+                          headers={"Content-Type": "application/x-www-form-urlencoded"},
+                          timeout=HTTP_TIMEOUT)
     assert response.status_code == 200
     assert "You are unsubscribed" in response.text
     assert "set-cookie" not in response.headers
     assert site.status("ada@example.org") == "unsubscribed"
     assert site.status("bob@example.org") == "active"
     # Again: still fine, nothing else changes.
-    assert httpx.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert httpx.post(url, data={"List-Unsubscribe": "One-Click"},
+                      timeout=HTTP_TIMEOUT).status_code == 200
 
     # The next edition skips Ada.
     (site.digest.folder / "more.json").write_text(json.dumps(
@@ -135,18 +137,19 @@ def test_forged_or_altered_tokens_get_400_and_change_nothing(site: Site) -> None
     preferences_token = Signer(SECRET.encode(), "preferences").make(1, 1)
     for bad in (f"{payload}.{mac[:-2]}xx", f"{payload[:-1]}A.{mac}", "garbage", other_id,
                 preferences_token, "a.b.c"):
-        response = httpx.post(f"{site.base}/u/{bad}", data={"List-Unsubscribe": "One-Click"})
+        response = httpx.post(f"{site.base}/u/{bad}", data={"List-Unsubscribe": "One-Click"},
+                              timeout=HTTP_TIMEOUT)
         assert response.status_code == 400, bad
         assert "not valid" in response.text
         assert "Traceback" not in response.text
     assert site.status("ada@example.org") == "active"
     # A POST without the RFC 8058 body changes nothing either.
-    assert httpx.post(url, data={}).status_code == 400
+    assert httpx.post(url, data={}, timeout=HTTP_TIMEOUT).status_code == 400
     assert site.status("ada@example.org") == "active"
 
 
 def test_sign_up_with_double_opt_in(site: Site) -> None:
-    with httpx.Client(base_url=site.base) as client:
+    with httpx.Client(base_url=site.base, timeout=HTTP_TIMEOUT) as client:
         token = csrf_form(client, "/subscribe")
         response = client.post("/subscribe", data={
             "csrf_token": token, "email": "New.Reader@Example.org", "name": "New Reader",
@@ -160,7 +163,7 @@ def test_sign_up_with_double_opt_in(site: Site) -> None:
     assert msg["Subject"] == "Confirm your subscription to The Weekly Digest"
     link = re.search(r"(http://\S+/confirm/\S+)", msg.get_content()).group(1)
 
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         # A mail scanner (or the reader) following the link: a button, nobody subscribed.
         page = client.get(link)
         assert page.status_code == 200 and "Yes, subscribe me" in page.text
@@ -178,10 +181,10 @@ def test_sign_up_with_double_opt_in(site: Site) -> None:
         assert later.status_code == 200 and "already subscribed" in later.text
         assert "Yes, subscribe me" not in later.text
     # The POST needs the form's CSRF token (a page elsewhere cannot confirm for you).
-    assert httpx.post(link, data={}).status_code == 400
+    assert httpx.post(link, data={}, timeout=HTTP_TIMEOUT).status_code == 400
 
     expired = Signer(SECRET.encode(), "confirm").make(1, 2, int(time.time()) - 1)
-    response = httpx.get(f"{site.base}/confirm/{expired}")
+    response = httpx.get(f"{site.base}/confirm/{expired}", timeout=HTTP_TIMEOUT)
     assert response.status_code == 400 and "expired" in response.text
 
 
@@ -189,7 +192,7 @@ def test_sign_up_with_double_opt_in(site: Site) -> None:
 def test_sign_up_says_the_same_for_known_addresses_and_is_rate_limited(site: Site) -> None:
     site.digest.ok("subscribers", "add", "known@example.org")
     bodies = []
-    with httpx.Client(base_url=site.base) as client:
+    with httpx.Client(base_url=site.base, timeout=HTTP_TIMEOUT) as client:
         for email in ("known@example.org", "unknown@example.org"):
             response = sign_up(client, email)
             bodies.append(response.text.replace(email, "ADDRESS"))
@@ -210,14 +213,15 @@ def test_sign_up_says_the_same_for_known_addresses_and_is_rate_limited(site: Sit
 
 
 def test_forms_need_their_csrf_token(site: Site) -> None:
-    response = httpx.post(f"{site.base}/subscribe", data={"email": "a@example.org"})
+    response = httpx.post(f"{site.base}/subscribe", data={"email": "a@example.org"},
+                          timeout=HTTP_TIMEOUT)
     assert response.status_code == 400 and "Form expired" in response.text
     site.sent_mail()
     assert site.smtp.received == []
 
 
 def test_bad_sign_up_input_is_a_400_page(site: Site) -> None:
-    with httpx.Client(base_url=site.base) as client:
+    with httpx.Client(base_url=site.base, timeout=HTTP_TIMEOUT) as client:
         token = csrf_form(client, "/subscribe")
         response = client.post("/subscribe", data={"csrf_token": token, "email": "nope"})
     assert response.status_code == 400
@@ -230,7 +234,7 @@ def test_preferences_change_topics_and_timezone(site: Site) -> None:
     send_edition(site)
     html = site.smtp.received[0].message().get_body(("html",)).get_content()
     url = re.search(r'href="(http://[^"]+/p/[^"]+)"', html).group(1)
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         page = client.get(url)
         assert page.status_code == 200 and "Your preferences" in page.text
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
@@ -246,9 +250,9 @@ def test_preferences_change_topics_and_timezone(site: Site) -> None:
 def test_the_archive_shows_sent_editions(site: Site) -> None:
     site.digest.ok("subscribers", "add", "ada@example.org")
     send_edition(site)
-    listing = httpx.get(f"{site.base}/editions")
+    listing = httpx.get(f"{site.base}/editions", timeout=HTTP_TIMEOUT)
     assert listing.status_code == 200 and "No. 1:" in listing.text
-    page = httpx.get(f"{site.base}/editions/1")
+    page = httpx.get(f"{site.base}/editions/1", timeout=HTTP_TIMEOUT)
     assert page.status_code == 200
     assert "Open-weight language models close the gap" in page.text
     assert "/u/" not in page.text and "/p/" not in page.text and "ada@" not in page.text
@@ -257,25 +261,25 @@ def test_the_archive_shows_sent_editions(site: Site) -> None:
     assert f'href="{site.base}/editions/1"' in mail_html
     # An article without a URL of its own has a page.
     note = re.search(r'href="' + re.escape(site.base) + r'/articles/(\d+)"', mail_html)
-    article = httpx.get(f"{site.base}/articles/{note.group(1)}")
+    article = httpx.get(f"{site.base}/articles/{note.group(1)}", timeout=HTTP_TIMEOUT)
     assert article.status_code == 200 and "Editor&#39;s note" in article.text
-    feed = httpx.get(f"{site.base}/editions.atom")
+    feed = httpx.get(f"{site.base}/editions.atom", timeout=HTTP_TIMEOUT)
     assert feed.headers["content-type"].startswith("application/atom+xml")
     entries = ET.fromstring(feed.content).findall("{http://www.w3.org/2005/Atom}entry")
     assert len(entries) == 1
-    assert httpx.get(f"{site.base}/editions/2").status_code == 404
-    assert httpx.get(f"{site.base}/articles/999").status_code == 404
+    assert httpx.get(f"{site.base}/editions/2", timeout=HTTP_TIMEOUT).status_code == 404
+    assert httpx.get(f"{site.base}/articles/999", timeout=HTTP_TIMEOUT).status_code == 404
 
 
 def test_security_headers_and_404(site: Site) -> None:
     for path in ("/subscribe", "/editions", "/no/such/page", "/u/forged"):
-        response = httpx.get(site.base + path)
+        response = httpx.get(site.base + path, timeout=HTTP_TIMEOUT)
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
         assert SECRET not in response.text
-    assert httpx.get(site.base + "/no/such/page").status_code == 404
-    assert httpx.get(site.base + "/.env").status_code == 404
+    assert httpx.get(site.base + "/no/such/page", timeout=HTTP_TIMEOUT).status_code == 404
+    assert httpx.get(site.base + "/.env", timeout=HTTP_TIMEOUT).status_code == 404
 
 
 def test_digest_serve_runs_under_waitress_and_sends_confirmations(
@@ -287,14 +291,14 @@ def test_digest_serve_runs_under_waitress_and_sends_confirmations(
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/editions")
+                response = httpx.get(f"http://127.0.0.1:{port}/editions", timeout=HTTP_TIMEOUT)
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
                 time.sleep(0.1)
         assert response.status_code == 200
         assert response.headers["server"] == "digest"
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT) as client:
             assert sign_up(client, "reader@example.org").status_code == 200
         # The server's outbox thread sends it (woken by the sign-up).
         deadline = time.monotonic() + 20
@@ -304,7 +308,7 @@ def test_digest_serve_runs_under_waitress_and_sends_confirmations(
         [mail] = smtp.received
         link = re.search(r"(http://\S+/confirm/\S+)", mail.message().get_content()).group(1)
         # Signed with the secret `digest init` wrote (no DIGEST_SECRET_KEY here).
-        assert "Yes, subscribe me" in httpx.get(link).text
+        assert "Yes, subscribe me" in httpx.get(link, timeout=HTTP_TIMEOUT).text
         assert sql(tmp_path, "SELECT count(*) FROM outbox") == [(0,)]
     finally:
         proc.terminate()
@@ -319,11 +323,11 @@ def test_ids_out_of_the_stores_range_are_404_pages(site: Site) -> None:
     for path in ("/editions/99999999999999999999999", "/articles/9223372036854775808",
                  "/articles/2147483648", "/editions/2147483648", "/editions/0",
                  "/articles/-1", "/articles/1e3"):
-        response = httpx.get(site.base + path)
+        response = httpx.get(site.base + path, timeout=HTTP_TIMEOUT)
         assert response.status_code == 404, path
         assert "There is nothing at this address." in response.text
     # The largest id the store holds is a plain "not found" from the store.
-    assert httpx.get(site.base + "/articles/2147483647").status_code == 404
+    assert httpx.get(site.base + "/articles/2147483647", timeout=HTTP_TIMEOUT).status_code == 404
 
 
 # --- the outbox -----------------------------------------------------------------------------
@@ -332,7 +336,8 @@ def test_sign_up_only_queues_and_the_outbox_retries_a_temporary_failure(
         site: Site, caplog: pytest.LogCaptureFixture) -> None:
     site.smtp.reply_policy = lambda phase, _from, _rcpt: "451 4.3.0 try again later" \
         if phase == "RCPT" else None
-    with caplog.at_level(logging.INFO), httpx.Client(base_url=site.base) as client:
+    with caplog.at_level(logging.INFO), httpx.Client(base_url=site.base,
+                                                     timeout=HTTP_TIMEOUT) as client:
         assert sign_up(client, "ada@example.org").status_code == 200
         site.sent_mail()
     assert site.smtp.received == []
@@ -354,7 +359,8 @@ def test_a_refused_confirmation_is_dropped_with_a_log_line(
         site: Site, caplog: pytest.LogCaptureFixture) -> None:
     site.smtp.reply_policy = lambda phase, _from, _rcpt: "550 5.1.1 no such user" \
         if phase == "RCPT" else None
-    with caplog.at_level(logging.INFO), httpx.Client(base_url=site.base) as client:
+    with caplog.at_level(logging.INFO), httpx.Client(base_url=site.base,
+                                                     timeout=HTTP_TIMEOUT) as client:
         assert sign_up(client, "nobody@example.org").status_code == 200
         site.sent_mail()
     assert "refused the confirmation mail to subscriber 1: 550" in caplog.text
@@ -366,7 +372,7 @@ def test_a_refused_confirmation_is_dropped_with_a_log_line(
 def post_sign_ups(base: str, count: int, forwarded_for: str | None = None) -> list[int]:
     headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
     codes = []
-    with httpx.Client(base_url=base, headers=headers) as client:
+    with httpx.Client(base_url=base, headers=headers, timeout=HTTP_TIMEOUT) as client:
         for _ in range(count):
             codes.append(sign_up(client, "x@example.org").status_code)
     return codes
@@ -431,7 +437,7 @@ def test_a_key_derived_from_the_stores_location_is_refused(digest: Digest,
         store_url = load_settings(digest.folder / "digest.toml", environ={}).store_url
         guessed = Signer(("digest-insecure-default:" + store_url).encode(), "unsubscribe")
         response = httpx.post(f"{s.base}/u/{guessed.make(1, 1)}",
-                              data={"List-Unsubscribe": "One-Click"})
+                              data={"List-Unsubscribe": "One-Click"}, timeout=HTTP_TIMEOUT)
         assert response.status_code == 400
         assert s.status("ada@example.org") == "active"
 
@@ -500,4 +506,4 @@ def test_stopping_the_server_during_a_request_uses_no_closed_socket(
 def _quietly(url: str) -> None:
     # The server going away mid-request is what this test does.
     with contextlib.suppress(httpx.HTTPError):
-        httpx.get(url, timeout=10)
+        httpx.get(url, timeout=HTTP_TIMEOUT)

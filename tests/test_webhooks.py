@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DATA, Digest, need, sql
+from conftest import DATA, HTTP_TIMEOUT, Digest, need, sql
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -660,14 +660,15 @@ def test_a_signed_sendgrid_post_to_digest_serve(digest: Digest, tmp_path: Path) 
         while True:
             try:
                 response = httpx.post(f"{base}/webhooks/sendgrid", content=payload,
-                                      headers=signer.headers(payload))
+                                      headers=signer.headers(payload), timeout=HTTP_TIMEOUT)
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.05)
         assert response.status_code == 200
         assert response.headers["server"] == "digest"
-        assert httpx.post(f"{base}/webhooks/sendgrid", content=payload).status_code == 403
+        assert httpx.post(f"{base}/webhooks/sendgrid", content=payload,
+                          timeout=HTTP_TIMEOUT).status_code == 403
     assert sql(tmp_path, "SELECT status FROM subscribers") == [("bounced",)]
     assert sql(tmp_path, "SELECT kind, status, source FROM bounce_events") == \
         [("hard", "5.1.1", "webhook:sendgrid")]
