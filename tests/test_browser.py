@@ -125,7 +125,12 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    # The browser is a judge, not the code under test: it keeps the machine's clock when
+    # the suite runs under libfaketime (tests/faketime/run), which makes Chromium spin.
+    real_clock = {k: v for k, v in os.environ.items()
+                  if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), env=real_clock),
+                              options=options)
     try:
         yield Browser(driver, shots)
     finally:
