@@ -117,11 +117,14 @@ _JUDGED_MODULES = {"test_inbox", "test_browser", "test_admin_browser", "test_ver
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests of outside judges (`-m judges`, `-m 'not judges'`)."""
+    """Mark the tests of outside judges (`-m judges`, `-m 'not judges'`), and hand out
+    the slow ones first: in parallel, a long test started last keeps one worker busy
+    while the others have nothing left to do."""
     for item in items:
         module = item.module.__name__ if isinstance(item, pytest.Function) else ""
         if module in _JUDGED_MODULES or "dovecot" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.judges)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

@@ -33,12 +33,38 @@ __all__ = ["Dovecot", "DovecotUser", "TlsFiles", "free_port", "make_tls_files",
 DOVECOT = "/usr/sbin/dovecot"
 
 
+def _port_block() -> range:
+    """This test process's own ports: below the kernel's range for port 0 (which every
+    socket bound to port 0 draws from), a block for each parallel worker."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range")
+                              .read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    size = 500
+    start = 10_000 + (int(worker) if worker.isdigit() else 0) * size
+    return range(start, min(start + size, first_ephemeral))
+
+
+_PORTS = itertools.cycle(_port_block())
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (the kernel's pick for port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on, for a server started later by
+    another program (Dovecot, Postfix). Not the kernel's pick for port 0: another process
+    could be handed that same port before the server binds it (Postfix then failed with
+    "Address already in use" beside a parallel test); these come from this process's own
+    block, outside the range the kernel picks from."""
+    for _ in range(len(_port_block())):
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this test process's block")
 
 
 def wait_for_port(port: int, deadline: float, alive: Any = None) -> bool:

@@ -721,6 +721,7 @@ def importing(client: httpx.Client) -> None:
     assert "new@example.org" in client.get("/admin/subscribers").text
 
 
+@pytest.mark.slow
 def test_a_big_upload_is_only_ever_a_signed_in_editors(site: Site) -> None:
     big = b"email\n" + b"".join(b"reader%06d@example.org\n" % i for i in range(3000))
     assert len(big) > 64 * 1024

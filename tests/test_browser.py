@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import SAMPLE_JSON, Digest, smtp_env
+from mailservers import free_port
 from sqlalchemy import select
 
 from digest.config import load_settings
-from digest.mail.loopback import LoopbackSMTPServer, Received, free_port
+from digest.mail.loopback import LoopbackSMTPServer, Received
 from digest.store.db import Store
 from digest.store.models import Subscriber, SubscriberStatus
 from digest.web.app import WebServer

@@ -32,12 +32,13 @@ from conftest import (
     write_subscribers,
 )
 from flask.testing import FlaskClient
+from mailservers import free_port
 
 from digest.audience.clicks import ClickCounter, is_scanner
 from digest.config import Settings, load_settings, with_overrides
 from digest.content.edition import ranked_stories
 from digest.content.stories import click_factors
-from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.mail.loopback import LoopbackSMTPServer
 from digest.mail.ranking import ranking_factors
 from digest.store.articles import upcoming_edition
 from digest.store.clicks import ClickTarget, article_clicks, edition_clicks, record_click

@@ -87,6 +87,7 @@ def test_hostile_feed_content_is_sanitised(digest: Digest, tmp_path: Path) -> No
                     assert bad not in lowered, (name, bad)
 
 
+@pytest.mark.slow
 @pytest.mark.both_backends
 def test_corpus_de_duplication_is_unchanged_but_for_distinct_items_of_one_feed(
         digest: Digest) -> None:

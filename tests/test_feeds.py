@@ -144,6 +144,7 @@ def book(folder: Path) -> FeedBook:
     return FeedBook(store, settings)
 
 
+@pytest.mark.slow
 def test_every_corpus_feed_over_http(digest: Digest, http: FeedServer, tmp_path: Path) -> None:
     corpus = need(CORPUS / "feeds")
     files = sorted(p for p in corpus.iterdir() if p.suffix in (".xml", ".json"))

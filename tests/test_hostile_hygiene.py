@@ -177,6 +177,7 @@ def test_a_bounce_whose_verp_token_names_no_edition_of_this_store_stops_nothing(
                               "'bob@example.org'") == [("bounced",)]
 
 
+@pytest.mark.slow
 def test_erase_says_so_when_a_copy_is_left_in_the_sqlite_file(digest: Digest) -> None:
     """Another connection in the middle of a read (a `digest serve` request, a backup, a
     long export) keeps the checkpoint from copying the vacuumed pages into the file:

@@ -22,8 +22,9 @@ from pathlib import Path
 import dkim
 import pytest
 from conftest import SAMPLE_JSON, Digest, smtp_env
+from mailservers import free_port
 
-from digest.mail.loopback import LoopbackSMTPServer, free_port
+from digest.mail.loopback import LoopbackSMTPServer
 from digest.mail.render import GMAIL_CLIP_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,7 @@ def _raw(msg: EmailMessage) -> bytes:
     return msg.as_bytes(policy=policy.SMTP)
 
 
+@pytest.mark.slow
 def test_spamassassin_scores_the_demo_digest_clean(demo: list[EmailMessage],
                                                    tmp_path: Path) -> None:
     spamassassin = judge("spamassassin", shutil.which("spamassassin"))

@@ -671,3 +671,24 @@ def test_a_small_list_is_shared_among_the_connections(newsroom: Digest, smtp: Lo
     finally:
         store.close()
     assert settings.delivery.batch_size == 50 and set(limits) == {5}
+
+
+def test_the_loopback_server_takes_another_port_when_its_pick_is_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free port can be taken by another process before the server binds it (a parallel
+    test did so): the server chooses again instead of failing with EADDRINUSE."""
+    import socket
+
+    import digest.mail.loopback as loopback
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        picks = iter([taken.getsockname()[1]])
+        real = loopback.free_port
+        monkeypatch.setattr(loopback, "free_port", lambda: next(picks, None) or real())
+        server = loopback.LoopbackSMTPServer().start()
+        try:
+            assert server.port != taken.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+                assert conn.recv(100).startswith(b"220 ")
+        finally:
+            server.stop()

@@ -282,6 +282,7 @@ def test_security_headers_and_404(site: Site) -> None:
     assert httpx.get(site.base + "/.env", timeout=HTTP_TIMEOUT).status_code == 404
 
 
+@pytest.mark.slow
 def test_digest_serve_runs_under_waitress_and_sends_confirmations(
         digest: Digest, tmp_path: Path, smtp: LoopbackSMTPServer) -> None:
     port = free_port()

@@ -4,6 +4,7 @@ it, and tests use it as the far end, optionally misbehaving on purpose."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import threading
 import time
@@ -47,6 +48,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:port now (as asyncio's does: SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class _Handler:
@@ -121,17 +133,21 @@ class LoopbackSMTPServer:
         self.outbox = outbox
         self.pipelining = pipelining
         self.reply_policy = reply_policy
+        self._chosen_port = port
         self.port = port or free_port()
         self.received: list[Received] = []
         # Keep only each message's header block (for tests that count many messages).
         self.headers_only = headers_only
         self._lock = threading.Lock()
-        extra: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}
         if login is not None:
             # Loopback only, so AUTH without TLS is acceptable here.
-            extra = {"authenticator": _Authenticator(*login), "auth_require_tls": False}
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                      data_size_limit=50 * 2**20, ready_timeout=10, **extra)
+            self._extra = {"authenticator": _Authenticator(*login), "auth_require_tls": False}
+        self._controller = self._new_controller()
+
+    def _new_controller(self) -> Controller:
+        return Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+                          data_size_limit=50 * 2**20, ready_timeout=10, **self._extra)
 
     def reply(self, phase: str, mail_from: str, rcpt: str) -> str | None:
         return self.reply_policy(phase, mail_from, rcpt) if self.reply_policy else None
@@ -161,8 +177,32 @@ class LoopbackSMTPServer:
     def start(self) -> LoopbackSMTPServer:
         if self.outbox is not None:
             self.outbox.mkdir(parents=True, exist_ok=True)
-        self._controller.start()
-        return self
+        # A port chosen free can be taken by another process before the server binds it:
+        # choose again (a port the caller named is theirs to fix). Checked first, since
+        # a Controller that cannot bind waits out its whole ready_timeout before saying so.
+        for _attempt in range(20):
+            if self._chosen_port or _bindable(self.port):
+                try:
+                    self._controller.start()
+                    return self
+                except OSError as exc:
+                    self._discard_controller()
+                    if exc.errno != errno.EADDRINUSE or self._chosen_port:
+                        raise
+            else:
+                self._discard_controller()
+            self.port = free_port()
+            self._controller = self._new_controller()
+        raise OSError(errno.EADDRINUSE, "no free port for the loopback SMTP server")
+
+    def _discard_controller(self) -> None:
+        """Let go of a Controller that never started or failed to (its thread has ended)."""
+        thread = self._controller._thread
+        if thread is not None:
+            thread.join(timeout=10)
+        self._controller._thread = None
+        if not self._controller.loop.is_closed():
+            self._controller.loop.close()
 
     def stop(self) -> None:
         self._controller.stop()
