@@ -70,7 +70,7 @@ def test_send_enqueue_then_one_worker(digest: Digest, smtp: LoopbackSMTPServer,
 def test_four_workers_one_killed_half_way(digest: Digest, counting_smtp: LoopbackSMTPServer,
                                           tmp_path: Path, store_url: str) -> None:
     # Enough for four workers to each hold batches when one dies (the 20,000 of the brief
-    # are a measure of speed: bench/send.py); the same on both stores.
+    # are a measure of speed: bench/workers.py); the same on both stores.
     total = 2_000
     digest.ok("articles", "import", str(SAMPLE_JSON))
     bulk_subscribers(tmp_path, total)
