@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +55,9 @@ class Scheduler:
     """`digest schedule run` as a process, its log lines collected as they come."""
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.proc = run_digest(folder, "schedule", "run", env=env)
+        # faulthandler: a scheduler that does not stop is made to say where it hangs.
+        self.proc = run_digest(folder, "schedule", "run", env={**env,
+                                                               "PYTHONFAULTHANDLER": "1"})
         _RUNNING.append(self)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -78,7 +81,14 @@ class Scheduler:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)      # the threads' stacks on stderr
+            self.proc.wait(timeout=30)
+            self._reader.join(timeout=10)
+            raise AssertionError("the scheduler did not stop within 120 s:\n"
+                                 + "\n".join(self.lines)) from None
         self._reader.join(timeout=10)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
