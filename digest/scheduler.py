@@ -10,9 +10,11 @@ the misfire grace is skipped (its articles wait for the next slot).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -287,8 +289,24 @@ def _stop_on_signal(signum: int, _frame: Any) -> None:
     _RUNTIME.stop.set()
 
 
-def _wake_on_stop(scheduler: _DigestScheduler) -> None:
-    _RUNTIME.stop.wait()
+_END = b"\0"                       # what run_scheduler writes to end the waker itself
+
+
+def _wake_on_stop(scheduler: _DigestScheduler, signals: socket.socket) -> None:
+    """Wake the scheduler once it is to stop. Python runs a signal's handler only in the
+    main thread, when it next runs Python code, and the kernel may hand the process's
+    SIGTERM to any thread: one handed to a job's idle worker thread left the main thread
+    asleep until its next job was due (minutes), the signal unhandled. Whichever thread
+    the kernel chose, the signal's number also comes through the wakeup fd read here."""
+    wanted = {int(signal.SIGTERM), int(signal.SIGINT), _END[0]}
+    while not _RUNTIME.stop.is_set():
+        try:
+            data = signals.recv(64)
+        except OSError:
+            break
+        if not data or wanted & set(data):
+            break
+    _RUNTIME.stop.set()
     scheduler.wakeup()
 
 
@@ -304,6 +322,10 @@ def run_scheduler(settings: Settings, config: str | None, clock: Clock | None = 
     _RUNTIME.clock = clock or system_clock()
     previous = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM,
                                                                       signal.SIGINT)}
+    # Every signal's number is written here too, by whichever thread received it.
+    received, wakeup = socket.socketpair()
+    wakeup.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
     store = Store.from_settings(settings, _RUNTIME.clock)
     lock = SchedulerLock(store)
     waker: threading.Thread | None = None
@@ -311,8 +333,8 @@ def run_scheduler(settings: Settings, config: str | None, clock: Clock | None = 
         lock.acquire()
         scheduler = build_scheduler(settings, store, config)
         _RUNTIME.scheduler = scheduler
-        waker = threading.Thread(target=_wake_on_stop, args=(scheduler,), daemon=True,
-                                 name="digest-scheduler-waker")
+        waker = threading.Thread(target=_wake_on_stop, args=(scheduler, received),
+                                 daemon=True, name="digest-scheduler-waker")
         waker.start()
         log.info("scheduler started (pid %s): edition cron %r in %s, misfire grace %ss",
                  os.getpid(), settings.schedule.cron, settings.schedule.timezone,
@@ -333,12 +355,17 @@ def run_scheduler(settings: Settings, config: str | None, clock: Clock | None = 
             # Only when something failed before any signal came. The handlers go first:
             # one landing inside this stop.set() would wait for the lock this thread holds.
             _restore_handlers(previous)
-            stop.set()             # lets the waker end
+            stop.set()
+        with contextlib.suppress(OSError):
+            wakeup.send(_END)      # lets the waker end
         if waker is not None:
             waker.join()
         lock.release()
         store.close()
         _restore_handlers(previous)
+        signal.set_wakeup_fd(previous_fd)
+        received.close()
+        wakeup.close()
 
 
 def _restore_handlers(previous: dict[signal.Signals, Any]) -> None:

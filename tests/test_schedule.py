@@ -3,7 +3,9 @@ slots a few seconds ahead; and the slot functions with an injected clock."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -207,6 +209,48 @@ def test_sigkill_mid_send_and_restart_resumes_the_slot(digest: Digest,
     assert db_rows(tmp_path, "select number, status from editions") == [(1, "sent")]
     assert db_rows(tmp_path, "select status, count(*) from deliveries group by status") == \
         [("sent", 300)]
+
+
+@pytest.mark.slow
+def test_a_sigterm_the_kernel_hands_to_any_thread_stops_the_scheduler(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """The kernel may deliver a process's SIGTERM to any thread that does not block it;
+    Python handles it in the main thread, when that next runs Python code. One handed to a
+    worker thread left the main thread asleep until its next job (here: an hour)."""
+    import ctypes
+    import platform
+
+    tgkill = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+    if tgkill is None:
+        pytest.skip(f"tgkill's system call number on {platform.machine()} is not known here")
+    sched = Scheduler(tmp_path, env_for(smtp, "0 8 * * mon",
+                                        DIGEST_SCHEDULE__RETRY_MINUTES="60",
+                                        DIGEST_SCHEDULE__FEEDS_MINUTES="60"))
+    sched.wait_for("scheduler started")
+    pid = sched.proc.pid
+
+    def asleep() -> bool:
+        """Every thread sleeping: the start-up sweep is over and the main thread waits for
+        the next job (a signal that comes while it runs Python code is handled anyway)."""
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                states.append(Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                              .rsplit(")", 1)[1].split()[0])
+        return bool(states) and set(states) == {"S"}
+
+    quiet = 0
+    while quiet < 10:                  # ten looks in a row, 50 ms apart
+        quiet = quiet + 1 if asleep() else 0
+        assert sched.proc.poll() is None, "\n".join(sched.lines)
+        time.sleep(0.05)
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert others, "the scheduler runs threads besides its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(tgkill, pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+    assert sched.proc.wait(timeout=30) == 0, "\n".join(sched.lines)
+    sched.wait_for("scheduler stopped")
+    sched.stop()
 
 
 @pytest.mark.slow
