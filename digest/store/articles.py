@@ -62,10 +62,12 @@ class TopicUpdate:
 
 
 def new_articles(session: Session, cutoff: datetime) -> list[Article]:
-    """Articles no edition has taken, added up to cutoff (never a removed one)."""
+    """Articles no edition has taken, added up to cutoff (never a removed one, a new
+    feed's back catalogue or one that came in too old to be news)."""
     return list(session.scalars(
         select(Article).where(Article.edition_id.is_(None), Article.added_at <= cutoff,
-                              Article.is_backlog.is_(False), Article.removed_at.is_(None))
+                              Article.is_backlog.is_(False), Article.too_old.is_(False),
+                              Article.removed_at.is_(None))
         .order_by(Article.id)))
 
 
@@ -95,7 +97,8 @@ def list_articles(store: Store, *, new_only: bool = False, topic: str | None = N
                                        else Article.removed_at.is_(None))
                  .order_by(Article.added_at.desc(), Article.id.desc()))
         if new_only:
-            query = query.where(Article.edition_id.is_(None), Article.is_backlog.is_(False))
+            query = query.where(Article.edition_id.is_(None), Article.is_backlog.is_(False),
+                                Article.too_old.is_(False))
         if topic:
             query = query.where(func.lower(Article.topic) == topic.lower())
         if limit:

@@ -174,6 +174,16 @@ class Article(Base):
     # Removed by the operator: a tombstone, kept (title, content hash, canonical URL) so
     # de-duplication still knows it, but never in an edition, a list or the archive again.
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where published_at came from: the record (JSON, feed), its page (meta tags, JSON-LD,
+    # URL), its text (a dateline), or "imported" (undated: published_at is None and the
+    # article ranks by added_at, never as brand new); a date in the future is clamped to
+    # the import time and noted.
+    date_source: Mapped[str] = mapped_column(String(8), default="record",
+                                             server_default="record")
+    date_clamped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Older than [ingest] max_age_days when it came in: kept for de-duplication, offered
+    # to no edition unless an editor adds it.
+    too_old: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     source: Mapped[Source | None] = relationship(lazy="joined")
     also_from: Mapped[list[Source]] = relationship(secondary="article_sources", lazy="selectin",
