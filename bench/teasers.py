@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
@@ -105,7 +106,7 @@ def records() -> Iterator[tuple[str, str, str | None, str]]:
     for corpus, folder in (("pages", PAGES / "html"), ("feeds", FEEDS)):
         for path in sorted(folder.iterdir()):
             if path.suffix in (".html", ".xml", ".json"):
-                for parsed in parse_path(path):
+                for parsed in parse_path(path, datetime.now(UTC)):
                     for record in parsed.records:
                         yield corpus, path.name, record.summary, record.body
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 
 from .audience.subscribers import normalise_email
 from .config import Settings
+from .content.quality import article_flags
+from .content.stories import Story
 from .delivery.timing import next_runs
 from .errors import ConfigError, DigestError, InputError
 from .mail.message import DkimSigner, sender_address
@@ -22,8 +25,8 @@ from .store.db import STORE_ERRORS, Store
 from .store.feeds import feed_count
 from .store.subscribers import active_count, active_topic_choices
 
-__all__ = ["Step", "check_rendered", "check_schedule", "check_sender", "check_setup",
-           "check_subscriber_topics"]
+__all__ = ["Step", "check_content", "check_rendered", "check_schedule", "check_sender",
+           "check_setup", "check_subscriber_topics"]
 
 
 @dataclass(frozen=True)
@@ -223,4 +226,32 @@ def check_rendered(html: str, text: str) -> list[Step]:
                       if not missing and not missing_urls else
                       f"missing {len(missing)} titles and {len(missing_urls)} links: "
                       + ", ".join((missing + missing_urls)[:5])))
+    return steps
+
+
+def check_content(ranking: Sequence[tuple[str, Sequence[Story]]],
+                  teaser_words: int) -> list[Step]:
+    """What the edition holds: a failed step for each topic whose lead story is led by an
+    article an editor should look at (undated, mojibake, a title in another script, a
+    teaser that only repeats the title), a warning for each other such article, or one
+    step saying all is well."""
+    steps = []
+    count = 0
+    for topic, stories in ranking:
+        for position, story in enumerate(stories):
+            for article in story.articles:
+                count += 1
+                flags = article_flags(article, teaser_words)
+                if not flags:
+                    continue
+                leads = position == 0 and article is story.lead
+                where = f"{topic} lead" if leads else topic
+                steps.append(Step("article", not leads,
+                                  f"{article.id} ({where}) {article.title[:60]!r}: "
+                                  f"{'; '.join(flags)}"
+                                  + ("; fix it or move it before sending" if leads else ""),
+                                  warning=not leads))
+    if not steps:
+        steps.append(Step("articles", True, f"all {count} dated, readable and with a "
+                                            f"teaser of their own"))
     return steps

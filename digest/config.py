@@ -32,6 +32,7 @@ __all__ = [
     "DigestSettings",
     "FeedSettings",
     "FetchSettings",
+    "IngestSettings",
     "GroupingSettings",
     "ScheduleSettings",
     "Settings",
@@ -145,6 +146,15 @@ class FetchSettings:
     max_redirects: int = 5
     concurrency: int = 8
     backfill: int = 3
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """What counts as news when articles come in (files and feeds alike)."""
+
+    # An article dated more than this many days before it comes in is kept (so
+    # de-duplication knows it) but marked too old and offered to no edition; 0: no limit.
+    max_age_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -285,6 +295,7 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     fetch: FetchSettings = FetchSettings()
+    ingest: IngestSettings = IngestSettings()
     dkim: DkimSettings = DkimSettings()
     web: WebSettings = WebSettings()
     bounces: BouncesSettings = BouncesSettings()
@@ -366,6 +377,7 @@ _SECTIONS: dict[str, type] = {
     "delivery": DeliverySettings,
     "schedule": ScheduleSettings,
     "fetch": FetchSettings,
+    "ingest": IngestSettings,
     "dkim": DkimSettings,
     "web": WebSettings,
     "bounces": BouncesSettings,
@@ -581,19 +593,7 @@ def load_settings(config: str | os.PathLike[str] | None = None,
     topics = _topics(data["topics"], origin) if "topics" in data else default_topics()
     feeds = _feeds(data["feeds"], origin) if "feeds" in data else ()
     settings = Settings(
-        digest=DigestSettings(**sections["digest"]),
-        store=StoreSettings(**sections["store"]),
-        smtp=SmtpSettings(**sections["smtp"]),
-        delivery=DeliverySettings(**sections["delivery"]),
-        schedule=ScheduleSettings(**sections["schedule"]),
-        fetch=FetchSettings(**sections["fetch"]),
-        dkim=DkimSettings(**sections["dkim"]),
-        web=WebSettings(**sections["web"]),
-        bounces=BouncesSettings(**sections["bounces"]),
-        webhooks=WebhooksSettings(**sections["webhooks"]),
-        grouping=GroupingSettings(**sections["grouping"]),
-        tracking=TrackingSettings(**sections["tracking"]),
-        admin=AdminSettings(**sections["admin"]),
+        **{name: cls(**sections[name]) for name, cls in _SECTIONS.items()},
         topics=topics,
         feeds=feeds,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
@@ -626,6 +626,9 @@ def _validate(s: Settings, origin: str) -> None:
     if s.fetch.deadline_seconds <= 0:
         raise ConfigError(f"{origin}: [fetch] deadline_seconds must be more than 0 "
                           f"(got {s.fetch.deadline_seconds:g})")
+    if s.ingest.max_age_days < 0:
+        raise ConfigError(f"{origin}: [ingest] max_age_days must be 0 (no limit) or more "
+                          f"(got {s.ingest.max_age_days})")
     try:
         ZoneInfo(s.schedule.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -3,8 +3,10 @@ server, leaving the received messages behind to look at."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .audience.subscribers import SubscriberBook
@@ -15,6 +17,7 @@ from .delivery.runner import SendReport, send_edition
 from .delivery.sender import ProgressFn
 from .errors import InputError
 from .ingest import import_files
+from .ingest.writer import fresh_from
 from .mail.loopback import LoopbackSMTPServer
 from .mail.transport import SmtpTransport
 from .resources import package_resource
@@ -44,12 +47,24 @@ def _prepare(folder: Path) -> None:
             raise InputError(f"{folder} is not empty and holds no earlier demo; choose a new "
                              f"folder, e.g. digest demo digest-demo")
         # An earlier demo of ours: start it over.
-        for name in ("digest.toml", "digest.db", "digest.db-wal", "digest.db-shm",
+        for name in ("digest.toml", "articles.json", "digest.db", "digest.db-wal", "digest.db-shm",
                      "preview.html"):
             (folder / name).unlink(missing_ok=True)
         shutil.rmtree(folder / "outbox", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / _MARKER).write_text("made by digest demo; safe to delete this folder\n")
+
+
+def _sample_week(sample: Path, to: Path, now: datetime) -> None:
+    """The sample articles, written to `to` with their dates moved so that the newest is an
+    hour before now: the sample is a week of news, and news is recent whenever the demo
+    runs."""
+    articles = json.loads(sample.read_text(encoding="utf-8"))
+    dates = [datetime.fromisoformat(a["published_at"]) for a in articles]
+    shift = now - timedelta(hours=1) - max(dates)
+    for article, date in zip(articles, dates, strict=True):
+        article["published_at"] = (date + shift).isoformat()
+    to.write_text(json.dumps(articles, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def run_demo(folder: Path, progress: ProgressFn | None = None,
@@ -67,8 +82,11 @@ def run_demo(folder: Path, progress: ProgressFn | None = None,
         store = Store.from_settings(settings, clock)
         try:
             classifier = TopicClassifier.from_settings(settings)
-            imported = import_files(store.writes, classifier, store.clock,
-                                    [package_resource("data/sample_articles.json")])
+            now = store.clock.now()
+            articles = folder / "articles.json"
+            _sample_week(package_resource("data/sample_articles.json"), articles, now)
+            imported = import_files(store.writes, classifier, store.clock, [articles],
+                                    fresh_from=fresh_from(settings.ingest, now))
             book = SubscriberBook(store, settings)
             subs = book.import_csv(package_resource("data/sample_subscribers.csv"))
             report = send_edition(store, settings, SmtpTransport(settings.smtp),

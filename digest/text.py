@@ -6,9 +6,19 @@ all clean with it."""
 
 from __future__ import annotations
 
+import ftfy
 import regex
+from ftfy.badness import is_bad
 
-__all__ = ["clean_control", "clean_label"]
+__all__ = ["clean_control", "clean_label", "has_mojibake", "is_junk_title", "repair_text"]
+
+# ftfy's repair of text decoded with the wrong encoding ("â€™" for "’", "Ã©" for "é")
+# and nothing else: quotes, ligatures, widths, entities and normal forms stay as written.
+_REPAIR = ftfy.TextFixerConfig(unescape_html=False, fix_latin_ligatures=False,
+                               fix_character_width=False, uncurl_quotes=False,
+                               fix_line_breaks=False, normalization=None, explain=False)
+# A title worth showing has a letter or a digit ("X", "π" and "9" are titles; "’…" is not).
+_WORDLIKE = regex.compile(r"[\p{L}\p{N}]")
 
 # C0 controls but tab, LF and CR; DEL. Lone surrogates (JSON allows "\ud800") cannot be
 # encoded as UTF-8 by any driver, so they become U+FFFD like other undecodable input.
@@ -30,3 +40,18 @@ def clean_label(text: str) -> str:
     """A one-line value that may reach a header (title, author, source name, tag): no
     control, bidi or format characters, and line breaks folded to single spaces."""
     return " ".join(_FORMAT.sub("", clean_control(text)).split())
+
+
+def repair_text(text: str) -> str:
+    """text with mojibake repaired (ftfy); plain ASCII, which cannot hold any, as it is."""
+    return text if text.isascii() else ftfy.fix_text(text, _REPAIR)
+
+
+def has_mojibake(text: str) -> bool:
+    """Whether text still looks like text decoded with the wrong encoding."""
+    return not text.isascii() and is_bad(text)
+
+
+def is_junk_title(title: str) -> bool:
+    """Whether a title has no letter and no digit: empty, punctuation, symbols, controls."""
+    return _WORDLIKE.search(title) is None

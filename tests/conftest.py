@@ -57,6 +57,12 @@ HTTP_TIMEOUT = 60.0
 NOW = datetime(2031, 3, 3, 6, 0, tzinfo=UTC)
 
 
+# The morning after the week digest/data/sample_articles.json holds (its newest article is
+# from 2026-11-26 14:20 UTC): the `digest` fixture's folder stands here, so the sample is
+# this week's news whenever the suite runs.
+SAMPLE_WEEK = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+
+
 @pytest.fixture
 def clock() -> FixedClock:
     """A clock that stands at NOW until the test moves it."""
@@ -156,8 +162,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def digest(tmp_path: Path, store_url: str) -> Iterator[Digest]:
-    """A folder where `digest init` has run, its config pointing at the test's store."""
-    d = Digest(tmp_path)
+    """A folder where `digest init` has run, its config pointing at the test's store; its
+    clock stands at SAMPLE_WEEK until the test moves it (digest.clock)."""
+    d = Digest(tmp_path, FixedClock(SAMPLE_WEEK))
     d.ok("init", env={"DIGEST_STORE__URL": store_url})
     config = tmp_path / "digest.toml"
     config.write_text(config.read_text().replace('url = "sqlite:///digest.db"',

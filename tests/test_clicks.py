@@ -204,7 +204,7 @@ def test_also_covered_links_are_tracked_each_with_its_own_article(
     # "Also covered by" links lead to the other two articles through links of their own.
     with need(DATA / "topics" / "ag_news_train_sample.csv").open(newline="") as f:
         rows = list(csv.reader(f))
-    now = datetime.now(UTC)
+    now = digest.clock.now()
     items = [{"title": rows[line - 1][1], "summary": rows[line - 1][2].replace("\\", " "),
               "body": rows[line - 1][2].replace("\\", " "), "source": source,
               "url": f"https://{source.lower().replace(' ', '-')}.example/{line}",
@@ -549,14 +549,14 @@ def test_a_source_readers_click_ranks_higher_in_the_next_edition(sent: Sent) -> 
     sources = dict(sql(folder, "select name, id from sources"))
     lab, finance = sources["Lab Notes"], sources["Finance Daily"]
     clicked = [a for (a,) in sql(folder, f"select id from articles where source_id = {lab}")]
-    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    an_hour_ago = sent.digest.clock.now() - timedelta(hours=1)
     for n in range(30):
         target = ClickTarget(sent.edition_id, 1, clicked[n % len(clicked)], None, True)
         record_click(sent.store, target, f"reader-{n}", "counted",
                      an_hour_ago + timedelta(seconds=n), burst_clicks=3, burst_seconds=10)
     assert sum(sent.counts().values()) == 30
     # The next edition: an older story of Lab Notes and a newer one of Finance Daily.
-    now = datetime.now(UTC)
+    now = sent.digest.clock.now()
     items = [{"title": title, "summary": text, "body": text, "source": source,
               "topic": "AI", "url": f"https://{source.split()[0].lower()}.example/{n}",
               "published_at": (now - timedelta(hours=hours)).isoformat()}
@@ -568,7 +568,7 @@ def test_a_source_readers_click_ranks_higher_in_the_next_edition(sent: Sent) -> 
                   "stops.")])]
     (folder / "next.json").write_text(json.dumps(items))
     sent.digest.ok("articles", "import", str(folder / "next.json"))
-    now = datetime.now(UTC)
+    now = sent.digest.clock.now()
     number, articles = upcoming_edition(sent.store, now)
     assert number == 2
 

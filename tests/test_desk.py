@@ -233,6 +233,8 @@ def test_a_second_draft_is_refused_and_refresh_adds_only_what_arrived(
     extra.write_text(json.dumps([{"title": "A late story about reef fish",
                                   "url": "https://example.org/late", "summary": "Late.",
                                   "topic": "Science"}]))
+    assert isinstance(d.clock, FixedClock)
+    d.clock.advance(timedelta(minutes=5))                # it arrives after the draft
     d.ok("articles", "import", str(extra))
     assert d.ok("editions", "refresh", "1").output == "Added 1 article to edition 1.\n"
     ids = [a["id"] for a in _show(d, 1)["articles"]]

@@ -399,7 +399,7 @@ def test_a_real_complaint_and_a_real_unsubscribe_mail_through_bounces_import(
     assert suppressed(digest) == {"kijitora@example.com": "complained",
                                   "example@icloud.com": "unsubscribed"}
     # The report is from 2016; it was received today, which is what --since counts.
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    today = digest.clock.now().strftime("%Y-%m-%d")
     listed = digest.ok("bounces", "list", "--since", today).stdout
     assert "kijitora@example.com" in listed and "complaint" in listed and today in listed
     [event] = json.loads(digest.ok("bounces", "list", "--format", "json").stdout)

@@ -176,7 +176,7 @@ def test_backoff_waits_before_retrying(newsroom: Digest, smtp: LoopbackSMTPServe
                                            "where status = 'deferred'")
     if isinstance(retry_at, str):     # SQLite keeps datetimes as text
         retry_at = datetime.fromisoformat(retry_at)
-    gap = (retry_at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+    gap = (retry_at.replace(tzinfo=UTC) - newsroom.clock.now()).total_seconds()
     assert attempts == 1 and 3500 < gap <= 3600
     newsroom.ok("send", "--retry", env=env)
     assert ledger(tmp_path) == {"sent": 19, "deferred": 1}   # not due yet

@@ -3,7 +3,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import CORPUS, DATA, SEED, need
+from conftest import CORPUS, DATA, NOW, SEED, need
 
 from digest.content.teasers import (
     clean_text,
@@ -16,7 +16,7 @@ from digest.ingest import parse_path
 
 
 def test_seed_becomes_a_clean_entry() -> None:
-    [record] = next(parse_path(need(SEED))).records
+    [record] = next(parse_path(need(SEED), NOW)).records
     assert record.title == "OpenAI Executive Jan Leike Resigns, Citing Safety Concerns"
     assert record.summary and record.summary.startswith(
         "Jan Leike, OpenAI's alignment lead, resigns")
@@ -208,7 +208,7 @@ def test_bylines_are_dropped(text: str, story: str) -> None:
 
 def test_a_real_feeds_byline_paragraph_is_dropped() -> None:
     feed = need(CORPUS / "feeds" / "feedjira__pet_atom.xml")
-    bodies = {r.title: r.body for parsed in parse_path(feed) for r in parsed.records}
+    bodies = {r.title: r.body for parsed in parse_path(feed, NOW) for r in parsed.records}
     body = bodies["Solvit Kitty'scape Cat Tower"]
     assert body.startswith("by Guest Blogger Patrick Holwell\n\n")
     assert strip_lead(body) == body.removeprefix("by Guest Blogger Patrick Holwell\n\n")
@@ -275,7 +275,7 @@ def test_text_that_starts_like_a_credit_stays(text: str) -> None:
 def test_teasers_are_cut_after_the_lead() -> None:
     page = need(CORPUS / "pages" / "html" /
                 "0d46122928b6f468cc4bbc694051d0dbae5702bc75a16dab82a99b58daf150a0.html")
-    [record] = next(parse_path(page)).records
+    [record] = next(parse_path(page, NOW)).records
     assert record.body.startswith("MADRID — Rafael Nadal")
     assert teaser_for(record.summary, record.body, 45) == (
         "Rafael Nadal kept Spain’s hopes alive, then Marcel Granollers and Feliciano Lopez "
@@ -297,7 +297,7 @@ def test_teasers_are_cut_after_the_lead() -> None:
 def test_a_summary_cut_from_the_body_is_compared_without_their_leads() -> None:
     page = need(CORPUS / "pages" / "html" /
                 "06e5123e4ef7cfb4533250dc45d1e03d0838fc66223f45c583c4d12f48b4da85.html")
-    [record] = next(parse_path(page)).records
+    [record] = next(parse_path(page, NOW)).records
     assert record.body.startswith("(Reuters) — The New York State Attorney General (NYAG)")
     assert strip_lead(record.body) == record.body.removeprefix("(Reuters) — ")
     body = "LONDON (Reuters) - The pound fell to a record low against the dollar on Monday."

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..ingest import import_files, retopic
+from ..ingest.writer import fresh_from
 from ..store.articles import list_articles, remove_articles, set_pinned, set_topic
 from ..store.models import Article
 from .app import App, DigestGroup, err, out, print_table, progress_bar
@@ -47,34 +48,51 @@ def _configured_topic(app: App, topic: str, label: str = "") -> str:
 @articles.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--topic", help="Put every imported article under this topic.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="Articles published from this date (UTC) on are news, whatever [ingest] "
+                   "max_age_days says (for this import only).")
 @click.pass_obj
-def articles_import(app: App, paths: Sequence[Path], topic: str | None) -> None:
+def articles_import(app: App, paths: Sequence[Path], topic: str | None,
+                    since: datetime | None) -> None:
     """Import articles from .json/.jsonl, .txt, .html and .xml/.rss/.atom files.
 
     Directories are read recursively. Duplicates (same canonical URL, or same
-    title and text) are skipped and counted.
+    title and text) are skipped and counted. Articles dated more than [ingest]
+    max_age_days ago are kept, so duplicates are recognised, but counted as too
+    old and offered to no edition.
 
     Example:
 
     \b
         digest articles import articles.json page.html feeds/ --topic Science
+        digest articles import archive.json --since 2026-01-01
     """
     topic = _configured_topic(app, topic, "--topic ") if topic else None
+    cutoff = fresh_from(app.settings.ingest, app.clock.now(),
+                        since.replace(tzinfo=UTC) if since is not None else None)
     with progress_bar() as progress:
         task = progress.add_task("Importing", total=None)
         report = import_files(app.store.writes, app.classifier, app.clock, paths,
-                              topic=topic, progress=lambda _r: progress.advance(task))
+                              topic=topic, fresh_from=cutoff,
+                              progress=lambda _r: progress.advance(task))
     for line in report.problems:
         err.print(f"[red]error:[/red] {escape(line)}", markup=True)
     for line in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(line)}", markup=True)
     if len(report.files) > 1:
-        table = Table("file", "added", "duplicates", "problems", title="Import")
+        table = Table("file", "added", "too old", "duplicates", "problems", title="Import")
         for f in report.files:
-            table.add_row(str(f.path), str(f.added), str(f.duplicates), str(len(f.problems)))
-        print_table(table, keep=("added", "duplicates", "problems"), fold=("file",))
-    summary = (f"Imported {report.added} new article{'s' * (report.added != 1)}, "
-               f"skipped {report.duplicates} duplicate{'s' * (report.duplicates != 1)}")
+            table.add_row(str(f.path), str(f.added - f.too_old), str(f.too_old),
+                          str(f.duplicates), str(len(f.problems)))
+        print_table(table, keep=("added", "too old", "duplicates", "problems"),
+                    fold=("file",))
+    new = report.added - report.too_old
+    summary = f"Imported {new} new article{'s' * (new != 1)}, "
+    if report.too_old:
+        limit = (f"published before {cutoff:%Y-%m-%d}" if cutoff is not None else "")
+        summary += (f"kept {report.too_old} too old to be news ({limit}; offered to no "
+                    f"edition), ")
+    summary += f"skipped {report.duplicates} duplicate{'s' * (report.duplicates != 1)}"
     if report.problems:
         summary += f", {len(report.problems)} problem{'s' * (len(report.problems) != 1)}"
     if report.added == 0 and report.duplicates and not report.problems:

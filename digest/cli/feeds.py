@@ -124,16 +124,19 @@ def feeds_fetch(app: App, name: str | None) -> None:
             colour = "red" if label == "error" else "yellow"
             err.print(f"[{colour}]{label}:[/{colour}] {escape(f'{r.name}: {problem}')}",
                       markup=True)
-    table = Table("feed", "result", "new", "older", "known", title="Fetch")
+    table = Table("feed", "result", "new", "older", "too old", "known", title="Fetch")
     for r in sorted(results, key=lambda r: r.name):
-        table.add_row(r.name, r.status, str(r.added), str(r.backlog), str(r.duplicates))
-    print_table(table, keep=("new", "older", "known"), fold=("feed",))
+        table.add_row(r.name, r.status, str(r.added), str(r.backlog), str(r.too_old),
+                      str(r.duplicates))
+    print_table(table, keep=("new", "older", "too old", "known"), fold=("feed",))
     added = sum(r.added for r in results)
     older = sum(r.backlog for r in results)
+    too_old = sum(r.too_old for r in results)
     failed = sum(r.status == "error" for r in results)
+    kept = [f"{older} older kept as back catalogue"] * bool(older) + [
+        f"{too_old} too old to be news, kept for de-duplication"] * bool(too_old)
     out.print(f"Fetched {len(results)} feed{'s' * (len(results) != 1)}: {added} new "
               f"article{'s' * (added != 1)}"
-              f"{f' ({older} older kept as back catalogue)' if older else ''}, "
-              f"{failed} failed.")
+              f"{' (' + '; '.join(kept) + ')' if kept else ''}, {failed} failed.")
     if results and failed == len(results):
         sys.exit(1)

@@ -9,11 +9,12 @@ from pathlib import Path
 import click
 from rich.cells import cell_len, get_character_cell_size
 
-from ..checks import check_rendered
+from ..checks import Step, check_content, check_rendered
 from ..content.edition import cap_counts
-from ..content.stories import Story
+from ..content.stories import Story, undated
 from ..errors import InputError
-from ..mail.preview import render_preview
+from ..mail.preview import PreviewResult, render_preview
+from ..store.models import Article
 from .app import App, err, out, print_steps
 
 __all__ = ["preview"]
@@ -32,7 +33,9 @@ _TITLE_WIDTH = 40
 @click.option("--open", "open_browser", is_flag=True, help="Open the result in a browser.")
 @click.option("--topic", "topics", multiple=True, help="Preview one subscriber's topics.")
 @click.option("--check", is_flag=True,
-              help="Also check size, alt texts, links and the text part; exit 1 on a problem.")
+              help="Also check size, alt texts, links and the text part, and the articles "
+                   "(undated, mojibake, a title in another script, a teaser that repeats the "
+                   "title); exit 1 on a problem.")
 @click.option("--explain", is_flag=True,
               help="Only print, per article, its topic, why (explicit, feed, tag, semantic, "
                    "keyword, catch-all, manual), the confidence, its story and the score, "
@@ -61,7 +64,7 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
         err.print(f"Rendered {summary}")
         err.print(f"Subject: {result.subject}")
         if check:
-            print_steps(check_rendered(result.html, result.text), console=err)
+            print_steps(_checks(app, result), console=err)
         return
     path = out_path or Path("preview.txt" if text else "preview.html")
     try:
@@ -74,7 +77,13 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     if open_browser:
         webbrowser.open(path.resolve().as_uri())
     if check:
-        print_steps(check_rendered(result.html, result.text))
+        print_steps(_checks(app, result))
+
+
+def _checks(app: App, result: PreviewResult) -> list[Step]:
+    """The rendered mail's checks, then its articles'."""
+    return (check_rendered(result.html, result.text)
+            + check_content(result.ranking, app.settings.digest.teaser_words))
 
 
 def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int) -> str:
@@ -83,7 +92,9 @@ def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: in
     article that leads it) and the story's score (on the lead's line; "pinned" first).
     Stories past max_articles are marked: they are only in the online edition."""
     lines = ["story: the article that leads it; conf: similarity of a semantic choice",
-             "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)", ""]
+             "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)",
+             "undated: no date in its record, page or text; aged from when it came in,",
+             "at least one half-life", ""]
     header = f"{'id':>6}  {'why':<9} {'conf':>5} {'story':>6} {'score':>7}  title"
     shown = _shown(ranking, max_articles)
     for topic, stories in ranking:
@@ -97,12 +108,21 @@ def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: in
                     else ""
                 confidence = "-" if article.topic_confidence is None \
                     else f"{article.topic_confidence:.2f}"
-                mark_here = mark if lead else ""
+                mark_here = (mark if lead else "") + _date_mark(article)
                 lines.append(f"{article.id:>6}  {article.topic_reason:<9} {confidence:>5} "
                              f"{story.lead.id:>6} {score:>7}  "
                              f"{_cut(article.title, _TITLE_WIDTH - len(mark_here))}{mark_here}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _date_mark(article: Article) -> str:
+    """What --explain says of an article's date when it is not the source's own."""
+    if undated(article):
+        return "  (undated)"
+    if article.date_clamped:
+        return "  (future date)"
+    return ""
 
 
 def _shown(ranking: Sequence[tuple[str, Sequence[Story]]], limit: int) -> dict[str, int]:

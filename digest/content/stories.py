@@ -14,10 +14,12 @@ A story's score, shown by `digest preview --explain`:
 
 weight is the largest [[feeds]] weight among its sources (1 for other sources), sources
 how many different sources carried it, age the time from its lead's date to the
-edition's. With [tracking] rank_by_clicks, the score is then multiplied by the largest
-click factor among its sources (`click_factors`: how much more than its share of the
-articles readers clicked a source, 0.5 to 2). Pinned stories (any of whose articles is
-pinned) come first, then the highest score, then the newest.
+edition's. An undated lead (no date in its record, page or text) is aged from when it
+came in, and at least half_life_hours: it is never ranked as brand new. With [tracking]
+rank_by_clicks, the score is then multiplied by the largest click factor among its
+sources (`click_factors`: how much more than its share of the articles readers clicked a
+source, 0.5 to 2). Pinned stories (any of whose articles is pinned) come first, then the
+highest score, then the newest.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ..store.models import Article
 from .semantic import DIMENSIONS, unpack
 
 __all__ = ["CLICK_PRIOR", "Story", "click_factor", "click_factors", "find_stories",
-           "shared_names", "story_score"]
+           "shared_names", "story_score", "undated"]
 
 _WORD = re.compile(r"[^\W\d_][\w'’.-]*[^\W_]|\d+(?:[.,]\d+)*", re.UNICODE)
 # Calibrated on the 581 AG News items (tests/data/topics), where same-event pairs from
@@ -88,6 +90,12 @@ def _source_names(article: Article) -> list[str]:
     return [s.name for s in ([article.source] if article.source else []) + article.also_from]
 
 
+def undated(article: Article) -> bool:
+    """Whether nothing told the article's date (its record, page or text): it is dated by
+    when it came in."""
+    return article.published_at is None or article.date_source == "imported"
+
+
 def _when(article: Article) -> datetime:
     return article.published_at or article.added_at
 
@@ -124,6 +132,8 @@ def story_score(story: Story, now: datetime, grouping: GroupingSettings) -> floa
     weight = max([s.weight for a in story.articles
                   for s in ([a.source] if a.source else []) + a.also_from] or [1.0])
     age = max(0.0, (now - _when(story.lead)).total_seconds() / 3600)
+    if undated(story.lead):
+        age = max(age, grouping.half_life_hours)
     decay = 0.5 ** (age / grouping.half_life_hours)
     return round(float(weight * (1 + 0.5 * (story.source_count - 1)) * decay), 3)
 

@@ -42,7 +42,7 @@ from ..store.feeds import (
 from ..store.models import Feed
 from . import ArticleInput
 from .parsers import feed_records
-from .writer import write_articles
+from .writer import fresh_from, write_articles
 
 __all__ = ["FeedBook", "FeedRead", "FetchResult", "FetchedFeed", "fetch_url", "read_feed"]
 
@@ -105,7 +105,8 @@ class FeedRead:
 @dataclass(frozen=True)
 class FetchResult:
     """One feed's outcome in a run: `added` counts the items that are new for the next
-    edition, `backlog` the older items stored as the feed's back catalogue."""
+    edition, `backlog` the older items stored as the feed's back catalogue, `too_old` the
+    items stored as too old to be news ([ingest] max_age_days)."""
 
     name: str
     url: str
@@ -114,6 +115,7 @@ class FetchResult:
     duplicates: int = 0
     problems: tuple[str, ...] = ()
     backlog: int = 0
+    too_old: int = 0
 
 
 def _refusal(url: str) -> str | None:
@@ -486,21 +488,29 @@ class FeedBook:
                        self._mark_backlog(read.records, row.backfill if first_time else None)]
             # Stored in two batches so the count of new items is exact: the back catalogue
             # is stored too (for de-duplication) but never counts as new.
-            refused: list[str] = []     # records the store would not take
-            added, duplicates = write_articles(
+            refused: list[str] = []     # records not taken (a junk title, the store)
+            clamped: list[str] = []     # dates in the future
+            cutoff = fresh_from(self.settings.ingest, now)
+            new = write_articles(
                 session, self.classifier, self.store.clock, [r for r in records if not r.backlog],
-                topic=row.topic, kind="feed", problems=refused)
-            backlog, known = write_articles(
+                topic=row.topic, kind="feed", fresh_from=cutoff, problems=refused,
+                warnings=clamped)
+            old = write_articles(
                 session, self.classifier, self.store.clock, [r for r in records if r.backlog],
-                topic=row.topic, kind="feed", problems=refused)
+                topic=row.topic, kind="feed", fresh_from=cutoff, problems=refused,
+                warnings=clamped)
+            added = new.added - new.too_old
             row.etag, row.last_modified = read.fetched.etag, read.fetched.last_modified
-            row.items_added += added + backlog
+            row.items_added += new.added + old.added
             row.last_success_at = now
-            notes = read.problems + refused + read.warnings
+            notes = read.problems + refused + read.warnings + clamped
             row.last_error = "; ".join(notes)[:2000] if notes else None
-            row.last_status = f"added {added}" + (f" (+{backlog} older)" if backlog else "")
-            return FetchResult(feed.name, feed.url, "added", added, duplicates + known,
-                               tuple(notes), backlog)
+            row.last_status = f"added {added}" + (
+                f" (+{old.added} older)" if old.added else "") + (
+                f" ({new.too_old} too old)" if new.too_old else "")
+            return FetchResult(feed.name, feed.url, "added", added,
+                               new.duplicates + old.duplicates, tuple(notes), old.added,
+                               new.too_old)
 
     def _store_bug(self, feed: Feed, exc: Exception) -> FetchResult:
         """Record a bug met while storing one feed as that feed's error, if the store
@@ -536,7 +546,7 @@ class FeedBook:
                 log.error("feed %s: %s", result.name, problem)
         else:
             log.info("feed %s: %s%s", result.name, result.status,
-                     f", {result.added} new, {result.backlog} older, "
-                     f"{result.duplicates} known" if result.status == "added" else "")
+                     f", {result.added} new, {result.backlog} older, {result.too_old} too "
+                     f"old, {result.duplicates} known" if result.status == "added" else "")
             for problem in result.problems:
                 log.warning("feed %s: %s", result.name, problem)

@@ -20,6 +20,7 @@ import feedparser
 
 from ..content.links import canonical_url, is_web_url
 from ..content.teasers import clean_text, html_to_text, sanitize_html, split_highlights
+from .dates import date_from_page
 from .records import ArticleInput
 
 __all__ = ["SUFFIXES", "ParsedFile", "feed_records", "parse_date", "parse_path"]
@@ -30,6 +31,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 @dataclass
 class ParsedFile:
     path: Path
+    now: datetime                                         # when it is read
     records: list[ArticleInput] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # something was not imported
     warnings: list[str] = field(default_factory=list)   # imported, but worth knowing
@@ -278,15 +280,13 @@ def _parse_html(path: Path, data: bytes, out: ParsedFile) -> None:
     if not title:
         title = " ".join(text.split()[:12])
     url = meta.get("url") if is_web_url(meta.get("url")) else None
-    try:
-        published = parse_date(meta.get("date"))
-    except ValueError:
-        published = None
+    published = date_from_page(data, out.now)
     body = clean_text(text.replace("\n", "\n\n"), title)
     description = clean_text(meta.get("description") or "", title) or None
     out.records.append(ArticleInput(
         title=title[:1000], body=body, summary=description, where=str(path), url=url,
-        canonical_url=url, published_at=published, author=meta.get("author") or None,
+        canonical_url=url, published_at=published, date_source="page",
+        author=meta.get("author") or None,
         categories=tuple(meta.get("categories") or ()), tags=tuple(meta.get("tags") or ())[:20],
         source_name=meta.get("sitename") or _domain(url),
     ))
@@ -428,13 +428,14 @@ def _files(path: Path) -> Iterator[Path]:
         yield path
 
 
-def parse_path(path: Path) -> Iterator[ParsedFile]:
-    """Parse a file, or every file under a directory (recursively), one ParsedFile each."""
+def parse_path(path: Path, now: datetime) -> Iterator[ParsedFile]:
+    """Parse a file, or every file under a directory (recursively), one ParsedFile each;
+    now: when they are read (a page's date after it is no publication date)."""
     if not path.exists():
-        yield ParsedFile(path, problems=[f"{path}: no such file or directory"])
+        yield ParsedFile(path, now, problems=[f"{path}: no such file or directory"])
         return
     for file in _files(path):
-        out = ParsedFile(file)
+        out = ParsedFile(file, now)
         parser = _PARSERS.get(file.suffix.lower())
         if parser is None:
             out.problems.append(f"{file}: unknown file type {file.suffix or '(none)'!r}; "

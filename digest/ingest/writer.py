@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import Clock
+from ..config import IngestSettings
 from ..content.links import canonical_url
 from ..content.semantic import pack
 from ..content.teasers import normalise_for_hash
@@ -28,11 +29,13 @@ from ..store.ingest import (
     link_source,
     recent_titles,
 )
+from ..text import is_junk_title
+from .dates import date_from_text
 from .parsers import parse_path
 from .records import ArticleInput
 
-__all__ = ["ArticleWriter", "FileResult", "ImportReport", "TitleIndex", "content_hash",
-           "import_files", "same_story", "write_articles"]
+__all__ = ["ArticleWriter", "FileResult", "ImportReport", "TitleIndex", "Written",
+           "content_hash", "fresh_from", "import_files", "same_story", "write_articles"]
 
 
 @dataclass
@@ -40,6 +43,7 @@ class FileResult:
     path: Path
     added: int = 0
     duplicates: int = 0
+    too_old: int = 0             # of added: stored for de-duplication, never "new"
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -57,12 +61,26 @@ class ImportReport:
         return sum(f.duplicates for f in self.files)
 
     @property
+    def too_old(self) -> int:
+        return sum(f.too_old for f in self.files)
+
+    @property
     def problems(self) -> list[str]:
         return [p for f in self.files for p in f.problems]
 
     @property
     def warnings(self) -> list[str]:
         return [w for f in self.files for w in f.warnings]
+
+
+def fresh_from(settings: IngestSettings, now: datetime,
+               since: datetime | None = None) -> datetime | None:
+    """The earliest publication date that is still news for an import at now: since when
+    given (`articles import --since`), else [ingest] max_age_days before now; None: no
+    limit."""
+    if since is not None:
+        return since
+    return now - timedelta(days=settings.max_age_days) if settings.max_age_days else None
 
 
 def content_hash(title: str, body: str) -> str:
@@ -165,12 +183,17 @@ class ArticleWriter:
     hashes and URLs: an import costs about the same per record at 50,000 as at 50."""
 
     def __init__(self, session: Session, classifier: TopicClassifier, clock: Clock, *,
-                 topic: str | None = None, kind: str = "file") -> None:
+                 topic: str | None = None, kind: str = "file",
+                 fresh_from: datetime | None = None) -> None:
         self.classifier = classifier
         self.clock = clock
         self.topic = topic
         self.kind = kind
+        # Articles published before this are stored as too old (see fresh_from()).
+        self.fresh_from = fresh_from
         self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.too_old = 0                           # stored too old, all writes together
         self._sources: dict[str, int] = {}
         self._hashes: dict[str, int] = {}          # added by this writer: hash → id
         self._urls: dict[str, int] = {}            # added by this writer: canonical → id
@@ -189,7 +212,8 @@ class ArticleWriter:
         is added to the article's sources. A record the store refuses is a problem (in
         .problems), never a half-written article. The caller commits."""
         added_at = self.clock.now()
-        prepared = [self._prepare(record, added_at) for record in records]
+        prepared = [row for row in (self._prepare(record, added_at) for record in records)
+                    if row is not None]
         self._classify(prepared)
         hashes = {p.values["content_hash"] for p in prepared}
         urls = {p.values["canonical_url"] for p in prepared if p.values["canonical_url"]}
@@ -233,18 +257,46 @@ class ArticleWriter:
                 link_source(session, article_id, source_id, url)
         return added, duplicates
 
-    def _prepare(self, record: ArticleInput, added_at: datetime) -> _Row:
+    def _prepare(self, record: ArticleInput, added_at: datetime) -> _Row | None:
+        """The row to store for record, or None (and a problem) when its title is junk."""
+        if is_junk_title(record.title):
+            self.problems.append(
+                f"{record.where}: the title {record.title!r} has no letter or digit (even "
+                f"after repairing its encoding); not imported: give the article a real "
+                f"title")
+            return None
         canonical = canonical_url(record.canonical_url or
                                   (record.url if record.url_is_identity else None))
         body = record.body or record.summary or ""
+        published, date_source, clamped = self._date(record, added_at)
         values = dict(
             title=record.title, url=record.url, canonical_url=canonical,
-            author=record.author, published_at=record.published_at, added_at=added_at,
+            author=record.author, published_at=published, added_at=added_at,
+            date_source=date_source, date_clamped=clamped,
+            too_old=published is not None and self.fresh_from is not None
+            and published < self.fresh_from,
             summary=record.summary, body=record.body, body_html=record.body_html,
             tags=list(record.tags), content_hash=content_hash(record.title, body),
             is_backlog=record.backlog,
         )
         return _Row(values, record, _title_tokens(record.title))
+
+    def _date(self, record: ArticleInput,
+              added_at: datetime) -> tuple[datetime | None, str, bool]:
+        """(publication date, where it came from, clamped): the record's (or page's) own
+        date, else the one its text states, else none ("imported": undated). A date after
+        added_at is clamped to it, and the record is named in the warnings."""
+        published, source = record.published_at, record.date_source
+        if published is None:
+            published = date_from_text(record.body, added_at) \
+                or date_from_text(record.summary or "", added_at)
+            source = "text" if published is not None else "imported"
+        if published is not None and published > added_at:
+            self.warnings.append(
+                f"{record.where}: dated {published:%Y-%m-%d %H:%M} UTC, in the future; "
+                f"dated when it came in instead")
+            return added_at, source, True
+        return published, source, False
 
     def _classify(self, rows: Sequence[_Row]) -> None:
         """Each row's topic, why, with what confidence, and its vector: one batch for the
@@ -292,6 +344,7 @@ class ArticleWriter:
             self.problems.append(f"{rows[position].record.where}: the store refused this "
                                  f"article: {reason}")
         stored = [row for row in rows if row.id is not None]
+        self.too_old += sum(bool(row.values["too_old"]) for row in stored)
         for row in stored:
             assert row.id is not None
             self._titles.add(row.id, row.tokens)
@@ -311,26 +364,42 @@ class ArticleWriter:
         return self._sources[name]
 
 
+@dataclass(frozen=True)
+class Written:
+    """What one write_articles call did: stored, of which too old, and duplicates."""
+
+    added: int
+    too_old: int
+    duplicates: int
+
+
 def write_articles(session: Session, classifier: TopicClassifier, clock: Clock,
                    records: Iterable[ArticleInput], *, topic: str | None = None,
-                   kind: str = "file", problems: list[str] | None = None) -> tuple[int, int]:
-    """Store new records in the session's transaction; returns (added, duplicates).
-    A duplicate (same canonical URL, same normalised title and text, or the same story
-    under a near-identical title) is not stored again, but its source is added to the
-    article's sources. Records the store refuses are named in problems. The caller
-    commits."""
-    writer = ArticleWriter(session, classifier, clock, topic=topic, kind=kind)
+                   kind: str = "file", fresh_from: datetime | None = None,
+                   problems: list[str] | None = None,
+                   warnings: list[str] | None = None) -> Written:
+    """Store new records in the session's transaction. A duplicate (same canonical URL,
+    same normalised title and text, or the same story under a near-identical title) is
+    not stored again, but its source is added to the article's sources; one published
+    before fresh_from is stored as too old. Records refused (a junk title, or by the
+    store) are named in problems, clamped dates in warnings. The caller commits."""
+    writer = ArticleWriter(session, classifier, clock, topic=topic, kind=kind,
+                           fresh_from=fresh_from)
     added, duplicates = writer.write(session, list(records))
     if problems is not None:
         problems.extend(writer.problems)
-    return added, duplicates
+    if warnings is not None:
+        warnings.extend(writer.warnings)
+    return Written(added, writer.too_old, duplicates)
 
 
 def import_files(sessions: SessionFactory, classifier: TopicClassifier, clock: Clock,
                  paths: Sequence[Path], *, topic: str | None = None,
+                 fresh_from: datetime | None = None,
                  progress: Callable[[FileResult], None] | None = None,
                  batch_size: int = BATCH_SIZE) -> ImportReport:
-    """Parse and store every file under paths, committing every batch_size records.
+    """Parse and store every file under paths, committing every batch_size records;
+    articles published before fresh_from are stored as too old (see fresh_from()).
 
     Each commit is a short write transaction, so other writers (a one-click unsubscribe,
     the sender's ledger) wait a moment at most, never for the whole import. A record is
@@ -338,19 +407,24 @@ def import_files(sessions: SessionFactory, classifier: TopicClassifier, clock: C
     report = ImportReport()
     writer: ArticleWriter | None = None
     for path in paths:
-        for parsed in parse_path(path):
+        for parsed in parse_path(path, clock.now()):
             result = FileResult(parsed.path, problems=list(parsed.problems),
                                 warnings=list(parsed.warnings))
             for start in range(0, len(parsed.records), batch_size):
                 with sessions.begin() as session:
                     if writer is None:
-                        writer = ArticleWriter(session, classifier, clock, topic=topic)
+                        writer = ArticleWriter(session, classifier, clock, topic=topic,
+                                               fresh_from=fresh_from)
+                    too_old = writer.too_old
                     added, duplicates = writer.write(
                         session, parsed.records[start:start + batch_size])
                 result.added += added
                 result.duplicates += duplicates
+                result.too_old += writer.too_old - too_old
                 result.problems += writer.problems
+                result.warnings += writer.warnings
                 writer.problems.clear()
+                writer.warnings.clear()
             report.files.append(result)
             if progress:
                 progress(result)
