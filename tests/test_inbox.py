@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import random
+from datetime import timedelta
 import re
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from conftest import SAMPLE_JSON, Digest, smtp_env
+from conftest import SAMPLE_JSON, SAMPLE_WEEK, Digest, smtp_env
 from mailservers import free_port
 
 from digest.mail.loopback import LoopbackSMTPServer
@@ -151,6 +152,7 @@ def _sixty(folder: Path) -> Path:
     articles = [{"title": " ".join(rng.sample(words, 12)).capitalize(),
                  "url": f"https://news.example.org/{i}/" + "-".join(rng.sample(words, 12)),
                  "source": " ".join(rng.sample(words, 4)),
+                 "published_at": (SAMPLE_WEEK - timedelta(hours=i + 1)).isoformat(),
                  "body": " ".join(rng.sample(words, 200)) + "."} for i in range(60)]
     path = folder / "sixty.json"
     path.write_text(json.dumps(articles))

@@ -185,6 +185,8 @@ def test_explain_lists_topic_reason_story_and_score(digest: Digest, frozen: None
     assert result.output == (
         "story: the article that leads it; conf: similarity of a semantic choice\n"
         "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)\n"
+        "undated: no date in its record, page or text; aged from when it came in,\n"
+        "at least one half-life\n"
         "\n"
         "Business (2 stories)\n"
         "    id  why        conf  story   score  title\n"

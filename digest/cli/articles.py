@@ -190,6 +190,7 @@ def _article_json(a: Article) -> dict[str, Any]:
     return {
         "id": a.id, "title": a.title, "url": a.url, "canonical_url": a.canonical_url,
         "source": a.source_name, "author": a.author, "published_at": iso(a.published_at),
+        "date_source": a.date_source, "date_clamped": a.date_clamped, "too_old": a.too_old,
         "added_at": iso(a.added_at), "topic": a.topic, "topic_reason": a.topic_reason,
         "topic_confidence": a.topic_confidence, "pinned": a.pinned, "tags": a.tags,
         "summary": a.summary,
@@ -199,7 +200,11 @@ def _article_json(a: Article) -> dict[str, Any]:
 
 
 @articles.command("list")
-@click.option("--new", "new_only", is_flag=True, help="Only articles no edition has taken.")
+@click.option("--new", "new_only", is_flag=True,
+              help="Only the articles the next edition would offer.")
+@click.option("--old", "old_only", is_flag=True,
+              help="Only those no edition holds that came in too old to be news (an editor "
+                   "can add one: digest editions add N ARTICLE).")
 @click.option("--topic", help="Only this topic.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
@@ -207,7 +212,7 @@ def _article_json(a: Article) -> dict[str, Any]:
 @click.option("--removed", is_flag=True,
               help="Only removed articles (kept so that they are not imported again).")
 @click.pass_obj
-def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
+def articles_list(app: App, new_only: bool, old_only: bool, topic: str | None, fmt: str,
                   limit: int | None, removed: bool) -> None:
     """List stored articles, newest first (removed ones only with --removed).
 
@@ -216,8 +221,10 @@ def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
     \b
         digest articles list --new --topic AI --format json
     """
-    rows = list_articles(app.store, new_only=new_only, topic=topic, limit=limit,
-                         removed=removed)
+    if new_only and old_only:
+        raise click.UsageError("--new and --old do not go together")
+    rows = list_articles(app.store, new_only=new_only, old_only=old_only, topic=topic,
+                         limit=limit, removed=removed)
     if fmt == "json":
         click.echo(json.dumps([_article_json(a) for a in rows], indent=2, ensure_ascii=False))
         return
@@ -225,6 +232,7 @@ def articles_list(app: App, new_only: bool, topic: str | None, fmt: str,
     for a in rows:
         table.add_row(str(a.id), a.topic, a.title, a.source_name or "",
                       f"{a.published_at:%Y-%m-%d}" if a.published_at else "",
-                      "removed" if a.removed_at else str(a.edition_id or "new"))
+                      "removed" if a.removed_at else str(a.edition_id) if a.edition_id
+                      else "too old" if a.too_old else "older" if a.is_backlog else "new")
     print_table(table, keep=("id", "published", "edition"))
     out.print(f"{len(rows)} article{'s' * (len(rows) != 1)}")

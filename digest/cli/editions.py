@@ -118,6 +118,22 @@ def editions_refresh(app: App, number: int) -> None:
     out.print(f"Added {added} article{'s' * (added != 1)} to edition {number}.")
 
 
+@editions.command("add")
+@click.argument("number", type=int)
+@click.argument("article", type=int)
+@click.pass_obj
+def editions_add(app: App, number: int, article: int) -> None:
+    """Add ARTICLE to draft N: one no edition holds, e.g. one that came in too old to be
+    news (see: digest articles list --old).
+
+    Example:
+
+    \b
+        digest editions add 4 17
+    """
+    _said(desk.add_article(app.store, app.settings, number, article))
+
+
 @editions.command("drop")
 @click.argument("number", type=int)
 @click.argument("article", type=int)

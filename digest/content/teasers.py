@@ -14,6 +14,7 @@ import regex
 
 __all__ = [
     "clean_text",
+    "clean_title",
     "html_to_text",
     "make_teaser",
     "normalise_for_hash",
@@ -68,6 +69,12 @@ def html_to_text(fragment: str) -> str:
 
 def _norm_line(line: str) -> str:
     return re.sub(r"[\W_]+", " ", line).strip().casefold()
+
+
+def clean_title(text: str) -> str:
+    """A title as one line: tags stripped, entities decoded, whitespace folded; nothing
+    else dropped (a title may be one character: "X", "π", "9")."""
+    return " ".join(html_to_text(text).split())
 
 
 def clean_text(text: str, title: str | None = None) -> str:

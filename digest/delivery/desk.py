@@ -41,6 +41,7 @@ __all__ = [
     "DeskSection",
     "DeskView",
     "Preview",
+    "add_article",
     "approve_edition",
     "cancel_edition",
     "coming_draft",
@@ -249,6 +250,19 @@ def refresh_draft(store: Store, settings: Settings, number: int, now: datetime) 
 def _status(store: Store, number: int) -> EditionStatus:
     with read_draft(store, number) as work:
         return work.edition.status
+
+
+def add_article(store: Store, settings: Settings, number: int, article_id: int) -> str:
+    """Put a stored article that no edition holds into the edition: one that came in too
+    old to be news, a feed's back catalogue, or one dropped from it before."""
+    def change(work: DraftWork) -> str:
+        article = work.outside(article_id)
+        work.take([article])
+        why = (" (it came in too old to be news)" if article.too_old else
+               " (it came in as a feed's back catalogue)" if article.is_backlog else "")
+        return f"Added article {article_id} to edition {number}{why}."
+
+    return _shape(store, settings, number, change)
 
 
 def drop_article(store: Store, settings: Settings, number: int, article_id: int) -> str:

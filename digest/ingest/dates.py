@@ -83,13 +83,20 @@ def date_from_page(html: bytes | str, now: datetime) -> datetime | None:
 
     # htmldate logs every page it cannot date at WARNING; that is our None.
     logging.getLogger("htmldate").setLevel(logging.ERROR)
-    try:
-        found = htmldate.find_date(html, original_date=True, extensive_search=True,
-                                   outputformat="%Y-%m-%dT%H:%M:%S%z",
-                                   min_date=_EARLIEST.strftime("%Y-%m-%d"),
-                                   max_date=(now + _SKEW).strftime("%Y-%m-%d"))
-    except (ValueError, TypeError):      # a page htmldate cannot read at all
-        return None
+    found = None
+    # Its metadata first (url=""), which gives the time too; then also the date in its
+    # address ("/2019/11/18/"), which htmldate would otherwise take before everything.
+    for url in ("", None):
+        try:
+            found = htmldate.find_date(html, url=url, original_date=True,
+                                       extensive_search=True,
+                                       outputformat="%Y-%m-%dT%H:%M:%S%z",
+                                       min_date=_EARLIEST.strftime("%Y-%m-%d"),
+                                       max_date=(now + _SKEW).strftime("%Y-%m-%d"))
+        except (ValueError, TypeError):      # a page htmldate cannot read at all
+            return None
+        if found:
+            break
     if not found:
         return None
     try:

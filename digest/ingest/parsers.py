@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 import feedparser
 
 from ..content.links import canonical_url, is_web_url
-from ..content.teasers import clean_text, html_to_text, sanitize_html, split_highlights
+from ..content.teasers import (
+    clean_text,
+    clean_title,
+    html_to_text,
+    sanitize_html,
+    split_highlights,
+)
 from .dates import date_from_page
 from .records import ArticleInput
 
@@ -93,7 +99,7 @@ def _json_record(obj: Any, where: str, feed_title: str | None = None) -> Article
         raise ValueError("expected an object with title, url, body, …")
     # JSON Feed items use content_html/content_text/date_published/authors.
     raw_title = _text_or_html(obj.get("title"), "title")
-    title = clean_text(raw_title).replace("\n\n", " ")
+    title = clean_title(raw_title)
     raw_body = obj.get("body", obj.get("content_html", obj.get("content_text", obj.get("content"))))
     raw_body = _text_or_html(raw_body, "body")
     raw_summary = _text_or_html(obj.get("summary", obj.get("description")), "summary")
@@ -327,7 +333,7 @@ def feed_records(data: bytes, where: str, out_problems: list[str],
     for i, entry in enumerate(entries, 1):
         entry_where = f"{where}: entry {i}"
         raw_title = entry.get("title", "")
-        title = clean_text(raw_title).replace("\n\n", " ")
+        title = clean_title(raw_title)
         content = ""
         if entry.get("content"):
             content = max((c.get("value", "") for c in entry["content"]), key=len)

@@ -88,10 +88,12 @@ def edition_articles(session: Session, edition_id: int) -> list[Article]:
                                 .order_by(Article.id)))
 
 
-def list_articles(store: Store, *, new_only: bool = False, topic: str | None = None,
-                  limit: int | None = None, removed: bool = False) -> list[Article]:
-    """Stored articles, newest first; new_only: only those no edition has taken;
-    removed: the removed ones (tombstones) instead of the others."""
+def list_articles(store: Store, *, new_only: bool = False, old_only: bool = False,
+                  topic: str | None = None, limit: int | None = None,
+                  removed: bool = False) -> list[Article]:
+    """Stored articles, newest first; new_only: only those the next edition would offer
+    (in no edition, neither back catalogue nor too old); old_only: those in no edition
+    that came in too old; removed: the removed ones (tombstones) instead of the others."""
     with store.sessions() as session:
         query = (select(Article).where(Article.removed_at.is_not(None) if removed
                                        else Article.removed_at.is_(None))
@@ -99,6 +101,8 @@ def list_articles(store: Store, *, new_only: bool = False, topic: str | None = N
         if new_only:
             query = query.where(Article.edition_id.is_(None), Article.is_backlog.is_(False),
                                 Article.too_old.is_(False))
+        if old_only:
+            query = query.where(Article.edition_id.is_(None), Article.too_old.is_(True))
         if topic:
             query = query.where(func.lower(Article.topic) == topic.lower())
         if limit:

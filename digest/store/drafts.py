@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..errors import NotFound
+from ..errors import InputError, NotFound
 from .articles import new_articles, next_edition_number, storable_id
 from .db import Store
 from .locks import locked_session
@@ -95,6 +95,19 @@ class DraftWork:
     def new_articles(self, cutoff: datetime) -> list[Article]:
         """Articles no edition has taken, added up to cutoff."""
         return new_articles(self.session, cutoff)
+
+    def outside(self, article_id: int) -> Article:
+        """Article article_id, stored, not removed and in no edition (an editor may add it
+        to this one, even when it came in too old or as a feed's back catalogue);
+        NotFound or InputError naming what it is instead."""
+        article = self.session.get(Article, article_id) if storable_id(article_id) else None
+        if article is None or article.removed_at is not None:
+            raise NotFound(f"no article {article_id} (see: digest articles list)")
+        if article.edition_id is not None:
+            number = self.session.scalar(select(Edition.number).where(
+                Edition.id == article.edition_id))
+            raise InputError(f"article {article_id} is already in edition {number}")
+        return article
 
     def take(self, articles: Sequence[Article]) -> None:
         """Reserve articles for this edition."""
