@@ -11,10 +11,10 @@ import base64
 import json
 import os
 import random
-from datetime import timedelta
 import re
 import shutil
 import subprocess
+from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from html.parser import HTMLParser
