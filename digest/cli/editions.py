@@ -82,8 +82,11 @@ def _said(message: str) -> None:
 
 
 @editions.command("draft")
+@click.option("--allow-empty", is_flag=True,
+              help="Draft it even with no new articles (an edition of only an intro, which "
+                   "`digest send --allow-empty` sends).")
 @click.pass_obj
-def editions_draft(app: App) -> None:
+def editions_draft(app: App, allow_empty: bool) -> None:
     """Build the next edition as a draft from the new articles, without sending it.
 
     Its articles are reserved (no other edition takes them); nothing is sent until it is
@@ -94,7 +97,8 @@ def editions_draft(app: App) -> None:
     \b
         digest editions draft
     """
-    view = desk.draft_edition(app.store, app.settings, app.clock.now())
+    view = desk.draft_edition(app.store, app.settings, app.clock.now(),
+                              allow_empty=allow_empty)
     count = len(view.articles)
     out.print(f"Drafted edition {view.number}: {count} stor{'ies' if count != 1 else 'y'} "
               f"in {len(view.sections)} topic{'s' * (len(view.sections) != 1)}; subject: "

@@ -30,12 +30,14 @@ __all__ = [
     "Entry",
     "Limits",
     "Section",
+    "Showing",
     "build_content",
     "cap_counts",
     "effective_variant",
     "order_topics",
     "ranked_stories",
     "read_more_url",
+    "showing",
     "variant_topics",
 ]
 
@@ -165,9 +167,12 @@ def variant_topics(variant: str) -> frozenset[str] | None:
 
 def effective_variant(chosen: Sequence[str], edition_topics: Iterable[str]) -> str | None:
     """The variant key a subscriber with chosen topics gets, or None when none of their
-    topics has anything in this edition. Choosing every present topic is the full edition."""
+    topics has anything in this edition. Choosing every present topic is the full edition;
+    an edition with no topic at all (only an intro) goes to everyone."""
     present = set(edition_topics)
-    if not chosen:
+    if not chosen or not present:
+        # An edition without stories (only the editor's note, sent on purpose) is a
+        # note to every reader.
         return ALL_TOPICS
     wanted = present & {t for t in chosen}
     if not wanted:
@@ -209,6 +214,29 @@ def ranked_stories(articles: Sequence[Article], settings: Settings, date: dateti
     if lead is not None:
         order = [lead] + [t for t in order if t != lead]
     return [(topic, groups[topic]) for topic in order]
+
+
+@dataclass(frozen=True)
+class Showing:
+    """What an edition would show, every topic and before the cap: the topics of its
+    stories (a story is under its lead's topic, so these decide whom it reaches) and how
+    many articles they hold."""
+
+    topics: frozenset[str]
+    articles: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.topics
+
+
+def showing(articles: Sequence[Article], settings: Settings, date: datetime) -> Showing:
+    """What an edition of these articles would show (the same grouping its rendering
+    does)."""
+    stories = [s for _topic, group in ranked_stories(articles, settings, date)
+               for s in group]
+    return Showing(frozenset(s.lead.topic for s in stories),
+                   sum(len(s.articles) for s in stories))
 
 
 def _ordered_stories(articles: Sequence[Article], settings: Settings, date: datetime,

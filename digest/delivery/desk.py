@@ -23,6 +23,7 @@ from ..content.edition import (
     cap_counts,
     effective_variant,
     ranked_stories,
+    showing,
 )
 from ..content.intro import INTRO_MAX
 from ..content.stories import Story
@@ -138,9 +139,10 @@ def _subject(store: Store, settings: Settings, edition: Edition,
 
 
 def draft_edition(store: Store, settings: Settings, now: datetime, *,
-                  slot: datetime | None = None) -> DeskView:
+                  slot: datetime | None = None, allow_empty: bool = False) -> DeskView:
     """The next edition as a draft: the new articles reserved, no ledger yet. Refused
-    while another draft waits; NothingToSend when nothing is new."""
+    while another draft waits; NothingToSend when nothing is new (with allow_empty: a
+    draft without articles, for an editor's note)."""
     settings.signing_key  # noqa: B018  (nothing is made that could not be sent)
     with draft_work(store) as work:
         waiting = work.coming()
@@ -150,9 +152,10 @@ def draft_edition(store: Store, settings: Settings, now: datetime, *,
                              f"and waiting to go out (see: digest editions show "
                              f"{waiting.number}); send or cancel it before drafting another")
         articles = work.new_articles(now)
-        if not articles:
+        if not articles and not allow_empty:
             raise NothingToSend("no new articles: nothing to draft (import some with: "
-                                "digest articles import FILE…)")
+                                "digest articles import FILE…; or draft an edition of only "
+                                "an intro with: digest editions draft --allow-empty)")
         work.add(Edition(number=work.next_number(), cutoff=now, created_at=now, slot=slot,
                          subject="", status=EditionStatus.DRAFT))
         work.take(articles)
@@ -457,9 +460,14 @@ def approve_edition(store: Store, settings: Settings, number: int, by: str,
         if e.status is not EditionStatus.DRAFT:
             raise InputError(f"edition {number} is {e.status.value}: only a draft can be "
                              f"approved")
-        if not work.articles():
-            raise InputError(f"edition {number} has no articles left: refresh it or cancel "
-                             f"it")
+        if showing(work.articles(), settings, e.date).empty:
+            if not e.intro:
+                raise InputError(f"edition {number} has no articles and no intro: refresh "
+                                 f"it, write an intro (digest editions intro {number}) or "
+                                 f"cancel it")
+            e.status, e.approved_at, e.approved_by = EditionStatus.APPROVED, now, by
+            return (f"Approved edition {number}. It has no articles, only its intro: "
+                    f"digest send --allow-empty sends it (a scheduled slot holds it).")
         e.status, e.approved_at, e.approved_by = EditionStatus.APPROVED, now, by
     return f"Approved edition {number}."
 
