@@ -18,6 +18,7 @@ from typing import Any
 from ..audience.subscribers import SubscriberBook, normalise_email, refusal
 from ..config import Settings
 from ..content.edition import build_content, effective_variant, showing
+from ..content.stories import Previous
 from ..errors import DeliveryError, InputError, NothingToSend
 from ..mail.message import (
     MessageTemplate,
@@ -25,7 +26,7 @@ from ..mail.message import (
     message_id,
     variant_template,
 )
-from ..mail.ranking import editorial_for
+from ..mail.ranking import editorial_for, previous_for
 from ..mail.render import Renderer
 from ..mail.transport import PermanentFailure, TemporaryFailure, Transport
 from ..store import editions as stored
@@ -85,8 +86,15 @@ class TooFew(NothingToSend):
     """Fewer new articles than [digest] min_articles: they carry over (--force sends)."""
 
 
-def _nothing_new(work: EditionWork) -> NothingToSend:
+def _nothing_new(work: EditionWork, articles: Sequence[Article] = (),
+                 previous: Previous | None = None) -> NothingToSend:
     last = work.last_number()
+    if articles and previous is not None:
+        n = len(articles)
+        return NothingToSend(f"nothing new since edition {previous.number}: the {n} new "
+                             f"article{'s' * (n != 1)} only repeat{'s' * (n == 1)} stories "
+                             f"it sent, so nothing to send (digest preview --explain lists "
+                             f"them)")
     return NothingToSend("no new articles" + (f" since edition {last}" if last else "") +
                          ": nothing to send (import some with: digest articles import FILE…)")
 
@@ -142,7 +150,7 @@ class _Choice:
         return self.action in ("new", "start") and not self.topics
 
 
-def _choose(work: EditionWork, settings: Settings, now: datetime, *,
+def _choose(store: Store, work: EditionWork, settings: Settings, now: datetime, *,
             number: int | None = None, slot: datetime | None = None, force: bool = False,
             allow_empty: bool = False) -> _Choice:
     """What `digest send` (its dry run, --enqueue, a scheduled slot) would go on with now:
@@ -153,14 +161,14 @@ def _choose(work: EditionWork, settings: Settings, now: datetime, *,
     if number is not None:
         numbered = work.numbered(number)
         if numbered.status in COMING or numbered.status is EditionStatus.CANCELLED:
-            return _approved(work, settings, numbered, allow_empty)
+            return _approved(store, work, settings, numbered, allow_empty)
         return _Choice("existing", numbered.number, numbered)
     edition = work.unfinished()
     if edition is not None:
         return _Choice("resume", edition.number, edition)
     coming = work.coming()
     if coming is not None:
-        return _approved(work, settings, coming, allow_empty)
+        return _approved(store, work, settings, coming, allow_empty)
     if slot is not None:
         done = work.at_slot(slot)
         if done is not None:
@@ -168,19 +176,21 @@ def _choose(work: EditionWork, settings: Settings, now: datetime, *,
     if settings.schedule.approval == "required":
         raise _approval_required()
     articles = work.new_articles(now)
-    shows = showing(articles, settings, now)
+    number = work.next_number()
+    previous = previous_for(store, number)
+    shows = showing(articles, settings, now, previous)
     if shows.empty:
-        raise _nothing_new(work)
+        raise _nothing_new(work, articles, previous)
     least = max(settings.digest.min_articles, 1)
     if shows.articles < least and not force:
         raise TooFew(f"{shows.articles} new article{'s' * (shows.articles != 1)}, fewer "
                      f"than min_articles {settings.digest.min_articles}; they carry over "
                      f"to the next edition")
-    return _Choice("new", work.next_number(), None, articles, shows.topics)
+    return _Choice("new", number, None, articles, shows.topics)
 
 
-def _approved(work: EditionWork, settings: Settings, edition: Edition,
-              allow_empty: bool) -> _Choice:
+def _approved(store: Store, work: EditionWork, settings: Settings, edition: Edition,
+               allow_empty: bool) -> _Choice:
     """The approved edition, to start: refused while a draft, or when cancelled, or when
     it would show nothing (with only an intro: unless allow_empty)."""
     n = edition.number
@@ -189,7 +199,7 @@ def _approved(work: EditionWork, settings: Settings, edition: Edition,
     if edition.status is EditionStatus.CANCELLED:
         raise InputError(f"edition {n} was cancelled: it is never sent")
     articles = work.articles_of(edition)
-    shows = showing(articles, settings, edition.date)
+    shows = showing(articles, settings, edition.date, previous_for(store, n))
     if shows.empty and not edition.intro:
         raise NothingToSend(f"edition {n} has no articles and no intro: nothing to send "
                             f"(cancel it: digest editions cancel {n})")
@@ -209,7 +219,7 @@ def plan_edition(store: Store, settings: Settings, now: datetime, *,
     every variant rendered, every message built (the dry run). NothingToSend when
     nothing would go out, NoRecipients when nobody would receive it."""
     with stored.read_work(store) as work:
-        choice = _choose(work, settings, now, number=number, slot=slot, force=force,
+        choice = _choose(store, work, settings, now, number=number, slot=slot, force=force,
                          allow_empty=allow_empty)
         if choice.action in ("resume", "existing"):
             return EditionPlan(choice.number, 0, (), 0, 0, 0, "resume",
@@ -272,7 +282,7 @@ def open_edition(store: Store, settings: Settings, now: datetime, *,
     # could not be sent.
     settings.signing_key  # noqa: B018
     with stored.locked_work(store) as work:
-        choice = _choose(work, settings, now, number=number, slot=slot, force=force,
+        choice = _choose(store, work, settings, now, number=number, slot=slot, force=force,
                          allow_empty=allow_empty)
         edition = choice.edition
         if choice.action == "existing":
@@ -384,11 +394,14 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
         lift = f"digest suppressions remove {address}"
         raise InputError("no test copy: " + refusal(address, found, lift))
     number, date, articles, sub, edition = stored.test_copy_source(store, now, address)
-    if not articles:
-        raise NothingToSend("no new articles: nothing to send a test copy of")
+    editorial = editorial_for(store, settings, edition, number=number, cutoff=date)
+    if showing(articles, settings, date, editorial.previous).empty and not editorial.intro:
+        raise NothingToSend("no new articles" + (" (only repeats of what edition "
+                                                 f"{editorial.previous.number} sent)"
+                                                 if articles and editorial.previous else "")
+                            + ": nothing to send a test copy of")
     template = variant_template(settings, articles, number, date, test=True, clock=store.clock,
-                                editorial=editorial_for(store, settings, edition,
-                                                        number=number, cutoff=date))
+                                editorial=editorial)
     domain = template.envelope_from.rsplit("@", 1)[1]
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=domain))
