@@ -474,3 +474,58 @@ def test_the_scheduler_process_holds_a_draft_until_an_editor_approves_it(
         assert sched.stop() == 0, "\n".join(sched.lines)
     assert sorted(readers()) == ["ada@example.org", "grace@example.org"]
     assert _show(newsroom, 1)["status"] == "sent"
+
+
+def test_an_edition_of_only_an_intro_goes_out_only_with_allow_empty(
+        newsroom: Digest, smtp: LoopbackSMTPServer) -> None:
+    """An editor's note with no articles (a holiday notice) is sent only when asked for by
+    name: --force never sends an edition without articles; the dry run says the same as
+    the real run, and a scheduled slot holds it."""
+    d, env = newsroom, smtp_env(smtp)
+    d.ok("send", "--yes", env=env)
+    assert len(smtp.received) == 2
+    refused = d("editions", "draft")
+    assert "digest editions draft --allow-empty" in refused.output
+    assert d.ok("editions", "draft", "--allow-empty").output.startswith(
+        "Drafted edition 2: 0 stories in 0 topics")
+    assert d("editions", "approve", "2").output == (
+        "Error: edition 2 has no articles and no intro: refresh it, write an intro (digest "
+        "editions intro 2) or cancel it\n")
+    (d.folder / "note.md").write_text("We are **on holiday** until the 24th.\n")
+    d.ok("editions", "intro", "2", "--file", "note.md")
+    assert d.ok("editions", "approve", "2").output == (
+        "Approved edition 2. It has no articles, only its intro: digest send --allow-empty "
+        "sends it (a scheduled slot holds it).\n")
+    held = ("Edition 2 has no articles, only its intro: nothing to send unless you mean it "
+            "(digest send --allow-empty sends it as it is; digest editions cancel 2 drops "
+            "it).\n")
+    for flags in ((), ("--force",), ("--edition", "2")):
+        assert d.ok("send", "--dry-run", *flags, env=env).output == held, flags
+        assert d.ok("send", "--yes", *flags, env=env).output == held, flags
+        assert d.ok("send", "--enqueue", *flags, env=env).output == held, flags
+    settings = load_settings(d.folder / "digest.toml", environ={})
+    settings = with_overrides(settings, smtp={"port": smtp.port, "host": "127.0.0.1"})
+    store = Store.from_settings(settings, FixedClock(NOW))
+    try:
+        slot = NOW - timedelta(minutes=1)
+        outcome = desk_slot(store, settings, slot, NOW)
+    finally:
+        store.close()
+    assert (outcome.action, outcome.edition) == ("held", 2)
+    assert "digest send --allow-empty" in outcome.detail
+    assert len(smtp.received) == 2 and sql(d.folder, "select count(*) from deliveries") \
+        == [(2,)]
+
+    dry = d.ok("send", "--dry-run", "--allow-empty", env=env)
+    assert dry.output == ("Dry run: edition 2 would carry only its intro (no articles: "
+                          "--allow-empty) and go to 2 subscribers in 1 variant (0 skipped: "
+                          "nothing new in their topics). Nothing was stored or sent.\n")
+    sent = d.ok("send", "--yes", "--allow-empty", env=env)
+    assert sent.output.startswith("Edition 2 has no articles, only its intro: it goes out "
+                                  "as it is (--allow-empty).\n")
+    assert len(smtp.received) == 4
+    for item in smtp.received[2:]:
+        text = _body(item.message(), "plain")
+        assert "We are **on holiday** until the 24th." in text
+        assert "Nothing new this time" not in text
+        assert "on holiday" in _body(item.message(), "html")

@@ -405,7 +405,7 @@ def test_thin_week_is_skipped_and_articles_carry_over(store_url: str, smtp: Loop
     outcome = run_slot(store, settings, now - timedelta(seconds=1), now=now)
     assert outcome.action == "skipped"
     assert outcome.detail == ("30 new articles, fewer than min_articles 31; they carry over "
-                              "to the next slot")
+                              "to the next edition")
     assert smtp.received == []
     settings = with_overrides(settings, digest={"min_articles": 30})
     outcome = run_slot(store, settings, now, now=now + timedelta(seconds=1))

@@ -692,3 +692,47 @@ def test_the_loopback_server_takes_another_port_when_its_pick_is_taken(
                 assert conn.recv(100).startswith(b"220 ")
         finally:
             server.stop()
+
+
+def test_force_after_a_sent_edition_mails_nobody_an_empty_issue(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """`send --dry-run --force` once said "nothing to send" while `send --yes --force`
+    mailed every subscriber an issue that said only "Nothing new this time.": the dry run
+    and the real run decided apart. Both now decide alike, and an edition with nothing in
+    it is never made."""
+    newsroom.ok("send", "--yes", env=smtp_env(smtp))
+    assert len(smtp.received) == 20
+    nothing = ("No new articles since edition 1: nothing to send (import some with: digest "
+               "articles import FILE…).\n")
+    for flags in (("--force",), ("--force", "--allow-empty"), ("--allow-empty",)):
+        dry = newsroom.ok("send", "--dry-run", *flags, env=smtp_env(smtp))
+        real = newsroom.ok("send", "--yes", *flags, env=smtp_env(smtp))
+        queued = newsroom.ok("send", "--enqueue", *flags, env=smtp_env(smtp))
+        assert dry.stdout == real.stdout == queued.stdout == nothing, flags
+    assert len(smtp.received) == 20
+    assert editions(tmp_path) == [(1, "sent")] and ledger(tmp_path) == {"sent": 20}
+
+
+def test_a_dry_run_of_enqueue_stores_nothing(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                             tmp_path: Path) -> None:
+    """`send --enqueue --dry-run` once made the edition and its ledger: the dry run was
+    not asked."""
+    result = newsroom.ok("send", "--enqueue", "--dry-run", env=smtp_env(smtp))
+    assert result.stdout.startswith("Dry run: edition 1 would take 30 articles")
+    assert "it would be queued for `digest worker`s" in result.stdout
+    assert editions(tmp_path) == [] and ledger(tmp_path) == {} and smtp.received == []
+
+
+def test_min_articles_holds_a_send_and_force_lifts_it(newsroom: Digest,
+                                                      smtp: LoopbackSMTPServer,
+                                                      tmp_path: Path) -> None:
+    env = smtp_env(smtp, DIGEST_DIGEST__MIN_ARTICLES="31")
+    held = ("30 new articles, fewer than min_articles 31; they carry over to the next "
+            "edition (--force sends them now).\n")
+    assert newsroom.ok("send", "--dry-run", env=env).stdout == held
+    assert newsroom.ok("send", "--yes", env=env).stdout == held
+    assert editions(tmp_path) == []
+    dry = newsroom.ok("send", "--dry-run", "--force", env=env)
+    assert dry.stdout.startswith("Dry run: edition 1 would take 30 articles")
+    newsroom.ok("send", "--yes", "--force", env=env)
+    assert editions(tmp_path) == [(1, "sent")] and len(smtp.received) == 20

@@ -82,8 +82,11 @@ def _said(message: str) -> None:
 
 
 @editions.command("draft")
+@click.option("--allow-empty", is_flag=True,
+              help="Draft it even with no new articles (an edition of only an intro, which "
+                   "`digest send --allow-empty` sends).")
 @click.pass_obj
-def editions_draft(app: App) -> None:
+def editions_draft(app: App, allow_empty: bool) -> None:
     """Build the next edition as a draft from the new articles, without sending it.
 
     Its articles are reserved (no other edition takes them); nothing is sent until it is
@@ -94,7 +97,8 @@ def editions_draft(app: App) -> None:
     \b
         digest editions draft
     """
-    view = desk.draft_edition(app.store, app.settings, app.clock.now())
+    view = desk.draft_edition(app.store, app.settings, app.clock.now(),
+                              allow_empty=allow_empty)
     count = len(view.articles)
     out.print(f"Drafted edition {view.number}: {count} stor{'ies' if count != 1 else 'y'} "
               f"in {len(view.sections)} topic{'s' * (len(view.sections) != 1)}; subject: "
@@ -432,9 +436,14 @@ def _articles_table(view: desk.DeskView) -> None:
         marks = ", ".join(m for m, on in (("leads", a.pin_top), ("pinned", a.pinned),
                                           ("edited", a.edited), (f"+{a.also} sources",
                                                                  bool(a.also)),
+                                          (f"update of No. {a.update_of}",
+                                           a.update_of is not None),
                                           ("online only", not a.shown)) if on)
         table.add_row(str(a.id), a.topic, a.title, marks, str(a.clicks))
     print_table(table, keep=("id", "clicks"))
+    if view.left_out:
+        out.print(f"Left out, only repeating edition {view.left_out[0].number}: "
+                  + ", ".join(str(a.id) for a in view.left_out))
 
 
 def _when(value: datetime | None) -> str | None:
@@ -453,5 +462,18 @@ def _as_json(view: desk.DeskView, counts: dict[str, int],
         "articles": [{"id": a.id, "title": a.title, "topic": a.topic, "pinned": a.pinned,
                       "leads": a.pin_top, "position": a.position, "edited": a.edited,
                       "in_mail": a.shown, "also": a.also, "source": a.source,
-                      "url": a.url, "clicks": a.clicks} for a in view.articles],
+                      "url": a.url, "clicks": a.clicks, "update": _update(a)}
+                     for a in view.articles],
+        "left_out": [{"id": a.id, "title": a.title, "topic": a.topic, "source": a.source,
+                      "repeats_edition": a.number, "story": a.story}
+                     for a in view.left_out],
     }
+
+
+def _update(a: desk.DeskArticle) -> dict[str, Any] | None:
+    """An entry that goes on a story of the previous edition: which, under what title,
+    how many new reports it links, and its reports that only repeat it (not shown)."""
+    if a.update_of is None:
+        return None
+    return {"edition": a.update_of, "title": a.update_title, "new_reports": a.also + 1,
+            "repeats": list(a.repeats)}

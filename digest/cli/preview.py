@@ -53,7 +53,8 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     """
     result = render_preview(app.store, app.settings, app.clock.now(), topics=list(topics))
     if explain:
-        click.echo(explanation(result.ranking, app.settings.digest.max_articles), nl=False)
+        click.echo(explanation(result.ranking, app.settings.digest.max_articles,
+                               result.left_out), nl=False)
         return
     summary = (f"edition {result.number}, {result.articles} article"
                f"{'s' * (result.articles != 1)} in {result.topics} topic"
@@ -86,32 +87,37 @@ def _checks(app: App, result: PreviewResult) -> list[Step]:
             + check_content(result.ranking, app.settings.digest.teaser_words))
 
 
-def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int) -> str:
+def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int,
+                left_out: Sequence[Story] = ()) -> str:
     """The --explain listing: per topic, its stories in order; per article its id, why it
     is under this topic, the confidence of a semantic choice, its story (the id of the
     article that leads it) and the story's score (on the lead's line; "pinned" first).
-    Stories past max_articles are marked: they are only in the online edition."""
+    Stories past max_articles are marked: they are only in the online edition. A story
+    that goes on one of the previous edition is marked an update (its reports that only
+    repeat it follow, marked); the stories that only repeat it are listed last."""
     lines = ["story: the article that leads it; conf: similarity of a semantic choice",
              "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)",
              "undated: no date in its record, page or text; aged from when it came in,",
              "at least one half-life", ""]
-    header = f"{'id':>6}  {'why':<9} {'conf':>5} {'story':>6} {'score':>7}  title"
+    earlier = next((s.update_of for s in [*left_out, *(s for _t, group in ranking
+                                                       for s in group)]
+                    if s.update_of is not None), None)
+    if earlier is not None:
+        lines[4:4] = [f"update: new reports of a story edition {earlier.number} had; "
+                      f"repeat: only repeats it (left out)"]
     shown = _shown(ranking, max_articles)
     for topic, stories in ranking:
         lines += [f"{topic} ({len(stories)} stor{'y' if len(stories) == 1 else 'ies'})",
-                  header]
+                  _HEADER]
         for position, story in enumerate(stories):
             mark = "" if position < shown[topic] else "  (online only)"
-            for article in story.articles:
-                lead = article is story.lead
-                score = ("pinned" if story.pinned else f"{story.score:.3f}") if lead \
-                    else ""
-                confidence = "-" if article.topic_confidence is None \
-                    else f"{article.topic_confidence:.2f}"
-                mark_here = (mark if lead else "") + _date_mark(article)
-                lines.append(f"{article.id:>6}  {article.topic_reason:<9} {confidence:>5} "
-                             f"{story.lead.id:>6} {score:>7}  "
-                             f"{_cut(article.title, _TITLE_WIDTH - len(mark_here))}{mark_here}")
+            lines += _story_lines(story, mark)
+        lines.append("")
+    if left_out and earlier is not None:
+        lines += [f"Left out: only repeats of edition {earlier.number} ({len(left_out)} "
+                  f"stor{'y' if len(left_out) == 1 else 'ies'})", _HEADER]
+        for story in left_out:
+            lines += _story_lines(story, "", repeat=True)
         lines.append("")
     return "\n".join(lines)
 
@@ -123,6 +129,31 @@ def _date_mark(article: Article) -> str:
     if article.date_clamped:
         return "  (future date)"
     return ""
+
+
+_HEADER = f"{'id':>6}  {'why':<9} {'conf':>5} {'story':>6} {'score':>7}  title"
+
+
+def _story_lines(story: Story, mark: str, *, repeat: bool = False) -> list[str]:
+    """A story's lines: its lead (with the score, and the mark), its other articles, then
+    the reports that only repeat the previous edition."""
+    if story.update_of is not None and not repeat:
+        mark = f"  (update){mark}"
+    rows = [(a, mark if a is story.lead else "") for a in story.articles]
+    rows += [(a, "  (repeat)") for a in story.repeats]
+    if repeat:
+        rows = [(a, "  (repeat)") for a, _ in rows]
+    lines = []
+    for article, mark_here in rows:
+        mark_here += _date_mark(article)
+        score = ("pinned" if story.pinned else f"{story.score:.3f}") \
+            if article is story.lead and not repeat else ("-" if repeat else "")
+        confidence = "-" if article.topic_confidence is None \
+            else f"{article.topic_confidence:.2f}"
+        lines.append(f"{article.id:>6}  {article.topic_reason:<9} {confidence:>5} "
+                     f"{story.lead.id:>6} {score:>7}  "
+                     f"{_cut(article.title, _TITLE_WIDTH - len(mark_here))}{mark_here}")
+    return lines
 
 
 def _shown(ranking: Sequence[tuple[str, Sequence[Story]]], limit: int) -> dict[str, int]:

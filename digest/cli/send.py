@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from ..delivery.editions import (
+    EditionPlan,
     NoRecipients,
-    dry_run_edition,
-    has_unfinished_edition,
+    TooFew,
     plan_edition,
     reopen_failed,
     send_test_copy,
@@ -40,6 +40,8 @@ __all__ = ["send", "worker"]
 def _sentence(exc: Exception) -> str:
     """An expected, non-error condition as a sentence of its own."""
     text = str(exc)
+    if isinstance(exc, TooFew):
+        text += " (--force sends them now)"
     return f"{text[:1].upper()}{text[1:]}."
 
 
@@ -81,7 +83,9 @@ def _when(at: datetime, now: datetime) -> str:
 
 
 @click.command()
-@click.option("--dry-run", is_flag=True, help="Build everything, store and send nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Say what the same command without --dry-run would do: build everything, "
+                   "store and send nothing.")
 @click.option("--to", "to", metavar="EMAIL", help="Send one test copy ([TEST] subject) to EMAIL.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before sending a new edition.")
 @click.option("--edition", "number", type=int, help="Resume edition N.")
@@ -89,21 +93,27 @@ def _when(at: datetime, now: datetime) -> str:
 @click.option("--retry-failed", is_flag=True,
               help="With --edition N: send N's failed deliveries again (after fixing the "
                    "cause); subscribers no longer active are left out.")
-@click.option("--force", is_flag=True, help="Send an edition even with no new articles.")
+@click.option("--force", is_flag=True,
+              help="Make an edition even with fewer new articles than [digest] "
+                   "min_articles (never one with none).")
+@click.option("--allow-empty", is_flag=True,
+              help="Send an approved edition that has no articles, only the editor's intro.")
 @click.option("--enqueue", is_flag=True,
               help="Create the edition and its ledger only; `digest worker`s send it.")
 @click.pass_obj
 def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None, retry: bool,
-         retry_failed: bool, force: bool, enqueue: bool) -> None:
+         retry_failed: bool, force: bool, allow_empty: bool, enqueue: bool) -> None:
     """Create the next edition (or resume an unfinished one) and send it.
 
     Each subscriber gets the edition once; a killed or interrupted run resumes where it
-    stopped. Ctrl-C finishes the messages in flight and prints what is left.
+    stopped. Ctrl-C finishes the messages in flight and prints what is left. An edition
+    with nothing in it is never sent; one with only the editor's intro needs
+    --allow-empty.
 
     Example:
 
     \b
-        digest send --to me@example.org && digest send --yes
+        digest send --dry-run && digest send --to me@example.org && digest send --yes
     """
     settings, store = app.settings, app.store
     transport = make_transport(settings)
@@ -111,28 +121,47 @@ def send(app: App, dry_run: bool, to: str | None, yes: bool, number: int | None,
         raise click.UsageError("--retry-failed needs --edition N (see: digest editions list)")
     if to and dry_run:
         raise click.UsageError("--to sends a real test copy; leave out --dry-run (or --to)")
-    if enqueue or (enqueue_only(settings) and not (to or dry_run or retry or retry_failed)):
-        _enqueue(app, force, number)
+    if dry_run and (retry or retry_failed):
+        raise click.UsageError("--dry-run says what a new or resumed edition would be; leave "
+                               "out --retry and --retry-failed (or --dry-run)")
+    queued = enqueue or (enqueue_only(settings) and not (to or retry or retry_failed))
+    if dry_run:
+        _dry_run(app, number, force=force, allow_empty=allow_empty, queued=queued)
+    elif queued:
+        _enqueue(app, number, force=force, allow_empty=allow_empty)
     elif to:
         transport.check()
         subject = send_test_copy(store, settings, transport, to, app.clock.now())
         out.print(f"Sent a test copy to {to}: {subject}")
-    elif dry_run:
-        _dry_run(app)
     # Everything that may ask or refuse happens before the progress bar is drawn.
     elif _ready_to_send(app, transport, number, retry=retry, retry_failed=retry_failed,
-                        force=force, yes=yes):
+                        force=force, allow_empty=allow_empty, yes=yes):
         report, interrupted = _send_with_progress(app, transport, number, retry=retry,
-                                                  force=force)
+                                                  force=force, allow_empty=allow_empty)
         _print_outcome(report, interrupted)
 
 
-def _enqueue(app: App, force: bool, number: int | None) -> None:
+def _plan(app: App, number: int | None, *, force: bool, allow_empty: bool,
+          render: bool = False) -> EditionPlan | None:
+    """What sending would do now (the decision the real run makes); None, with the
+    reason printed as a sentence, when there is nothing to send. Nobody to send to is an
+    error."""
+    try:
+        return plan_edition(app.store, app.settings, app.clock.now(), number=number,
+                            force=force, allow_empty=allow_empty, render=render)
+    except NoRecipients:
+        raise
+    except NothingToSend as exc:
+        out.print(_sentence(exc))
+        return None
+
+
+def _enqueue(app: App, number: int | None, *, force: bool, allow_empty: bool) -> None:
     """Create the edition (number N, when given) and its ledger for workers to send; say
     what is pending."""
     try:
         edition, created, pending = enqueue_edition(app.store, app.settings, number=number,
-                                                    force=force)
+                                                    force=force, allow_empty=allow_empty)
     except NoRecipients:
         raise
     except NothingToSend as exc:
@@ -143,27 +172,34 @@ def _enqueue(app: App, force: bool, number: int | None) -> None:
               f"Workers send them: digest worker")
 
 
-def _dry_run(app: App) -> None:
-    """Say what the next edition would be; store and send nothing."""
-    try:
-        plan = dry_run_edition(app.store, app.settings, app.clock.now())
-    except NoRecipients:
-        raise
-    except NothingToSend as exc:
-        out.print(_sentence(exc))
+def _dry_run(app: App, number: int | None, *, force: bool, allow_empty: bool,
+             queued: bool) -> None:
+    """Say what the same command without --dry-run would do; store and send nothing."""
+    plan = _plan(app, number, force=force, allow_empty=allow_empty, render=True)
+    if plan is None:
         return
-    out.print(f"Dry run: edition {plan.number} would take {plan.articles} articles in "
-              f"{len(plan.topics)} topics and go to {plan.recipients} "
+    if plan.action == "resume":
+        who = "`digest worker`s would send" if queued else "it would send"
+        out.print(f"Dry run: edition {plan.number} is already going out; {who} its "
+                  f"{plan.pending} pending deliver{'ies' if plan.pending != 1 else 'y'}. "
+                  f"Nothing was stored or sent.")
+        return
+    what = ("would carry only its intro (no articles: --allow-empty)" if plan.intro_only
+            else f"would take {plan.articles} articles in {len(plan.topics)} topics")
+    out.print(f"Dry run: edition {plan.number} {what} and go to {plan.recipients} "
               f"subscriber{'s' * (plan.recipients != 1)} in "
               f"{plan.variants} variant{'s' * (plan.variants != 1)} ({plan.skipped} "
-              f"skipped: nothing new in their topics). Nothing was stored or sent.")
+              f"skipped: nothing new in their topics)"
+              + ("; it would be queued for `digest worker`s" if queued else "")
+              + ". Nothing was stored or sent.")
 
 
 def _ready_to_send(app: App, transport: Transport, number: int | None, *, retry: bool,
-                   retry_failed: bool, force: bool, yes: bool) -> bool:
+                   retry_failed: bool, force: bool, allow_empty: bool, yes: bool) -> bool:
     """Whether sending should start: reopens failed deliveries for --retry-failed, says so
-    when nothing is due for --retry, and asks (or refuses without --yes when not in a
-    terminal) before a new edition; False when there is nothing to do."""
+    when nothing is due for --retry, says why when there is nothing to send, and asks (or
+    refuses without --yes when not in a terminal) before a new edition; False when there
+    is nothing to do."""
     store = app.store
     if retry_failed:
         assert number is not None
@@ -184,23 +220,20 @@ def _ready_to_send(app: App, transport: Transport, number: int | None, *, retry:
                       f"{_when(due, now)}.")
             return False
         return True
-    if number is None and not has_unfinished_edition(store):
-        return _confirm_new_edition(app, force=force, yes=yes)
-    return True
-
-
-def _confirm_new_edition(app: App, *, force: bool, yes: bool) -> bool:
-    """Plan the new edition and ask before sending it; False when there is nothing to
-    send (unless --force, which sends an edition anyway)."""
-    try:
-        plan = plan_edition(app.store, app.settings, app.clock.now())
-    except NoRecipients:
-        raise
-    except NothingToSend as exc:
-        if not force:
-            out.print(_sentence(exc))
-            return False
+    plan = _plan(app, number, force=force, allow_empty=allow_empty)
+    if plan is None:
+        return False
+    if plan.intro_only:
+        out.print(f"Edition {plan.number} has no articles, only its intro: it goes out as "
+                  f"it is (--allow-empty).")
+    if plan.action == "resume" or number is not None:
         return True
+    return _confirm_new_edition(plan, yes=yes)
+
+
+def _confirm_new_edition(plan: EditionPlan, *, yes: bool) -> bool:
+    """Ask before sending a new (or the approved) edition; refused without --yes when not
+    in a terminal."""
     if not yes:
         if not sys.stdin.isatty():
             raise InputError(f"edition {plan.number} would go to {plan.recipients} "
@@ -213,7 +246,7 @@ def _confirm_new_edition(app: App, *, force: bool, yes: bool) -> bool:
 
 
 def _send_with_progress(app: App, transport: Transport, number: int | None, *, retry: bool,
-                        force: bool) -> tuple[SendReport, bool]:
+                        force: bool, allow_empty: bool) -> tuple[SendReport, bool]:
     """Send under a progress bar until done or stopped by a signal; the report and
     whether a signal stopped it."""
     store, settings = app.store, app.settings
@@ -227,7 +260,7 @@ def _send_with_progress(app: App, transport: Transport, number: int | None, *, r
             report = retry_deferred(store, settings, transport, progress=advance, stop=stop)
         else:
             report = send_edition(store, settings, transport, number=number, force=force,
-                                  progress=advance, stop=stop,
+                                  allow_empty=allow_empty, progress=advance, stop=stop,
                                   on_open=lambda _e, n: progress.update(task, total=n))
     return report, stop.is_set()
 

@@ -17,7 +17,7 @@ from ..config import Settings
 from ..store.models import Article, Edition
 from .intro import Intro, render_intro
 from .links import add_utm
-from .stories import Story, click_factor, find_stories
+from .stories import Earlier, Previous, Story, click_factor, find_stories, follow_up
 from .teasers import teaser_for
 
 __all__ = [
@@ -30,12 +30,16 @@ __all__ = [
     "Entry",
     "Limits",
     "Section",
+    "Showing",
+    "Update",
     "build_content",
     "cap_counts",
     "effective_variant",
+    "left_out_stories",
     "order_topics",
     "ranked_stories",
     "read_more_url",
+    "showing",
     "variant_topics",
 ]
 
@@ -60,6 +64,22 @@ BYLINE_SHOWN = 3
 
 
 @dataclass(frozen=True)
+class Update:
+    """An entry that goes on a story the previous edition told: that edition's number,
+    the title it gave the story, and how many new reports this entry links."""
+
+    number: int
+    title: str
+    reports: int
+
+    @property
+    def text(self) -> str:
+        """The line above the entry: "Update: 3 new reports since No. 4"."""
+        noun = "report" if self.reports == 1 else "reports"
+        return f"Update: {self.reports} new {noun} since No. {self.number}"
+
+
+@dataclass(frozen=True)
 class Entry:
     id: int
     title: str
@@ -70,6 +90,7 @@ class Entry:
     topic: str
     also: tuple[Also, ...] = ()
     also_more: int = 0  # further sources, beyond those in also
+    update: Update | None = None   # it goes on a story of the previous edition
 
 
 @dataclass(frozen=True)
@@ -99,11 +120,16 @@ class Editorial:
     subject: str | None = None
     # [tracking] rank_by_clicks: source id → click factor (stories.click_factors).
     factors: Mapping[int, float] | None = None
+    # The edition before it that went out: its stories go on as updates, or are left out.
+    previous: Previous | None = None
 
     @classmethod
-    def of(cls, edition: Edition, factors: Mapping[int, float] | None = None) -> Editorial:
-        """What the editor gave a stored edition (and the click factors it ranks by)."""
-        return cls(edition.intro, edition.subject if edition.subject_set else None, factors)
+    def of(cls, edition: Edition, factors: Mapping[int, float] | None = None,
+           previous: Previous | None = None) -> Editorial:
+        """What the editor gave a stored edition (and the click factors it ranks by, and
+        the edition before it)."""
+        return cls(edition.intro, edition.subject if edition.subject_set else None, factors,
+                   previous)
 
 
 @dataclass(frozen=True)
@@ -165,9 +191,12 @@ def variant_topics(variant: str) -> frozenset[str] | None:
 
 def effective_variant(chosen: Sequence[str], edition_topics: Iterable[str]) -> str | None:
     """The variant key a subscriber with chosen topics gets, or None when none of their
-    topics has anything in this edition. Choosing every present topic is the full edition."""
+    topics has anything in this edition. Choosing every present topic is the full edition;
+    an edition with no topic at all (only an intro) goes to everyone."""
     present = set(edition_topics)
-    if not chosen:
+    if not chosen or not present:
+        # An edition without stories (only the editor's note, sent on purpose) is a
+        # note to every reader.
         return ALL_TOPICS
     wanted = present & {t for t in chosen}
     if not wanted:
@@ -197,12 +226,15 @@ class Limits:
 
 
 def ranked_stories(articles: Sequence[Article], settings: Settings, date: datetime,
-                   variant: str = ALL_TOPICS, factors: Mapping[int, float] | None = None
-                   ) -> list[tuple[str, list[Story]]]:
+                   variant: str = ALL_TOPICS, factors: Mapping[int, float] | None = None,
+                   previous: Previous | None = None) -> list[tuple[str, list[Story]]]:
     """The edition's topics in order, each with its stories in order (what `build_content`
     shows, before the cap): what `digest preview --explain` explains. factors: each
-    source's click factor, which scales its stories' scores ([tracking] rank_by_clicks)."""
-    groups = _ordered_stories(articles, settings, date, variant_topics(variant), factors)
+    source's click factor, which scales its stories' scores ([tracking] rank_by_clicks);
+    previous: the edition before, whose stories go on as updates (or are left out, see
+    left_out_stories)."""
+    groups = _ordered_stories(articles, settings, date, variant_topics(variant), factors,
+                              previous)
     order = order_topics(groups, settings)
     # The story an editor pinned to lead the whole edition takes its topic to the top.
     lead = next((t for t in order if any(a.pin_top for a in groups[t][0].articles)), None)
@@ -211,14 +243,49 @@ def ranked_stories(articles: Sequence[Article], settings: Settings, date: dateti
     return [(topic, groups[topic]) for topic in order]
 
 
+@dataclass(frozen=True)
+class Showing:
+    """What an edition would show, every topic and before the cap: the topics of its
+    stories (a story is under its lead's topic, so these decide whom it reaches) and how
+    many articles they hold."""
+
+    topics: frozenset[str]
+    articles: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.topics
+
+
+def showing(articles: Sequence[Article], settings: Settings, date: datetime,
+            previous: Previous | None = None) -> Showing:
+    """What an edition of these articles would show (the same grouping its rendering
+    does; with the edition before it, without what only repeats that one)."""
+    stories = [s for _topic, group in ranked_stories(articles, settings, date,
+                                                     previous=previous)
+               for s in group]
+    return Showing(frozenset(s.lead.topic for s in stories),
+                   sum(len(s.articles) for s in stories))
+
+
+def left_out_stories(articles: Sequence[Article], settings: Settings, date: datetime,
+                     previous: Previous | None) -> list[Story]:
+    """The stories of these articles that only repeat what the previous edition sent
+    (each with update_of naming it): taken by the edition, never shown."""
+    stories = find_stories(articles, settings.grouping, date)
+    return follow_up(stories, previous, settings.grouping, date)[1]
+
+
 def _ordered_stories(articles: Sequence[Article], settings: Settings, date: datetime,
-                     only: frozenset[str] | None, factors: Mapping[int, float] | None = None
-                     ) -> dict[str, list[Story]]:
+                     only: frozenset[str] | None, factors: Mapping[int, float] | None = None,
+                     previous: Previous | None = None) -> dict[str, list[Story]]:
     """Topic → its stories (a story is under its lead's topic): the one pinned to lead
     the edition, then pinned ones, then in the order an editor gave (stories they did not
-    place after those they did), then by score, then newest."""
+    place after those they did), then by score, then newest. Stories that only repeat
+    the previous edition are not among them."""
     groups: dict[str, list[Story]] = defaultdict(list)
-    for story in find_stories(articles, settings.grouping, date):
+    found = find_stories(articles, settings.grouping, date)
+    for story in follow_up(found, previous, settings.grouping, date)[0]:
         if factors:
             story.score = round(story.score * click_factor(story, factors), 3)
         if only is None or story.lead.topic in only:
@@ -257,7 +324,12 @@ def _entry(story: Story, topic: str, settings: Settings, campaign: str,
         teaser_for(a.summary, a.body, limits.teaser_words)
     return Entry(id=a.id, title=a.edited_title or a.title, url=link(a), source=_byline(names),
                  date=_sort_time(a), teaser=teaser, topic=topic,
-                 also=tuple(also[:ALSO_SHOWN]), also_more=len(also[ALSO_SHOWN:]))
+                 also=tuple(also[:ALSO_SHOWN]), also_more=len(also[ALSO_SHOWN:]),
+                 update=_update(story.update_of, len(story.articles)))
+
+
+def _update(earlier: Earlier | None, reports: int) -> Update | None:
+    return None if earlier is None else Update(earlier.number, earlier.title, reports)
 
 
 def _byline(names: Sequence[str]) -> str | None:
@@ -304,7 +376,7 @@ def build_content(articles: Sequence[Article], settings: Settings, number: int,
     limits = limits or Limits.configured(settings)
     editorial = editorial or Editorial()
     factors = limits.factors if limits.factors is not None else editorial.factors
-    ranked = ranked_stories(articles, settings, date, variant, factors)
+    ranked = ranked_stories(articles, settings, date, variant, factors, editorial.previous)
     order = [topic for topic, _ in ranked]
     ordered = [stories for _, stories in ranked]
     counts = cap_counts(ordered, limits.max_articles)

@@ -32,6 +32,7 @@ from ..store.drafts import adopt_slot, mark_mailed, next_coming
 from ..store.editions import edition_at_slot
 from ..store.models import Edition, EditionStatus
 from .desk import approve_edition, draft_edition, preview_edition
+from .editions import plan_edition
 from .runner import (
     SlotOutcome,
     TransportFactory,
@@ -139,13 +140,19 @@ def _send_coming(store: Store, settings: Settings, edition: Edition, slot: datet
     if edition.slot != slot:
         adopt_slot(store, edition.number, slot)
     waves = settings.schedule.local_time
-    if enqueue_only(settings):
-        queued, _created, pending = enqueue_edition(store, settings, now, slot=slot,
-                                                    waves=waves)
-        return SlotOutcome(slot, queued.number, "queued",
-                           f"{pending} deliveries pending for the workers")
-    report = send_edition(store, settings, transports(settings), now=now, slot=slot,
-                          stop=stop, waves=waves)
+    try:
+        # The decision `digest send` makes, before any connection: an approved edition
+        # that would show nothing (only an intro) is held for a person to send.
+        plan_edition(store, settings, now, slot=slot)
+        if enqueue_only(settings):
+            queued, _created, pending = enqueue_edition(store, settings, now, slot=slot,
+                                                        waves=waves)
+            return SlotOutcome(slot, queued.number, "queued",
+                               f"{pending} deliveries pending for the workers")
+        report = send_edition(store, settings, transports(settings), now=now, slot=slot,
+                              stop=stop, waves=waves)
+    except NothingToSend as exc:
+        return SlotOutcome(slot, edition.number, "held", str(exc))
     return slot_outcome(store, slot, report, resumed=False)
 
 

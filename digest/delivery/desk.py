@@ -22,13 +22,15 @@ from ..content.edition import (
     build_content,
     cap_counts,
     effective_variant,
+    left_out_stories,
     ranked_stories,
+    showing,
 )
 from ..content.intro import INTRO_MAX
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
-from ..mail.ranking import editorial_for
+from ..mail.ranking import editorial_for, previous_for
 from ..mail.render import SUBJECT_MAX, Personal, Renderer
 from ..store.clicks import article_clicks, uncounted_clicks
 from ..store.db import Store
@@ -40,6 +42,7 @@ __all__ = [
     "DeskArticle",
     "DeskSection",
     "DeskView",
+    "LeftOut",
     "Preview",
     "add_article",
     "approve_edition",
@@ -78,6 +81,24 @@ class DeskArticle:
     clicks: int
     also: int               # further articles of its story (other sources)
     shown: bool             # within [digest] max_articles: in the mail, not only online
+    # It goes on a story of the previous edition: that edition's number and title for
+    # it; its own reports that only repeat that edition (taken, not shown).
+    update_of: int | None = None
+    update_title: str | None = None
+    repeats: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """An article the edition takes but does not show: it only repeats a story the
+    previous edition (number) sent, under that title."""
+
+    id: int
+    title: str
+    topic: str
+    source: str | None
+    number: int
+    story: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,8 @@ class DeskView:
     subject_set: bool = False      # the subject is the editor's own, not the pattern's
     # Requests of its links left out of the counts, by why: head, scanner, early, burst.
     uncounted: dict[str, int] = field(default_factory=dict)
+    # Articles it takes that only repeat the previous edition's stories.
+    left_out: list[LeftOut] = field(default_factory=list)
 
     @property
     def articles(self) -> list[DeskArticle]:
@@ -112,8 +135,9 @@ class DeskView:
         """What readers would get, as one short value: an approval given for one
         fingerprint is refused once the draft has changed (another editor, a refresh)."""
         seen = (self.number, self.subject, self.intro,
-                [(a.id, a.title, a.teaser, a.topic, a.pinned, a.pin_top, a.also)
-                 for a in self.articles])
+                [(a.id, a.title, a.teaser, a.topic, a.pinned, a.pin_top, a.also,
+                  a.update_of, a.repeats) for a in self.articles],
+                [a.id for a in self.left_out])
         return hashlib.sha256(repr(seen).encode()).hexdigest()[:32]
 
 
@@ -139,9 +163,10 @@ def _subject(store: Store, settings: Settings, edition: Edition,
 
 
 def draft_edition(store: Store, settings: Settings, now: datetime, *,
-                  slot: datetime | None = None) -> DeskView:
+                  slot: datetime | None = None, allow_empty: bool = False) -> DeskView:
     """The next edition as a draft: the new articles reserved, no ledger yet. Refused
-    while another draft waits; NothingToSend when nothing is new."""
+    while another draft waits; NothingToSend when nothing is new (with allow_empty: a
+    draft without articles, for an editor's note)."""
     settings.signing_key  # noqa: B018  (nothing is made that could not be sent)
     with draft_work(store) as work:
         waiting = work.coming()
@@ -151,10 +176,16 @@ def draft_edition(store: Store, settings: Settings, now: datetime, *,
                              f"and waiting to go out (see: digest editions show "
                              f"{waiting.number}); send or cancel it before drafting another")
         articles = work.new_articles(now)
-        if not articles:
-            raise NothingToSend("no new articles: nothing to draft (import some with: "
-                                "digest articles import FILE…)")
-        work.add(Edition(number=work.next_number(), cutoff=now, created_at=now, slot=slot,
+        number = work.next_number()
+        previous = previous_for(store, number)
+        if not allow_empty and showing(articles, settings, now, previous).empty:
+            said = ("no new articles" if not articles or previous is None else
+                    f"nothing new since edition {previous.number} (the new articles only "
+                    f"repeat stories it sent)")
+            raise NothingToSend(f"{said}: nothing to draft (import some with: digest "
+                                f"articles import FILE…; or draft an edition of only an "
+                                f"intro with: digest editions draft --allow-empty)")
+        work.add(Edition(number=number, cutoff=now, created_at=now, slot=slot,
                          subject="", status=EditionStatus.DRAFT))
         work.take(articles)
         work.edition.subject = _subject(store, settings, work.edition, work.articles())
@@ -165,8 +196,9 @@ def draft_edition(store: Store, settings: Settings, now: datetime, *,
 def _stories(store: Store, settings: Settings, edition: Edition,
              articles: Sequence[Article]) -> list[tuple[str, list[Story]]]:
     """The edition's stories by topic, in the order the mail has them."""
-    factors = editorial_for(store, settings, edition).factors
-    return ranked_stories(articles, settings, edition.date, factors=factors)
+    editorial = editorial_for(store, settings, edition)
+    return ranked_stories(articles, settings, edition.date, factors=editorial.factors,
+                          previous=editorial.previous)
 
 
 def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
@@ -176,6 +208,11 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
         e = work.edition
         articles = work.articles()
         ranked = _stories(store, settings, e, articles)
+        left_out = [LeftOut(a.id, a.edited_title or a.title, a.topic, a.source_name,
+                            story.update_of.number, story.update_of.title)
+                    for story in left_out_stories(articles, settings, e.date,
+                                                  previous_for(store, e.number))
+                    if story.update_of is not None for a in story.articles]
         edition_id = e.id
     clicks = article_clicks(store, edition_id)
     uncounted = uncounted_clicks(store, edition_id)
@@ -186,7 +223,7 @@ def desk_view(store: Store, settings: Settings, number: int) -> DeskView:
                 for (topic, stories), count in zip(ranked, counts, strict=True)]
     return DeskView(e.number, e.status, e.subject, e.intro, e.cutoff, e.created_at, e.slot,
                     e.approved_at, e.approved_by, sections, sum(clicks.values()),
-                    e.subject_set, uncounted)
+                    e.subject_set, uncounted, left_out)
 
 
 def _desk_article(story: Story, topic: str, clicks: dict[int, int], shown: bool,
@@ -200,7 +237,9 @@ def _desk_article(story: Story, topic: str, clicks: dict[int, int], shown: bool,
                        story.pinned, any(x.pin_top for x in story.articles), a.position,
                        a.edited_title is not None or a.edited_teaser is not None,
                        sum(clicks.get(x.id, 0) for x in story.articles), len(story.others),
-                       shown)
+                       shown, story.update_of.number if story.update_of else None,
+                       story.update_of.title if story.update_of else None,
+                       tuple(x.id for x in story.repeats))
 
 
 # --- shaping ----------------------------------------------------------------------------------
@@ -471,9 +510,15 @@ def approve_edition(store: Store, settings: Settings, number: int, by: str,
         if e.status is not EditionStatus.DRAFT:
             raise InputError(f"edition {number} is {e.status.value}: only a draft can be "
                              f"approved")
-        if not work.articles():
-            raise InputError(f"edition {number} has no articles left: refresh it or cancel "
-                             f"it")
+        if showing(work.articles(), settings, e.date,
+                   previous_for(store, e.number)).empty:
+            if not e.intro:
+                raise InputError(f"edition {number} has no articles and no intro: refresh "
+                                 f"it, write an intro (digest editions intro {number}) or "
+                                 f"cancel it")
+            e.status, e.approved_at, e.approved_by = EditionStatus.APPROVED, now, by
+            return (f"Approved edition {number}. It has no articles, only its intro: "
+                    f"digest send --allow-empty sends it (a scheduled slot holds it).")
         e.status, e.approved_at, e.approved_by = EditionStatus.APPROVED, now, by
     return f"Approved edition {number}."
 

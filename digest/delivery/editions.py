@@ -17,7 +17,8 @@ from typing import Any
 
 from ..audience.subscribers import SubscriberBook, normalise_email, refusal
 from ..config import Settings
-from ..content.edition import build_content, effective_variant
+from ..content.edition import build_content, effective_variant, showing
+from ..content.stories import Previous
 from ..errors import DeliveryError, InputError, NothingToSend
 from ..mail.message import (
     MessageTemplate,
@@ -25,7 +26,7 @@ from ..mail.message import (
     message_id,
     variant_template,
 )
-from ..mail.ranking import editorial_for
+from ..mail.ranking import editorial_for, previous_for
 from ..mail.render import Renderer
 from ..mail.transport import PermanentFailure, TemporaryFailure, Transport
 from ..store import editions as stored
@@ -41,8 +42,8 @@ __all__ = [
     "EditionSummary",
     "NoRecipients",
     "NotApproved",
+    "TooFew",
     "discard_edition",
-    "dry_run_edition",
     "edition_detail",
     "edition_summaries",
     "finish_editions",
@@ -58,7 +59,9 @@ _LEDGER_CHUNK = 2000
 
 @dataclass(frozen=True)
 class EditionPlan:
-    """What an edition would be, before it exists."""
+    """What sending would do now, before anything is written: make a new edition of the
+    new articles ("new"), start the approved one ("start"), or go on with one that is
+    already sending ("resume": its pending deliveries)."""
 
     number: int
     articles: int
@@ -66,6 +69,9 @@ class EditionPlan:
     recipients: int           # subscribers who would get a message
     skipped: int              # active subscribers whose topics have nothing new
     variants: int
+    action: str = "new"
+    pending: int = 0          # resume: the deliveries still to send
+    intro_only: bool = False  # no articles, only the editor's intro (--allow-empty)
 
 
 class NotApproved(InputError):
@@ -76,8 +82,19 @@ class NoRecipients(NothingToSend):
     """Nobody would receive the edition: making it would use up its articles."""
 
 
-def _nothing_new(work: EditionWork) -> NothingToSend:
+class TooFew(NothingToSend):
+    """Fewer new articles than [digest] min_articles: they carry over (--force sends)."""
+
+
+def _nothing_new(work: EditionWork, articles: Sequence[Article] = (),
+                 previous: Previous | None = None) -> NothingToSend:
     last = work.last_number()
+    if articles and previous is not None:
+        n = len(articles)
+        return NothingToSend(f"nothing new since edition {previous.number}: the {n} new "
+                             f"article{'s' * (n != 1)} only repeat{'s' * (n == 1)} stories "
+                             f"it sent, so nothing to send (digest preview --explain lists "
+                             f"them)")
     return NothingToSend("no new articles" + (f" since edition {last}" if last else "") +
                          ": nothing to send (import some with: digest articles import FILE…)")
 
@@ -102,48 +119,142 @@ class _Audience:
         return variant
 
 
-def _nobody(skipped: int, topics: Sequence[str]) -> NoRecipients:
+def _nobody(skipped: int, topics: Iterable[str]) -> NoRecipients:
     """An edition nobody would receive is never made: its articles would be used up."""
     if not skipped:
         return NoRecipients("there are no active subscribers: nothing to send, and the new "
                             "articles wait for the next edition (add someone with: digest "
                             "subscribers add EMAIL)")
     return NoRecipients(f"none of the {skipped} active subscribers chose a topic with new "
-                        f"articles ({', '.join(topics)}): nothing to send, and the articles "
-                        f"wait for the next edition")
+                        f"articles ({', '.join(sorted(topics))}): nothing to send, and the "
+                        f"articles wait for the next edition")
 
 
-def plan_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
-    """Counts for the edition `digest send` would create now (nothing is written).
-    NothingToSend when nothing is new or nobody would receive it."""
-    with stored.read_work(store) as work:
-        number, articles = _next_edition(work, settings, now)
-        topics = tuple(sorted({a.topic for a in articles}))
-        audience = _Audience()
-        for _sid, chosen, _zone in work.active_subscribers():
-            audience.place(chosen, topics)
-        if not audience.recipients:
-            raise _nobody(audience.skipped, topics)
-        return EditionPlan(number, len(articles), topics, audience.recipients,
-                           audience.skipped, len(audience.variants))
+# --- the one decision: what sending would do now ------------------------------------------
+
+@dataclass
+class _Choice:
+    """The edition sending would go on with: "new" (made of the new articles), "start"
+    (the approved one), "resume" (the unfinished one: a paused one sends again) or
+    "existing" (the one named, or the slot's, as it is); what it would take and the
+    topics it shows (whom it reaches follows them)."""
+
+    action: str
+    number: int
+    edition: Edition | None = None
+    articles: list[Article] = field(default_factory=list)
+    topics: frozenset[str] = frozenset()
+
+    @property
+    def intro_only(self) -> bool:
+        return self.action in ("new", "start") and not self.topics
 
 
-def _next_edition(work: EditionWork, settings: Settings, now: datetime
-                  ) -> tuple[int, list[Article]]:
-    """(number, articles) of the edition `digest send` would send next: the approved
-    one, else one made of the new articles. A draft waiting for approval, or no draft
-    where [schedule] approval requires one, is refused (NotApproved)."""
+def _choose(store: Store, work: EditionWork, settings: Settings, now: datetime, *,
+            number: int | None = None, slot: datetime | None = None, force: bool = False,
+            allow_empty: bool = False) -> _Choice:
+    """What `digest send` (its dry run, --enqueue, a scheduled slot) would go on with now:
+    edition number, else the unfinished one, else the approved one, else the slot's, else
+    a new one of the new articles. An edition that would show nothing is never made or
+    started (NothingToSend); an approved one with only the editor's intro only with
+    allow_empty; a new one needs min_articles unless force."""
+    if number is not None:
+        numbered = work.numbered(number)
+        if numbered.status in COMING or numbered.status is EditionStatus.CANCELLED:
+            return _approved(store, work, settings, numbered, allow_empty)
+        return _Choice("existing", numbered.number, numbered)
+    edition = work.unfinished()
+    if edition is not None:
+        return _Choice("resume", edition.number, edition)
     coming = work.coming()
     if coming is not None:
-        if coming.status is EditionStatus.DRAFT:
-            raise _not_approved(coming.number)
-        return coming.number, work.articles_of(coming)
+        return _approved(store, work, settings, coming, allow_empty)
+    if slot is not None:
+        done = work.at_slot(slot)
+        if done is not None:
+            return _Choice("existing", done.number, done)
     if settings.schedule.approval == "required":
         raise _approval_required()
     articles = work.new_articles(now)
-    if not articles:
-        raise _nothing_new(work)
-    return work.next_number(), articles
+    number = work.next_number()
+    previous = previous_for(store, number)
+    shows = showing(articles, settings, now, previous)
+    if shows.empty:
+        raise _nothing_new(work, articles, previous)
+    least = max(settings.digest.min_articles, 1)
+    if shows.articles < least and not force:
+        raise TooFew(f"{shows.articles} new article{'s' * (shows.articles != 1)}, fewer "
+                     f"than min_articles {settings.digest.min_articles}; they carry over "
+                     f"to the next edition")
+    return _Choice("new", number, None, articles, shows.topics)
+
+
+def _approved(store: Store, work: EditionWork, settings: Settings, edition: Edition,
+               allow_empty: bool) -> _Choice:
+    """The approved edition, to start: refused while a draft, or when cancelled, or when
+    it would show nothing (with only an intro: unless allow_empty)."""
+    n = edition.number
+    if edition.status is EditionStatus.DRAFT:
+        raise _not_approved(n)
+    if edition.status is EditionStatus.CANCELLED:
+        raise InputError(f"edition {n} was cancelled: it is never sent")
+    articles = work.articles_of(edition)
+    shows = showing(articles, settings, edition.date, previous_for(store, n))
+    if shows.empty and not edition.intro:
+        raise NothingToSend(f"edition {n} has no articles and no intro: nothing to send "
+                            f"(cancel it: digest editions cancel {n})")
+    if shows.empty and not allow_empty:
+        raise NothingToSend(f"edition {n} has no articles, only its intro: nothing to send "
+                            f"unless you mean it (digest send --allow-empty sends it as it "
+                            f"is; digest editions cancel {n} drops it)")
+    return _Choice("start", n, edition, articles, shows.topics)
+
+
+def plan_edition(store: Store, settings: Settings, now: datetime, *,
+                 number: int | None = None, slot: datetime | None = None,
+                 force: bool = False, allow_empty: bool = False,
+                 render: bool = False) -> EditionPlan:
+    """What `digest send` with these options would do now, decided as open_edition
+    decides (nothing is written). With render, everything it would do up to the wire:
+    every variant rendered, every message built (the dry run). NothingToSend when
+    nothing would go out, NoRecipients when nobody would receive it."""
+    with stored.read_work(store) as work:
+        choice = _choose(store, work, settings, now, number=number, slot=slot, force=force,
+                         allow_empty=allow_empty)
+        if choice.action in ("resume", "existing"):
+            return EditionPlan(choice.number, 0, (), 0, 0, 0, "resume",
+                               stored.pending_deliveries(store, number=choice.number))
+        audience = _Audience()
+        if render:
+            _render_all(store, settings, choice, now, audience)
+        else:
+            for _sid, chosen, _zone in work.active_subscribers():
+                audience.place(chosen, choice.topics)
+    if not audience.recipients:
+        raise _nobody(audience.skipped, choice.topics)
+    return EditionPlan(choice.number, len(choice.articles), tuple(sorted(choice.topics)),
+                       audience.recipients, audience.skipped, len(audience.variants),
+                       choice.action, intro_only=choice.intro_only)
+
+
+def _render_all(store: Store, settings: Settings, choice: _Choice, now: datetime,
+                audience: _Audience) -> None:
+    """Render every variant of the chosen edition and build every message (placing
+    each active subscriber in audience), storing and sending nothing."""
+    coming = choice.edition
+    date = coming.date if coming is not None else now
+    editorial = editorial_for(store, settings, coming, number=choice.number, cutoff=date)
+    templates: dict[str, MessageTemplate] = {}
+    for sub in stored.active_recipients(store):
+        variant = audience.place(sub.topics, choice.topics)
+        if variant is None:
+            continue
+        if variant not in templates:
+            templates[variant] = variant_template(settings, choice.articles, choice.number,
+                                                  date, variant, editorial=editorial,
+                                                  clock=store.clock)
+        templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
+                                           message_id(settings, 0, sub.id)))
 
 
 def _not_approved(number: int) -> NotApproved:
@@ -159,71 +270,59 @@ def _approval_required() -> NotApproved:
 
 def open_edition(store: Store, settings: Settings, now: datetime, *,
                  number: int | None = None, slot: datetime | None = None,
-                 force: bool = False, waves: bool = False) -> tuple[Edition, bool]:
-    """The edition to send: number N, else an unfinished one, else a new one made of the
-    articles no edition has taken (with its whole ledger, in one transaction). A new
-    edition that nobody would receive is not made (NothingToSend): its articles wait.
-    With waves (local-time delivery) each delivery waits for the cron's hour in the
-    subscriber's own zone. Returns (edition, created)."""
+                 force: bool = False, allow_empty: bool = False,
+                 waves: bool = False) -> tuple[Edition, bool]:
+    """The edition to send, as plan_edition decides: number N, else an unfinished one,
+    else the approved one, else a new one made of the articles no edition has taken (with
+    its whole ledger, in one transaction). An edition that would show nothing, or that
+    nobody would receive, is not made (NothingToSend): its articles wait. With waves
+    (local-time delivery) each delivery waits for the cron's hour in the subscriber's
+    own zone. Returns (edition, created)."""
     # Every message carries signed links: without a key nothing may be created that
     # could not be sent.
     settings.signing_key  # noqa: B018
     with stored.locked_work(store) as work:
-        if number is not None:
-            numbered = work.numbered(number)
-            if numbered.status in COMING or numbered.status is EditionStatus.CANCELLED:
-                return _start_approved(work, settings, numbered, now, waves), True
-            return numbered, False
-        edition = work.unfinished()
-        if edition is not None:
+        choice = _choose(store, work, settings, now, number=number, slot=slot, force=force,
+                         allow_empty=allow_empty)
+        edition = choice.edition
+        if choice.action == "existing":
+            assert edition is not None
+            return edition, False
+        if choice.action == "resume":
+            assert edition is not None
             if edition.status is EditionStatus.PAUSED:
                 edition.status = EditionStatus.SENDING
             return edition, False
-        coming = work.coming()
-        if coming is not None:
-            return _start_approved(work, settings, coming, now, waves), True
-        if slot is not None:
-            done = work.at_slot(slot)
-            if done is not None:
-                return done, False
-        if settings.schedule.approval == "required":
-            raise _approval_required()
-        articles = work.new_articles(now)
-        if not articles and not force:
-            raise _nothing_new(work)
-        number = work.next_number()
-        content = build_content(articles, settings, number, now,
+        if choice.action == "start":
+            assert edition is not None
+            return _start_approved(work, settings, edition, choice.topics, now, waves), True
+        number = choice.number
+        content = build_content(choice.articles, settings, number, now,
                                 editorial=editorial_for(store, settings, None, number=number,
                                                         cutoff=now))
-        edition = work.create(number, now, slot, Renderer(settings).subject(content), articles)
-        topics = {a.topic for a in articles}
-        audience = _write_ledger(work, settings, edition, topics,
+        edition = work.create(number, now, slot, Renderer(settings).subject(content),
+                              choice.articles)
+        audience = _write_ledger(work, settings, edition, choice.topics,
                                  slot or now if waves else None)
         if not audience.recipients:
-            raise _nobody(audience.skipped, sorted(topics))    # the transaction rolls back
+            raise _nobody(audience.skipped, choice.topics)    # the transaction rolls back
         return edition, True
 
 
-def _start_approved(work: EditionWork, settings: Settings, edition: Edition, now: datetime,
-                    waves: bool) -> Edition:
+def _start_approved(work: EditionWork, settings: Settings, edition: Edition,
+                    topics: frozenset[str], now: datetime, waves: bool) -> Edition:
     """The approved edition starts sending: its whole ledger is written now (whom it
-    reaches is decided at send time, not when it was drafted). A draft is refused."""
-    n = edition.number
-    if edition.status is EditionStatus.DRAFT:
-        raise _not_approved(n)
-    if edition.status is EditionStatus.CANCELLED:
-        raise InputError(f"edition {n} was cancelled: it is never sent")
-    topics = {a.topic for a in work.articles_of(edition)}
+    reaches is decided at send time, not when it was drafted)."""
     edition.status = EditionStatus.SENDING
     audience = _write_ledger(work, settings, edition, topics,
                              edition.slot or now if waves else None)
     if not audience.recipients:
-        raise _nobody(audience.skipped, sorted(topics))    # rolls back: stays approved
+        raise _nobody(audience.skipped, topics)    # rolls back: stays approved
     return edition
 
 
 def _write_ledger(work: EditionWork, settings: Settings, edition: Edition,
-                  topics: set[str], wave_base: datetime | None) -> _Audience:
+                  topics: frozenset[str], wave_base: datetime | None) -> _Audience:
     """One delivery row per active subscriber; returns whom the edition reaches."""
     rows: list[dict[str, Any]] = []
     waves: dict[str | None, datetime] = {}
@@ -295,11 +394,14 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
         lift = f"digest suppressions remove {address}"
         raise InputError("no test copy: " + refusal(address, found, lift))
     number, date, articles, sub, edition = stored.test_copy_source(store, now, address)
-    if not articles:
-        raise NothingToSend("no new articles: nothing to send a test copy of")
+    editorial = editorial_for(store, settings, edition, number=number, cutoff=date)
+    if showing(articles, settings, date, editorial.previous).empty and not editorial.intro:
+        raise NothingToSend("no new articles" + (" (only repeats of what edition "
+                                                 f"{editorial.previous.number} sent)"
+                                                 if articles and editorial.previous else "")
+                            + ": nothing to send a test copy of")
     template = variant_template(settings, articles, number, date, test=True, clock=store.clock,
-                                editorial=editorial_for(store, settings, edition,
-                                                        number=number, cutoff=date))
+                                editorial=editorial)
     domain = template.envelope_from.rsplit("@", 1)[1]
     recipient = Recipient(sub.id if sub else 0, address, sub.name if sub else "",
                           sub.token_version if sub else 0, make_msgid(domain=domain))
@@ -314,27 +416,3 @@ def send_test_copy(store: Store, settings: Settings, transport: Transport, addre
     finally:
         conn.close()
     return template.rendered.subject
-
-
-def dry_run_edition(store: Store, settings: Settings, now: datetime) -> EditionPlan:
-    """Everything `digest send` would do up to the wire — render every variant and build
-    every message — with nothing stored and nothing sent."""
-    plan = plan_edition(store, settings, now)
-    with stored.read_work(store) as work:
-        _number, articles = _next_edition(work, settings, now)
-        coming = work.coming()
-    date = coming.date if coming is not None else now
-    editorial = editorial_for(store, settings, coming, number=plan.number, cutoff=date)
-    topics = {a.topic for a in articles}
-    templates: dict[str, MessageTemplate] = {}
-    for sub in stored.active_recipients(store):
-        variant = effective_variant(sub.topics, topics)
-        if variant is None:
-            continue
-        if variant not in templates:
-            templates[variant] = variant_template(settings, articles, plan.number, date,
-                                                  variant, editorial=editorial,
-                                                  clock=store.clock)
-        templates[variant].build(Recipient(sub.id, sub.email, sub.name, sub.token_version,
-                                           message_id(settings, 0, sub.id)))
-    return plan

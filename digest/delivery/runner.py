@@ -5,7 +5,8 @@ were written in each of them are written once, here:
 
 - with [delivery] workers, a new edition is only enqueued: `digest worker`s send it (and
   retry, and resume); the scheduler's sweeps leave the ledger to them;
-- a scheduled slot makes an edition only when at least min_articles are new;
+- a new edition is made only when at least min_articles are new (`send --force`: one),
+  never one that shows nothing (delivery.editions decides, for the dry run alike);
 - a pass goes through what is due in one order: pending deliveries (an edition's, or
   every unfinished edition's), then deferred ones whose retry time has come; then every
   edition with nothing left is finished, or paused when the sender paused.
@@ -23,11 +24,10 @@ from ..config import Settings
 from ..errors import EditionPaused, NothingToSend
 from ..mail.transport import Transport, make_transport
 from ..store import editions as stored
-from ..store.articles import upcoming_edition
 from ..store.db import Store
 from ..store.ledger import delivery_totals
 from ..store.models import DeliveryStatus, Edition, EditionStatus
-from .editions import finish_editions, open_edition
+from .editions import finish_editions, open_edition, plan_edition
 from .sender import ProgressFn, Sender
 
 __all__ = [
@@ -79,15 +79,18 @@ def _send_pass(store: Store, settings: Settings, transport: Transport, *,
 
 def send_edition(store: Store, settings: Settings, transport: Transport, *,
                  now: datetime | None = None, number: int | None = None,
-                 slot: datetime | None = None, force: bool = False, waves: bool = False,
+                 slot: datetime | None = None, force: bool = False,
+                 allow_empty: bool = False, waves: bool = False,
                  progress: ProgressFn | None = None,
                  stop: threading.Event | None = None,
                  on_open: Callable[[Edition, int], None] | None = None) -> SendReport:
-    """Create or resume an edition and send what is pending. The transport is checked
-    first: when the server cannot be reached nothing is written."""
+    """Create or resume an edition (as open_edition decides) and send what is pending.
+    The transport is checked first: when the server cannot be reached nothing is
+    written."""
     transport.check()
     edition, created = open_edition(store, settings, now or store.clock.now(), number=number,
-                                    slot=slot, force=force, waves=waves)
+                                    slot=slot, force=force, allow_empty=allow_empty,
+                                    waves=waves)
     if on_open:
         on_open(edition, delivery_totals(store, edition.id)["pending"])
     this_run, paused = _send_pass(store, settings, transport, edition_id=edition.id, now=now,
@@ -110,11 +113,14 @@ def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
 
 def enqueue_edition(store: Store, settings: Settings, now: datetime | None = None, *,
                     number: int | None = None, slot: datetime | None = None,
-                    force: bool = False, waves: bool = False) -> tuple[Edition, bool, int]:
+                    force: bool = False, allow_empty: bool = False,
+                    waves: bool = False) -> tuple[Edition, bool, int]:
     """Create (or find the unfinished, or number N) edition and its ledger without sending
-    anything: workers send. Returns (edition, created, pending deliveries)."""
+    anything, as open_edition decides: workers send. Returns (edition, created, pending
+    deliveries)."""
     edition, created = open_edition(store, settings, now or store.clock.now(), number=number,
-                                    slot=slot, force=force, waves=waves)
+                                    slot=slot, force=force, allow_empty=allow_empty,
+                                    waves=waves)
     return edition, created, delivery_totals(store, edition.id)["pending"]
 
 
@@ -200,22 +206,20 @@ class SlotOutcome:
 def run_slot(store: Store, settings: Settings, slot: datetime, now: datetime | None = None,
              stop: threading.Event | None = None,
              transports: TransportFactory = make_transport) -> SlotOutcome:
-    """The edition for one slot: resume it if it exists, else build it (unless fewer than
-    min_articles are new) and send what is due (with workers: only enqueue it)."""
+    """The edition for one slot: resume it if it exists, else build it as `digest send`
+    would (never with fewer than min_articles new, never one that shows nothing) and send
+    what is due (with workers: only enqueue it)."""
     now = now or store.clock.now()
     existing = stored.edition_at_slot(store, slot)
-    fresh = len(upcoming_edition(store, now)[1])
     if existing is not None and existing.status is EditionStatus.SENT:
         return SlotOutcome(slot, existing.number, "done", "already sent")
-    if existing is None:
-        # Work left from earlier (a killed run, deferred mail) goes out before a new edition.
-        for line in send_due(store, settings, now, stop, transports):
-            log.info("%s", line)
-    if existing is None and fresh < max(settings.digest.min_articles, 1):
-        return SlotOutcome(slot, None, "skipped",
-                           f"{fresh} new article{'s' * (fresh != 1)}, fewer than min_articles "
-                           f"{settings.digest.min_articles}; they carry over to the next slot")
     try:
+        if existing is None:
+            # Work left from earlier (a killed run, deferred mail) goes out before a new
+            # edition; then the same decision `digest send` makes, before any connection.
+            for line in send_due(store, settings, now, stop, transports):
+                log.info("%s", line)
+            plan_edition(store, settings, now, slot=slot)
         if enqueue_only(settings):
             edition, _created, pending = enqueue_edition(
                 store, settings, now, slot=slot, waves=settings.schedule.local_time)

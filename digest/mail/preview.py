@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config import Settings
-from ..content.edition import effective_variant, ranked_stories
+from ..content.edition import effective_variant, left_out_stories, ranked_stories
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
@@ -30,6 +30,8 @@ class PreviewResult:
     topics: int
     # The edition's topics in order, each with its stories in order, uncapped.
     ranking: tuple[tuple[str, tuple[Story, ...]], ...] = ()
+    # Its stories that only repeat the previous edition's: taken, not shown.
+    left_out: tuple[Story, ...] = ()
 
 
 def render_preview(store: Store, settings: Settings, now: datetime,
@@ -65,6 +67,8 @@ def render_preview(store: Store, settings: Settings, now: datetime,
         unsubscribe_url=f"{base}/unsubscribe", preferences_url=f"{base}/subscribe"))
     ranking = tuple((topic, tuple(stories))
                     for topic, stories in ranked_stories(articles, settings, now, variant,
-                                                         editorial.factors))
+                                                         editorial.factors,
+                                                         editorial.previous))
+    left_out = tuple(left_out_stories(articles, settings, now, editorial.previous))
     return PreviewResult(html, text, rendered.subject, number, rendered.articles,
-                         rendered.topics, ranking)
+                         rendered.topics, ranking, left_out)

@@ -49,6 +49,7 @@ __all__ = [
     "locked_work",
     "next_retry",
     "pending_deliveries",
+    "previous_edition",
     "read_work",
     "recent_editions",
     "reopen_failed",
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 _UNFINISHED = (EditionStatus.SENDING, EditionStatus.PAUSED)
+_WENT_OUT = (*_UNFINISHED, EditionStatus.SENT)
 _CHUNK = 2000
 
 
@@ -206,6 +208,18 @@ def edition_content(store: Store, edition_id: int) -> tuple[Edition, list[Articl
         edition = session.get(Edition, edition_id)
         assert edition is not None
         return edition, edition_articles(session, edition_id)
+
+
+def previous_edition(store: Store, number: int) -> tuple[Edition, list[Article]] | None:
+    """The newest edition before `number` that went out (sending, paused or sent), with
+    its articles; None when there is none."""
+    with store.sessions() as session:
+        edition = session.scalar(
+            select(Edition).where(Edition.number < number, Edition.status.in_(_WENT_OUT))
+            .order_by(Edition.number.desc()).limit(1))
+        if edition is None:
+            return None
+        return edition, edition_articles(session, edition.id)
 
 
 @dataclass(frozen=True)
