@@ -312,3 +312,17 @@ def test_the_store_keeps_where_each_date_came_from(digest: Digest, tmp_path: Pat
     rows = dict(sql(tmp_path, "select title, date_source from articles"))
     assert rows == {"From the record": "record", "From the text": "text",
                     "From nowhere": "imported"}
+
+
+def test_editions_show_names_what_to_check(digest: Digest, tmp_path: Path) -> None:
+    now = SAMPLE_WEEK
+    digest.ok("articles", "import", str(_json(tmp_path / "a.json", [
+        _item("Observatory opens to visitors", now - timedelta(hours=1)),
+        _item("Telescope mirror polished")])))                          # undated
+    digest.ok("editions", "draft")
+    shown = json.loads(digest.ok("editions", "show", "1", "--format", "json").stdout)
+    flags = {a["title"]: a["flags"] for a in shown["articles"]}
+    assert flags["Observatory opens to visitors"] == []
+    assert flags["Telescope mirror polished"][0].startswith("undated")
+    table = digest.ok("editions", "show", "1").stdout
+    assert "check: undated" in table

@@ -438,7 +438,10 @@ def _articles_table(view: desk.DeskView) -> None:
                                                                  bool(a.also)),
                                           (f"update of No. {a.update_of}",
                                            a.update_of is not None),
-                                          ("online only", not a.shown)) if on)
+                                          ("online only", not a.shown),
+                                          ("check: " + "; ".join(f.split(" (")[0]
+                                                                 for f in a.flags),
+                                           bool(a.flags))) if on)
         table.add_row(str(a.id), a.topic, a.title, marks, str(a.clicks))
     print_table(table, keep=("id", "clicks"))
     if view.left_out:
@@ -462,7 +465,8 @@ def _as_json(view: desk.DeskView, counts: dict[str, int],
         "articles": [{"id": a.id, "title": a.title, "topic": a.topic, "pinned": a.pinned,
                       "leads": a.pin_top, "position": a.position, "edited": a.edited,
                       "in_mail": a.shown, "also": a.also, "source": a.source,
-                      "url": a.url, "clicks": a.clicks, "update": _update(a)}
+                      "url": a.url, "clicks": a.clicks, "update": _update(a),
+                      "flags": list(a.flags)}
                      for a in view.articles],
         "left_out": [{"id": a.id, "title": a.title, "topic": a.topic, "source": a.source,
                       "repeats_edition": a.number, "story": a.story}

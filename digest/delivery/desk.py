@@ -27,6 +27,7 @@ from ..content.edition import (
     showing,
 )
 from ..content.intro import INTRO_MAX
+from ..content.quality import article_flags
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
 from ..errors import InputError, NothingToSend
@@ -86,6 +87,8 @@ class DeskArticle:
     update_of: int | None = None
     update_title: str | None = None
     repeats: tuple[int, ...] = ()
+    # What an editor should look at (content.quality): undated, mojibake, …
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,8 @@ def _desk_article(story: Story, topic: str, clicks: dict[int, int], shown: bool,
                        sum(clicks.get(x.id, 0) for x in story.articles), len(story.others),
                        shown, story.update_of.number if story.update_of else None,
                        story.update_of.title if story.update_of else None,
-                       tuple(x.id for x in story.repeats))
+                       tuple(x.id for x in story.repeats),
+                       tuple(article_flags(a, limits.teaser_words)))
 
 
 # --- shaping ----------------------------------------------------------------------------------
