@@ -183,7 +183,8 @@ def test_explain_lists_topic_reason_story_and_score(digest: Digest, frozen: None
     result = digest.ok("preview", "--explain")
     # Pope: 3 sources, the lead 20 h old: 1 × (1 + 0.5 × 2) × 0.5^(20/48) = 1.498.
     assert result.output == (
-        "story: the article that leads it; conf: similarity of a semantic choice\n"
+        "topics: learned from 1 example (topics an editor gave)\n"
+        "story: the article that leads it; conf: margin of a choice by meaning\n"
         "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)\n"
         "\n"
         "Business (2 stories)\n"

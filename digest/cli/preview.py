@@ -13,6 +13,7 @@ from ..checks import check_rendered
 from ..content.edition import cap_counts
 from ..content.stories import Story
 from ..errors import InputError
+from ..ingest import learn_from_store
 from ..mail.preview import render_preview
 from .app import App, err, out, print_steps
 
@@ -34,7 +35,8 @@ _TITLE_WIDTH = 40
 @click.option("--check", is_flag=True,
               help="Also check size, alt texts, links and the text part; exit 1 on a problem.")
 @click.option("--explain", is_flag=True,
-              help="Only print, per article, its topic, why (explicit, feed, tag, semantic, "
+              help="Only print how many examples the topics learned from and, per "
+                   "article, its topic, why (explicit, feed, tag, learned, semantic, "
                    "keyword, catch-all, manual), the confidence, its story and the score, "
                    "in the edition's order.")
 @click.pass_obj
@@ -50,7 +52,10 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     """
     result = render_preview(app.store, app.settings, app.clock.now(), topics=list(topics))
     if explain:
-        click.echo(explanation(result.ranking, app.settings.digest.max_articles), nl=False)
+        examples = learn_from_store(app.store, app.classifier) if app.classifier.semantic \
+            else 0
+        click.echo(explanation(result.ranking, app.settings.digest.max_articles, examples),
+                   nl=False)
         return
     summary = (f"edition {result.number}, {result.articles} article"
                f"{'s' * (result.articles != 1)} in {result.topics} topic"
@@ -77,12 +82,18 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
         print_steps(check_rendered(result.html, result.text))
 
 
-def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int) -> str:
-    """The --explain listing: per topic, its stories in order; per article its id, why it
-    is under this topic, the confidence of a semantic choice, its story (the id of the
-    article that leads it) and the story's score (on the lead's line; "pinned" first).
-    Stories past max_articles are marked: they are only in the online edition."""
-    lines = ["story: the article that leads it; conf: similarity of a semantic choice",
+def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int,
+                examples: int = 0) -> str:
+    """The --explain listing: what the topics learned from (`examples`: the editor's
+    examples), then per topic, its stories in order; per article its id, why it is under
+    this topic, the confidence of a choice by meaning, its story (the id of the article
+    that leads it) and the story's score (on the lead's line; "pinned" first). Stories
+    past max_articles are marked: they are only in the online edition."""
+    taught = (f"topics: learned from {examples} example{'s' * (examples != 1)} (topics an "
+              f"editor gave)" if examples else
+              "topics: no examples yet (set-topic, editions move, imports with a topic)")
+    lines = [taught,
+             "story: the article that leads it; conf: margin of a choice by meaning",
              "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)", ""]
     header = f"{'id':>6}  {'why':<9} {'conf':>5} {'story':>6} {'score':>7}  title"
     shown = _shown(ranking, max_articles)

@@ -1,0 +1,127 @@
+"""What the editor taught: a linear model of topics over an article's meaning and words.
+
+Every topic an editor gave an article (`articles set-topic`, `editions move`, the desk's
+move, an import's own topic or `--topic`) is a labelled example. The model is a
+multinomial logistic regression (numpy only) over two kinds of feature, each scaled to
+the same length: the article's vector (its meaning, the packaged model's) and its words
+(tf-idf over the words two or more examples share). The meaning carries a topic to
+stories that use other words; the words carry what a static embedding averages away
+(names, the house's own vocabulary). Each topic's seed text (name, description,
+keywords) is an example too, so that a topic nobody has taught yet can still be chosen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Example", "TopicModel", "words"]
+
+# Features are unit rows scaled by this; with the penalty below, a topic's weights stay
+# small enough that a handful of examples move it, and a few hundred decide it.
+_SCALE = 16.0
+# The L2 penalty on the weights (per example, on the mean loss): one value, set once
+# (0.03 to 0.3 measure alike in bench/topics.py's k-fold run).
+_PENALTY = 0.1
+_ITERATIONS = 300
+# A word is a feature when this many examples hold it: a word of one example says
+# nothing about the next.
+_MIN_EXAMPLES = 2
+# At most this many examples (the most recent): the model stays a second's work.
+MAX_EXAMPLES = 3000
+_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+_STOP = frozenset(
+    "a an and are as at be been but by for from had has have he her his i in into is it "
+    "its of on or our said says she that the their them they this to was we were which "
+    "will with would you".split())
+
+
+def words(text: str) -> list[str]:
+    """The words of a text that may say what it is about: lower case, no stop words."""
+    return [w for w in _WORD.findall(text.casefold()) if w not in _STOP and len(w) > 1]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled article (or a topic's seed text): its topic's index, its vector, its
+    text and how much it counts."""
+
+    topic: int
+    vector: np.ndarray
+    text: str
+    weight: float = 1.0
+
+
+class TopicModel:
+    """A multinomial logistic regression over [vector | tf-idf words]."""
+
+    def __init__(self, examples: Sequence[Example], topics: int) -> None:
+        counts: Counter[str] = Counter()
+        tokens = [words(e.text) for e in examples]
+        for found in tokens:
+            counts.update(set(found))
+        kept = sorted(w for w, n in counts.items() if n >= _MIN_EXAMPLES)
+        self._vocabulary = {w: i for i, w in enumerate(kept)}
+        total = len(examples)
+        self._idf = np.array([np.log((1 + total) / (1 + counts[w])) + 1 for w in kept],
+                             dtype=np.float32)
+        features = self._features(np.array([e.vector for e in examples], dtype=np.float32),
+                                  tokens)
+        labels = np.array([e.topic for e in examples])
+        weights = np.array([e.weight for e in examples], dtype=np.float32)
+        self._weights, self._bias = _fit(features, labels, weights, topics)
+
+    def probabilities(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Each row's probability of each topic."""
+        features = self._features(vectors, [words(t) for t in texts])
+        return _softmax(features @ self._weights + self._bias)
+
+    def _features(self, vectors: np.ndarray, tokens: Sequence[Sequence[str]]) -> np.ndarray:
+        bag = np.zeros((len(tokens), len(self._vocabulary)), dtype=np.float32)
+        for row, found in enumerate(tokens):
+            for word in found:
+                column = self._vocabulary.get(word)
+                if column is not None:
+                    bag[row, column] += 1
+        bag *= self._idf
+        return _SCALE * np.hstack([_unit(vectors), _unit(bag)])
+
+
+def _fit(features: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+         topics: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias minimising the weighted mean cross-entropy plus _PENALTY/2 ×
+    |weights|²: accelerated gradient descent with the step of the loss's Lipschitz
+    bound, so it needs no tuning."""
+    share = weights / weights.sum()
+    target = np.eye(topics, dtype=np.float32)[labels]
+    spread = float(np.linalg.norm(features * np.sqrt(share)[:, None], 2)) ** 2
+    step = 1.0 / (0.5 * spread + _PENALTY + 0.5)
+    w = np.zeros((features.shape[1], topics), dtype=np.float32)
+    b = np.zeros(topics, dtype=np.float32)
+    w_ahead, b_ahead, t = w.copy(), b.copy(), 1.0
+    for _ in range(_ITERATIONS):
+        error = (_softmax(features @ w_ahead + b_ahead) - target) * share[:, None]
+        w_next = w_ahead - step * (features.T @ error + _PENALTY * w_ahead)
+        b_next = b_ahead - step * error.sum(axis=0)
+        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        momentum = (t - 1) / t_next
+        w_ahead = w_next + momentum * (w_next - w)
+        b_ahead = b_next + momentum * (b_next - b)
+        w, b, t = w_next, b_next, t_next
+    return w, b
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    result: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return result
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    lengths = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit: np.ndarray = np.divide(rows, lengths, out=np.zeros_like(rows), where=lengths > 0)
+    return unit
