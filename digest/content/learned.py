@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Example", "TopicModel", "words"]
+__all__ = ["MAX_EXAMPLES", "Example", "TopicModel", "words"]
 
 # Features are unit rows scaled by this; with the penalty below, a topic's weights stay
 # small enough that a handful of examples move it, and a few hundred decide it.
