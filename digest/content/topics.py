@@ -147,6 +147,7 @@ class TopicClassifier:
         self._has_learned = False
         self._model_of_examples: TopicModel | None = None
         self._examples = 0
+        self._example_vectors = np.zeros((0, 1), dtype=np.float32)
 
     def by_keywords(self) -> TopicClassifier:
         """The same topics with the keywords method: the rules every article was sorted by
@@ -248,11 +249,16 @@ class TopicClassifier:
 
     def confidence(self, scores: np.ndarray, vector: np.ndarray) -> float:
         """How much nearer an article is to its nearest topic (`scores`: each topic's
-        similarity, keyword boost included) than to the nearest subject of ELSEWHERE no
-        topic covers: above 0 it is more like one of the topics than like anything else."""
+        similarity, keyword boost included) or to the nearest of the editor's examples
+        than to the nearest subject of ELSEWHERE no topic covers: above 0 it is more like
+        one of the topics than like anything else."""
         _, rest = self.subjects()
         elsewhere = float(np.max(rest @ vector)) if len(rest) else 0.0
-        return float(np.max(scores)) - elsewhere
+        nearest = float(np.max(scores))
+        if len(self._example_vectors):
+            # An article like one an editor put under a topic is near that topic.
+            nearest = max(nearest, float(np.max(self._example_vectors @ vector)))
+        return nearest - elsewhere
 
     def _similarities(self, vector: np.ndarray) -> np.ndarray:
         """Each topic's similarity to vector: its prototype's, or that of a subject of
@@ -367,7 +373,9 @@ class TopicClassifier:
         self._examples = len(examples)
         if not examples or not self.semantic:
             self._model_of_examples = None
+            self._example_vectors = np.zeros((0, 1), dtype=np.float32)
             return
+        self._example_vectors = np.array([e.vector for e in examples], dtype=np.float32)
         seeds = [Example(i, vector, _seed_text(rule))
                  for i, (rule, vector) in enumerate(zip(self._topic_rules, self.seeds(),
                                                         strict=True))]
