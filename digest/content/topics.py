@@ -206,7 +206,8 @@ class TopicClassifier:
         if not self.semantic:
             return [self._assign(signals, None, None) for signals in batch]
         vectors = self.embed(texts)
-        taught = self._model_of_examples.probabilities(vectors, texts) \
+        taught = self._model_of_examples.probabilities(
+            vectors, texts, vectors @ self.seeds().T) \
             if self._model_of_examples is not None and len(batch) else [None] * len(batch)
         return [self._assign(signals, vector, learned) for signals, vector, learned
                 in zip(batch, vectors, taught, strict=True)]
@@ -379,7 +380,9 @@ class TopicClassifier:
         seeds = [Example(i, vector, _seed_text(rule))
                  for i, (rule, vector) in enumerate(zip(self._topic_rules, self.seeds(),
                                                         strict=True))]
-        self._model_of_examples = TopicModel([*seeds, *examples], len(self._topic_rules))
+        rows = [*seeds, *examples]
+        self._model_of_examples = TopicModel(
+            rows, len(self._topic_rules), np.array([e.vector for e in rows]) @ self.seeds().T)
 
     @property
     def examples(self) -> int:
