@@ -37,10 +37,11 @@ _MIN_EXAMPLES = 2
 # At most this many examples (the most recent): the model stays a second's work.
 MAX_EXAMPLES = 3000
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
-_STOP = frozenset(
-    "a an and are as at be been but by for from had has have he her his i in into is it "
-    "its of on or our said says she that the their them they this to was we were which "
-    "will with would you".split())
+_STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had",
+    "has", "have", "he", "her", "his", "i", "in", "into", "is", "it", "its", "of", "on",
+    "or", "our", "said", "says", "she", "that", "the", "their", "them", "they", "this",
+    "to", "was", "we", "were", "which", "will", "with", "would", "you"})
 
 
 def words(text: str) -> list[str]:

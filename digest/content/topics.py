@@ -264,7 +264,7 @@ class TopicClassifier:
     def _similarities(self, vector: np.ndarray) -> np.ndarray:
         """Each topic's similarity to vector: its prototype's, or that of a subject of
         ELSEWHERE it covers when nearer."""
-        similarity = self.prototypes() @ vector
+        similarity: np.ndarray = self.prototypes() @ vector
         covered, _ = self.subjects()
         for topic, subject in covered:
             similarity[topic] = max(similarity[topic], float(subject @ vector))
