@@ -183,25 +183,27 @@ def test_explain_lists_topic_reason_story_and_score(digest: Digest, frozen: None
     result = digest.ok("preview", "--explain")
     # Pope: 3 sources, the lead 20 h old: 1 × (1 + 0.5 × 2) × 0.5^(20/48) = 1.498.
     assert result.output == (
-        "story: the article that leads it; conf: similarity of a semantic choice\n"
+        "topics: learned from 1 example (topics an editor gave)\n"
+        "story: the article that leads it; conf: margin of a choice by meaning\n"
         "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)\n"
         "undated: no date in its record, page or text; aged from when it came in,\n"
         "at least one half-life\n"
         "\n"
         "Business (2 stories)\n"
         "    id  why        conf  story   score  title\n"
-        "     6  semantic   0.45      6  pinned  Cost Cuts Boost Kmart Quarterly Profit…\n"
+        "     6  semantic   0.35      6  pinned  Cost Cuts Boost Kmart Quarterly Profit…\n"
         "     4  explicit      -      4   0.707  Lowe's Second-Quarter Profit Rises\n"
-        "\n"
-        "World (1 story)\n"
-        "    id  why        conf  story   score  title\n"
-        "     2  semantic   0.08      2   1.498  Pope struggles at shrine Mass\n"
-        "     1  semantic   0.09      2          Pope Struggles Through Mass at Lourdes…\n"
-        "     3  semantic   0.08      2          Frail Pope Ends Tiring Lourdes Pilgrima…\n"
         "\n"
         "Sports (1 story)\n"
         "    id  why        conf  story   score  title\n"
-        "     5  semantic   0.18      5   0.648  Indians Beat Twins 7-1, Nearing AL Lead…\n")
+        "     5  semantic   0.07      5   0.648  Indians Beat Twins 7-1, Nearing AL Lead…\n"
+        "\n"
+        # A papal Mass is religion, a subject none of the default topics covers.
+        "More stories (1 story)\n"
+        "    id  why        conf  story   score  title\n"
+        "     2  catch-all -0.14      2   1.498  Pope struggles at shrine Mass\n"
+        "     1  catch-all -0.16      2          Pope Struggles Through Mass at Lourdes…\n"
+        "     3  catch-all -0.24      2          Frail Pope Ends Tiring Lourdes Pilgrima…\n")
 
 
 def test_a_heavier_feed_ranks_first(digest: Digest, frozen: None, tmp_path: Path) -> None:

@@ -167,7 +167,8 @@ def articles_retopic(app: App, since: datetime | None) -> None:
     """Choose the topics of new articles again, after [[topics]] or [grouping] changed.
 
     Topics someone chose (in the article's file, with --topic or set-topic, or the
-    feed's) stay; every other article goes where an import would put it now.
+    feed's) stay; every other article goes where an import would put it now, with
+    what the topics learned from those choices.
 
     Example:
 
@@ -180,8 +181,10 @@ def articles_retopic(app: App, since: datetime | None) -> None:
         task = bar.add_task("Choosing topics", total=None)
         report = retopic(app.store, app.classifier, since_utc,
                          progress=lambda n: bar.advance(task, n))
+    learned = (f" (learned from {report.examples} example"
+               f"{'s' * (report.examples != 1)})") if report.examples else ""
     out.print(f"Looked at {report.seen} article{'s' * (report.seen != 1)}: "
-              f"{report.changed} changed topic.")
+              f"{report.changed} changed topic{learned}.")
 
 
 def _article_json(a: Article) -> dict[str, Any]:

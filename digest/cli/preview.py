@@ -13,6 +13,7 @@ from ..checks import Step, check_content, check_rendered
 from ..content.edition import cap_counts
 from ..content.stories import Story, undated
 from ..errors import InputError
+from ..ingest import learn_from_store
 from ..mail.preview import PreviewResult, render_preview
 from ..store.models import Article
 from .app import App, err, out, print_steps
@@ -37,7 +38,8 @@ _TITLE_WIDTH = 40
                    "(undated, mojibake, a title in another script, a teaser that repeats the "
                    "title); exit 1 on a problem.")
 @click.option("--explain", is_flag=True,
-              help="Only print, per article, its topic, why (explicit, feed, tag, semantic, "
+              help="Only print how many examples the topics learned from and, per "
+                   "article, its topic, why (explicit, feed, tag, learned, semantic, "
                    "keyword, catch-all, manual), the confidence, its story and the score, "
                    "in the edition's order.")
 @click.pass_obj
@@ -53,8 +55,10 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     """
     result = render_preview(app.store, app.settings, app.clock.now(), topics=list(topics))
     if explain:
+        examples = learn_from_store(app.store, app.classifier) if app.classifier.semantic \
+            else 0
         click.echo(explanation(result.ranking, app.settings.digest.max_articles,
-                               result.left_out), nl=False)
+                               result.left_out, examples), nl=False)
         return
     summary = (f"edition {result.number}, {result.articles} article"
                f"{'s' * (result.articles != 1)} in {result.topics} topic"
@@ -88,14 +92,20 @@ def _checks(app: App, result: PreviewResult) -> list[Step]:
 
 
 def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: int,
-                left_out: Sequence[Story] = ()) -> str:
-    """The --explain listing: per topic, its stories in order; per article its id, why it
-    is under this topic, the confidence of a semantic choice, its story (the id of the
-    article that leads it) and the story's score (on the lead's line; "pinned" first).
-    Stories past max_articles are marked: they are only in the online edition. A story
-    that goes on one of the previous edition is marked an update (its reports that only
-    repeat it follow, marked); the stories that only repeat it are listed last."""
-    lines = ["story: the article that leads it; conf: similarity of a semantic choice",
+                left_out: Sequence[Story] = (), examples: int = 0) -> str:
+    """The --explain listing: what the topics learned from (`examples`: the editor's
+    examples), then per topic, its stories in order; per article its id, why it is under
+    this topic, the confidence of a choice by meaning, its story (the id of the article
+    that leads it) and the story's score (on the lead's line; "pinned" first). Stories
+    past max_articles are marked: they are only in the online edition; an undated article
+    or a clamped date is marked too. A story that goes on one of the previous edition is
+    marked an update (its reports that only repeat it follow, marked); the stories that
+    only repeat it are listed last."""
+    taught = (f"topics: learned from {examples} example{'s' * (examples != 1)} (topics an "
+              f"editor gave)" if examples else
+              "topics: no examples yet (set-topic, editions move, imports with a topic)")
+    lines = [taught,
+             "story: the article that leads it; conf: margin of a choice by meaning",
              "score: weight × (1 + 0.5 × (sources − 1)) × 0.5^(age ÷ half_life_hours)",
              "undated: no date in its record, page or text; aged from when it came in,",
              "at least one half-life", ""]
@@ -103,7 +113,7 @@ def explanation(ranking: Sequence[tuple[str, Sequence[Story]]], max_articles: in
                                                        for s in group)]
                     if s.update_of is not None), None)
     if earlier is not None:
-        lines[4:4] = [f"update: new reports of a story edition {earlier.number} had; "
+        lines[5:5] = [f"update: new reports of a story edition {earlier.number} had; "
                       f"repeat: only repeats it (left out)"]
     shown = _shown(ranking, max_articles)
     for topic, stories in ranking:

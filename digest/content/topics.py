@@ -12,6 +12,7 @@ import numpy as np
 from ..config import GroupingSettings, Settings, TopicRule
 from ..errors import InputError
 from ..store.articles import LearningRow
+from .learned import MAX_EXAMPLES, Example, TopicModel
 from .semantic import Embedder, embedder, unpack
 from .teasers import strip_lead
 
@@ -31,8 +32,35 @@ _BOOST_CAP = 4
 _HALF_LEARNED = 10.0
 # What an article teaches its topic, by what chose it; a semantic choice teaches only
 # when made with this much more than min_confidence.
-_TEACHES = {"explicit": 3.0, "manual": 3.0, "feed": 2.0, "tag": 2.0, "semantic": 1.0}
+_TEACHES = {"explicit": 3.0, "manual": 3.0, "feed": 2.0, "tag": 2.0, "semantic": 1.0,
+            "learned": 1.0}
 _SURE = 0.1
+# What an editor chose: the labelled examples of the learned model.
+_LABELLED = ("explicit", "manual")
+# "None of these": the sections of a general news service (the top level of the IPTC
+# Media Topics, less its cross-cutting facets: human interest, society, labour, weather)
+# and kinds of writing that are not news. A subject that a configured topic covers (the
+# topic is nearer to it than any other subject is) counts for that topic; the others
+# stand for everything the configured topics do not hold: an article nearer to one of
+# them than to every topic goes to the catch-all.
+ELSEWHERE = (
+    "Arts, culture and entertainment: film, music, books, theatre, television, museums",
+    "Conflict, war and peace: armed conflict, troops, terrorism, ceasefire, peace talks",
+    "Crime, law and justice: police, courts, trials, crime, lawsuits, prisons",
+    "Disasters and accidents: earthquakes, hurricanes, floods, fires, crashes, emergencies",
+    "Economy, business and finance: companies, markets, stocks, earnings, banks, trade",
+    "Education: schools, universities, students, teachers, exams",
+    "Environment: climate change, pollution, wildlife, conservation, energy",
+    "Health: medicine, hospitals, diseases, doctors, patients, drugs",
+    "Lifestyle and leisure: travel, food, fashion, hobbies, home",
+    "Politics: government, elections, parliament, parties, diplomacy",
+    "Religion: churches, faith, the pope, religious leaders, belief",
+    "Science and technology: research, scientists, computers, software, the internet, space",
+    "Sport: games, teams, players, matches, championships, the Olympics",
+    "Recipes and cooking: ingredients, bake, cook, serve, tablespoon, oven, minutes",
+    "Gardening: plants, seeds, soil, flowers, vegetables, pruning, the garden",
+    "Podcast episodes: episode, listen, podcast, host, interview, show notes, subscribe",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,8 @@ class TopicClassifier:
         ]
         self._by_key = {rule.name.casefold(): rule.name for rule in rules}
         self._by_key.setdefault(catch_all.casefold(), catch_all)
+        self._aliases = {alias.strip().casefold(): rule.name for rule in rules
+                         for alias in rule.aliases}
         # A tag names a topic when it equals the topic's name or one of its keywords
         # (an article tagged "ai" is about AI); the earlier topic wins a shared keyword.
         self._by_tag: dict[str, str] = {}
@@ -112,8 +142,12 @@ class TopicClassifier:
                 self._by_tag.setdefault(word.strip().casefold(), rule.name)
         self._seeds: np.ndarray | None = None
         self._prototypes: np.ndarray | None = None
+        self._subjects: tuple[list[tuple[int, np.ndarray]], np.ndarray] | None = None
         self._learned: dict[str, float] = {}
         self._has_learned = False
+        self._model_of_examples: TopicModel | None = None
+        self._examples = 0
+        self._example_vectors = np.zeros((0, 1), dtype=np.float32)
 
     def by_keywords(self) -> TopicClassifier:
         """The same topics with the keywords method: the rules every article was sorted by
@@ -132,10 +166,11 @@ class TopicClassifier:
 
     def known(self, name: str, also: Iterable[str] = ()) -> str | None:
         """The spelling of the topic `name` names, or None: names match trimmed and
-        case-insensitively, a configured topic first, then the first of `also` (topics
-        that exist beyond the config, e.g. those of stored articles)."""
+        case-insensitively, a configured topic (or one of its aliases) first, then the
+        first of `also` (topics that exist beyond the config, e.g. those of stored
+        articles)."""
         key = name.strip().casefold()
-        found = self._by_key.get(key)
+        found = self._by_key.get(key) or self._aliases.get(key)
         if found is None:
             found = next((t for t in also if t.casefold() == key), None)
         return found
@@ -160,15 +195,22 @@ class TopicClassifier:
 
     def assign_batch(self, batch: Sequence[Signals]) -> list[Assignment]:
         """Each article's topic, in this order: its explicit topic, its feed's topic, a
-        category or tag naming a topic (by name or keyword), then — semantic — the topic
-        whose prototype its meaning is nearest, keyword hits a boost, if the similarity
-        reaches [grouping] min_confidence, or — keywords — the best keyword score; else
-        the catch-all. With the semantic method every article gets its vector, whatever
-        decided its topic."""
-        vectors = self.embed([embedding_text(s.title, s.text, None) for s in batch]) \
-            if self.semantic else [None] * len(batch)
-        return [self._assign(signals, vector) for signals, vector in zip(batch, vectors,
-                                                                          strict=True)]
+        category or tag naming a topic (by name or keyword), then — semantic — by
+        meaning: the catch-all when the article is nearer to a subject none of the
+        topics covers than to every topic by more than [grouping] min_confidence allows
+        (see `confidence`), else the topic the editor's examples point to (`learned`,
+        once there are any) or the topic whose prototype it is nearest, keyword hits a
+        boost; — keywords — the best keyword score; else the catch-all. With the
+        semantic method every article gets its vector, whatever decided its topic."""
+        texts = [embedding_text(s.title, s.text, None) for s in batch]
+        if not self.semantic:
+            return [self._assign(signals, None, None) for signals in batch]
+        vectors = self.embed(texts)
+        taught = self._model_of_examples.probabilities(
+            vectors, texts, vectors @ self.seeds().T) \
+            if self._model_of_examples is not None and len(batch) else [None] * len(batch)
+        return [self._assign(signals, vector, learned) for signals, vector, learned
+                in zip(batch, vectors, taught, strict=True)]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._model().embed(texts)
@@ -176,7 +218,8 @@ class TopicClassifier:
     def _model(self) -> Embedder:
         return embedder()
 
-    def _assign(self, s: Signals, vector: np.ndarray | None) -> Assignment:
+    def _assign(self, s: Signals, vector: np.ndarray | None,
+                taught: np.ndarray | None) -> Assignment:
         for value, reason in ((s.explicit, "explicit"), (s.feed_topic, "feed")):
             if value and value.strip():
                 return Assignment(self.known(value) or value.strip(), reason, None, vector)
@@ -193,14 +236,58 @@ class TopicClassifier:
             if hits.size and hits[best] >= _MIN_SCORE:
                 return Assignment(self._rules[best].name, "keyword", None, vector)
             return Assignment(self.catch_all, "catch-all", None, vector)
-        similarity = self.prototypes() @ vector
+        similarity = self._similarities(vector)
         scores = similarity + _KEYWORD_BOOST * np.minimum(hits, _BOOST_CAP)
-        best = int(np.argmax(scores))
-        confidence = round(float(scores[best]), 4)
+        confidence = round(self.confidence(scores, vector), 4)
         if confidence < self.grouping.min_confidence:
             return Assignment(self.catch_all, "catch-all", confidence, vector)
+        if taught is not None:
+            return Assignment(self._rules[int(np.argmax(taught))].name, "learned",
+                              confidence, vector)
+        best = int(np.argmax(scores))
         reason = "semantic" if best == int(np.argmax(similarity)) else "keyword"
         return Assignment(self._rules[best].name, reason, confidence, vector)
+
+    def confidence(self, scores: np.ndarray, vector: np.ndarray) -> float:
+        """How much nearer an article is to its nearest topic (`scores`: each topic's
+        similarity, keyword boost included) or to the nearest of the editor's examples
+        than to the nearest subject of ELSEWHERE no topic covers: above 0 it is more like
+        one of the topics than like anything else."""
+        _, rest = self.subjects()
+        elsewhere = float(np.max(rest @ vector)) if len(rest) else 0.0
+        nearest = float(np.max(scores))
+        if len(self._example_vectors):
+            # An article like one an editor put under a topic is near that topic.
+            nearest = max(nearest, float(np.max(self._example_vectors @ vector)))
+        return nearest - elsewhere
+
+    def _similarities(self, vector: np.ndarray) -> np.ndarray:
+        """Each topic's similarity to vector: its prototype's, or that of a subject of
+        ELSEWHERE it covers when nearer."""
+        similarity: np.ndarray = self.prototypes() @ vector
+        covered, _ = self.subjects()
+        for topic, subject in covered:
+            similarity[topic] = max(similarity[topic], float(subject @ vector))
+        return similarity
+
+    def subjects(self) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+        """ELSEWHERE as vectors: (topic index, vector) of the subjects a topic covers, and
+        the rows of the others, which stand for what no topic holds. A topic covers the
+        subject nearest its seed, and every subject it is as near to as two neighbouring
+        subjects typically are (the median similarity of a subject to its nearest other)."""
+        if self._subjects is None:
+            subjects = self.embed(list(ELSEWHERE))
+            among = subjects @ subjects.T
+            np.fill_diagonal(among, -1.0)
+            typical = float(np.median(among.max(axis=1)))
+            near = self.seeds() @ subjects.T                    # topics × subjects
+            covers = near >= typical
+            covers[np.arange(len(near)), np.argmax(near, axis=1)] = True
+            covered = [(int(t), subjects[i]) for t, i in zip(*np.nonzero(covers),
+                                                               strict=True)]
+            rest = subjects[~covers.any(axis=0)]
+            self._subjects = covered, rest
+        return self._subjects
 
     def _keyword_scores(self, title: str, text: str) -> np.ndarray:
         """Each configured topic's keyword score: title hits count triple, body hits at
@@ -251,32 +338,65 @@ class TopicClassifier:
         return self._has_learned
 
     def learn_rows(self, rows: Iterable[LearningRow]) -> None:
-        """Learn (see `learn`) from stored articles: a topic someone chose (explicit,
-        manual) weighs 3, the feed's or a tag's 2, a semantic choice 1 when it was made
-        with a confidence at least _SURE above min_confidence; keyword and catch-all
-        choices, and articles under topics no longer configured, teach nothing."""
+        """Learn from stored articles. The prototypes (see `learn`): a topic someone
+        chose (explicit, manual) weighs 3, the feed's or a tag's 2, a semantic choice 1
+        when it was made with a confidence at least _SURE above min_confidence; keyword
+        and catch-all choices, and articles under topics no longer configured, teach
+        nothing. The learned model (see `examples`): every article under a configured
+        topic an editor chose (explicit, manual), the most recent MAX_EXAMPLES."""
         self._has_learned = True
         if not self.semantic:
             return
         sums: dict[str, np.ndarray] = {}
         weights: dict[str, float] = {}
         sure = self.grouping.min_confidence + _SURE
-        configured = {rule.name for rule in self._topic_rules}
+        index = {rule.name: i for i, rule in enumerate(self._topic_rules)}
+        examples: list[Example] = []
         for row in rows:
             weight = _TEACHES.get(row.reason, 0.0)
-            if row.reason == "semantic" and (row.confidence or 0.0) < sure:
+            if row.reason in ("semantic", "learned") and (row.confidence or 0.0) < sure:
                 weight = 0.0
             vector = unpack(row.embedding)
-            if weight <= 0 or vector is None or row.topic not in configured:
+            if vector is None or row.topic not in index:
                 continue
-            sums[row.topic] = sums.get(row.topic, 0) + weight * vector
-            weights[row.topic] = weights.get(row.topic, 0.0) + weight
+            if row.reason in _LABELLED and len(examples) < MAX_EXAMPLES:
+                examples.append(Example(index[row.topic], vector, row.text))
+            if weight > 0:
+                sums[row.topic] = sums.get(row.topic, 0) + weight * vector
+                weights[row.topic] = weights.get(row.topic, 0.0) + weight
         self.learn({topic: (sums[topic], weights[topic]) for topic in sums})
+        self.learn_examples(examples)
+
+    def learn_examples(self, examples: Sequence[Example]) -> None:
+        """Fit the learned model to the editor's examples, each topic's seed text (name,
+        description, keywords) one example more; with none, topics are chosen by their
+        prototypes alone."""
+        self._examples = len(examples)
+        if not examples or not self.semantic:
+            self._model_of_examples = None
+            self._example_vectors = np.zeros((0, 1), dtype=np.float32)
+            return
+        self._example_vectors = np.array([e.vector for e in examples], dtype=np.float32)
+        seeds = [Example(i, vector, _seed_text(rule))
+                 for i, (rule, vector) in enumerate(zip(self._topic_rules, self.seeds(),
+                                                        strict=True))]
+        rows = [*seeds, *examples]
+        self._model_of_examples = TopicModel(
+            rows, len(self._topic_rules), np.array([e.vector for e in rows]) @ self.seeds().T)
+
+    @property
+    def examples(self) -> int:
+        """How many of the editor's examples the learned model was fitted to (0: none)."""
+        return self._examples
 
     @property
     def learned(self) -> Mapping[str, float]:
         """The weight of articles each topic learned from."""
         return dict(self._learned)
+
+
+def _seed_text(rule: TopicRule) -> str:
+    return " ".join([rule.name, rule.description, *rule.keywords])
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -12,13 +12,22 @@ from ..store.articles import TopicUpdate, learning_rows, retopic_articles
 from ..store.db import Store
 from ..store.models import Article
 
-__all__ = ["RetopicReport", "retopic"]
+__all__ = ["RetopicReport", "learn_from_store", "retopic"]
 
 
 @dataclass(frozen=True)
 class RetopicReport:
     seen: int
     changed: int
+    examples: int = 0             # the editor's examples the topics learned from
+
+
+def learn_from_store(store: Store, classifier: TopicClassifier) -> int:
+    """Let the topics learn from what the store holds (as an import does); returns how
+    many of the editor's examples the learned model was fitted to."""
+    with store.sessions() as session:
+        classifier.learn_rows(learning_rows(session))
+    return classifier.examples
 
 
 # The reason of the articles stored before reasons were kept (migration 0006).
@@ -41,8 +50,7 @@ def retopic(store: Store, classifier: TopicClassifier, since: datetime | None = 
     of an article stored before reasons were kept whose topic the keyword rules would not
     have given it (someone chose it then). Topics learn from the store first, as at
     import."""
-    with store.sessions() as session:
-        classifier.learn_rows(learning_rows(session))
+    examples = learn_from_store(store, classifier)
     rules = classifier.by_keywords()
 
     def assign(articles: Sequence[Article]) -> list[TopicUpdate]:
@@ -58,4 +66,4 @@ def retopic(store: Store, classifier: TopicClassifier, since: datetime | None = 
                 for a, new, signal in zip(articles, batch, signals, strict=True)]
 
     seen, changed = retopic_articles(store, since, assign)
-    return RetopicReport(seen, changed)
+    return RetopicReport(seen, changed, examples)

@@ -212,9 +212,8 @@ class ArticleWriter:
         is added to the article's sources. A record the store refuses is a problem (in
         .problems), never a half-written article. The caller commits."""
         added_at = self.clock.now()
-        prepared = [row for row in (self._prepare(record, added_at) for record in records)
-                    if row is not None]
-        self._classify(prepared)
+        prepared = self._classify([row for row in (self._prepare(record, added_at)
+                                                   for record in records) if row is not None])
         hashes = {p.values["content_hash"] for p in prepared}
         urls = {p.values["canonical_url"] for p in prepared if p.values["canonical_url"]}
         known_hashes = article_ids_by_hash(session, hashes)
@@ -298,11 +297,15 @@ class ArticleWriter:
             return added_at, source, True
         return published, source, False
 
-    def _classify(self, rows: Sequence[_Row]) -> None:
+    def _classify(self, rows: Sequence[_Row]) -> list[_Row]:
         """Each row's topic, why, with what confidence, and its vector: one batch for the
-        model. The writer's topic (--topic, or the feed's) comes before the record's own."""
+        model. The writer's topic (--topic, or the feed's) comes before the record's own;
+        a record whose own topic names no configured topic (nor an alias of one) is a
+        problem, and is not stored. Returns the rows to store."""
         feed_topic = self.topic if self.kind == "feed" else None
         chosen = None if self.kind == "feed" else self.topic
+        if chosen is None:
+            rows = [row for row in rows if self._known_topic(row)]
         assignments = self.classifier.assign_batch([
             Signals(r.record.title, f"{r.record.summary or ''}\n{r.record.body}",
                     chosen or r.record.topic, feed_topic, r.record.categories, r.record.tags)
@@ -312,6 +315,18 @@ class ArticleWriter:
                               topic_confidence=assigned.confidence,
                               embedding=None if assigned.vector is None
                               else pack(assigned.vector))
+        return list(rows)
+
+    def _known_topic(self, row: _Row) -> bool:
+        """Whether the record's own topic (if any) names a configured topic; a problem
+        naming the record and the choices when it does not."""
+        topic = (row.record.topic or "").strip()
+        if not topic or self.classifier.known(topic) is not None:
+            return True
+        self.problems.append(f"{row.record.where}: topic {topic[:80]!r} is not a configured "
+                             f"topic; choose one of {', '.join(self.classifier.names)} (or "
+                             f"add it to a topic's aliases in [[topics]])")
+        return False
 
     def _same_title(self, row: _Row, source_id: int | None, batch_titles: TitleIndex,
                     pending: list[_Row]) -> int | _Row | None:

@@ -38,6 +38,8 @@ __all__ = [
 
 # What a topic learns from: the store's most recent articles with a vector.
 _LEARNING_ROWS = 5000
+# How much of an article's text a topic learns its words from.
+_LEARNING_TEXT = 800
 # The ids the articles' Integer key can hold (32-bit signed on PostgreSQL, which refuses
 # to compare it with a larger number, as SQLite does past 64 bits).
 _MIN_ID, _MAX_ID = -(2 ** 31), 2 ** 31 - 1
@@ -51,6 +53,7 @@ class LearningRow:
     reason: str
     confidence: float | None
     embedding: bytes
+    text: str = ""                 # title, then the start of the summary (or body)
 
 
 @dataclass(frozen=True)
@@ -187,12 +190,15 @@ def set_pinned(store: Store, article_id: int, pinned: bool) -> str:
 
 def learning_rows(session: Session, limit: int = _LEARNING_ROWS) -> list[LearningRow]:
     """The most recent articles with a vector (not removed): what topics learn from."""
+    lead = func.coalesce(func.substr(func.nullif(Article.summary, ""), 1, _LEARNING_TEXT),
+                         func.substr(Article.body, 1, _LEARNING_TEXT), "")
     rows = session.execute(
         select(Article.topic, Article.topic_reason, Article.topic_confidence,
-               Article.embedding)
+               Article.embedding, Article.title, lead)
         .where(Article.embedding.is_not(None), Article.removed_at.is_(None))
         .order_by(Article.id.desc()).limit(limit))
-    return [LearningRow(t, r, c, e) for t, r, c, e in rows if e is not None]
+    return [LearningRow(t, r, c, e, f"{title}. {text}") for t, r, c, e, title, text in rows
+            if e is not None]
 
 
 def retopic_articles(store: Store, since: datetime | None,
