@@ -26,7 +26,7 @@ Then knowing when no topic fits: with only "Sports" and "World" configured (FOUR
 share of sport and world news that keeps its topic and of business and tech news that
 goes to the catch-all; and the share of tests/data/topics/off_topic.jsonl (podcast
 episodes, gardening, recipes, written for the tests) that goes to the catch-all with the
-default topics. The default [grouping] min_confidence comes from this rule, not from a
+default topics. The default [grouping] min_margin comes from this rule, not from a
 search for the best figures: the equal-error point of the two sets the default topics
 must tell apart — the 581 news items (all of which they should hold) and the off-topic
 set (none of which they should) — rounded to one decimal; the bench prints that point.
@@ -171,10 +171,10 @@ def knows_when_it_does_not_know(signals: list[Signals], labels: list[int]) -> No
     off = [Signals(item["title"], item["summary"]) for item in
            map(json.loads, OFF_TOPIC.read_text(encoding="utf-8").splitlines())]
     everything = TopicClassifier(default_topics(), "More stories",
-                                 GroupingSettings(min_confidence=-1.0))
+                                 GroupingSettings(min_margin=-1.0))
     news = np.array([a.confidence for a in everything.assign_batch(signals)])
     other = np.array([a.confidence for a in everything.assign_batch(off)])
-    default = GroupingSettings().min_confidence
+    default = GroupingSettings().min_margin
     print(f"off-topic writing with the default topics: {np.mean(other < default):.3f} "
           f"({int(np.sum(other < default))} of {len(other)}) to the catch-all; news: "
           f"{np.mean(news < default):.3f} to the catch-all")
@@ -182,7 +182,7 @@ def knows_when_it_does_not_know(signals: list[Signals], labels: list[int]) -> No
     point = min(steps, key=lambda t: abs(np.mean(news < t) - np.mean(other >= t)))
     print(f"equal-error point of news and off-topic writing (default topics): {point:.3f} "
           f"(news lost {np.mean(news < point):.3f}, off-topic kept "
-          f"{np.mean(other >= point):.3f}); default min_confidence {default:g}")
+          f"{np.mean(other >= point):.3f}); default min_margin {default:g}")
 
 
 def timings(signals: list[Signals], rounds: int, load: float) -> None:

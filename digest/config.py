@@ -80,7 +80,7 @@ class GroupingSettings:
     # content/topics.py, ELSEWHERE): -0.1 is the equal-error point of real news and
     # off-topic writing (podcast episodes, gardening, recipes) with the default topics
     # (bench/topics.py).
-    min_confidence: float = -0.1
+    min_margin: float = -0.1
     # Two articles tell the same story when their similarity reaches this, they appeared
     # within story_window_hours of each other and they share three names or figures
     # (content/stories.py).
@@ -396,7 +396,10 @@ _SECTIONS: dict[str, type] = {
 # Settings that were, and what took their place.
 _RETIRED = {("digest", "bounce_threshold"): "a hard bounce now bounces a subscriber at once, "
             "and soft bounces count towards [bounces] score_threshold; it is ignored "
-            "(remove it)"}
+            "(remove it)",
+            ("grouping", "min_confidence"): "a topic's confidence is now its margin over "
+            "the subjects no topic covers, set by [grouping] min_margin (-0.1 by default); "
+            "the old similarity threshold is ignored (remove it)"}
 # TOML names that are Python keywords.
 _KEY_ALIASES = {"from": "from_"}
 _ENV_ONLY = {("smtp", "password"), ("bounces", "password"), ("webhooks", "postmark_password"),
@@ -703,9 +706,9 @@ _MAX_HOURS = 87_600
 
 
 def _validate_grouping(g: GroupingSettings, origin: str) -> None:
-    if not -1 <= g.min_confidence <= 1:
-        raise ConfigError(f"{origin}: [grouping] min_confidence must be between -1 and 1 "
-                          f"(got {g.min_confidence:g})")
+    if not -1 <= g.min_margin <= 1:
+        raise ConfigError(f"{origin}: [grouping] min_margin must be between -1 and 1 "
+                          f"(got {g.min_margin:g})")
     if not 0 <= g.story_threshold <= 1:
         raise ConfigError(f"{origin}: [grouping] story_threshold must be between 0 and 1 "
                           f"(got {g.story_threshold:g})")

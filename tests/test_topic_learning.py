@@ -177,3 +177,18 @@ def test_imported_topics_are_examples(digest: Digest, frozen: None) -> None:
                                                [item(PROBE, "Reuters", 4)])))
     assert sql(digest.folder, "SELECT topic, topic_reason FROM articles WHERE id = 4") == [
         ("Desk picks", "learned")]
+
+
+def test_an_old_configs_similarity_threshold_is_retired_with_a_line(digest: Digest) -> None:
+    """Configs written before carry min_confidence = 0.05, a similarity; read as the new
+    margin it would send most news to the catch-all: it is ignored, with a line."""
+    config = digest.folder / "digest.toml"
+    text = config.read_text()
+    config.write_text(text.replace("min_margin = -0.1", "min_confidence = 0.05"))
+    assert "min_confidence = 0.05" in config.read_text()
+    result = digest("articles", "list")
+    assert result.exit_code == 0
+    assert " ".join(result.stderr.split()).endswith(
+        "[grouping] min_confidence is no longer a setting: a topic's confidence is now its "
+        "margin over the subjects no topic covers, set by [grouping] min_margin (-0.1 by "
+        "default); the old similarity threshold is ignored (remove it)")

@@ -99,7 +99,7 @@ def test_the_keywords_method_never_loads_the_model() -> None:
 
 
 def test_what_no_topic_is_close_to_goes_to_the_catch_all() -> None:
-    grouping = GroupingSettings(min_confidence=0.5)
+    grouping = GroupingSettings(min_margin=0.5)
     picked = TopicClassifier(FOUR, "More stories", grouping).assign_batch(
         [Signals("Happy holidays from all of us")])[0]
     assert (picked.topic, picked.reason) == ("More stories", "catch-all")

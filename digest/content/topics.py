@@ -31,7 +31,7 @@ _BOOST_CAP = 4
 # and half their centroid.
 _HALF_LEARNED = 10.0
 # What an article teaches its topic, by what chose it; a semantic choice teaches only
-# when made with this much more than min_confidence.
+# when made with this much more than min_margin.
 _TEACHES = {"explicit": 3.0, "manual": 3.0, "feed": 2.0, "tag": 2.0, "semantic": 1.0,
             "learned": 1.0}
 _SURE = 0.1
@@ -197,7 +197,7 @@ class TopicClassifier:
         """Each article's topic, in this order: its explicit topic, its feed's topic, a
         category or tag naming a topic (by name or keyword), then — semantic — by
         meaning: the catch-all when the article is nearer to a subject none of the
-        topics covers than to every topic by more than [grouping] min_confidence allows
+        topics covers than to every topic by more than [grouping] min_margin allows
         (see `confidence`), else the topic the editor's examples point to (`learned`,
         once there are any) or the topic whose prototype it is nearest, keyword hits a
         boost; — keywords — the best keyword score; else the catch-all. With the
@@ -239,7 +239,7 @@ class TopicClassifier:
         similarity = self._similarities(vector)
         scores = similarity + _KEYWORD_BOOST * np.minimum(hits, _BOOST_CAP)
         confidence = round(self.confidence(scores, vector), 4)
-        if confidence < self.grouping.min_confidence:
+        if confidence < self.grouping.min_margin:
             return Assignment(self.catch_all, "catch-all", confidence, vector)
         if taught is not None:
             return Assignment(self._rules[int(np.argmax(taught))].name, "learned",
@@ -340,7 +340,7 @@ class TopicClassifier:
     def learn_rows(self, rows: Iterable[LearningRow]) -> None:
         """Learn from stored articles. The prototypes (see `learn`): a topic someone
         chose (explicit, manual) weighs 3, the feed's or a tag's 2, a semantic choice 1
-        when it was made with a confidence at least _SURE above min_confidence; keyword
+        when it was made with a confidence at least _SURE above min_margin; keyword
         and catch-all choices, and articles under topics no longer configured, teach
         nothing. The learned model (see `examples`): every article under a configured
         topic an editor chose (explicit, manual), the most recent MAX_EXAMPLES."""
@@ -349,7 +349,7 @@ class TopicClassifier:
             return
         sums: dict[str, np.ndarray] = {}
         weights: dict[str, float] = {}
-        sure = self.grouping.min_confidence + _SURE
+        sure = self.grouping.min_margin + _SURE
         index = {rule.name: i for i, rule in enumerate(self._topic_rules)}
         examples: list[Example] = []
         for row in rows:
