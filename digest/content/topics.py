@@ -37,6 +37,13 @@ _TEACHES = {"explicit": 3.0, "manual": 3.0, "feed": 2.0, "tag": 2.0, "semantic":
 _SURE = 0.1
 # What an editor chose: the labelled examples of the learned model.
 _LABELLED = ("explicit", "manual")
+# The learned model chooses topics once it has this many examples; fewer only move the
+# topics' prototypes towards them (a few examples nudge, enough decide). Measured on the
+# AG News sample (n random labelled items, scored on the rest, 3 draws; default topics /
+# four topics): with 10 examples the learned model gets 0.70 / 0.65 and the nudged
+# prototypes 0.75 / 0.73; with 25, 0.67 / 0.61 against 0.74 / 0.75; with 100 they are
+# even (0.77 / 0.77); with 200 the model is ahead (0.78 against 0.75).
+DECIDES = 100
 # "None of these": the sections of a general news service (the top level of the IPTC
 # Media Topics, less its cross-cutting facets: human interest, society, labour, weather)
 # and kinds of writing that are not news. A subject that a configured topic covers (the
@@ -208,7 +215,7 @@ class TopicClassifier:
         vectors = self.embed(texts)
         taught = self._model_of_examples.probabilities(
             vectors, texts, vectors @ self.seeds().T) \
-            if self._model_of_examples is not None and len(batch) else [None] * len(batch)
+            if self.decides and len(batch) else [None] * len(batch)
         return [self._assign(signals, vector, learned) for signals, vector, learned
                 in zip(batch, vectors, taught, strict=True)]
 
@@ -383,6 +390,11 @@ class TopicClassifier:
         rows = [*seeds, *examples]
         self._model_of_examples = TopicModel(
             rows, len(self._topic_rules), np.array([e.vector for e in rows]) @ self.seeds().T)
+
+    @property
+    def decides(self) -> bool:
+        """Whether the learned model chooses topics (it has DECIDES examples or more)."""
+        return self._model_of_examples is not None and self._examples >= DECIDES
 
     @property
     def examples(self) -> int:
