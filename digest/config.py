@@ -377,6 +377,9 @@ class Settings:
         return key
 
 
+# A century: more is no limit at all (use 0), and a date that far back is out of range.
+_MAX_AGE_DAYS = 36_500
+
 _SECTIONS: dict[str, type] = {
     "digest": DigestSettings,
     "store": StoreSettings,
@@ -654,9 +657,9 @@ def _validate(s: Settings, origin: str) -> None:
     if s.fetch.deadline_seconds <= 0:
         raise ConfigError(f"{origin}: [fetch] deadline_seconds must be more than 0 "
                           f"(got {s.fetch.deadline_seconds:g})")
-    if s.ingest.max_age_days < 0:
-        raise ConfigError(f"{origin}: [ingest] max_age_days must be 0 (no limit) or more "
-                          f"(got {s.ingest.max_age_days})")
+    if not 0 <= s.ingest.max_age_days <= _MAX_AGE_DAYS:
+        raise ConfigError(f"{origin}: [ingest] max_age_days must be 0 (no limit) to "
+                          f"{_MAX_AGE_DAYS} days (got {s.ingest.max_age_days})")
     try:
         ZoneInfo(s.schedule.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -296,6 +296,30 @@ def test_the_same_story_in_two_feeds_is_one_article(digest: Digest, http: FeedSe
     assert "Wire A · Wire B" in (tmp_path / "p.html").read_text()
 
 
+def test_a_future_date_does_not_take_a_new_feeds_backfill(digest: Digest, http: FeedServer,
+                                                         tmp_path: Path) -> None:
+    # A new feed's newest items count as new; one dated next year is not newer than
+    # the real ones (it is dated when it came in), so it cannot push one out.
+    dates = {"Story from next year": SAMPLE_WEEK + timedelta(days=100),
+             "Story of yesterday": SAMPLE_WEEK - timedelta(days=1),
+             "Story of two days ago": SAMPLE_WEEK - timedelta(days=2),
+             "Story of last week": SAMPLE_WEEK - timedelta(days=8)}
+    entries = "".join(
+        f"<item><title>{t}</title><link>https://e.org/{n}</link><description>{t}."
+        f"</description><pubDate>{format_datetime(d, True)}</pubDate></item>"
+        for n, (t, d) in enumerate(dates.items()))
+    http.files["/f.xml"] = (f'<?xml version="1.0"?><rss version="2.0"><channel><title>F'
+                            f'</title>{entries}</channel></rss>').encode()
+    digest.ok("feeds", "add", f"{http.base}/f.xml", "--name", "F", "--backfill", "2")
+    digest.ok("feeds", "fetch")
+    new = {r["title"] for r in json.loads(
+        digest.ok("articles", "list", "--new", "--format", "json").stdout)}
+    assert new == {"Story of yesterday", "Story from next year"}
+    held = {r["title"]: r["backlog"] for r in json.loads(
+        digest.ok("articles", "list", "--format", "json").stdout)}
+    assert held["Story of two days ago"] is True and held["Story of yesterday"] is False
+
+
 def test_a_new_feed_does_not_flood_the_next_digest(digest: Digest, http: FeedServer,
                                                    tmp_path: Path) -> None:
     items = [(f"Story number {i} of the archive", f"https://e.org/{i}", "Text.")

@@ -203,7 +203,7 @@ def test_a_negative_max_age_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "digest.toml"
     config.write_text("[ingest]\nmax_age_days = -1\n")
     with pytest.raises(ConfigError, match=r"\[ingest\] max_age_days must be 0 \(no limit\) "
-                                          r"or more \(got -1\)"):
+                                          r"to 36500 days \(got -1\)"):
         load_settings(config, environ={})
 
 
@@ -326,3 +326,44 @@ def test_editions_show_names_what_to_check(digest: Digest, tmp_path: Path) -> No
     assert flags["Telescope mirror polished"][0].startswith("undated")
     table = digest.ok("editions", "show", "1").stdout
     assert "check: undated" in table
+
+
+def test_a_max_age_beyond_a_century_is_a_config_error(tmp_path: Path) -> None:
+    # 800,000 days used to end an import with an OverflowError (a date before year 1).
+    config = tmp_path / "digest.toml"
+    config.write_text("[ingest]\nmax_age_days = 800000\n")
+    with pytest.raises(ConfigError, match=r"max_age_days must be 0 \(no limit\) to 36500 "
+                                          r"days \(got 800000\)"):
+        load_settings(config, environ={})
+
+
+def test_preview_check_fails_on_a_lead_with_no_teaser(digest: Digest, tmp_path: Path) -> None:
+    # Its summary only repeated the title, so the import dropped it: the entry would show
+    # a title and nothing else.
+    digest.ok("articles", "import", str(_json(tmp_path / "a.json", [
+        _item("Rate decision due on Thursday", SAMPLE_WEEK - timedelta(hours=2),
+              topic="Business", summary="Rate decision due on Thursday.")])))
+    result = digest("preview", "--check", "--out", str(tmp_path / "p.html"))
+    assert result.exit_code == 1
+    assert "no teaser (it has no text beyond its title)" in " ".join(result.stdout.split())
+
+
+def test_a_removed_article_cannot_be_added_to_an_edition(digest: Digest,
+                                                        tmp_path: Path) -> None:
+    digest.ok("articles", "import", str(_json(tmp_path / "a.json", [
+        _item("This week's news", SAMPLE_WEEK - timedelta(hours=5)),
+        _item("A retracted piece", SAMPLE_WEEK - timedelta(hours=6))])))
+    gone = {a["title"]: a["id"] for a in _articles(digest)}["A retracted piece"]
+    digest.ok("articles", "remove", str(gone))
+    digest.ok("editions", "draft")
+    result = digest("editions", "add", "1", str(gone))
+    assert result.exit_code == 1
+    assert f"article {gone} was removed (digest articles remove)" in result.output
+
+
+def test_a_title_of_only_invisible_characters_is_named_as_empty(digest: Digest,
+                                                               tmp_path: Path) -> None:
+    path = _json(tmp_path / "a.json", [_item("\u200b\u200e", SAMPLE_WEEK)])
+    result = digest("articles", "import", str(path))
+    assert "item 1: the title is empty once control and format characters are removed" \
+        in " ".join(result.stderr.split())

@@ -194,6 +194,7 @@ def _article_json(a: Article) -> dict[str, Any]:
         "id": a.id, "title": a.title, "url": a.url, "canonical_url": a.canonical_url,
         "source": a.source_name, "author": a.author, "published_at": iso(a.published_at),
         "date_source": a.date_source, "date_clamped": a.date_clamped, "too_old": a.too_old,
+        "backlog": a.is_backlog,
         "added_at": iso(a.added_at), "topic": a.topic, "topic_reason": a.topic_reason,
         "topic_confidence": a.topic_confidence, "pinned": a.pinned, "tags": a.tags,
         "summary": a.summary,

@@ -75,6 +75,8 @@ def article_flags(article: Article, teaser_words: int) -> list[str]:
     if script:
         flags.append(f"its title has no {script} letter while its text is {script}")
     teaser = article.edited_teaser or teaser_for(article.summary, article.body, teaser_words)
-    if teaser and _repeats_title(title, teaser):
+    if not teaser.strip():
+        flags.append("no teaser (it has no text beyond its title)")
+    elif _repeats_title(title, teaser):
         flags.append("its teaser only repeats the title")
     return flags

@@ -213,9 +213,9 @@ class TopicClassifier:
         if not self.semantic:
             return [self._assign(signals, None, None) for signals in batch]
         vectors = self.embed(texts)
-        taught = self._model_of_examples.probabilities(
-            vectors, texts, vectors @ self.seeds().T) \
-            if self.decides and len(batch) else [None] * len(batch)
+        model = self._model_of_examples if self.decides else None
+        taught = model.probabilities(vectors, texts, vectors @ self.seeds().T) \
+            if model is not None and len(batch) else [None] * len(batch)
         return [self._assign(signals, vector, learned) for signals, vector, learned
                 in zip(batch, vectors, taught, strict=True)]
 

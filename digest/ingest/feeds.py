@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urljoin
 
 import httpx
@@ -485,7 +486,8 @@ class FeedBook:
                 return FetchResult(feed.name, feed.url, "not modified")
             first_time = row.last_success_at is None
             records = [dataclasses.replace(r, source_name=feed.name) for r in
-                       self._mark_backlog(read.records, row.backfill if first_time else None)]
+                       self._mark_backlog(read.records, row.backfill if first_time else None,
+                                          now)]
             # Stored in two batches so the count of new items is exact: the back catalogue
             # is stored too (for de-duplication) but never counts as new.
             refused: list[str] = []     # records not taken (a junk title, the store)
@@ -528,13 +530,20 @@ class FeedBook:
         return FetchResult(feed.name, feed.url, "error", problems=(message,))
 
     @staticmethod
-    def _mark_backlog(records: Sequence[ArticleInput],
-                      keep: int | None) -> list[ArticleInput]:
-        """On a feed's first fetch only its newest `keep` items count as new."""
+    def _mark_backlog(records: Sequence[ArticleInput], keep: int | None,
+                      now: datetime) -> list[ArticleInput]:
+        """On a feed's first fetch only its newest `keep` items count as new: newest by
+        date, a date in the future counting as now (the writer clamps it so), never as
+        newer than every real one."""
         if keep is None:
             return list(records)
+
+        def when(i: int) -> datetime | None:
+            date = records[i].published_at
+            return min(date, now) if date is not None else None
+
         order = sorted(range(len(records)), key=lambda i: (
-            records[i].published_at is not None, records[i].published_at, -i), reverse=True)
+            when(i) is not None, when(i), -i), reverse=True)
         newest = set(order[:keep])
         return [r if i in newest else dataclasses.replace(r, backlog=True)
                 for i, r in enumerate(records)]

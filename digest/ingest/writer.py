@@ -259,10 +259,11 @@ class ArticleWriter:
     def _prepare(self, record: ArticleInput, added_at: datetime) -> _Row | None:
         """The row to store for record, or None (and a problem) when its title is junk."""
         if is_junk_title(record.title):
+            said = f"the title {record.title!r} has" if record.title else \
+                "the title is empty once control and format characters are removed: it has"
             self.problems.append(
-                f"{record.where}: the title {record.title!r} has no letter or digit (even "
-                f"after repairing its encoding); not imported: give the article a real "
-                f"title")
+                f"{record.where}: {said} no letter or digit (even after repairing its "
+                f"encoding); not imported: give the article a real title")
             return None
         canonical = canonical_url(record.canonical_url or
                                   (record.url if record.url_is_identity else None))

@@ -101,8 +101,11 @@ class DraftWork:
         to this one, even when it came in too old or as a feed's back catalogue);
         NotFound or InputError naming what it is instead."""
         article = self.session.get(Article, article_id) if storable_id(article_id) else None
-        if article is None or article.removed_at is not None:
+        if article is None:
             raise NotFound(f"no article {article_id} (see: digest articles list)")
+        if article.removed_at is not None:
+            raise InputError(f"article {article_id} was removed (digest articles remove): "
+                             f"it cannot go into an edition")
         if article.edition_id is not None:
             number = self.session.scalar(select(Edition.number).where(
                 Edition.id == article.edition_id))
