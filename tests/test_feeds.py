@@ -298,8 +298,8 @@ def test_the_same_story_in_two_feeds_is_one_article(digest: Digest, http: FeedSe
 
 def test_a_future_date_does_not_take_a_new_feeds_backfill(digest: Digest, http: FeedServer,
                                                          tmp_path: Path) -> None:
-    # A new feed's newest items count as new; one dated next year is not newer than
-    # the real ones (it is dated when it came in), so it cannot push one out.
+    # A new feed's newest items count as new; one dated next year says nothing true of
+    # its age and cannot push a real one out (it used to take the first place).
     dates = {"Story from next year": SAMPLE_WEEK + timedelta(days=100),
              "Story of yesterday": SAMPLE_WEEK - timedelta(days=1),
              "Story of two days ago": SAMPLE_WEEK - timedelta(days=2),
@@ -314,10 +314,10 @@ def test_a_future_date_does_not_take_a_new_feeds_backfill(digest: Digest, http: 
     digest.ok("feeds", "fetch")
     new = {r["title"] for r in json.loads(
         digest.ok("articles", "list", "--new", "--format", "json").stdout)}
-    assert new == {"Story of yesterday", "Story from next year"}
+    assert new == {"Story of yesterday", "Story of two days ago"}
     held = {r["title"]: r["backlog"] for r in json.loads(
         digest.ok("articles", "list", "--format", "json").stdout)}
-    assert held["Story of two days ago"] is True and held["Story of yesterday"] is False
+    assert held["Story from next year"] is True and held["Story of yesterday"] is False
 
 
 def test_a_new_feed_does_not_flood_the_next_digest(digest: Digest, http: FeedServer,

@@ -533,14 +533,14 @@ class FeedBook:
     def _mark_backlog(records: Sequence[ArticleInput], keep: int | None,
                       now: datetime) -> list[ArticleInput]:
         """On a feed's first fetch only its newest `keep` items count as new: newest by
-        date, a date in the future counting as now (the writer clamps it so), never as
-        newer than every real one."""
+        date; an item dated in the future says nothing true of its age, and counts as
+        undated (after every dated one), never as the newest."""
         if keep is None:
             return list(records)
 
         def when(i: int) -> datetime | None:
             date = records[i].published_at
-            return min(date, now) if date is not None else None
+            return date if date is not None and date <= now else None
 
         order = sorted(range(len(records)), key=lambda i: (
             when(i) is not None, when(i), -i), reverse=True)
