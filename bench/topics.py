@@ -1,6 +1,10 @@
 """Topic grouping on labelled news: accuracy and macro-F1, speed, memory.
 
-    .venv/bin/python bench/topics.py [--rounds 3]
+    .venv/bin/python bench/topics.py [--rounds 3] [--curve]
+
+--curve adds the accuracy after an editor filed 10 to 200 items, with the learned model
+choosing against the examples only nudging the topics' prototypes (where
+digest/content/topics.py's DECIDES comes from; about 20 s more).
 
 The items are 581 AG News items (tests/data/topics/ag_news_train_sample.csv: class,
 title, description; 1 World, 2 Sports, 3 Business, 4 Sci/Tech), each classified from its
@@ -59,7 +63,7 @@ import numpy as np  # noqa: E402
 
 from digest.config import GroupingSettings, TopicRule, default_topics  # noqa: E402
 from digest.content.semantic import embedder, pack  # noqa: E402
-from digest.content.topics import Signals, TopicClassifier, embedding_text  # noqa: E402
+from digest.content.topics import DECIDES, Signals, TopicClassifier, embedding_text  # noqa: E402
 from digest.store.articles import LearningRow  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "topics" / "ag_news_train_sample.csv"
@@ -241,10 +245,42 @@ def edition_build(rounds: int) -> float:
     return statistics.median(times)
 
 
+def examples_curve(signals: list[Signals], labels: list[int], draws: int = 3) -> None:
+    """Accuracy after an editor filed n items (random, their own classes), scored on the
+    rest: the learned model choosing, against the examples only nudging the prototypes
+    (where topics.DECIDES comes from)."""
+    from digest.content import topics
+
+    texts = [embedding_text(s.title, s.text, None) for s in signals]
+    print("examples  topics           learned model  nudged prototypes")
+    for name, rules in (("default", default_topics()), ("four", FOUR)):
+        vectors = TopicClassifier(rules, "More stories", GroupingSettings()).embed(texts)
+        for n in (10, 25, 50, 100, 200):
+            right: dict[int, list[float]] = {0: [], 10**9: []}
+            for draw in range(draws):
+                rng = np.random.default_rng(draw)
+                picked = rng.choice(len(signals), n, replace=False)
+                rest = np.setdiff1d(np.arange(len(signals)), picked)
+                for gate, got in right.items():
+                    topics.DECIDES = gate
+                    classifier = TopicClassifier(rules, "More stories", GroupingSettings())
+                    classifier.learn_rows(
+                        LearningRow(EDITOR[labels[i]], "explicit", None, pack(vectors[i]),
+                                    texts[i]) for i in picked)
+                    chosen = classifier.assign_batch([signals[i] for i in rest])
+                    got.append(float(np.mean([a.topic in RIGHT[labels[i]]
+                                              for a, i in zip(chosen, rest, strict=True)])))
+            topics.DECIDES = DECIDES
+            print(f"{n:>8}  {name:<15} {np.mean(right[0]):>14.3f} "
+                  f"{np.mean(right[10**9]):>18.3f}")
+
+
 def main() -> None:
     logging.disable(logging.INFO)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--curve", action="store_true",
+                        help="also the accuracy by number of the editor's examples (slow)")
     args = parser.parse_args()
     started = time.perf_counter()
     embedder()
@@ -252,6 +288,8 @@ def main() -> None:
     signals, labels = load_sample()
     accuracy_table(signals, labels)
     knows_when_it_does_not_know(signals, labels)
+    if args.curve:
+        examples_curve(signals, labels)
     timings(signals, args.rounds, load)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MB")
