@@ -367,3 +367,19 @@ def test_a_title_of_only_invisible_characters_is_named_as_empty(digest: Digest,
     result = digest("articles", "import", str(path))
     assert "item 1: the title is empty once control and format characters are removed" \
         in " ".join(result.stderr.split())
+
+
+def test_importing_again_with_since_takes_too_old_articles_as_news(digest: Digest,
+                                                                  tmp_path: Path) -> None:
+    # Stored too old first; the same file again with --since: they are news now (they
+    # used to stay too old, skipped as duplicates "already in the store").
+    path = _json(tmp_path / "a.json", [
+        _item("An anniversary piece", SAMPLE_WEEK - timedelta(days=90)),
+        _item("A year-old review", SAMPLE_WEEK - timedelta(days=400))])
+    digest.ok("articles", "import", str(path))
+    assert _articles(digest, "--new") == []
+    again = digest.ok("articles", "import", str(path), "--since",
+                      f"{SAMPLE_WEEK - timedelta(days=100):%Y-%m-%d}")
+    assert ("skipped 2 duplicates (1 of them stored too old before: news now, for the next "
+            "edition)." in " ".join(again.stdout.split()))
+    assert [a["title"] for a in _articles(digest, "--new")] == ["An anniversary piece"]

@@ -93,9 +93,13 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None,
         summary += (f"kept {report.too_old} too old to be news ({limit}; offered to no "
                     f"edition), ")
     summary += f"skipped {report.duplicates} duplicate{'s' * (report.duplicates != 1)}"
+    if report.now_news:
+        summary += (f" ({report.now_news} of them stored too old before: news now, for the "
+                    f"next edition)")
     if report.problems:
         summary += f", {len(report.problems)} problem{'s' * (len(report.problems) != 1)}"
-    if report.added == 0 and report.duplicates and not report.problems:
+    if report.added == 0 and report.duplicates and not report.problems \
+            and not report.now_news:
         summary += " (nothing new: these articles are already in the store)"
     out.print(summary + ".")
     if report.added == 0 and report.problems:

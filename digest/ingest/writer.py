@@ -27,6 +27,7 @@ from ..store.ingest import (
     find_or_add_source,
     insert_articles,
     link_source,
+    mark_as_news,
     recent_titles,
 )
 from ..text import is_junk_title
@@ -44,6 +45,7 @@ class FileResult:
     added: int = 0
     duplicates: int = 0
     too_old: int = 0             # of added: stored for de-duplication, never "new"
+    now_news: int = 0            # of duplicates: stored too old before, news now
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -63,6 +65,10 @@ class ImportReport:
     @property
     def too_old(self) -> int:
         return sum(f.too_old for f in self.files)
+
+    @property
+    def now_news(self) -> int:
+        return sum(f.now_news for f in self.files)
 
     @property
     def problems(self) -> list[str]:
@@ -194,6 +200,7 @@ class ArticleWriter:
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.too_old = 0                           # stored too old, all writes together
+        self.now_news = 0                          # stored too old before, news now
         self._sources: dict[str, int] = {}
         self._hashes: dict[str, int] = {}          # added by this writer: hash → id
         self._urls: dict[str, int] = {}            # added by this writer: canonical → id
@@ -224,6 +231,7 @@ class ArticleWriter:
         pending_titles: list[_Row] = []           # key in batch_titles → row
         batch_titles = TitleIndex()
         links: list[tuple[int, int | None, str | None]] = []
+        news: list[int] = []       # stored articles this batch dates as news
         for row in prepared:
             source_id = self._source(session, row.record.source_name)
             row.values["source_id"] = source_id
@@ -240,6 +248,8 @@ class ArticleWriter:
                     existing.links.append((source_id, row.record.url))
                 else:
                     links.append((existing, source_id, row.record.url))
+                    if row.values["published_at"] is not None and not row.values["too_old"]:
+                        news.append(existing)
                 continue
             pending[digest_hash] = row
             if canonical:
@@ -254,6 +264,9 @@ class ArticleWriter:
         for article_id, source_id, url in links:
             if source_id is not None:
                 link_source(session, article_id, source_id, url)
+        # An article stored as too old that comes in again as news (articles import
+        # --since, or a longer max_age_days) is news now, if no edition holds it.
+        self.now_news += mark_as_news(session, news)
         return added, duplicates
 
     def _prepare(self, record: ArticleInput, added_at: datetime) -> _Row | None:
@@ -431,12 +444,13 @@ def import_files(sessions: SessionFactory, classifier: TopicClassifier, clock: C
                     if writer is None:
                         writer = ArticleWriter(session, classifier, clock, topic=topic,
                                                fresh_from=fresh_from)
-                    too_old = writer.too_old
+                    too_old, now_news = writer.too_old, writer.now_news
                     added, duplicates = writer.write(
                         session, parsed.records[start:start + batch_size])
                 result.added += added
                 result.duplicates += duplicates
                 result.too_old += writer.too_old - too_old
+                result.now_news += writer.now_news - now_news
                 result.problems += writer.problems
                 result.warnings += writer.warnings
                 writer.problems.clear()

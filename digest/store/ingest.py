@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,7 @@ from .models import Article, ArticleSource, Source
 
 __all__ = ["InsertedArticles", "SessionFactory", "article_ids_by_canonical_url",
            "article_ids_by_hash", "find_or_add_source", "insert_articles", "link_source",
+           "mark_as_news",
            "recent_titles"]
 
 # What an import commits its batches through (Store.writes).
@@ -107,6 +108,18 @@ def find_or_add_source(session: Session, kind: str, name: str) -> int:
         session.flush()
         source_id = source.id
     return source_id
+
+
+def mark_as_news(session: Session, ids: Sequence[int]) -> int:
+    """Take the articles of ids that were stored too old, are in no edition and not
+    removed as news after all; returns how many were."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Article).where(Article.id.in_(sorted(set(ids))), Article.too_old.is_(True),
+                              Article.edition_id.is_(None), Article.removed_at.is_(None))
+        .values(too_old=False).execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def link_source(session: Session, article_id: int, source_id: int, url: str | None) -> None:
