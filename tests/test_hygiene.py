@@ -442,8 +442,10 @@ def test_suppressions_move_between_stores_with_their_reasons_dates_and_sources(
     digest.ok("suppressions", "add", "boss@example.org")
     digest.ok("suppressions", "export", str(tmp_path / "out.csv"))
     def rows(folder: Path) -> list[tuple[str, ...]]:
-        # As text: the two stores may be of different backends (datetime or text).
-        return sorted(tuple(str(v) for v in row) for row in sql(
+        # The two stores may be of different backends: a datetime (whose str() drops a
+        # zero microsecond part) or SQLite's text; compared as one ISO form.
+        return sorted((key, reason, source, datetime.fromisoformat(str(at)).isoformat())
+                      for key, reason, source, at in sql(
             folder, "select email_key, reason, source, created_at from suppressions"))
 
     before = rows(digest.folder)
