@@ -142,3 +142,33 @@ def test_the_head_every_store_is_checked_against_is_the_migrations() -> None:
     from digest.store.db import SCHEMA_HEAD
 
     assert head_revision() == SCHEMA_HEAD
+
+
+def test_a_copied_config_never_starts_an_empty_store(tmp_path: Path) -> None:
+    # `digest --config elsewhere/digest.toml subscribers list` used to create a fresh,
+    # empty digest.db beside the copy and say "0 subscribers".
+    home = Digest(tmp_path / "home")
+    home.folder.mkdir()
+    home.ok("init")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "digest.toml").write_text((home.folder / "digest.toml").read_text())
+    for command in (["subscribers", "list"], ["db", "upgrade"], ["schedule", "run"],
+                    ["serve", "--port", "9"]):
+        result = home("--config", str(elsewhere / "digest.toml"), *command)
+        assert result.exit_code == 1, (command, result.output)
+        assert f"no store at {elsewhere / 'digest.db'}" in " ".join(result.output.split())
+        assert "Traceback" not in result.output
+    assert not (elsewhere / "digest.db").exists()
+
+
+def test_the_store_file_is_its_owners_only(tmp_path: Path) -> None:
+    # It holds addresses, consent records and password hashes: digest init made it 0644.
+    d = Digest(tmp_path)
+    d.ok("init")
+    d.ok("subscribers", "add", "ada@example.org")
+    for name in ("digest.db", "digest.db-wal", "digest.db-shm"):
+        path = tmp_path / name
+        if path.exists():
+            assert path.stat().st_mode & 0o777 == 0o600, name
+    assert (tmp_path / "digest.db").exists()

@@ -62,10 +62,11 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        """The store of the config, closed when the command ends."""
+        """The store of the config, closed when the command ends; only `digest init` (and
+        the demo) create one, so a copied config never starts an empty store."""
         from ..store.db import Store
 
-        store = Store.from_settings(self.settings, self.clock)
+        store = Store.from_settings(self.settings, self.clock, create=False)
         click.get_current_context().call_on_close(store.close)
         return store
 

@@ -102,7 +102,7 @@ def db_upgrade(app: App) -> None:
     \b
         digest --config /etc/digest/digest.toml db upgrade
     """
-    before, after = upgrade_store(app.settings.store_url)
+    before, after = upgrade_store(app.settings.store_url, create=False)
     if before == after:
         out.print(f"The store is at the current schema revision ({after}); nothing to do.")
     else:

@@ -33,7 +33,7 @@ def serve(app: App, host: str, port: int) -> None:
     settings = app.settings
     log_to_stderr(settings)
     server = WebServer(settings, host, port,     # refuses without a signing key
-                       clock=app.clock)
+                       store=app.store, clock=app.clock)
 
     def terminate(_signum: int, _frame: Any) -> None:
         raise SystemExit(0)     # waitress ends its loop; the outbox finishes its pass

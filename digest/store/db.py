@@ -8,9 +8,12 @@ __init__ importing them back would make an import cycle.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,10 +70,34 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
-def open_engine(url: str) -> Engine:
-    """An engine for url; raises StoreError with the fix when it cannot be opened."""
+def _sqlite_file(url: str, create: bool) -> None:
+    """An SQLite store's file: created readable by its owner only (it holds addresses,
+    consent records and password hashes; SQLite gives its -wal and -shm files the same
+    mode) when create, else a StoreError when it does not exist (a command given a copied
+    config must not start an empty store beside it)."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        return
+    if not create:
+        raise StoreError(f"no store at {path.resolve()} (store.url {url!r}); create it with "
+                         f"`digest init` in that folder, or set store.url to the store")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:                 # made by another process meanwhile
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the store at {path}: {exc.strerror}") from None
+
+
+def open_engine(url: str, create: bool = True) -> Engine:
+    """An engine for url; raises StoreError with the fix when it cannot be opened (or,
+    unless create, when an SQLite store's file does not exist)."""
     try:
         if url.startswith("sqlite"):
+            _sqlite_file(url, create)
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             # Let SQLAlchemy issue BEGIN itself, so BEGIN IMMEDIATE can be used for claims.
@@ -137,11 +164,12 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, 
     return before, after
 
 
-def upgrade_store(url: str) -> tuple[str | None, str]:
+def upgrade_store(url: str, create: bool = True) -> tuple[str | None, str]:
     """Open the store at `url`, bring it to the newest schema and let go of it again;
     returns (before, after) as upgrade_schema does. What `digest init` and `digest db
-    upgrade` run, with no process holding the store."""
-    engine = open_engine(url)
+    upgrade` run, with no process holding the store; unless create, a missing SQLite
+    store is a StoreError."""
+    engine = open_engine(url, create)
     try:
         if create_fresh(engine):
             return None, SCHEMA_HEAD
@@ -217,10 +245,10 @@ class Store:
     article was added, when a delivery is due again) is that clock's time, so a caller
     that sets the time gets it everywhere below."""
 
-    def __init__(self, url: str, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, clock: Clock | None = None, create: bool = True) -> None:
         self.url = url
         self.clock: Clock = clock or system_clock()
-        self.engine: Engine = open_engine(url)
+        self.engine: Engine = open_engine(url, create)
         try:
             check_schema(self.engine)
         except BaseException:
@@ -234,8 +262,9 @@ class Store:
             self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Store:
-        return cls(settings.store_url, clock)
+    def from_settings(cls, settings: Settings, clock: Clock | None = None,
+                      create: bool = True) -> Store:
+        return cls(settings.store_url, clock, create)
 
     def close(self) -> None:
         self.engine.dispose()
