@@ -37,7 +37,7 @@ def schedule_run(app: App) -> None:
         DIGEST_SECRET_KEY=… digest --config /etc/digest/digest.toml schedule run
     """
     settings = app.settings
-    app.store               # refuses a store that does not exist (digest init makes it)
+    _ = app.store           # refuses a store that does not exist (digest init makes it)
     log_to_stderr(settings)
     run_scheduler(settings, app.config, app.clock)
 
