@@ -217,3 +217,25 @@ def test_a_semicolon_separated_file_imports(digest: Digest, tmp_path: Path) -> N
     (tmp_path / "s.csv").write_text("email;name;topics\nada@example.org;Ada;AI,Science\n")
     digest.ok("subscribers", "import", "s.csv")
     assert subs(digest)[0]["topics"] == ["AI", "Science"]
+
+
+def test_erase_leaves_no_counter_keyed_by_the_address(digest: Digest, tmp_path: Path) -> None:
+    # Someone tried the admin sign-in with a subscriber's address: the failures are
+    # counted under "admin-login:<address>". Erasing the person left that row behind.
+    from digest.audience.admins import sign_in
+    from digest.config import load_settings
+    from digest.store.db import Store
+
+    digest.ok("subscribers", "add", "Grace.Hopper@example.org")
+    settings = load_settings(tmp_path / "digest.toml", environ={})
+    store = Store.from_settings(settings, digest.clock)
+    try:
+        for _ in range(settings.admin.lockout_failures):
+            assert sign_in(store, settings, "grace.hopper@example.org", "guess", None) is None
+    finally:
+        store.close()
+    keys = [k for (k,) in sql(tmp_path, "select key from rate_limits")]
+    assert any("grace.hopper@example.org" in k for k in keys), keys
+    digest.ok("subscribers", "remove", "grace.hopper@example.org")
+    left = [k for (k,) in sql(tmp_path, "select key from rate_limits")]
+    assert not any("grace.hopper" in k.casefold() for k in left), left

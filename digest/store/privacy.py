@@ -14,6 +14,7 @@ from .models import (
     Delivery,
     Edition,
     OutboxMail,
+    RateLimitHit,
     Subscriber,
     SubscriberStatus,
     Suppression,
@@ -43,6 +44,10 @@ def erase_person(session: Session, address: str, hashed_key: str,
     counts = {"events": 0, "mails": 0, "deliveries": 0}
     o, d = table_of(OutboxMail), table_of(Delivery)
     counts["mails"] = rowcount(session.execute(delete(o).where(o.c.recipient == address)))
+    # Counters keyed by the address ("admin-login:<address>", "admin-lock:<address>").
+    r = table_of(RateLimitHit)
+    session.execute(delete(r).where(r.c.key.endswith(":" + address.lower(),
+                                                      autoescape=True)))
     session.execute(delete(table_of(Suppression)).where(
         table_of(Suppression).c.email_key == address.lower()))
     suppress(session, hashed_key, SuppressionReason.ERASED, "erased on request", now)
