@@ -95,6 +95,21 @@ def test_add_user_refuses_with_one_line(digest: Digest, args: list[str], stdin: 
     assert (result.exit_code, result.output) == (1, message)
 
 
+@pytest.mark.parametrize("password", ["            ", "aaaaaaaaaaaa", "passwordpassword",
+                                      "123456789012", "qwertyuiopas", "digestdigest12"])
+def test_add_user_refuses_a_password_a_guesser_tries_early(digest: Digest,
+                                                           password: str) -> None:
+    # Twelve characters of anything used to pass, twelve spaces too.
+    result = digest("admin", "add-user", "x@example.org", "--password-file", "-",
+                    input=password + "\n")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the password for x@example.org is too easy to "
+                                    "guess (")
+    assert result.output.endswith("); use a few unrelated words, or a password "
+                                  "manager's\n")
+    assert password.strip() == "" or password not in result.output
+
+
 def test_add_user_names_a_password_file_it_cannot_read(digest: Digest) -> None:
     result = digest("admin", "add-user", EDITOR, "--password-file", "missing.txt")
     assert (result.exit_code, result.output) == (

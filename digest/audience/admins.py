@@ -47,6 +47,9 @@ __all__ = ["MIN_PASSWORD", "AdminIdentity", "SubscriberPage", "add_user", "click
 log = logging.getLogger("digest.admin")
 
 MIN_PASSWORD = 12
+# zxcvbn's score (0-4) a password needs: 3 is "safely unguessable: moderate protection
+# from an offline slow-hash scenario" (10^8 guesses or more), as argon2id hashes are.
+_STRONG = 3
 # Longer than any address; a longer "address" at the sign-in form is cut to this for its
 # counter key.
 _MAX_EMAIL = 320
@@ -93,6 +96,20 @@ def _key(email: str) -> str:
         return email.strip()[:_MAX_EMAIL].lower()
 
 
+def _refuse_guessable(address: str, password: str) -> None:
+    """InputError for a password a guesser tries early (zxcvbn: common passwords, words
+    and names, repeats, sequences, keyboard rows, the address itself), with why."""
+    # Imported here: only adding a user needs its word lists.
+    from zxcvbn import zxcvbn
+
+    found = zxcvbn(password[:100], user_inputs=[address, *address.split("@"), "digest"])
+    if found["score"] >= _STRONG:
+        return
+    why = found["feedback"]["warning"] or "it is among the first a guesser tries"
+    raise InputError(f"the password for {address} is too easy to guess ({why.rstrip('.')}); "
+                     f"use a few unrelated words, or a password manager's")
+
+
 def add_user(store: Store, email: str, password: str,
              now: datetime | None = None) -> AdminUser:
     """A new user who may sign in with email and password. InputError for an address
@@ -102,6 +119,7 @@ def add_user(store: Store, email: str, password: str,
     if len(password) < MIN_PASSWORD:
         raise InputError(f"the password for {address} has {len(password)} characters; use at "
                          f"least {MIN_PASSWORD} (a few words make a good one)")
+    _refuse_guessable(address, password)
     user = stored.insert_user(store, address, address.lower(), _HASHER.hash(password),
                               now or store.clock.now())
     if user is None:
