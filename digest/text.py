@@ -10,13 +10,17 @@ import ftfy
 import regex
 from ftfy.badness import is_bad
 
-__all__ = ["clean_control", "clean_label", "has_mojibake", "is_junk_title", "repair_text"]
+__all__ = ["clean_control", "clean_label", "greeting", "has_mojibake", "is_junk_title",
+           "repair_text"]
 
 # ftfy's repair of text decoded with the wrong encoding ("â€™" for "’", "Ã©" for "é")
 # and nothing else: quotes, ligatures, widths, entities and normal forms stay as written.
 _REPAIR = ftfy.TextFixerConfig(unescape_html=False, fix_latin_ligatures=False,
                                fix_character_width=False, uncurl_quotes=False,
                                fix_line_breaks=False, normalization=None, explain=False)
+# What a greeting never says: a web address or a mail address, whatever a sign-up form
+# was given as a name ("https://evil.example/verify now", "www.x.example", "a@b.example").
+_LINKLIKE = regex.compile(r"://|\bwww\.|@|\b[\p{L}\d-]+\.(?:[\p{L}]{2,})\b", flags=regex.VERSION1)
 # A title worth showing has a letter or a digit ("X", "π" and "9" are titles; "’…" is not).
 _WORDLIKE = regex.compile(r"[\p{L}\p{N}]")
 
@@ -55,3 +59,15 @@ def has_mojibake(text: str) -> bool:
 def is_junk_title(title: str) -> bool:
     """Whether a title has no letter and no digit: empty, punctuation, symbols, controls."""
     return _WORDLIKE.search(title) is None
+
+
+def greeting(name: str) -> str:
+    """"Hello Ada," for "Ada Lovelace", and for "Lovelace, Ada" (a list's "Last, First");
+    "Hello," for no name, or one that holds a web or mail address."""
+    name = clean_label(name)
+    if "," in name:
+        last, _, first = name.partition(",")
+        name = first if first.strip() else last
+    if not name.strip() or _LINKLIKE.search(name):
+        return "Hello,"
+    return f"Hello {name.split()[0].strip(',;:')},"

@@ -256,6 +256,8 @@ def test_intro_markdown_is_sanitised_and_shown_in_the_preview(newsroom: Digest) 
     assert "https://evil.example/" not in tree.xpath("//a/@href")
     assert not [n for n in tree.iter() if any(k.startswith("on") for k in n.attrib)]
     assert tree.xpath("//h3[normalize-space()='Big heading']") and "Hello Ada" in html
+    # The preview greets as the mail does: "Hello Ada," (it said "Hello Ada Lovelace,").
+    assert "Hello Ada," in html and "Hello Ada Lovelace" not in html
 
 
 # --- the scheduler ---------------------------------------------------------------------

@@ -218,3 +218,18 @@ def test_content_cannot_fill_in_a_readers_data(setup: tuple[Settings, Store]) ->
         # The address appears only where the templates put it: the footer, once.
         assert body.count("victim@example.org") == 1
         assert body.count(unsubscribe) == 1
+
+
+@pytest.mark.parametrize(("name", "said"), [
+    ("Ada Lovelace", "Hello Ada,"),
+    ("Hopper, Grace", "Hello Grace,"),              # a list's "Last, First": "Hopper,," before
+    ("Grace,", "Hello Grace,"),
+    ("https://evil.example/verify-your-account now", "Hello,"),   # never a link
+    ("www.evil.example", "Hello,"),
+    ("ada@example.org", "Hello,"),
+    ("", "Hello,"),
+])
+def test_one_greeting_for_every_mail(name: str, said: str) -> None:
+    from digest.text import greeting
+
+    assert greeting(name) == said

@@ -14,6 +14,7 @@ from ..config import Settings
 from ..mail.message import SMTP_POLICY, sender_address
 from ..mail.render import Renderer
 from ..store.models import Subscriber, SubscriberStatus
+from ..text import greeting
 from ..tokens import Signer
 
 __all__ = ["CONFIRM_HOURS", "ConfirmationMail", "WelcomeMail", "compose_mail"]
@@ -42,14 +43,14 @@ class ConfirmationMail:
         if sub.status is SubscriberStatus.ACTIVE:
             subject = f"You are already subscribed to {digest.name}"
             body = self.templates.get_template("subscribed.txt.j2").render(
-                digest=digest, greeting=_greeting(sub.name), email=sub.email,
+                digest=digest, greeting=greeting(sub.name), email=sub.email,
                 preferences_url=f"{self.base}/p/"
                                 f"{self.preferences.make(sub.id, sub.token_version)}")
         else:
             expires = int(self.clock.timestamp()) + CONFIRM_HOURS * 3600
             subject = f"Confirm your subscription to {digest.name}"
             body = self.templates.get_template("confirm.txt.j2").render(
-                digest=digest, greeting=_greeting(sub.name), email=sub.email,
+                digest=digest, greeting=greeting(sub.name), email=sub.email,
                 confirm_url=f"{self.base}/confirm/"
                             f"{self.confirm.make(sub.id, sub.token_version, expires)}",
                 hours=CONFIRM_HOURS)
@@ -73,7 +74,7 @@ class WelcomeMail:
     def __call__(self, sub: Subscriber) -> tuple[str, bytes]:
         digest = self.settings.digest
         latest = self.latest_edition()
-        values = {"digest": digest, "greeting": _greeting(sub.name), "email": sub.email,
+        values = {"digest": digest, "greeting": greeting(sub.name), "email": sub.email,
                   "archive_url": f"{self.base}/editions",
                   "latest_url": f"{self.base}/editions/{latest}" if latest else None,
                   "preferences_url": f"{self.base}/p/"
@@ -84,8 +85,6 @@ class WelcomeMail:
                             now=self.clock.now())
 
 
-def _greeting(name: str) -> str:
-    return f"Hello {name.split()[0]}," if name.strip() else "Hello,"
 
 
 def compose_mail(settings: Settings, to: str, subject: str, text: str,

@@ -37,7 +37,7 @@ from ..store.clicks import article_clicks, uncounted_clicks
 from ..store.db import Store
 from ..store.drafts import COMING, DraftWork, coming_number, draft_work, read_draft
 from ..store.models import Article, Edition, EditionStatus
-from ..text import clean_control, clean_label
+from ..text import clean_control, clean_label, greeting
 
 __all__ = [
     "DeskArticle",
@@ -564,7 +564,7 @@ def preview_edition(store: Store, settings: Settings, number: int,
                                                  editorial=editorial)
     base = settings.digest.base_url.rstrip("/")
     html, text = rendered.personalise(Personal(
-        greeting=f"Hello {sub.name}," if sub is not None and sub.name else "Hello,",
+        greeting=greeting(sub.name) if sub is not None else "Hello,",
         email=sub.email if sub is not None else "reader@example.org",
         unsubscribe_url=f"{base}/unsubscribe", preferences_url=f"{base}/subscribe"))
     return Preview(rendered.subject, html, text)

@@ -28,7 +28,7 @@ from ..config import Settings
 from ..content.edition import ALL_TOPICS, Editorial
 from ..errors import ConfigError
 from ..store.models import Article
-from ..text import clean_label
+from ..text import clean_label, greeting
 from ..tokens import Signer, Verp
 from .render import Personal, RenderedVariant, Renderer
 from .signing import SIGNED_HEADERS, BodyHasher, DkimSigner, canonical_header, dkim_signer
@@ -139,11 +139,6 @@ def _mailbox_header(name: str, display: str, address: str) -> bytes:
     return _fold(name, [*_words(display), f"<{address}>"])
 
 
-def _greeting(name: str) -> str:
-    first = name.split()[0] if name.strip() else ""
-    return f"Hello {first}," if first else "Hello,"
-
-
 def _qp(text: str) -> bytes:
     data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
     # b2a_qp ends soft breaks with a bare LF when the input has no CRLF of its own.
@@ -223,7 +218,7 @@ class MessageTemplate:
         unsubscribe = self._unsubscribe.make(r.subscriber_id, r.token_version)
         preferences = self._preferences.make(r.subscriber_id, r.token_version)
         return Personal(
-            greeting=_greeting(r.name),
+            greeting=greeting(r.name),
             email=r.email,
             unsubscribe_url=f"{self.base}/u/{unsubscribe}",
             preferences_url=f"{self.base}/p/{preferences}",
