@@ -93,9 +93,16 @@ def address_refusal(address: Address, allow_private: bool = False) -> str | None
 def _why(host: str, address: Address | None, kind: str) -> str:
     fix = ("no feed is fetched from it" if kind.startswith("a cloud metadata")
            else _HINT)
-    if address is None or host.strip("[]").lower() == str(address):
+    if address is None or _literal(host) == address:
         return f"{host} is {kind}; {fix}"
     return f"{host} resolves to {address}, {kind}; {fix}"
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 def resolve_checked(host: str, port: int, allow_private: bool = False) -> list[str]:
