@@ -153,6 +153,9 @@ class FetchSettings:
     max_redirects: int = 5
     concurrency: int = 8
     backfill: int = 3
+    # Feeds on loopback, private, link-local and other internal addresses (an
+    # intranet's) are fetched only when this is true.
+    allow_private: bool = False
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,22 @@ def feeds_json(digest: Digest) -> dict[str, dict[str, object]]:
 _STORES: list[Store] = []
 
 
+def allow_private(folder: Path) -> None:
+    """Opt in to feeds on internal addresses ([fetch] allow_private), as an intranet does."""
+    config = folder / "digest.toml"
+    text = config.read_text()
+    assert "allow_private = false" in text
+    config.write_text(text.replace("allow_private = false", "allow_private = true"))
+
+
+@pytest.fixture(autouse=True)
+def _intranet(request: pytest.FixtureRequest) -> None:
+    """Every feed here is served from 127.0.0.1, which is refused by default: these tests
+    opt in. The refusal itself is tested, with the default, in test_feed_addresses.py."""
+    if "digest" in request.fixturenames:
+        allow_private(request.getfixturevalue("digest").folder)
+
+
 @pytest.fixture(autouse=True)
 def _close_stores() -> Iterator[None]:
     yield

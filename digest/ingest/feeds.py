@@ -42,6 +42,7 @@ from ..store.feeds import (
 )
 from ..store.models import Feed
 from . import ArticleInput
+from .addresses import AddressRefused, guarded_transport, resolve_checked
 from .parsers import feed_records
 from .writer import fresh_from, write_articles
 
@@ -173,6 +174,8 @@ def fetch_url(client: httpx.Client, url: str, settings: FetchSettings,
                                    _validator(response.headers.get("etag"), _ETAG_MAX),
                                    _validator(response.headers.get("last-modified"),
                                               _LAST_MODIFIED_MAX))
+        except AddressRefused as exc:
+            raise InputError(f"refused {_shown(current)}: {exc}") from None
         except httpx.TimeoutException:
             if budget < settings.timeout or time.monotonic() >= deadline:
                 raise InputError(_too_slow(settings)) from None
@@ -183,6 +186,10 @@ def fetch_url(client: httpx.Client, url: str, settings: FetchSettings,
             raise InputError(f"redirected to an address that cannot be fetched ({exc})") \
                 from None
     raise InputError(f"more than {settings.max_redirects} redirects")
+
+
+def _shown(url: str) -> str:
+    return url if len(url) <= 100 else url[:99] + "…"
 
 
 def _redirect_target(current: str, response: httpx.Response) -> str:
@@ -322,10 +329,13 @@ def read_feed(client: httpx.Client, url: str, settings: FetchSettings,
 
 def _client(settings: Settings, transport: httpx.BaseTransport | None) -> httpx.Client:
     """The HTTP client feeds are fetched with (redirects are followed by fetch_url, which
-    re-checks each one), over `transport`, or over httpx's own HTTP transport with its
-    default pool limits when that is None."""
+    re-checks each one), over `transport`, or when that is None over httpx's own HTTP
+    transport (its default pool limits) that connects only to addresses a feed may be
+    fetched from ([fetch] allow_private; see addresses.py)."""
     user_agent = (f"digest/{__version__} (newsletter digest; "
                   f"+{settings.digest.base_url})")
+    if transport is None:
+        transport = guarded_transport(settings.fetch.allow_private)
     return httpx.Client(timeout=settings.fetch.timeout, follow_redirects=False,
                         headers={"User-Agent": user_agent}, transport=transport)
 
@@ -334,7 +344,8 @@ class FeedBook:
     """The feeds of one store (those added by command and those in the config).
 
     Feeds are fetched over `transport` when one is given (httpx's style: a test or an
-    embedding application brings its own), else over a real HTTP transport. The client
+    embedding application brings its own, and with it the duty to refuse internal
+    addresses), else over a real HTTP transport that refuses them. The client
     built on it is closed after each use, and closes the transport with it, as an
     httpx.Client does: pass one that can be used again after closing (httpx's can)."""
 
@@ -361,6 +372,7 @@ class FeedBook:
         if len(url) > 2000:
             raise InputError(f"the feed address is {len(url)} characters long; at most 2000 "
                              f"are kept")
+        self._check_address(url)
         topic = self._topic(topic)
         with self.store.sessions() as session:
             self._check_new(session, url)        # before fetching it to learn its title
@@ -377,6 +389,20 @@ class FeedBook:
                 session, url=url, name=free[0], topic=topic,
                 backfill=self.settings.fetch.backfill if backfill is None else backfill,
                 from_config=from_config)
+
+    def _check_address(self, url: str) -> None:
+        """The check every fetch makes when it connects, made now: a feed on an address
+        it would be refused from is not added. A name that does not resolve now is let
+        through (its fetches will say)."""
+        parsed = httpx.URL(url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            resolve_checked(parsed.raw_host.decode("ascii"), port,
+                            self.settings.fetch.allow_private)
+        except AddressRefused as exc:
+            raise InputError(f"refused {_shown(url)}: {exc}") from None
+        except OSError:
+            pass
 
     @staticmethod
     def _check_new(session: Session, url: str) -> None:
