@@ -395,17 +395,35 @@ def test_a_data_5xx_for_one_message_fails_that_delivery_only(
     assert set(per_recipient(smtp).values()) == {2} and len(per_recipient(smtp)) == 19
 
 
-def test_a_data_5xx_for_the_last_pending_message_no_longer_holds_the_edition(
+def test_a_data_5xx_for_the_first_message_waits_for_the_next_one_to_decide(
         newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
-    """Edition 1 paused with one delivery left (its message refused at DATA before the
-    server took any other): resuming it with the edition taken by others fails that one and
-    finishes the edition, and `digest send` said which edition it resumed."""
+    """The very first message of the edition is refused at DATA, one at a time: the
+    next one, taken, says the refusal was about that message only."""
     bad, reply = "reader00000@example.org", "554 5.7.1 Listed URI in message"
     smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
     env = smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="1", DIGEST_DELIVERY__BATCH_SIZE="1")
-    newsroom.ok("send", "--yes", env=env)     # one at a time: refused first, then taken
+    newsroom.ok("send", "--yes", env=env)
     assert ledger(tmp_path) == {"sent": 19, "failed": 1}
     assert editions(tmp_path) == [(1, "sent")]
+
+
+def test_a_data_5xx_is_decided_by_what_the_server_took_in_an_earlier_run(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """Only the refused subscriber's delivery is left (here: deferred, then retried): the
+    server took the same message for the 19 others in the first run, so the refusal is
+    that one message's, and nothing pauses."""
+    bad, reply = "reader00004@example.org", "554 5.7.1 Message rejected as spam"
+    smtp.reply_policy = lambda p, _f, rcpt: "451 4.7.1 Try again later" if (
+        p == "RCPT" and rcpt == bad) else None
+    env = smtp_env(smtp)
+    newsroom.ok("send", "--yes", env=env)
+    assert ledger(tmp_path) == {"sent": 19, "deferred": 1}
+    smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
+    result = newsroom.ok("send", "--retry", env=env)
+    assert ledger(tmp_path) == {"sent": 19, "failed": 1}
+    assert (f"  {bad}: refused at DATA, this message only (the server took the edition for "
+            f"others): {reply}\n") in result.stdout
+    assert subscriber_state(tmp_path) == {("active", 0)}
 
 
 def test_a_data_5xx_for_every_message_still_pauses(newsroom: Digest, smtp: LoopbackSMTPServer,
