@@ -10,6 +10,8 @@ anything else is a bug and keeps its traceback.
     ├── NothingToSend      no new articles (or nothing left) for an edition
     └── DeliveryError      the SMTP server or Maildir cannot take messages
         ├── ServerRefused  a 5xx about the session or the message, never a recipient
+        │                  (at DATA: mail.transport.MessageRefused, which the sender
+        │                  decides: one message's, or every message's like it)
         └── EditionPaused  the edition is paused (errors in a row, or ServerRefused)
 """
 

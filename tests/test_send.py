@@ -354,7 +354,7 @@ def test_a_5xx_about_the_server_or_message_pauses_and_changes_nobody(
     assert result.exit_code == 1
     assert (f"Error: edition 1 paused after the SMTP server refused {where}: {reply}; no "
             f"delivery failed and no subscriber changed: fix the cause and run digest send "
-            f"to resume\n") in result.output
+            f"to resume. 20 deliveries pending; ") in result.output
     assert editions(tmp_path) == [(1, "paused")]
     assert ledger(tmp_path) == {"pending": 20}
     assert subscriber_state(tmp_path) == {("active", 0)}
@@ -364,6 +364,127 @@ def test_a_5xx_about_the_server_or_message_pauses_and_changes_nobody(
     assert ledger(tmp_path) == {"sent": 20}
     assert editions(tmp_path) == [(1, "sent")]
     assert set(per_recipient(smtp).values()) == {1} and len(per_recipient(smtp)) == 20
+
+
+@pytest.mark.both_backends
+def test_a_data_5xx_for_one_message_fails_that_delivery_only(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """A relay refuses one subscriber's message at DATA (their name holds a spam test
+    string) while it takes the same edition for everyone else: that delivery fails, named
+    in the summary, no bounce is counted, the edition is finished and the next one goes."""
+    bad, reply = "reader00012@example.org", "554 5.7.1 Message rejected as spam"
+    smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
+    env = smtp_env(smtp)
+    result = newsroom.ok("send", "--yes", env=env)
+    assert ledger(tmp_path) == {"sent": 19, "failed": 1}
+    assert editions(tmp_path) == [(1, "sent")]
+    error = f"refused at DATA, this message only (the server took the edition for others): {reply}"
+    assert ("1 failed (digest send --retry-failed --edition 1 sends it again once the cause "
+            f"is fixed):\n  {bad}: {error}\n") in result.stdout
+    assert f"failed   {bad}: {error}" in newsroom.ok("editions", "show", "1").stdout
+    assert subscriber_state(tmp_path) == {("active", 0)}       # not a bounce
+    assert sql(tmp_path, "select count(*) from bounce_events") == [(0,)]
+    assert bad not in per_recipient(smtp)
+
+    (tmp_path / "more.json").write_text(json.dumps([
+        {"title": "A telescope finds a second moon", "topic": "Science",
+         "url": "https://example.org/second-moon", "body": "Astronomers say so."}]))
+    newsroom.ok("articles", "import", "more.json")
+    newsroom.ok("send", "--yes", env=env)
+    assert editions(tmp_path) == [(1, "sent"), (2, "sent")]
+    assert set(per_recipient(smtp).values()) == {2} and len(per_recipient(smtp)) == 19
+
+
+def test_a_data_5xx_for_the_first_message_waits_for_the_next_one_to_decide(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """The very first message of the edition is refused at DATA, one at a time: the
+    next one, taken, says the refusal was about that message only."""
+    bad, reply = "reader00000@example.org", "554 5.7.1 Listed URI in message"
+    smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
+    env = smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="1", DIGEST_DELIVERY__BATCH_SIZE="1")
+    newsroom.ok("send", "--yes", env=env)
+    assert ledger(tmp_path) == {"sent": 19, "failed": 1}
+    assert editions(tmp_path) == [(1, "sent")]
+
+
+def test_a_data_5xx_is_decided_by_what_the_server_took_in_an_earlier_run(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    """Only the refused subscriber's delivery is left (here: deferred, then retried): the
+    server took the same message for the 19 others in the first run, so the refusal is
+    that one message's, and nothing pauses."""
+    bad, reply = "reader00004@example.org", "554 5.7.1 Message rejected as spam"
+    smtp.reply_policy = lambda p, _f, rcpt: "451 4.7.1 Try again later" if (
+        p == "RCPT" and rcpt == bad) else None
+    env = smtp_env(smtp)
+    newsroom.ok("send", "--yes", env=env)
+    assert ledger(tmp_path) == {"sent": 19, "deferred": 1}
+    smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
+    result = newsroom.ok("send", "--retry", env=env)
+    assert ledger(tmp_path) == {"sent": 19, "failed": 1}
+    assert (f"  {bad}: refused at DATA, this message only (the server took the edition for "
+            f"others): {reply}\n") in result.stdout
+    assert subscriber_state(tmp_path) == {("active", 0)}
+
+
+def test_a_data_5xx_for_every_message_still_pauses(newsroom: Digest, smtp: LoopbackSMTPServer,
+                                                   tmp_path: Path) -> None:
+    reply = "554 5.7.1 Message rejected by policy"
+    smtp.reply_policy = lambda p, _f, _r: reply if p == "DATA" else None
+    env = smtp_env(smtp)
+    result = newsroom("send", "--yes", env=env)
+    assert result.exit_code == 1
+    assert result.output.endswith(
+        f"Error: edition 1 paused after the SMTP server refused the message (DATA): {reply}; "
+        f"no delivery failed and no subscriber changed: fix the cause and run digest send to "
+        f"resume. 20 deliveries pending; no new edition is made until this one is finished "
+        f"(to give up on it: digest editions discard 1, which nobody received; its articles "
+        f"go to the next edition)\n")
+    assert ledger(tmp_path) == {"pending": 20}
+    assert editions(tmp_path) == [(1, "paused")]
+    assert subscriber_state(tmp_path) == {("active", 0)}
+
+    again = newsroom("send", "--yes", env=env)
+    assert again.exit_code == 1
+    assert again.output.startswith("Edition 1 is paused: sending its 20 pending deliveries "
+                                   "before any new edition.\n")
+    assert "has nothing pending" not in again.output
+    assert again.output.endswith("Error: edition 1 paused after the SMTP server refused the "
+                                 f"message (DATA): {reply}; no delivery failed and no "
+                                 "subscriber changed: fix the cause and run digest send to "
+                                 "resume. 20 deliveries pending; no new edition is made until "
+                                 "this one is finished (to give up on it: digest editions "
+                                 "discard 1, which nobody received; its articles go to the "
+                                 "next edition)\n")
+    assert smtp.received == []
+
+
+def test_a_paused_edition_someone_received_can_be_given_up_on(
+        newsroom: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
+    env = smtp_env(smtp, DIGEST_DELIVERY__MAX_CONSECUTIVE_ERRORS="3",
+                   DIGEST_SMTP__CONNECTIONS="1", DIGEST_DELIVERY__RETRY_BASE_SECONDS="3600")
+    smtp.reply_policy = lambda p, _f, rcpt: "421 4.3.2 Service shutting down" if (
+        p == "RCPT" and rcpt >= "reader00005@example.org") else None
+    result = newsroom("send", "--yes", env=env)
+    assert result.output.endswith(
+        "Error: edition 1 paused after 3 errors in a row (last: 421 4.3.2 Service shutting "
+        "down); the rest stays pending: fix the cause and run digest send to resume. 12 "
+        "deliveries pending; no new edition is made until this one is finished (to give up "
+        "on it: digest editions finish 1; its pending deliveries fail, to be sent later with "
+        "--retry-failed if need be)\n")
+    assert ledger(tmp_path) == {"sent": 5, "deferred": 3, "pending": 12}
+    refused = newsroom("editions", "finish", "2")
+    assert refused.output == "Error: there is no edition 2 (see: digest editions list)\n"
+    done = newsroom.ok("editions", "finish", "1")
+    assert done.stdout == ("Finished edition 1: 15 deliveries not sent, marked failed (digest "
+                           "send --retry-failed --edition 1 sends them after all).\n")
+    assert ledger(tmp_path) == {"sent": 5, "failed": 15}
+    assert editions(tmp_path) == [(1, "sent")]
+    again = newsroom("editions", "finish", "1")
+    assert again.output == ("Error: edition 1 is sent: only a paused edition can be given up "
+                            "on (see: digest editions show 1)\n")
+    smtp.reply_policy = None
+    newsroom.ok("send", "--retry-failed", "--edition", "1", env=env)
+    assert ledger(tmp_path) == {"sent": 20}
 
 
 def test_a_5xx_greeting_refuses_before_anything_is_written(newsroom: Digest,

@@ -15,7 +15,12 @@ from rich.table import Table
 
 from ..content.intro import INTRO_MAX
 from ..delivery import desk
-from ..delivery.editions import discard_edition, edition_detail, edition_summaries
+from ..delivery.editions import (
+    discard_edition,
+    edition_detail,
+    edition_summaries,
+    give_up_edition,
+)
 from ..store.models import EditionStatus
 from .app import App, DigestGroup, out, print_table
 
@@ -75,6 +80,28 @@ def editions_discard(app: App, number: int) -> None:
     returned = discard_edition(app.store, number)
     out.print(f"Discarded edition {number}; its {returned} article"
               f"{'s' * (returned != 1)} will be in the next edition.")
+
+
+@editions.command("finish")
+@click.argument("number", type=int)
+@click.pass_obj
+def editions_finish(app: App, number: int) -> None:
+    """Give up on paused edition N as it stands: what it has not sent fails, and the
+    next edition can be made.
+
+    The failed deliveries keep the reason they waited; `digest send --retry-failed
+    --edition N` sends them after all. An edition nobody received can be discarded
+    instead (digest editions discard N).
+
+    Example:
+
+    \b
+        digest editions finish 4
+    """
+    given_up = give_up_edition(app.store, number)
+    out.print(f"Finished edition {number}: {given_up} deliver"
+              f"{'ies' if given_up != 1 else 'y'} not sent, marked failed (digest send "
+              f"--retry-failed --edition {number} sends them after all).")
 
 
 def _said(message: str) -> None:

@@ -226,6 +226,10 @@ def _ready_to_send(app: App, transport: Transport, number: int | None, *, retry:
     if plan.intro_only:
         out.print(f"Edition {plan.number} has no articles, only its intro: it goes out as "
                   f"it is (--allow-empty).")
+    if plan.action == "resume" and plan.paused and number is None:
+        # A paused edition goes on before any new one: never silently.
+        out.print(f"Edition {plan.number} is paused: sending its {plan.pending} pending "
+                  f"deliver{'ies' if plan.pending != 1 else 'y'} before any new edition.")
     if plan.action == "resume" or number is not None:
         return True
     return _confirm_new_edition(plan, yes=yes)
@@ -265,17 +269,55 @@ def _send_with_progress(app: App, transport: Transport, number: int | None, *, r
     return report, stop.is_set()
 
 
+_NAMED_FAILURES = 10
+
+
+def _print_failed(report: SendReport) -> None:
+    """Each delivery that failed in this run, by address and why (the first few)."""
+    n = len(report.failed)
+    again = (f"digest send --retry-failed --edition {report.edition}" if report.edition
+             else "digest send --retry-failed --edition N")
+    out.print(f"{n} failed ({again} sends {'it' if n == 1 else 'them'} again once the cause "
+              f"is fixed):")
+    for address, why in report.failed[:_NAMED_FAILURES]:
+        out.print(f"  {address}: {why}")
+    if n > _NAMED_FAILURES:
+        where = f"digest editions show {report.edition}" if report.edition else \
+            "digest editions list"
+        out.print(f"  … and {n - _NAMED_FAILURES} more ({where})")
+
+
+def _paused(report: SendReport) -> EditionPaused:
+    """Which edition paused, why, how much is left, and what to do about it."""
+    if report.edition is None:
+        return EditionPaused(f"sending paused after {report.paused}")
+    n, pending = report.edition, report.counts.get("pending", 0)
+    give_up = (f"digest editions discard {n}, which nobody received; its articles go to the "
+               f"next edition" if not report.counts.get("sent") else
+               f"digest editions finish {n}; its pending deliveries fail, to be sent later "
+               f"with --retry-failed if need be")
+    return EditionPaused(f"edition {n} paused after {report.paused}. {pending} deliver"
+                         f"{'ies' if pending != 1 else 'y'} pending; no new edition is made "
+                         f"until this one is finished (to give up on it: {give_up})")
+
+
 def _print_outcome(report: SendReport, interrupted: bool) -> None:
-    """The counts; EditionPaused when sending paused, exit 130 when interrupted."""
+    """The counts and what failed; EditionPaused when sending paused, exit 130 when
+    interrupted."""
     out.print(delivery_table(report))
-    if report.edition is not None and not report.created and not any(report.this_run.values()):
-        out.print(f"Edition {report.edition} has nothing pending: nothing was sent.")
+    pending = report.counts.get("pending", 0)
+    if (report.edition is not None and not report.created and not report.paused
+            and not any(report.this_run.values())):
+        out.print(f"Edition {report.edition}: nothing was due; its {pending} pending "
+                  f"deliveries wait for their local time." if pending else
+                  f"Edition {report.edition} has nothing pending: nothing was sent.")
+    if report.failed:
+        _print_failed(report)
     if report.counts.get("deferred"):
         out.print(f"{report.counts['deferred']} deferred after temporary errors: digest send "
                   f"--retry sends them once due (digest schedule run does it by itself).")
     if report.paused:
-        what = f"edition {report.edition}" if report.edition else "sending"
-        raise EditionPaused(f"{what} paused after {report.paused}")
+        raise _paused(report)
     if interrupted:
         left = report.counts.get("pending", 0)
         err.print(f"Interrupted: {left} deliveries still pending; run `digest send` again to "

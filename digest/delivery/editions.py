@@ -47,6 +47,7 @@ __all__ = [
     "edition_detail",
     "edition_summaries",
     "finish_editions",
+    "give_up_edition",
     "has_unfinished_edition",
     "open_edition",
     "plan_edition",
@@ -71,6 +72,7 @@ class EditionPlan:
     variants: int
     action: str = "new"
     pending: int = 0          # resume: the deliveries still to send
+    paused: bool = False      # resume: the edition was paused (it goes on before any new one)
     intro_only: bool = False  # no articles, only the editor's intro (--allow-empty)
 
 
@@ -222,8 +224,10 @@ def plan_edition(store: Store, settings: Settings, now: datetime, *,
         choice = _choose(store, work, settings, now, number=number, slot=slot, force=force,
                          allow_empty=allow_empty)
         if choice.action in ("resume", "existing"):
+            assert choice.edition is not None
             return EditionPlan(choice.number, 0, (), 0, 0, 0, "resume",
-                               stored.pending_deliveries(store, number=choice.number))
+                               stored.pending_deliveries(store, number=choice.number),
+                               paused=choice.edition.status is EditionStatus.PAUSED)
         audience = _Audience()
         if render:
             _render_all(store, settings, choice, now, audience)
@@ -363,6 +367,13 @@ def reopen_failed(store: Store, number: int) -> tuple[int, int]:
     the operator fixed what made them fail). Returns (reopened, left: failed deliveries of
     subscribers who are no longer active, which stay as they are)."""
     return stored.reopen_failed(store, number)
+
+
+def give_up_edition(store: Store, number: int) -> int:
+    """Finish paused edition N as it stands: what it has not sent fails (`digest send
+    --retry-failed --edition N` can still send it), and the next edition can be made.
+    Returns how many deliveries failed."""
+    return stored.give_up(store, number)
 
 
 def discard_edition(store: Store, number: int) -> int:

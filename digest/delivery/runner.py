@@ -57,6 +57,8 @@ class SendReport:
     this_run: dict[str, int] = field(default_factory=dict)
     paused: str | None = None
     created: bool = False
+    # (address, why) of each delivery that failed in this run, in the order they failed.
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def enqueue_only(settings: Settings) -> bool:
@@ -64,17 +66,24 @@ def enqueue_only(settings: Settings) -> bool:
     return bool(settings.delivery.workers)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    counts: dict[str, int]
+    paused: str | None
+    failed: list[tuple[str, str]]
+
+
 def _send_pass(store: Store, settings: Settings, transport: Transport, *,
                edition_id: int | None = None, retry: bool = False,
                now: datetime | None = None, progress: ProgressFn | None = None,
-               stop: threading.Event | None = None) -> tuple[dict[str, int], str | None]:
+               stop: threading.Event | None = None) -> _Pass:
     """One pass over what is due: an edition's pending deliveries (None: every edition's),
-    or with retry the deferred ones whose time has come. Returns (this pass's counts, why
-    the sender paused or None); the editions are not finished here."""
+    or with retry the deferred ones whose time has come. Returns this pass's counts, why
+    the sender paused (or None) and what failed; the editions are not finished here."""
     clock: Callable[[], datetime] = (lambda: now) if now else store.clock.now
     sender = Sender(store, settings, transport, progress=progress, stop=stop, clock=clock)
     counts = sender.run(edition_id=edition_id, retry=retry)
-    return counts, sender.paused_reason
+    return _Pass(counts, sender.paused_reason, sender.failed)
 
 
 def send_edition(store: Store, settings: Settings, transport: Transport, *,
@@ -93,11 +102,11 @@ def send_edition(store: Store, settings: Settings, transport: Transport, *,
                                     waves=waves)
     if on_open:
         on_open(edition, delivery_totals(store, edition.id)["pending"])
-    this_run, paused = _send_pass(store, settings, transport, edition_id=edition.id, now=now,
-                                  progress=progress, stop=stop)
-    finish_editions(store, paused is not None, edition.id)
-    return SendReport(edition.number, delivery_totals(store, edition.id), this_run, paused,
-                      created)
+    done = _send_pass(store, settings, transport, edition_id=edition.id, now=now,
+                      progress=progress, stop=stop)
+    finish_editions(store, done.paused is not None, edition.id)
+    return SendReport(edition.number, delivery_totals(store, edition.id), done.counts,
+                      done.paused, created, done.failed)
 
 
 def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
@@ -105,10 +114,11 @@ def retry_deferred(store: Store, settings: Settings, transport: Transport, *,
                    stop: threading.Event | None = None) -> SendReport:
     """Send every deferred delivery whose retry time has come, in any edition."""
     transport.check()
-    this_run, paused = _send_pass(store, settings, transport, retry=True, now=now,
-                                  progress=progress, stop=stop)
-    finish_editions(store, paused is not None)
-    return SendReport(None, delivery_totals(store), this_run, paused)
+    done = _send_pass(store, settings, transport, retry=True, now=now, progress=progress,
+                      stop=stop)
+    finish_editions(store, done.paused is not None)
+    return SendReport(None, delivery_totals(store), done.counts, done.paused,
+                      failed=done.failed)
 
 
 def enqueue_edition(store: Store, settings: Settings, now: datetime | None = None, *,
@@ -149,14 +159,14 @@ def run_worker(store: Store, settings: Settings, transport: Transport, *,
     while not stop.is_set():
         worked = 0
         for retry in (False, True):
-            counts, paused = _send_pass(store, settings, transport, retry=retry,
-                                        progress=progress, stop=stop)
-            for status, n in counts.items():
+            done = _send_pass(store, settings, transport, retry=retry, progress=progress,
+                              stop=stop)
+            for status, n in done.counts.items():
                 totals[status] += n
                 worked += n
-            if paused:
+            if done.paused:
                 finish_editions(store, paused=True)
-                raise EditionPaused(f"worker stopped after {paused}")
+                raise EditionPaused(f"worker stopped after {done.paused}")
         finish_editions(store, paused=False)
         if until_done and _nothing_due(store, store.clock.now()):
             break

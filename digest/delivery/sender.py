@@ -23,6 +23,7 @@ from ..mail.ranking import editorial_for
 from ..mail.signing import SigningProcess
 from ..mail.transport import (
     Connection,
+    MessageRefused,
     PermanentFailure,
     SmtpTransport,
     TemporaryFailure,
@@ -114,6 +115,12 @@ class Sender:
         self._last_error = ""
         self._refused: str | None = None
         self._failures: list[BaseException] = []
+        # What the server made of each (edition, variant) at DATA: taken at least once,
+        # or refused with no verdict yet (those claims wait, still ours, for one).
+        self._verdict_lock = threading.Lock()
+        self._taken: set[tuple[int, str]] = set()
+        self._doubted: dict[tuple[int, str], list[tuple[Claim, MessageRefused]]] = {}
+        self.failed: list[tuple[str, str]] = []
         self._counts = {s.value: 0 for s in DeliveryStatus}
         self._batch = settings.delivery.batch_size
         self._signing: SigningProcess | None = None
@@ -164,6 +171,69 @@ class Sender:
         self._paused.set()
         self.stop.set()
 
+    # -- a refusal at DATA: this message's, or every message's like it --
+
+    def _message_refused(self, ledger: Ledger, claim: Claim, exc: MessageRefused) -> bool:
+        """Decide what a 5xx at DATA is about, by whether the server took the same variant
+        (the same rendered message, only the per-subscriber parts differing): if it did,
+        for anyone, now or in an earlier run, the refusal is about what only this message
+        carries, and this delivery alone fails (no bounce: the address was accepted). A
+        first refusal of a variant waits, its claim kept, for the next message of that
+        variant to decide; a second one before any was taken is the server's (or the
+        edition's) refusal: the edition pauses. True when it pauses."""
+        key = (claim.edition_id, claim.variant)
+        with self._verdict_lock:
+            taken = key in self._taken or ledger.accepted(*key)
+            if taken:
+                self._taken.add(key)
+            elif key not in self._doubted:
+                self._doubted[key] = [(claim, exc)]
+                return False
+            else:
+                doubted = self._doubted.pop(key)
+        if taken:
+            self._fail_message(ledger, claim, exc)
+            return False
+        self._refuse(ledger, [claim.delivery_id] + [c.delivery_id for c, _ in doubted], exc)
+        return True
+
+    def _taken_variant(self, ledger: Ledger, claim: Claim) -> None:
+        """The server took a message of the claim's variant: refusals of that variant
+        waiting for a verdict were about their own messages."""
+        key = (claim.edition_id, claim.variant)
+        with self._verdict_lock:
+            self._taken.add(key)
+            waiting = self._doubted.pop(key, [])
+        for refused_claim, exc in waiting:
+            self._fail_message(ledger, refused_claim, exc)
+
+    def _fail_message(self, ledger: Ledger, claim: Claim, exc: MessageRefused) -> None:
+        error = (f"refused at DATA, this message only (the server took the edition for "
+                 f"others): {exc.reply}")
+        ledger.failed(claim.delivery_id, error)
+        self._failed_one(claim, error)
+
+    def _failed_one(self, claim: Claim, error: str) -> None:
+        with self._errors_lock:
+            self.failed.append((claim.email, error))
+        self._count(DeliveryStatus.FAILED)
+        self._error(error)
+
+    def _settle_doubts(self, ledger: Ledger) -> None:
+        """At the end of a run, refusals no other message of their variant could decide
+        (it was the only one left): the claims go back untouched, and unless sending was
+        stopped from outside, the edition pauses as for any refusal by the server."""
+        with self._verdict_lock:
+            left = [item for items in self._doubted.values() for item in items]
+            self._doubted.clear()
+        if not left:
+            return
+        first = left[0][1]
+        if self.stop.is_set() and not self._paused.is_set():
+            ledger.release([c.delivery_id for c, _ in left], error=str(first))
+        else:
+            self._refuse(ledger, [c.delivery_id for c, _ in left], first)
+
     # -- one thread --
 
     def _prepare(self, claim: Claim) -> Prepared:
@@ -207,6 +277,11 @@ class Sender:
                 conn.close()
                 return None
             return conn
+        except MessageRefused as exc:
+            if not self._message_refused(ledger, claim, exc):
+                return conn
+            conn.close()
+            return None
         except ServerRefused as exc:
             self._refuse(ledger, [claim.delivery_id], exc)
             conn.close()
@@ -214,11 +289,11 @@ class Sender:
         except PermanentFailure as exc:
             bounce = session_bounce(claim, str(exc), self.store.clock.now())
             ledger.failed(claim.delivery_id, str(exc), bounce=bounce, policy=self.policy)
-            self._count(DeliveryStatus.FAILED)
-            self._error(str(exc))
+            self._failed_one(claim, str(exc))
             return conn
         ledger.sent(claim.delivery_id, self.store.clock.now())
         self._count(DeliveryStatus.SENT)
+        self._taken_variant(ledger, claim)
         return conn
 
     def _drop(self, claims: list[Claim], prepared: list[Prepared] | None) -> None:
@@ -286,6 +361,7 @@ class Sender:
                 t.start()
             for t in threads:
                 t.join()
+            self._settle_doubts(ledger)
         finally:
             ledger.close()
             if self._signing is not None:

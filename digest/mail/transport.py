@@ -2,8 +2,10 @@
 
 A transport opens connections; a connection sends one message to one recipient and
 either returns (accepted) or raises TemporaryFailure (retry later), PermanentFailure
-(this recipient refused: a 5xx to RCPT TO) or ServerRefused (a 5xx to anything else:
-the session or the message is at fault, not the recipient).
+(this recipient refused: a 5xx to RCPT TO), MessageRefused (a 5xx at DATA: this message
+refused; whether that is about this one message or about every message of its kind, only
+the sender can tell, from what the server took before) or ServerRefused (a 5xx to
+anything else: the session or the sender address is at fault, not the recipient).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "smtp_reply",
     "Connection",
     "MaildirTransport",
+    "MessageRefused",
     "PermanentFailure",
     "SmtpTransport",
     "TemporaryFailure",
@@ -47,6 +50,18 @@ class TemporaryFailure(Exception):
 
 class PermanentFailure(Exception):
     """A 5xx to RCPT TO: this recipient will not take the message."""
+
+
+class MessageRefused(ServerRefused):
+    """A 5xx at DATA: the server refused this message. Its reply alone cannot say whether
+    the refusal is about what every message of the edition carries (then it is the
+    server's or the edition's, like any ServerRefused) or about what only this one carries
+    (a subscriber's name or address, filled in per message): the sender decides by
+    whether the server took the same variant for others."""
+
+    def __init__(self, message: str, reply: str) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class Connection(Protocol):
@@ -73,14 +88,17 @@ _STAGES = {"MAIL": "the sender address (MAIL FROM)", "DATA": "the message (DATA)
 
 def _classify(code: int, text: bytes | str, stage: str) -> Exception:
     """The exception for a reply at stage "RCPT", "MAIL", "DATA" or "SESSION". Only a
-    5xx to RCPT TO is about the recipient; any other 5xx is about the server or the
-    message, and would be the same for every recipient."""
+    5xx to RCPT TO is about the recipient; a 5xx at DATA is about the message
+    (MessageRefused: this one, or every one like it); any other 5xx is about the server,
+    and would be the same for every recipient."""
     reply = smtp_reply(code, text)
     if 500 <= code < 600:
         if stage == "RCPT":
             return PermanentFailure(reply)
-        return ServerRefused(f"the SMTP server refused {_STAGES.get(stage, 'the session')}: "
-                             f"{reply}")
+        refused = f"the SMTP server refused {_STAGES.get(stage, 'the session')}: {reply}"
+        if stage == "DATA":
+            return MessageRefused(refused, reply)
+        return ServerRefused(refused)
     # 421 means the server is closing the connection.
     return TemporaryFailure(reply, reconnect=code == 421 or not 400 <= code < 500)
 

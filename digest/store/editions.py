@@ -46,6 +46,7 @@ __all__ = [
     "edition_detail",
     "edition_summaries",
     "finish",
+    "give_up",
     "locked_work",
     "next_retry",
     "pending_deliveries",
@@ -173,6 +174,27 @@ def reopen_failed(store: Store, number: int) -> tuple[int, int]:
             edition.status = EditionStatus.SENDING
             edition.finished_at = None
         return int(reopened), int(left)
+
+
+def give_up(store: Store, number: int) -> int:
+    """Finish paused edition N as it stands: its pending and deferred deliveries fail
+    (the reason they waited kept after "given up"), and it counts as sent, so the next
+    edition can be made. Returns how many deliveries failed."""
+    with locked_session(store) as session:
+        edition = edition_by_number(session, number)
+        if edition.status is not EditionStatus.PAUSED:
+            raise InputError(f"edition {number} is {edition.status.value}: only a paused "
+                             f"edition can be given up on (see: digest editions show "
+                             f"{number})")
+        waiting = (Delivery.edition_id == edition.id) & Delivery.status.in_(
+            [DeliveryStatus.PENDING, DeliveryStatus.DEFERRED])
+        given_up = rowcount(session.execute(
+            update(Delivery).where(waiting)
+            .values(status=DeliveryStatus.FAILED, next_attempt_at=None,
+                    last_error=func.coalesce("given up: " + Delivery.last_error, "given up"))
+            .execution_options(synchronize_session=False)))
+        edition.status, edition.finished_at = EditionStatus.SENT, store.clock.now()
+        return int(given_up)
 
 
 def discard(store: Store, number: int) -> int:

@@ -118,6 +118,11 @@ class Ledger(Protocol):
         """Hand claimed but unsent deliveries back, untouched."""
         ...
 
+    def accepted(self, edition_id: int, variant: str) -> bool:
+        """Whether the server took any message of this edition's variant (the same
+        rendered message, only the per-subscriber parts differing)."""
+        ...
+
     def close(self) -> None:
         """Let go of the ledger's connections; its claims stay until recovered."""
         ...
@@ -276,6 +281,14 @@ class StoreLedger:
             values["last_error"] = error
         self._write(update(d).where(d.c.id.in_(list(delivery_ids)),
                                     d.c.claimed_by == self.owner).values(**values))
+
+
+    def accepted(self, edition_id: int, variant: str) -> bool:
+        d = table_of(Delivery)
+        query = select(d.c.id).where(d.c.edition_id == edition_id, d.c.variant == variant,
+                                     d.c.status == DeliveryStatus.SENT.value).limit(1)
+        with self._lock, self._claims.begin():
+            return self._claims.execute(query).first() is not None
 
 
 def delivery_counts(session: Session, edition_id: int | None = None) -> dict[str, int]:
