@@ -172,7 +172,7 @@ def _was_removed(session: Session, address: str) -> bool:
 # An import stores its rows in transactions of this many addresses: each holds SQLite's
 # one write lock for a fraction of a second, so a one-click unsubscribe (or the sender's
 # ledger) waits that long at most, never for the whole file.
-IMPORT_BATCH = 1000
+IMPORT_BATCH = 500
 
 
 # Suppressions an operator's --force (or --reactivate) may lift, saying they have the
@@ -573,13 +573,16 @@ class SubscriberBook:
         and suppressions are read in one query each, and written in bulk."""
         keys = [values.email.lower() for values in batch]
         writes = _ImportWrites(f"import {Path(path).name}", self.store.clock.now())
+        # The hashing before the write lock is taken: others wait only for the SQL.
+        hashes = {key: _address_hash(key) for key in keys}
+        erased = self._erased_keys(keys)
         session = (self.store.sessions if dry_run else self.store.writes)()
         try:
             with session.begin():
                 found = stored.subscribers_by_key(session, keys)
-                hashes = {key: _address_hash(key) for key in keys if key not in found}
-                removed = stored.removed_hashes(session, set(hashes.values()))
-                suppressed = self._suppressions(session, keys)
+                removed = stored.removed_hashes(
+                    session, {hashes[key] for key in keys if key not in found})
+                suppressed = _suppressions(session, keys, erased)
                 for key, values in zip(keys, batch, strict=True):
                     where = f"{path}:{values.line}"
                     sub = found.get(key)
@@ -600,20 +603,11 @@ class SubscriberBook:
         finally:
             session.close()
 
-    def _suppressions(self, session: Session, keys: Sequence[str]) -> dict[str, Suppression]:
-        """The suppression of each address of keys that has one (as `suppression` finds
-        it: by the address or its erased hash), in one query."""
-        secret: bytes | None = None
+    def _erased_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        """The keyed hash an erasure leaves of each address (none without a secret)."""
         with contextlib.suppress(ConfigError):
-            secret = self.settings.signing_key
-        erased = dict(zip(keys, erased_keys(secret, keys), strict=True)) if secret else {}
-        found = suppressions_of(session, [*keys, *erased.values()])
-        out: dict[str, Suppression] = {}
-        for key in keys:
-            hits = [found[k] for k in (key, erased.get(key, key)) if k in found]
-            if hits:
-                out[key] = min(hits, key=lambda hit: hit.id)
-        return out
+            return dict(zip(keys, erased_keys(self.settings.signing_key, keys), strict=True))
+        return {}
 
     def export_csv(self, target: Path | TextIO) -> int:
         """Write every subscriber (removed ones excepted) with every column import_csv
@@ -671,6 +665,19 @@ class _ImportWrites:
     changed: list[Subscriber] = field(default_factory=list)
     lifted: list[str] = field(default_factory=list)      # keys whose LIFTABLE entries go
     suppressed: dict[str, SuppressionReason] = field(default_factory=dict)
+
+
+def _suppressions(session: Session, keys: Sequence[str],
+                  erased: dict[str, str]) -> dict[str, Suppression]:
+    """The suppression of each address of keys that has one (as `suppression` finds it: by
+    the address or by its erased hash), in one query."""
+    found = suppressions_of(session, [*keys, *erased.values()])
+    out: dict[str, Suppression] = {}
+    for key in keys:
+        hits = [found[k] for k in (key, erased.get(key, key)) if k in found]
+        if hits:
+            out[key] = min(hits, key=lambda hit: hit.id)
+    return out
 
 
 def _new_row(key: str, values: _Row, where: str, removed: bool, found: Suppression | None,
