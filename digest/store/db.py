@@ -233,6 +233,11 @@ class Store:
         self.writes: sessionmaker[Session] = session_factory(
             self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
 
+    @property
+    def single_writer(self) -> bool:
+        """Whether one writer at a time locks the whole store (SQLite), rather than rows."""
+        return self.engine.dialect.name == "sqlite"
+
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Store:
         return cls(settings.store_url, clock)
