@@ -18,11 +18,12 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BadToken", "ClickClaims", "ClickSigner", "Signer", "TokenClaims", "Verp",
-           "VerpClaims", "create_secret_file", "erased_key", "read_token"]
+           "VerpClaims", "create_secret_file", "erased_key", "erased_keys", "read_token"]
 
 
 class BadToken(ValueError):
@@ -197,9 +198,14 @@ def erased_key(secret: bytes, address: str) -> str:
     """What the suppression list keeps of an erased address: a keyed hash (HMAC-SHA256
     with a key derived from the secret), so nobody holding the database alone can test
     addresses against it."""
-    mac = hmac.new(_purpose_key(secret, "erased"), address.strip().lower().encode(),
-                   hashlib.sha256)
-    return "hmac:" + mac.hexdigest()
+    return erased_keys(secret, [address])[0]
+
+
+def erased_keys(secret: bytes, addresses: Iterable[str]) -> list[str]:
+    """erased_key of each address, the key derived once for them all."""
+    key = _purpose_key(secret, "erased")
+    return ["hmac:" + hmac.new(key, address.strip().lower().encode(), hashlib.sha256)
+            .hexdigest() for address in addresses]
 
 
 def create_secret_file(path: Path) -> bool:

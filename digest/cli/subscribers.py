@@ -294,7 +294,8 @@ def subscribers_import(app: App, file: Path, dry_run: bool, reactivate: bool) ->
 
     Columns: email (required), name, topics (separated by ;), timezone, status,
     hard_bounces, created_at — what `subscribers export` writes. Every row is checked;
-    the good rows are stored in one transaction, the others reported with their line.
+    the good rows are stored in transactions of 500 addresses, the others reported with
+    their line. An import cut short keeps what it committed: run it again to finish.
     Each change to an existing subscriber is reported; someone who unsubscribed or
     bounced stays so unless --reactivate, and removed addresses are never re-added.
 

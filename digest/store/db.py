@@ -113,7 +113,7 @@ def open_engine(url: str, create: bool = True) -> Engine:
 MIGRATIONS = "digest.store:migrations"
 # The newest migration's revision: what every store is checked against when it opens,
 # without reading the migration scripts (tests/test_db.py keeps it equal to theirs).
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 _FIRST_TABLES = {"sources", "articles", "subscribers", "editions", "deliveries"}
 
 
@@ -260,6 +260,11 @@ class Store:
         # committed in between (SQLite cannot upgrade a stale read snapshot).
         self.writes: sessionmaker[Session] = session_factory(
             self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"))
+
+    @property
+    def single_writer(self) -> bool:
+        """Whether one writer at a time locks the whole store (SQLite), rather than rows."""
+        return self.engine.dialect.name == "sqlite"
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None,

@@ -234,6 +234,10 @@ class Subscriber(Base):
     email: Mapped[str] = mapped_column(String(320))
     # Lower-cased address: uniqueness is case-insensitive.
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    # Stores older than the suppression list kept a removed subscriber as an unkeyed hash
+    # of the address in email_key ("removed:HASH:…"); the hash alone, here, is what an
+    # import or `add` looks up by equality (a LIKE 'removed:HASH%' scans every row).
+    removed_hash: Mapped[str | None] = mapped_column(String(40), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[SubscriberStatus] = mapped_column(_enum(SubscriberStatus),
                                                      default=SubscriberStatus.ACTIVE, index=True)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from .db import table_of
 from .models import Article, Subscriber, SubscriberStatus
 from .suppressions import not_suppressed
 
 __all__ = ["active_count", "active_topic_choices", "article_topics", "find_subscriber",
-           "get_subscriber", "has_removed_key", "list_subscribers", "mailable"]
+           "get_subscriber", "insert_subscribers", "list_subscribers", "mailable",
+           "removed_hashes", "subscribers_by_key", "update_subscribers"]
 
 
 def mailable() -> ColumnElement[bool]:
@@ -32,10 +35,53 @@ def get_subscriber(session: Session, subscriber_id: int, *,
     return session.get(Subscriber, subscriber_id, with_for_update=for_update or None)
 
 
-def has_removed_key(session: Session, key_prefix: str) -> bool:
-    """Whether a removed subscriber's email_key starts with key_prefix."""
-    return session.scalar(select(func.count()).where(
-        Subscriber.email_key.like(f"{key_prefix}%"))) != 0
+def subscribers_by_key(session: Session, email_keys: Collection[str]) -> dict[str, Subscriber]:
+    """The subscribers of these email_keys, by email_key, in one query; locked (PostgreSQL)
+    until the transaction ends, so that an unsubscribe meanwhile is never written over.
+    They are detached from the session: what the caller changes in them is written by
+    update_subscribers, in one statement for them all."""
+    if not email_keys:
+        return {}
+    found = list(session.scalars(select(Subscriber).where(
+        Subscriber.email_key.in_(list(email_keys))).with_for_update()))
+    for sub in found:
+        session.expunge(sub)
+    return {sub.email_key: sub for sub in found}
+
+
+_CHANGEABLE = ("name", "topics", "timezone", "status", "hard_bounces", "bounce_score")
+
+
+def update_subscribers(session: Session, subs: Sequence[Subscriber]) -> None:
+    """Write what an import may change of these subscribers (name, topics, timezone,
+    status, bounce counts) in one statement, in the caller's transaction."""
+    if not subs:
+        return
+    t = table_of(Subscriber)
+    statement = update(t).where(t.c.id == bindparam("sub_id")).values(
+        {name: bindparam(f"new_{name}", type_=t.c[name].type) for name in _CHANGEABLE})
+    session.execute(statement, [{"sub_id": sub.id, **{f"new_{name}": getattr(sub, name)
+                                                      for name in _CHANGEABLE}}
+                                for sub in subs])
+
+
+def removed_hashes(session: Session, hashes: Collection[str]) -> set[str]:
+    """Which of these address hashes a subscriber removed by an older store kept (one
+    query, equality on an indexed column)."""
+    if not hashes:
+        return set()
+    return set(session.scalars(select(Subscriber.removed_hash).where(
+        Subscriber.removed_hash.in_(list(hashes)))))
+
+
+def insert_subscribers(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert new subscribers (column values; the defaults fill the rest) in as few
+    statements as their sets of columns allow, in the caller's transaction."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for group in groups.values():
+        session.execute(insert(table_of(Subscriber)), group)
 
 
 def list_subscribers(session: Session,

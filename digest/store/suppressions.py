@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from .db import table_of
 from .models import Suppression, SuppressionReason
 
 __all__ = ["find_suppression", "list_suppressions", "not_suppressed", "suppress",
-           "unsuppress"]
+           "suppress_many", "suppressions_of", "unsuppress"]
 
 # A stricter reason replaces a milder one (a complaint after an unsubscribe stays a
 # complaint: only an operator lifts it); never the other way round.
@@ -33,6 +33,36 @@ def find_suppression(session: Session, keys: Sequence[str]) -> Suppression | Non
     """The suppression of any of keys (an address lower-cased, its erased hash), or None."""
     return session.scalar(select(Suppression).where(Suppression.email_key.in_(list(keys)))
                           .order_by(Suppression.id).limit(1))
+
+
+def suppressions_of(session: Session, keys: Collection[str]) -> dict[str, Suppression]:
+    """The suppressions of any of keys, by email_key, in one query."""
+    if not keys:
+        return {}
+    return {s.email_key: s for s in session.scalars(
+        select(Suppression).where(Suppression.email_key.in_(list(keys))))}
+
+
+def suppress_many(session: Session, reasons: Mapping[str, SuppressionReason], source: str,
+                  now: datetime) -> None:
+    """`suppress` for many email_keys at once (each with its reason), in a few statements
+    whatever their number: one lookup, one insert, one update per reason."""
+    if not reasons:
+        return
+    s = table_of(Suppression)
+    current = {row.email_key: row for row in session.execute(
+        select(s.c.id, s.c.email_key, s.c.reason).where(s.c.email_key.in_(list(reasons))))}
+    new = [{"email_key": key, "reason": reason.value, "source": source[:500],
+            "created_at": now} for key, reason in reasons.items() if key not in current]
+    if new:
+        session.execute(insert(s), new)
+    stricter: dict[SuppressionReason, list[int]] = {}
+    for key, row in current.items():
+        if _RANK[reasons[key]] > _RANK[SuppressionReason(row.reason)]:
+            stricter.setdefault(reasons[key], []).append(row.id)
+    for reason, ids in stricter.items():
+        session.execute(update(s).where(s.c.id.in_(ids)).values(
+            reason=reason.value, source=source[:500], created_at=now))
 
 
 def suppress(conn: Any, email_key: str, reason: SuppressionReason, source: str,
