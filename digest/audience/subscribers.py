@@ -151,13 +151,15 @@ _IMPORTABLE = {s.value: s for s in SubscriberStatus if s is not SubscriberStatus
 
 def spreadsheet_safe(value: str) -> str:
     """value, with a leading apostrophe when a spreadsheet would run it as a formula
-    (OWASP's advice for CSV files); import_csv takes the apostrophe off again."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    (OWASP's advice for CSV files), or when it starts with an apostrophe of its own (so
+    that one survives the way back); import_csv takes the added one off again."""
+    return "'" + value if value.startswith((*_FORMULA_START, "'")) else value
 
 
 def _from_spreadsheet(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) \
-        else value
+    """value without the apostrophe spreadsheet_safe added."""
+    return value[1:] if value.startswith("'") \
+        and value[1:].startswith((*_FORMULA_START, "'")) else value
 
 
 def _address_hash(address: str) -> str:
