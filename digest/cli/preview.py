@@ -13,7 +13,7 @@ from ..checks import Step, check_content, check_rendered
 from ..content.edition import cap_counts
 from ..content.stories import Story, undated
 from ..errors import InputError
-from ..ingest import learn_from_store
+from ..ingest import examples_in_store
 from ..mail.preview import PreviewResult, render_preview
 from ..store.models import Article
 from .app import App, err, out, print_steps
@@ -55,8 +55,7 @@ def preview(app: App, out_path: Path | None, text: bool, open_browser: bool,
     """
     result = render_preview(app.store, app.settings, app.clock.now(), topics=list(topics))
     if explain:
-        examples = learn_from_store(app.store, app.classifier) if app.classifier.semantic \
-            else 0
+        examples = examples_in_store(app.store, app.classifier)
         click.echo(explanation(result.ranking, app.settings.digest.max_articles,
                                result.left_out, examples), nl=False)
         return

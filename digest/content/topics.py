@@ -4,7 +4,7 @@ then the catch-all."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -366,13 +366,21 @@ class TopicClassifier:
             vector = unpack(row.embedding)
             if vector is None or row.topic not in index:
                 continue
-            if row.reason in _LABELLED and len(examples) < MAX_EXAMPLES:
+            if _is_example(row, index) and len(examples) < MAX_EXAMPLES:
                 examples.append(Example(index[row.topic], vector, row.text))
             if weight > 0:
                 sums[row.topic] = sums.get(row.topic, 0) + weight * vector
                 weights[row.topic] = weights.get(row.topic, 0.0) + weight
         self.learn({topic: (sums[topic], weights[topic]) for topic in sums})
         self.learn_examples(examples)
+
+    def count_examples(self, rows: Iterable[LearningRow]) -> int:
+        """How many of rows learn_rows would fit the learned model to, without fitting
+        it (what `preview --explain` says)."""
+        if not self.semantic:
+            return 0
+        configured = {rule.name for rule in self._topic_rules}
+        return min(MAX_EXAMPLES, sum(_is_example(row, configured) for row in rows))
 
     def learn_examples(self, examples: Sequence[Example]) -> None:
         """Fit the learned model to the editor's examples, each topic's seed text (name,
@@ -409,6 +417,12 @@ class TopicClassifier:
 
 def _seed_text(rule: TopicRule) -> str:
     return " ".join([rule.name, rule.description, *rule.keywords])
+
+
+def _is_example(row: LearningRow, configured: Container[str]) -> bool:
+    """Whether a stored article is one of the editor's examples: a topic someone chose,
+    one of the configured topics, with its vector."""
+    return row.reason in _LABELLED and row.topic in configured and row.embedding is not None
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from .parsers import SUFFIXES, ParsedFile, parse_path
 from .records import ArticleInput
-from .retopic import RetopicReport, learn_from_store, retopic
+from .retopic import RetopicReport, examples_in_store, learn_from_store, retopic
 from .writer import ImportReport, import_files, write_articles
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ParsedFile",
     "RetopicReport",
     "import_files",
+    "examples_in_store",
     "learn_from_store",
     "parse_path",
     "retopic",

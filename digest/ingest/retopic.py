@@ -12,7 +12,7 @@ from ..store.articles import TopicUpdate, learning_rows, retopic_articles
 from ..store.db import Store
 from ..store.models import Article
 
-__all__ = ["RetopicReport", "learn_from_store", "retopic"]
+__all__ = ["RetopicReport", "examples_in_store", "learn_from_store", "retopic"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,12 @@ class RetopicReport:
     seen: int
     changed: int
     examples: int = 0             # the editor's examples the topics learned from
+
+
+def examples_in_store(store: Store, classifier: TopicClassifier) -> int:
+    """How many of the editor's examples the topics would learn from (nothing fitted)."""
+    with store.sessions() as session:
+        return classifier.count_examples(learning_rows(session))
 
 
 def learn_from_store(store: Store, classifier: TopicClassifier) -> int:
