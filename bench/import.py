@@ -22,7 +22,6 @@ import csv
 import os
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-import httpx
+from common import digest_env, run_digest, unsubscribe_while
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_TEXT = ROOT / "tests" / "data" / "corpus" / "pages" / "expected"
@@ -154,24 +153,9 @@ def make_items(folder: Path, count: int, seed: int = 1) -> int:
     return planted
 
 
-def _env(code: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["PYTHONPATH"] = str(code)
-    env["DIGEST_SECRET_KEY"] = SECRET
-    return env
-
-
-def _digest(code: Path, folder: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "digest", *args], cwd=folder,
-                            env=_env(code), capture_output=True, text=True, check=False)
-    if result.returncode:
-        raise SystemExit(f"digest {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
 def new_store(code: Path) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="bench-import-"))
-    _digest(code, folder, "init")
+    run_digest(code, folder, SECRET, "init")
     return folder
 
 
@@ -179,7 +163,7 @@ def run_import(code: Path, folder: Path, items: Path) -> tuple[float, float, str
     """(seconds, peak RSS in MB, summary line) of `digest articles import items`."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "digest", "articles", "import", str(items)],
-                            cwd=folder, env=_env(code), stdout=subprocess.PIPE,
+                            cwd=folder, env=digest_env(code, SECRET), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     output = proc.stdout.read()
@@ -194,58 +178,22 @@ def run_import(code: Path, folder: Path, items: Path) -> tuple[float, float, str
     return seconds, usage.ru_maxrss / 1024, summary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def unsubscribe_during_import(code: Path, folder: Path, items: Path,
                               subscribers: int = 400) -> tuple[tuple[float, float, str],
                                                                 list[float]]:
     """Import items while `digest serve` answers one-click unsubscribes (one POST every
     0.2 s, each for another subscriber); returns the import's figures and the latencies."""
-    sys.path.insert(0, str(code))
-    from digest.tokens import Signer
-
     subs = folder / "subs.csv"
     subs.write_text("email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n"
                                             for i in range(subscribers)))
-    _digest(code, folder, "subscribers", "import", str(subs))
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "digest", "serve", "--port", str(port)],
-                              cwd=folder, env=_env(code), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    latencies: list[float] = []
+    run_digest(code, folder, SECRET, "subscribers", "import", str(subs))
     figures: list[tuple[float, float, str]] = []
-    try:
-        with httpx.Client(timeout=60) as client:
-            for _ in range(200):
-                try:
-                    client.get(f"{base}/unsubscribe")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            importer = threading.Thread(
-                target=lambda: figures.append(run_import(code, folder, items)))
-            importer.start()
-            subscriber = 1
-            while importer.is_alive() and subscriber <= subscribers:
-                token = Signer(SECRET.encode(), "unsubscribe").make(subscriber, 1)
-                start = time.perf_counter()
-                response = client.post(f"{base}/u/{token}",
-                                       data={"List-Unsubscribe": "One-Click"})
-                latencies.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    print(f"  unsubscribe {subscriber}: HTTP {response.status_code}")
-                subscriber += 1
-                time.sleep(0.2)
-            importer.join()
-    finally:
-        server.terminate()
-        server.wait()
-    return figures[0], latencies
+    importer = threading.Thread(target=lambda: figures.append(run_import(code, folder, items)))
+    done = unsubscribe_while(code, folder, SECRET, importer, subscribers, pause=0.2,
+                             timeout=60)
+    for failure in done.failures:
+        print(f"  unsubscribe {failure}")
+    return figures[0], done.latencies
 
 
 def main() -> None:

@@ -59,6 +59,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-" + "k" * 32
 CONNECTIONS = 4
@@ -72,12 +74,6 @@ UNSUPPORTED = "ed25519: not supported by this version"
 
 
 # --- in the bench process: no digest imports here (see the docstring) -------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class Sink:

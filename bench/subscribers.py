@@ -19,9 +19,7 @@ shared and noisy), with the unsubscribes running, and medians are printed.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from common import digest_env, run_digest, unsubscribe_while
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-subscribers-secret-key-0123456789abcdef"
@@ -64,35 +62,14 @@ def make_csv(path: Path, rows: int, seed: int = 1) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
-def _env(code: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["PYTHONPATH"] = str(code)
-    env["DIGEST_SECRET_KEY"] = SECRET
-    return env
-
-
-def _digest(code: Path, folder: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "digest", *args], cwd=folder,
-                            env=_env(code), capture_output=True, text=True, check=False)
-    if result.returncode:
-        raise SystemExit(f"digest {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
 def new_store(code: Path, readers: int) -> Path:
     """A folder with a new store of `code`'s schema, holding readers subscribers."""
     folder = Path(tempfile.mkdtemp(prefix="bench-subscribers-"))
-    _digest(code, folder, "init")
+    run_digest(code, folder, SECRET, "init")
     (folder / "readers.csv").write_text("email,name\n" + "".join(
         f"reader{i}@example.org,Reader {i}\n" for i in range(readers)))
-    _digest(code, folder, "subscribers", "import", "readers.csv")
+    run_digest(code, folder, SECRET, "subscribers", "import", "readers.csv")
     return folder
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -119,8 +96,8 @@ class Run:
 def _import(code: Path, folder: Path, people: Path, run: Run) -> None:
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "digest", "subscribers", "import",
-                             str(people)], cwd=folder, env=_env(code), capture_output=True,
-                            text=True, check=False)
+                             str(people)], cwd=folder, env=digest_env(code, SECRET),
+                            capture_output=True, text=True, check=False)
     run.seconds = time.perf_counter() - start
     run.summary = next((line for line in result.stdout.splitlines()
                         if line.startswith("Imported")), result.stderr.strip()[-300:])
@@ -131,41 +108,12 @@ def _import(code: Path, folder: Path, people: Path, run: Run) -> None:
 def import_with_unsubscribes(code: Path, people: Path, rows: int, readers: int) -> Run:
     """Import people into a new store while readers unsubscribe with one click, one after
     the other, through `digest serve`."""
-    sys.path.insert(0, str(code))
-    from digest.tokens import Signer
-
     folder = new_store(code, readers)
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "digest", "serve", "--port", str(port)],
-                              cwd=folder, env=_env(code), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
     run = Run(rows)
-    signer = Signer(SECRET.encode(), "unsubscribe")
-    try:
-        with httpx.Client(timeout=120) as client:
-            for _ in range(200):
-                try:
-                    client.get(f"{base}/unsubscribe")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            importer = threading.Thread(target=_import, args=(code, folder, people, run))
-            importer.start()
-            reader = 1
-            while importer.is_alive() and reader <= readers:
-                start = time.perf_counter()
-                response = client.post(f"{base}/u/{signer.make(reader, 1)}",
-                                       data={"List-Unsubscribe": "One-Click"})
-                run.latencies.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    run.failures.append(f"reader {reader}: HTTP {response.status_code}")
-                reader += 1
-                time.sleep(0.1)
-            importer.join()
-    finally:
-        server.terminate()
-        server.wait()
+    importer = threading.Thread(target=_import, args=(code, folder, people, run))
+    done = unsubscribe_while(code, folder, SECRET, importer, readers, pause=0.1, timeout=120)
+    run.latencies += done.latencies
+    run.failures += done.failures
     return run
 
 
