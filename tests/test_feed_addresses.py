@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Digest
+from test_feeds import feeds_json
 
 from digest.config import load_settings
 from digest.ingest.addresses import AddressRefused, address_refusal, resolve_checked
@@ -76,11 +77,6 @@ def internal() -> Iterator[Internal]:
     server = Internal()
     yield server
     server.stop()
-
-
-def health(digest: Digest) -> dict[str, dict[str, object]]:
-    return {f["name"]: f for f in json.loads(digest.ok("feeds", "list", "--format",
-                                                       "json").stdout)}
 
 
 # --- the classifier ---------------------------------------------------------------------
@@ -203,7 +199,7 @@ def test_a_public_feed_redirecting_inside_is_refused(digest: Digest, internal: I
     finally:
         store.close()
     assert {name: r.status for name, r in results.items()} == dict.fromkeys(targets, "error")
-    feeds = health(digest)
+    feeds = feeds_json(digest)
     for name, (target, why) in targets.items():
         assert feeds[name]["last_error"] == \
             f"https://feed.example/to/{target}: refused {target}: {why}"
@@ -240,7 +236,7 @@ def test_feeds_add_refuses_an_internal_address(digest: Digest, internal: Interna
             assert result.output == f"Error: refused {url}: {host} a loopback address; " \
                                     f"{HINT}\n"
     assert internal.asked == []
-    assert health(digest) == {}
+    assert feeds_json(digest) == {}
 
 
 def test_a_listed_internal_feed_is_refused_at_fetch(digest: Digest, internal: Internal) -> None:
@@ -255,9 +251,9 @@ def test_a_listed_internal_feed_is_refused_at_fetch(digest: Digest, internal: In
     assert result.exit_code == 1                  # the only feed failed
     assert "Traceback" not in result.output
     assert f"error: Internal: {url}: {why}" in " ".join(result.stderr.split())
-    assert health(digest)["Internal"]["last_error"] == f"{url}: {why}"
+    assert feeds_json(digest)["Internal"]["last_error"] == f"{url}: {why}"
     assert internal.asked == []
     assert SECRET.decode() not in digest.ok("articles", "list", "--format", "json").stdout
     # The opt-in is what an intranet's feeds need.
     digest.ok("feeds", "fetch", env=opt_in)
-    assert health(digest)["Internal"]["last_status"] == "added 1"
+    assert feeds_json(digest)["Internal"]["last_status"] == "added 1"
