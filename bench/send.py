@@ -58,6 +58,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common import free_port
 
@@ -427,34 +428,47 @@ def write_keys(folder: Path) -> None:
                 serialization.NoEncryption()))
 
 
-def prepare_child(folder: Path, subscribers: int) -> None:
-    """A store with the sample articles and `subscribers` active subscribers, and one real
-    unsigned message of its next edition (message.eml, CRLF; message.lf for smtp-source)."""
+def prepare_store(settings: Any, subscribers: int) -> None:
+    """Fill the store of settings (created when new): the sample articles, and
+    `subscribers` active subscribers choosing TOPIC_CHOICES in turn."""
     from sqlalchemy import insert
 
-    from digest.config import load_settings
-    from digest.content.edition import ALL_TOPICS, effective_variant
     from digest.content.topics import TopicClassifier
     from digest.ingest import import_files
-    from digest.mail.message import Recipient, message_id, variant_template
     from digest.resources import package_resource
-    from digest.store.articles import upcoming_edition
     from digest.store.db import Store
     from digest.store.models import Subscriber, SubscriberStatus
 
+    store = Store.from_settings(settings)
+    try:
+        import_files(store.writes, TopicClassifier.from_settings(settings), store.clock,
+                     [package_resource("data/sample_articles.json")])
+        now = store.clock.now()
+        with store.engine.begin() as conn:
+            conn.execute(insert(Subscriber), [
+                {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
+                 "name": f"Reader {i}", "status": SubscriberStatus.ACTIVE,
+                 "topics": TOPIC_CHOICES[i % len(TOPIC_CHOICES)], "token_version": 1,
+                 "hard_bounces": 0, "created_at": now, "updated_at": now}
+                for i in range(subscribers)])
+    finally:
+        store.close()
+
+
+def prepare_child(folder: Path, subscribers: int) -> None:
+    """A store with the sample articles and `subscribers` active subscribers, and one real
+    unsigned message of its next edition (message.eml, CRLF; message.lf for smtp-source)."""
+    from digest.config import load_settings
+    from digest.content.edition import ALL_TOPICS, effective_variant
+    from digest.mail.message import Recipient, message_id, variant_template
+    from digest.store.articles import upcoming_edition
+    from digest.store.db import Store
+
     write_keys(folder.parent)
     settings = load_settings(folder / "digest.toml")
+    prepare_store(settings, subscribers)
     store = Store.from_settings(settings)
-    import_files(store.writes, TopicClassifier.from_settings(settings), store.clock,
-                 [package_resource("data/sample_articles.json")])
     now = store.clock.now()
-    with store.engine.begin() as conn:
-        conn.execute(insert(Subscriber), [
-            {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
-             "name": f"Reader {i}", "status": SubscriberStatus.ACTIVE,
-             "topics": TOPIC_CHOICES[i % len(TOPIC_CHOICES)], "token_version": 1,
-             "hard_bounces": 0, "created_at": now, "updated_at": now}
-            for i in range(subscribers)])
     number, articles = upcoming_edition(store, now)
     store.close()
     topics = {a.topic for a in articles}

@@ -15,7 +15,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Signs the links in each message (the edition is opened here, sent by the workers).
+SECRET = "bench-" + "k" * 32
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import free_port  # noqa: E402
 from send import prepare_store, start_sink  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -36,12 +38,6 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from digest.config import load_settings  # noqa: E402
 from digest.delivery.runner import enqueue_edition  # noqa: E402
 from digest.store.db import Store  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -86,14 +82,14 @@ def run(admin: str, smtp_port: int, subscribers: int, workers: int, connections:
         (folder / "digest.toml").write_text(
             f'[store]\nurl = "{url}"\n[smtp]\nport = {smtp_port}\nconnections = {connections}'
             f'\n[delivery]\nbatch_size = 100\n')
-        settings = load_settings(folder / "digest.toml", environ={})
-        prepare_store(folder, subscribers, settings)
+        settings = load_settings(folder / "digest.toml", environ={"DIGEST_SECRET_KEY": SECRET})
+        prepare_store(settings, subscribers)
         store = Store.from_settings(settings)
         enqueue_edition(store, settings)
         store.close()
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
         env["PYTHONPATH"] = str(ROOT)
-        env["DIGEST_SECRET_KEY"] = "bench-" + "k" * 32     # signs the links in each message
+        env["DIGEST_SECRET_KEY"] = SECRET
         start = time.perf_counter()
         procs = [subprocess.Popen([sys.executable, "-m", "digest", "worker", "--until-done",
                                    "--poll", "0.2"], cwd=folder, env=env,
@@ -126,20 +122,20 @@ def main() -> None:
                         help="SMTP connections per worker")
     parser.add_argument("--sink", choices=["auto", "smtp-sink", "aiosmtpd"], default="auto")
     args = parser.parse_args()
-    sink, port, sink_name = start_sink(args.sink)
+    sink = start_sink(args.sink)
     try:
         with postgres() as admin:
             print(f"{args.subscribers:,} recipients on PostgreSQL, {args.connections} "
-                  f"connections per worker, sink: {sink_name}, {os.cpu_count()} CPUs")
+                  f"connections per worker, sink: {sink.name}, {os.cpu_count()} CPUs")
             base = None
             for workers in (1, 2, 4):
-                rate = run(admin, port, args.subscribers, workers, args.connections)
+                rate = run(admin, sink.port, args.subscribers, workers, args.connections)
                 base = base or rate
                 print(f"{workers} worker{'s' if workers > 1 else ' '}  {rate:8,.0f} msg/s   "
                       f"x{rate / base:.2f} of one worker")
     finally:
-        sink.send_signal(signal.SIGTERM)
-        sink.wait()
+        sink.proc.send_signal(signal.SIGTERM)
+        sink.proc.wait()
 
 
 if __name__ == "__main__":
