@@ -275,7 +275,9 @@ class TrackingSettings:
 @dataclass(frozen=True)
 class AdminSettings:
     # The admin pages (/admin on `digest serve`): how long a sign-in lasts, and how many
-    # failed sign-ins in a row lock an account (known or not) for lockout_minutes.
+    # sign-in attempts on an account (known or not) from one client network within
+    # lockout_minutes lock it for that network for lockout_minutes
+    # (digest.audience.admins has the whole rule).
     session_hours: int = 12
     lockout_failures: int = 5
     lockout_minutes: int = 15

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 import httpx
 import pytest
@@ -225,25 +226,89 @@ def test_a_right_password_resets_the_count_of_failures(digest: Digest, store: St
     assert admins.sign_in(store, settings, EDITOR, PASSWORD, None)
 
 
+class CountingHasher(PasswordHasher):
+    """argon2-cffi's own hasher, counting the verifications it runs. With hold_at, each
+    one waits from the hold_at-th on until that many have begun (so they overlap as
+    parallel sign-ins do), or until release is set."""
+
+    def __init__(self, hold_at: int = 0) -> None:
+        super().__init__()
+        self.algorithms: list[str] = []
+        self.hold_at = hold_at
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def verified(self) -> int:
+        with self._lock:
+            return len(self.algorithms)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        with self._lock:
+            self.algorithms.append(str(hash).split("$")[1])     # the algorithm: argon2id
+            if self.hold_at and len(self.algorithms) >= self.hold_at:
+                self.release.set()
+        self.entered.set()
+        if self.hold_at:
+            assert self.release.wait(HTTP_TIMEOUT)
+        return super().verify(hash, password)
+
+
 def test_an_unknown_address_costs_as_much_as_a_wrong_password(
-        digest: Digest, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        digest: Digest, store: Store) -> None:
     """One argon2 verification either way (against a stand-in hash for an address with no
     user): without it an unknown address answered in about 1 ms, a known one in about
     150 ms. Counted, not timed: a timing on a busy machine says nothing."""
     add_user(digest)
     settings = with_overrides(settings_of(digest), admin={"lockout_failures": 1000})
-    verified: list[str] = []
-    real = admins._verify
-
-    def counting(password_hash: str, password: str) -> bool:
-        verified.append(password_hash.split("$")[1])       # the algorithm: argon2id
-        return real(password_hash, password)
-
-    monkeypatch.setattr(admins, "_verify", counting)
     for address in (EDITOR, "nobody@example.org"):
-        verified.clear()
-        assert admins.sign_in(store, settings, address, "wrong password 123", None) is None
-        assert verified == ["argon2id"], address
+        hasher = CountingHasher()
+        assert admins.sign_in(store, settings, address, "wrong password 123", None,
+                              verifier=admins.Verifier(hasher)) is None
+        assert hasher.algorithms == ["argon2id"], address
+
+
+def test_a_password_of_no_users_length_is_refused_without_hashing(
+        digest: Digest, store: Store) -> None:
+    add_user(digest)
+    hasher = CountingHasher()
+    for password in ("", "x" * (admins.MAX_PASSWORD + 1), PASSWORD * 1000):
+        assert admins.sign_in(store, settings_of(digest), EDITOR, password, "127.0.0.1",
+                              verifier=admins.Verifier(hasher)) is None
+    assert admins.sign_in(store, settings_of(digest), "x" * 400 + "@example.org", PASSWORD,
+                          "127.0.0.1", verifier=admins.Verifier(hasher)) is None
+    assert hasher.verified == 0
+    result = digest("admin", "add-user", "long@example.org", "--password-file", "-",
+                    input="correct horse battery staple " * 40 + "\n")
+    assert (result.exit_code, result.output) == (
+        1, f"Error: the password for long@example.org has 1160 characters; use at most "
+           f"{admins.MAX_PASSWORD}\n")
+
+
+def test_guessers_spread_over_many_networks_get_a_bounded_number_of_guesses(
+        digest: Digest, store: Store) -> None:
+    """Past the account's allowance for networks it does not know, a new network is
+    refused without a verification (the right password too); a network that signed in
+    to the account before still signs in."""
+    add_user(digest)
+    settings = with_overrides(settings_of(digest), admin={"lockout_failures": 1})
+    hasher = CountingHasher()
+    verifier = admins.Verifier(hasher)
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, "192.0.2.7", verifier=verifier)
+    allowance = admins.ACCOUNT_FACTOR * 1
+    for n in range(allowance + 5):
+        assert admins.sign_in(store, settings, EDITOR, "wrong password 123", f"198.51.100.{n}",
+                              verifier=verifier) is None
+    assert hasher.verified == 1 + allowance
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, "203.0.113.1",
+                          verifier=verifier) is None
+    assert hasher.verified == 1 + allowance
+    # The editor's own network (IPv4 here; an IPv6 one by its /64) is known to the account.
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, "192.0.2.7", verifier=verifier)
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, "2001:db8:1:2::1",
+                          verifier=verifier) is None
+    assert admins.sign_in(store, settings, EDITOR, PASSWORD, "192.0.2.7", verifier=verifier)
 
 
 # -- the pages over HTTP ----------------------------------------------------------------------
@@ -262,16 +327,21 @@ class Site:
     def settings(self) -> Settings:
         return self.server.app.extensions["digest"].settings
 
-    def client(self) -> httpx.Client:
+    def client(self, source: str = "127.0.0.1") -> httpx.Client:
+        """A client whose connections come from source (another 127.x address: another
+        client network to the server)."""
         # A generous deadline: a big upload on a busy machine takes seconds, not minutes.
-        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=HTTP_TIMEOUT)
+        return httpx.Client(base_url=self.base, follow_redirects=False, timeout=HTTP_TIMEOUT,
+                            transport=httpx.HTTPTransport(local_address=source))
 
 
 @contextmanager
-def serving(digest: Digest, **env: str) -> Iterator[Site]:
+def serving(digest: Digest, threads: int = 4, verifier: admins.Verifier | None = None,
+            **env: str) -> Iterator[Site]:
     """`digest serve`'s server (app, waitress, outbox thread) on 127.0.0.1, on a port the
     system chose."""
-    server = WebServer(settings_of(digest, **env), "127.0.0.1", 0, threads=4)
+    server = WebServer(settings_of(digest, **env), "127.0.0.1", 0, threads=threads,
+                       verifier=verifier)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -434,6 +504,86 @@ def test_brute_force_locks_the_account_with_the_same_answer(site: Site) -> None:
         assert locked.status_code == 403 and FAILED in locked.text
         assert "digest_admin" not in locked.headers.get("set-cookie", "")
         assert client.get("/admin/draft").status_code == 303
+
+
+def test_an_attacker_locks_the_account_only_for_their_own_network(site: Site) -> None:
+    with site.client("127.0.0.2") as attacker:
+        for _ in range(5):
+            assert sign_in(attacker, password="guess number one").status_code == 403
+        assert sign_in(attacker).status_code == 403      # the right password: still locked
+    with site.client("127.0.0.3") as editor:
+        assert sign_in(editor).status_code == 303
+        assert editor.get("/admin/draft").status_code == 200
+
+
+def test_with_every_verification_slot_taken_a_sign_in_is_answered_at_once(
+        digest: Digest) -> None:
+    """The busy answer comes with nothing hashed and nothing counted: with a lockout after
+    one failure, three busy answers still leave the right password its try."""
+    add_user(digest)
+    hasher = CountingHasher(hold_at=1000)
+    verifier = admins.Verifier(hasher, slots=1)
+    with serving(digest, verifier=verifier, DIGEST_ADMIN__LOCKOUT_FAILURES="1") as site:
+        answers: list[httpx.Response] = []
+
+        def first() -> None:
+            with site.client("127.0.0.2") as client:
+                answers.append(sign_in(client, password="guess number one"))
+
+        holder = threading.Thread(target=first)
+        holder.start()
+        try:
+            assert hasher.entered.wait(HTTP_TIMEOUT)     # it holds the only slot
+            with site.client("127.0.0.3") as editor:
+                for password in ("guess number two", "guess number three", PASSWORD):
+                    busy = sign_in(editor, password=password)
+                    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+                    assert "Please try again in a moment." in busy.text
+                    assert "digest_admin" not in busy.headers.get("set-cookie", "")
+                assert hasher.verified == 1
+                hasher.release.set()
+                holder.join()
+                assert answers[0].status_code == 403
+                assert sign_in(editor).status_code == 303
+        finally:
+            hasher.release.set()
+            holder.join()
+
+
+def test_parallel_guesses_get_no_more_verifications_than_the_lockout_allows(
+        digest: Digest) -> None:
+    """Twenty wrong passwords at once from one network, against `digest serve`'s eight
+    threads: the verifications begun hold until five overlap, as they would on a busy
+    server. Before, the lock was read before verifying and the failure counted after, so
+    every request in flight then was verified."""
+    add_user(digest)
+    limit, guesses = 5, 20
+    hasher = CountingHasher(hold_at=limit)
+    verifier = admins.Verifier(hasher, slots=guesses)
+    with serving(digest, threads=8, verifier=verifier) as site:
+        ready = threading.Barrier(guesses)
+        answers: list[int] = []
+
+        def guess() -> None:
+            with site.client("127.0.0.2") as client:
+                page = client.get("/admin/login")
+                ready.wait(HTTP_TIMEOUT)
+                answers.append(client.post("/admin/login", data={
+                    **tokens(page), "email": EDITOR, "password": "guess number one",
+                    "next": ""}).status_code)
+
+        threads = [threading.Thread(target=guess) for _ in range(guesses)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [403] * guesses
+        assert hasher.verified == limit
+        with site.client("127.0.0.2") as attacker:
+            assert sign_in(attacker).status_code == 403
+        with site.client("127.0.0.3") as editor:
+            assert sign_in(editor).status_code == 303
+        assert hasher.verified == limit + 1
 
 
 def test_no_answer_tells_whether_an_address_has_a_user(site: Site) -> None:

@@ -4,15 +4,15 @@ PostgreSQL alike (the dialect's own INSERT … ON CONFLICT)."""
 
 from __future__ import annotations
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 # STORE_ERRORS is named here too for the rate limiter's storage (its base_exceptions).
 from .db import STORE_ERRORS, Store, rowcount, table_of
 from .models import RateLimitHit
 
-__all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "current_hits", "reset_hits",
-           "table_ready", "window_end"]
+__all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "current_hits", "hold", "reset_hits",
+           "table_ready", "take_back", "window_end"]
 
 
 def count_hit(store: Store, key: str, expiry: int, amount: int, now: float) -> int:
@@ -70,3 +70,25 @@ def clear_hits(store: Store, key: str) -> None:
     """Forget key's counter."""
     with store.writes.begin() as session:
         session.execute(delete(RateLimitHit).where(RateLimitHit.key == key))
+
+
+def take_back(store: Store, key: str, now: float) -> None:
+    """Uncount one hit on key in its window open at `now` (nothing when none is open, or
+    it holds no hit): for a hit counted first and then not spent."""
+    with store.writes.begin() as session:
+        session.execute(update(RateLimitHit).where(
+            RateLimitHit.key == key, RateLimitHit.expires_at > now, RateLimitHit.hits > 0)
+            .values(hits=RateLimitHit.hits - 1))
+
+
+def hold(store: Store, key: str, seconds: int, now: float) -> None:
+    """One hit on key in a window that ends `seconds` after `now`, whatever it held: a
+    mark that lasts that long from its latest renewal."""
+    table = table_of(RateLimitHit)
+    insert = (postgresql.insert if store.engine.dialect.name == "postgresql"
+              else sqlite.insert)(table)
+    statement = insert.values(key=key, hits=1, expires_at=now + seconds) \
+        .on_conflict_do_update(index_elements=[table.c.key],
+                               set_={"hits": 1, "expires_at": now + seconds})
+    with store.writes.begin() as session:
+        session.execute(statement)

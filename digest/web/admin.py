@@ -2,8 +2,9 @@
 delivery counts, failures and clicks, subscribers, feeds, bounces and suppressions.
 
 Only the users of `digest admin add-user` may sign in (digest.audience.admins: argon2id
-hashes, a lockout after repeated failures, the same answer for an unknown address, a
-wrong password and a locked one). The session is a random token in the `digest_admin`
+hashes, a lockout per account and client network after repeated failures, a bounded
+number of argon2 verifications at once, the same answer for an unknown address, a wrong
+password and a locked one). The session is a random token in the `digest_admin`
 cookie (HttpOnly, SameSite=Lax, path /admin, Secure on an https base_url), new at every
 sign-in; the store keeps only its hash. Every POST carries the site's CSRF token
 (Flask-WTF) and its session's own, compared in constant time. Anonymous GETs go to the
@@ -22,7 +23,8 @@ from flask import Blueprint, flash, g, redirect, render_template, request, sessi
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from ..audience.admins import sign_in, sign_out
+from ..audience.admins import SignInBusy, sign_in, sign_out
+from ..audience.clicks import client_network
 from ..errors import DigestError, NotFound
 from . import admin_desk, admin_lists
 from .admin_access import (
@@ -39,13 +41,16 @@ from .admin_access import (
 )
 from .site import site
 
-__all__ = ["LOGIN_FAILED", "LOGIN_LIMIT", "admin_pages"]
+__all__ = ["LOGIN_BUSY", "LOGIN_FAILED", "LOGIN_LIMIT", "admin_pages"]
 
 # One answer, one status, whatever the reason: nobody learns which addresses have a user.
 LOGIN_FAILED = ("That email and password do not match, or the account is locked for a while "
                 "after too many tries.")
-# Per client address, beside the lockout per account (which one client could spread over
-# many addresses).
+# When every password verification of the process is taken (digest.audience.admins):
+# answered at once, 503 with Retry-After, nothing counted against the account.
+LOGIN_BUSY = "Too many sign-ins at this moment. Please try again in a moment."
+# Per client network (an IPv6 client by its /64), over every account, counted before any
+# password is hashed; beside the limits per account and network of sign_in.
 LOGIN_LIMIT = "30 per 10 minutes"
 
 def admin_pages(limiter: Limiter, csrf: CSRFProtect) -> Blueprint:
@@ -55,7 +60,7 @@ def admin_pages(limiter: Limiter, csrf: CSRFProtect) -> Blueprint:
     routes: list[Route] = [
         ("/", home, ["GET"]),
         ("/login", login, ["GET"]),
-        ("/login", limiter.limit(LOGIN_LIMIT)(login_post), ["POST"]),
+        ("/login", limiter.limit(LOGIN_LIMIT, key_func=_client)(login_post), ["POST"]),
         ("/logout", logout, ["POST"]),
         *admin_desk.ROUTES,
         *admin_lists.ROUTES,
@@ -68,6 +73,11 @@ def admin_pages(limiter: Limiter, csrf: CSRFProtect) -> Blueprint:
     pages.register_error_handler(DigestError, refused)
     pages.register_error_handler(CSRFError, expired)
     return pages
+
+
+def _client() -> str:
+    """The sign-in limit's client: its network."""
+    return client_network(request.remote_addr or "")
 
 
 def refused(exc: DigestError) -> Any:
@@ -109,8 +119,14 @@ def login_post() -> Any:
     here = site()
     target = local_next(request.form.get("next"))
     email = request.form.get("email", "")
-    token = sign_in(here.store, here.settings, email, request.form.get("password", ""),
-                    request.remote_addr, replaces=request.cookies.get(COOKIE))
+    try:
+        token = sign_in(here.store, here.settings, email, request.form.get("password", ""),
+                        request.remote_addr, replaces=request.cookies.get(COOKIE),
+                        verifier=here.verifier)
+    except SignInBusy:
+        page = render_template("web/admin/login.html.j2", next=target,
+                               email=email.strip()[:320], problem=LOGIN_BUSY)
+        return page, 503, {"Retry-After": "1"}
     if token is None:
         return render_template("web/admin/login.html.j2", next=target,
                                email=email.strip()[:320], problem=LOGIN_FAILED), 403

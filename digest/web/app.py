@@ -35,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
+from ..audience.admins import Verifier
 from ..audience.outbox import OutboxSender
 from ..clock import Clock
 from ..config import Settings
@@ -75,14 +76,15 @@ class IdConverter(IntegerConverter):
 def create_app(settings: Settings, store: Store | None = None,
                outbox: OutboxSender | None = None, *,
                sns_transport: httpx.BaseTransport | None = None,
-               clock: Clock | None = None) -> Flask:
+               clock: Clock | None = None, verifier: Verifier | None = None) -> Flask:
     """The web app for one store. Sign-ups queue their mail in the store's outbox and wake
     `outbox` (when given) to send it; without one, a sender elsewhere drains it. The SES
     webhook fetches SNS certificates through sns_transport (httpx's own when None).
     Raises ConfigError when there is no signing key, templates_dir is not a folder, or
     [webhooks] sendgrid_public_key is not a key. The pages decide by the store's clock
-    (given, else clock, else the machine's)."""
-    here = Site(settings, store or Store.from_settings(settings, clock), outbox)
+    (given, else clock, else the machine's). Admin sign-ins verify passwords through
+    verifier (the process's own, with its slots, when None)."""
+    here = Site(settings, store or Store.from_settings(settings, clock), outbox, verifier)
     app = Flask("digest.web", static_folder=None)
     app.extensions["digest"] = here
     app.url_map.converters["id"] = IdConverter
@@ -191,12 +193,13 @@ class WebServer:
     calling thread until `stop` (from any other thread), Ctrl-C or SystemExit."""
 
     def __init__(self, settings: Settings, host: str, port: int, store: Store | None = None,
-                 threads: int = 8, poll: float = 30.0, clock: Clock | None = None) -> None:
+                 threads: int = 8, poll: float = 30.0, clock: Clock | None = None,
+                 verifier: Verifier | None = None) -> None:
         self._own_store = store is None
         self.store = store or Store.from_settings(settings, clock)
         try:
             self.outbox = OutboxSender(self.store, settings, poll=poll)
-            self.app = create_app(settings, self.store, self.outbox)
+            self.app = create_app(settings, self.store, self.outbox, verifier=verifier)
             # Our own socket map: stop() closes exactly this server's sockets.
             self._map: dict[int, Any] = {}
             # waitress drops X-Forwarded-* itself unless told otherwise; with trusted

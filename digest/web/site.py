@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app, render_template
 
+from ..audience.admins import Verifier
 from ..audience.confirmations import ConfirmationMail, WelcomeMail
 from ..audience.outbox import OutboxSender
 from ..audience.subscribers import SubscriberBook
@@ -34,6 +35,8 @@ class Site:
     settings: Settings
     store: Store
     outbox: OutboxSender | None = None
+    # The admin sign-in's password verifications (None: the process's own, VERIFIER).
+    verifier: Verifier | None = None
     book: SubscriberBook = field(init=False)
     mail: ConfirmationMail = field(init=False)
     welcome: WelcomeMail = field(init=False)
