@@ -227,7 +227,7 @@ def test_a_semicolon_separated_file_imports(digest: Digest, tmp_path: Path) -> N
 
 def test_erase_leaves_no_counter_keyed_by_the_address(digest: Digest, tmp_path: Path) -> None:
     # Someone tried the admin sign-in with a subscriber's address: the failures are
-    # counted under "admin-login:<address>". Erasing the person left that row behind.
+    # counted under keys ending in the address. Erasing the person left them behind.
     from digest.audience.admins import sign_in
     from digest.config import load_settings
     from digest.store.db import Store

@@ -226,7 +226,9 @@ class _Attempt:
         self.limit = settings.admin.lockout_failures
         self.window = settings.admin.lockout_minutes * 60
         self.now = now
-        here = f"{key}|{network}"
+        # The account's address last in every key, as erase expects of counters keyed by
+        # an address (digest.store.privacy).
+        here = f"{network}:{key}"
         self.tries_key, self.lock_key = f"admin-try:{here}", f"admin-lock:{here}"
         self.known_key, self.account_key = f"admin-known:{here}", f"admin-account:{key}"
         self.tries = 0

@@ -44,7 +44,8 @@ def erase_person(session: Session, address: str, hashed_key: str,
     counts = {"events": 0, "mails": 0, "deliveries": 0}
     o, d = table_of(OutboxMail), table_of(Delivery)
     counts["mails"] = rowcount(session.execute(delete(o).where(o.c.recipient == address)))
-    # Counters keyed by the address ("admin-login:<address>", "admin-lock:<address>").
+    # Counters keyed by an address end with it ("admin-try:<network>:<address>",
+    # "admin-account:<address>").
     r = table_of(RateLimitHit)
     session.execute(delete(r).where(r.c.key.endswith(":" + address.lower(),
                                                       autoescape=True)))
