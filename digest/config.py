@@ -288,6 +288,15 @@ class WebSettings:
     # How many proxies in front of `digest serve` append to X-Forwarded-For (0: none, so
     # the header is ignored and nobody can pick their own rate-limit bucket with it).
     trusted_proxies: int = 0
+    # Caps on the mails the public sign-up form sends, whoever asks: at most this many
+    # sign-up mails (confirmation or "already subscribed") to one mailbox per
+    # signup_mailbox_hours (its +tag variants, and gmail.com's dot variants, are one
+    # mailbox), at most signup_mails_per_hour to everyone together, and none queued while
+    # the outbox holds signup_outbox_limit unsent mails.
+    signup_mails_per_mailbox: int = 1
+    signup_mailbox_hours: int = 24
+    signup_mails_per_hour: int = 200
+    signup_outbox_limit: int = 500
 
 
 # The signing secret `digest init` writes when DIGEST_SECRET_KEY is not used.
@@ -657,6 +666,11 @@ def _validate(s: Settings, origin: str) -> None:
     if s.web.trusted_proxies < 0:
         raise ConfigError(f"{origin}: [web] trusted_proxies must be 0 or more (the number of "
                           f"proxies in front of digest serve)")
+    for key in ("signup_mails_per_mailbox", "signup_mailbox_hours", "signup_mails_per_hour",
+                "signup_outbox_limit"):
+        if getattr(s.web, key) < 1:
+            raise ConfigError(f"{origin}: [web] {key} must be at least 1 "
+                              f"(got {getattr(s.web, key)})")
     if s.smtp.connections < 1:
         raise ConfigError(f"{origin}: [smtp] connections must be at least 1")
     if s.fetch.deadline_seconds <= 0:

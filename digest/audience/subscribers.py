@@ -7,6 +7,7 @@ import csv
 import enum
 import functools
 import hashlib
+import hmac
 import io
 import logging
 import re
@@ -25,13 +26,15 @@ from ..config import Settings
 from ..content.topics import TopicClassifier
 from ..errors import ConfigError, InputError
 from ..store import subscribers as stored
-from ..store.db import Session, Store, StoreConflict
+from ..store.db import Session, Store
 from ..store.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
     SuppressionReason,
 )
+from ..store.outbox import add_mail_if, unsent_mail
+from ..store.ratelimits import count_hit_in
 from ..store.suppressions import (
     find_suppression,
     list_suppressions,
@@ -53,6 +56,7 @@ __all__ = [
     "SubscriberBook",
     "LIFTABLE",
     "clean_name",
+    "mailbox_key",
     "csv_errors",
     "mark_unsubscribed",
     "normalise_email",
@@ -109,6 +113,23 @@ def normalise_email(address: str) -> str:
     except EmailNotValidError as exc:
         raise InputError(f"{address.strip()!r} is not a valid email address: {exc}") from None
     return info.ascii_email or info.normalized
+
+
+# Providers known to deliver n.a.m.e@ to name@ (and googlemail.com is gmail.com): only
+# there are dots no part of the mailbox. A +tag is a tag of the mailbox almost everywhere.
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_key(address: str) -> str:
+    """The mailbox an address delivers to, as far as the sign-up caps go: lower case,
+    without a +tag, and at gmail.com without dots (name+x@ and n.a.me@gmail.com are
+    name@gmail.com's)."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    domain = _DOTLESS_DOMAINS.get(domain, domain)
+    if domain in _DOTLESS_DOMAINS.values():
+        local = local.replace(".", "") or local
+    return f"{local}@{domain}"
 
 
 def clean_name(name: str | None) -> str:
@@ -374,52 +395,69 @@ class SubscriberBook:
                 mail: SignUpMail, client: str | None = None) -> str:
         """Record a sign-up and queue the mail `mail` composes for it, in one transaction.
 
-        A new address becomes a pending subscriber, a pending one takes the form's name and
-        topics, anyone else stays as they were (a stranger's form changes nothing of
-        theirs): the same work whatever the address was, so the answer tells nothing.
-        Returns the address as normalised (never as stored: that could differ). InputError
-        (nothing stored) for an invalid address or an unknown topic."""
+        A new address becomes a pending subscriber; anyone else stays as they were, a
+        pending one too (a stranger's form changes nothing of theirs: the first sign-up's
+        name, topics and consent stand until it is confirmed). The mail goes out within
+        the caps of [web] (per mailbox, per hour, the outbox's size), never to an address
+        suppressed for anything but its own unsubscribe. Every case issues the same
+        statements and composes a mail, so neither the answer nor its time tells what the
+        address was. Returns the address as normalised (never as stored: that could
+        differ). InputError (nothing stored) for an invalid address or an unknown topic."""
         address = normalise_email(email)
         name = clean_name(name)
         with self.store.sessions() as session:
             chosen = self.check_topics(session, topics)
-        for attempt in (1, 2):
-            try:
-                self._record_sign_up(address, name, chosen, mail, client)
-                break
-            except StoreConflict:
-                # The same new address from two requests at once (a double click): the
-                # other insert won; this one finds its row on the second try.
-                if attempt == 2:
-                    raise
+        self._record_sign_up(address, name, chosen, mail, client)
         return address
+
+    def mailbox_hash(self, address: str) -> str:
+        """A keyed hash of the address's mailbox (mailbox_key): what the sign-up caps
+        count by and the log names, never the address in clear."""
+        return hmac.new(self.settings.signing_key, b"sign-up mailbox:" +
+                        mailbox_key(address).encode(), hashlib.sha256).hexdigest()[:32]
 
     def _record_sign_up(self, address: str, name: str, chosen: list[str], mail: SignUpMail,
                         client: str | None) -> None:
+        web = self.settings.web
+        now, stamp = self.store.clock.now(), self.store.clock.timestamp()
+        mailbox = self.mailbox_hash(address)
         with self.store.writes.begin() as session:
             found = self.suppression(session, address)
-            if found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED:
-                # Complained, bounced, erased: never mailed again, not even a confirmation
-                # (the page answers the same, so it tells nobody why).
-                log.info("sign-up of a suppressed address refused (%s)", found.reason.value)
-                return
+            # Complained, bounced, erased: never mailed again, not even a confirmation.
+            barred = found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED
+            to_mailbox = count_hit_in(session, f"sign-up mailbox:{mailbox}",
+                                      web.signup_mailbox_hours * 3600, 1, stamp)
+            waiting = unsent_mail(session)
+            cap = "per-mailbox" if to_mailbox > web.signup_mails_per_mailbox else \
+                "outbox" if waiting >= web.signup_outbox_limit else None
+            # The hourly count takes only mails that go out (0 reads it, the same way).
+            in_hour = count_hit_in(session, "sign-up mails", 3600,
+                                   int(cap is None and not barred), stamp)
+            if cap is None and in_hour > web.signup_mails_per_hour:
+                cap = "hourly"
+            # What they asked for, and from where: the consent on record once confirmed.
+            # (Someone who left keeps their record until they confirm: the form may have
+            # been a stranger's.)
+            stored.add_pending_if(session, not barred, {
+                "email": address, "email_key": address.lower(), "name": name,
+                "topics": chosen, "consent_source": "sign-up", "consent_at": now,
+                "consent_ip": (client or "")[:64] or None, "created_at": now,
+                "updated_at": now})
             sub = stored.find_subscriber(session, address.lower())
             if sub is None:
-                sub = Subscriber(email=address, email_key=address.lower(), name=name,
-                                 topics=chosen, status=SubscriberStatus.PENDING)
-                session.add(sub)
-                session.flush()
-            elif sub.status is SubscriberStatus.PENDING:
-                sub.name, sub.topics = name or sub.name, chosen or sub.topics
-            if sub.status is SubscriberStatus.PENDING:
-                # What they asked for, and from where: the consent on record once confirmed.
-                # (Someone who left keeps their record until they confirm: the form may
-                # have been a stranger's.)
-                sub.consent_source, sub.consent_at = "sign-up", self.store.clock.now()
-                sub.consent_ip = (client or "")[:64] or None
+                # Barred and without a row: composed all the same, never queued.
+                sub = Subscriber(id=0, email=address, email_key=address.lower(), name=name,
+                                 topics=chosen, status=SubscriberStatus.PENDING,
+                                 token_version=1)
             envelope_from, message = mail(sub)
-            queue_mail(session, envelope_from, sub.email, message, self.store.clock.now(),
-                       subscriber_id=sub.id)
+            add_mail_if(session, not barred and cap is None, envelope_from, sub.email,
+                        message, now, subscriber_id=sub.id or None)
+        if barred:
+            assert found is not None
+            log.info("sign-up of a suppressed address refused (%s)", found.reason.value)
+        elif cap is not None:
+            log.warning("sign-up mail not queued: the %s cap is reached (mailbox %s)",
+                        cap, mailbox[:12])
 
     def confirmation(self, subscriber_id: int, version: int
                      ) -> tuple[LinkState, Subscriber | None]:

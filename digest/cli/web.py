@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 from typing import Any
 
 import click
 
 from ..web.app import WebServer
-from .app import App, log_to_stderr, out
+from .app import App, err, log_to_stderr, out
 
 __all__ = ["serve"]
 
@@ -32,6 +33,12 @@ def serve(app: App, host: str, port: int) -> None:
     """
     settings = app.settings
     log_to_stderr(settings)
+    if settings.web.trusted_proxies and not _loopback(host):
+        # Reachable directly, anyone could write the X-Forwarded-For the app trusts.
+        err.print(f"Warning: [web] trusted_proxies = {settings.web.trusted_proxies} trusts "
+                  f"X-Forwarded-For, but --host {host} lets clients reach digest directly "
+                  f"and choose their own address: bind to --host 127.0.0.1 behind the "
+                  f"proxy, or set trusted_proxies = 0")
     server = WebServer(settings, host, port,     # refuses without a signing key
                        store=app.store, clock=app.clock)
 
@@ -42,3 +49,13 @@ def serve(app: App, host: str, port: int) -> None:
     out.print(f"Serving {settings.digest.name} on http://{host}:{port} (links in mail "
               f"point to {settings.digest.base_url}); Ctrl-C stops.")
     server.run()
+
+
+def _loopback(host: str) -> bool:
+    """Whether host is a loopback address (or localhost): only this machine reaches it."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[] ")).is_loopback
+    except ValueError:
+        return False

@@ -9,14 +9,24 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from .db import Store, rowcount, table_of
 from .models import OutboxMail, Suppression, SuppressionReason
 
-__all__ = ["add_mail", "claim_due_mail", "delete_mail", "drop_blocked_mail",
-           "reschedule_mail"]
+__all__ = ["add_mail", "add_mail_if", "claim_due_mail", "delete_mail", "drop_blocked_mail",
+           "reschedule_mail", "unsent_mail"]
 
 
 def _blocked() -> ColumnElement[bool]:
@@ -39,6 +49,26 @@ def add_mail(session: Session, sender: str, recipient: str, message: bytes, now:
     """Add a mail due now, in the caller's transaction (it exists once that commits)."""
     session.add(OutboxMail(subscriber_id=subscriber_id, sender=sender, recipient=recipient,
                            message=message, attempts=0, next_attempt_at=now))
+
+
+def add_mail_if(session: Session, allowed: bool, sender: str, recipient: str, message: bytes,
+                now: datetime, subscriber_id: int | None = None) -> None:
+    """add_mail when allowed, by one INSERT … SELECT … WHERE allowed issued either way: the
+    same statement whether the mail is queued or not, so a sign-up takes as long for an
+    address that gets no mail as for one that does."""
+    table = table_of(OutboxMail)
+    values = {"subscriber_id": subscriber_id, "sender": sender, "recipient": recipient,
+              "message": message, "attempts": 0, "next_attempt_at": now,
+              "created_at": now}
+    columns = [table.c[name] for name in values]
+    row = select(*[literal(value, type_=table.c[name].type) for name, value in values.items()]
+                 ).where(literal(allowed))
+    session.execute(insert(table).from_select(columns, row))
+
+
+def unsent_mail(session: Session) -> int:
+    """How many mails the outbox holds (queued or being retried)."""
+    return int(session.scalar(select(func.count()).select_from(OutboxMail)) or 0)
 
 
 def claim_due_mail(store: Store, now: datetime, skip: Collection[int],

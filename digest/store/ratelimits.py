@@ -6,31 +6,38 @@ from __future__ import annotations
 
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 # STORE_ERRORS is named here too for the rate limiter's storage (its base_exceptions).
 from .db import STORE_ERRORS, Store, rowcount, table_of
 from .models import RateLimitHit
 
-__all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "current_hits", "hold", "reset_hits",
-           "table_ready", "take_back", "window_end"]
+__all__ = ["STORE_ERRORS", "clear_hits", "count_hit", "count_hit_in", "current_hits", "hold",
+           "reset_hits", "table_ready", "take_back", "window_end"]
 
 
 def count_hit(store: Store, key: str, expiry: int, amount: int, now: float) -> int:
     """Count `amount` hits on key (a new window of `expiry` seconds when the last one
     ended at `now`) and return the hits in the current window. Ended windows of other
     keys go at the same time, so the table stays as small as the live buckets."""
+    with store.writes.begin() as session:
+        return count_hit_in(session, key, expiry, amount, now)
+
+
+def count_hit_in(session: Session, key: str, expiry: int, amount: int, now: float) -> int:
+    """count_hit in the caller's transaction: the same statements whatever the amount (0
+    reads the window's hits through the same upsert)."""
     table = table_of(RateLimitHit)
-    insert = (postgresql.insert if store.engine.dialect.name == "postgresql"
-              else sqlite.insert)(table)
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     current = table.c.expires_at > now
     statement = insert.values(key=key, hits=amount, expires_at=now + expiry) \
         .on_conflict_do_update(index_elements=[table.c.key], set_={
             "hits": case((current, table.c.hits + amount), else_=amount),
             "expires_at": case((current, table.c.expires_at), else_=now + expiry),
         }).returning(table.c.hits)
-    with store.writes.begin() as session:
-        hits = session.execute(statement).scalar_one()
-        session.execute(delete(RateLimitHit).where(RateLimitHit.expires_at <= now))
+    hits = session.execute(statement).scalar_one()
+    session.execute(delete(RateLimitHit).where(RateLimitHit.expires_at <= now))
     return int(hits)
 
 

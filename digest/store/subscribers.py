@@ -5,22 +5,40 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .db import table_of
 from .models import Article, Subscriber, SubscriberStatus
 from .suppressions import not_suppressed
 
-__all__ = ["active_count", "active_topic_choices", "article_topics", "find_subscriber",
-           "get_subscriber", "insert_subscribers", "list_subscribers", "mailable",
-           "removed_hashes", "subscribers_by_key", "update_subscribers"]
+__all__ = ["active_count", "active_topic_choices", "add_pending_if", "article_topics",
+           "find_subscriber", "get_subscriber", "insert_subscribers", "list_subscribers",
+           "mailable", "removed_hashes", "subscribers_by_key", "update_subscribers"]
 
 
 def mailable() -> ColumnElement[bool]:
     """The one rule of whom a message may go to: active, and not on the suppression list
     (every query that picks recipients uses it)."""
     return (Subscriber.status == SubscriberStatus.ACTIVE) & not_suppressed(Subscriber.email_key)
+
+
+def add_pending_if(session: Session, allowed: bool, values: Mapping[str, Any]) -> None:
+    """Add a pending subscriber of `values` (email, email_key, name, topics, consent…)
+    when allowed and no row has its email_key; an existing row, of any status, stays as
+    it is. One INSERT … SELECT … WHERE allowed … ON CONFLICT DO NOTHING, issued either
+    way, so the work is the same whether a row is added, was there, or may not be."""
+    table = table_of(Subscriber)
+    columns = {"status": SubscriberStatus.PENDING, "token_version": 1, "hard_bounces": 0,
+               "bounce_score": 0, **values}
+    row = select(*[literal(value, type_=table.c[name].type)
+                   for name, value in columns.items()]).where(literal(allowed))
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table) \
+        .from_select([table.c[name] for name in columns], row) \
+        .on_conflict_do_nothing(index_elements=[table.c.email_key])
+    session.execute(statement)
 
 
 def find_subscriber(session: Session, email_key: str) -> Subscriber | None:

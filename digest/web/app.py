@@ -7,7 +7,8 @@ version so they can be revoked. Forms carry CSRF tokens (Flask-WTF); the one-cli
 does not, by design: mail providers POST it without cookies. Links that change something
 (confirm, unsubscribe) show a page with a button on GET, because mail scanners follow
 links. Sign-up only queues its mail (digest.outbox); the server's outbox thread sends it.
-Rate limits count in the store (digest.ratelimits), per real client address.
+Rate limits count in the store (digest.ratelimits), per real client address (an IPv6
+client by its /64).
 
 This module builds the app (settings, security headers, error pages, the shared template
 loader) and serves it; the pages are blueprints: `public` (digest.web.public), the
@@ -36,6 +37,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
 from ..audience.admins import Verifier
+from ..audience.clicks import client_network
 from ..audience.outbox import OutboxSender
 from ..clock import Clock
 from ..config import Settings
@@ -111,7 +113,7 @@ def create_app(settings: Settings, store: Store | None = None,
     csrf = CSRFProtect(app)
     # Counted in the store, so every thread and process of this site shares the buckets.
     shared: dict[str, Any] = {"store": here.store}
-    limiter = Limiter(get_remote_address, app=app, storage_uri=f"{LIMIT_STORAGE}://",
+    limiter = Limiter(_client, app=app, storage_uri=f"{LIMIT_STORAGE}://",
                       storage_options=shared, default_limits=[])
     app.register_blueprint(public_pages(limiter, csrf))
     app.register_blueprint(webhook_pages(settings, csrf, sns_transport))
@@ -120,6 +122,12 @@ def create_app(settings: Settings, store: Store | None = None,
     _handle_errors(app)
     app.after_request(_security_headers)
     return app
+
+
+def _client() -> str:
+    """The rate limits' client: an IPv4 address, or an IPv6 address's /64 (one host or
+    home holds it whole, and may take any address of it)."""
+    return client_network(get_remote_address())
 
 
 def _cannot_listen(host: str, port: int, exc: Exception) -> str:
