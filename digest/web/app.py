@@ -42,6 +42,7 @@ from ..errors import InputError
 from ..mail.render import day, template_loader
 from ..store.db import Store
 from .admin import admin_pages
+from .clicks import close_clicks
 from .public import public_pages
 from .ratelimits import SCHEME as LIMIT_STORAGE
 from .site import Site, page
@@ -235,6 +236,7 @@ class WebServer:
             # After Ctrl-C the loop is gone but its sockets are open (after stop(): no-op).
             wasyncore.close_all(self._map)
             self.outbox.stop()
+            close_clicks(self.app)
             if self._own_store:
                 self.store.close()
 

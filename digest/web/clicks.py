@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, current_app, redirect, request
+from flask import Flask, abort, current_app, redirect, request
 
 from ..audience.clicks import BadToken, ClickCounter
 from .site import site
 
-__all__ = ["follow_click"]
+__all__ = ["close_clicks", "follow_click"]
 
 _EXTENSION = "digest-clicks"
 
@@ -26,6 +26,15 @@ def _counter() -> ClickCounter:
                                                   ClickCounter(here.store, here.settings))
     counter: ClickCounter = found
     return counter
+
+
+def close_clicks(app: Flask) -> None:
+    """Store the clicks the app's click service holds and stop its flusher (the server
+    is going down)."""
+    found = app.extensions.get(_EXTENSION)
+    if found is not None:
+        counter: ClickCounter = found
+        counter.close()
 
 
 def follow_click(token: str) -> Any:
