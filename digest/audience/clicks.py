@@ -136,6 +136,8 @@ QUEUE_LIMIT = 20_000
 # Client networks whose requests per edition the service remembers between flushes
 # (only in memory); when more come it forgets them all and starts again.
 NETWORKS_LIMIT = 200_000
+# Links whose target (edition, article, where it leads) is kept between two flushes.
+TARGETS_LIMIT = 10_000
 
 
 class ClickCounter:
@@ -143,7 +145,9 @@ class ClickCounter:
     need no store decide at the door (HEAD, scanner, early, over the network's limit) and
     add to tallies in memory; a candidate click waits in a bounded queue. A background
     flusher (started with the first click) stores both every flush_seconds in one
-    transaction, hashing each client with its edition's random key, and closes the
+    transaction, hashing each client with its edition's random key, forgets the targets
+    of links it looked up since the last flush (so that a link is one lookup a flush, not
+    one a request), and closes the
     counting of editions whose [tracking] count_hours have passed. `close` flushes what
     is left (digest serve calls it on the way down); a kill loses at most the last
     flush_seconds of requests."""
@@ -157,6 +161,7 @@ class ClickCounter:
         self._pending: list[_Pending] = []
         self._tallies: Counter[tuple[int, int, str]] = Counter()
         self._seen: dict[tuple[int, str], int] = {}
+        self._targets: dict[tuple[int, int], tuple[ClickTarget, str]] = {}
         self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -175,10 +180,21 @@ class ClickCounter:
 
         Links of an edition sent while counts were on keep working when they are off."""
         claims = self.signer.read(token)
-        target = click_target(self.store, claims.number, claims.article_id)
-        if target is None:
-            return None
-        url = self._article_url(target)
+        found = self._targets.get((claims.number, claims.article_id))
+        if found is None:
+            target = click_target(self.store, claims.number, claims.article_id)
+            if target is None:
+                return None
+            found = target, self._article_url(target)
+            if target.delivered:
+                # Until the next flush: an article removed, or an edition cancelled, since
+                # leads nowhere within flush_seconds. One not delivered yet is asked again
+                # (its first message makes its clicks count).
+                with self._lock:
+                    if len(self._targets) >= TARGETS_LIMIT:
+                        self._targets.clear()
+                    self._targets[claims.number, claims.article_id] = found
+        target, url = found
         if not self.settings.tracking.clicks:
             return Followed(url, None)
         reason = click_reason(method, user_agent, target.delivered)
@@ -220,6 +236,7 @@ class ClickCounter:
             with self._lock:
                 pending, self._pending = self._pending, []
                 tallies, self._tallies = self._tallies, Counter()
+                self._targets = {}
             now = self.store.clock.now()
             try:
                 closed = close_counting(self.store, now - timedelta(hours=tracking.count_hours))
