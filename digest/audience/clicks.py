@@ -200,15 +200,24 @@ class ClickCounter:
         reason = click_reason(method, user_agent, target.delivered)
         return Followed(url, self._take(target, client_network(address), reason, now))
 
+    def start(self) -> None:
+        """Start the flusher (once; `follow` does it too), so that counting closes on
+        time also while nobody clicks."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._run, name="click-flusher",
+                                            daemon=True)
+            self._thread.start()
+
     def _take(self, target: ClickTarget, network: str, reason: str, now: datetime) -> str:
         """Decide at the door, and queue or tally the request; the reason it has."""
         limit = self.settings.tracking.client_clicks
         key = (target.edition_id, network)
         with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="click-flusher",
-                                                daemon=True)
-                self._thread.start()
+            self._start()
             if key not in self._seen and len(self._seen) >= NETWORKS_LIMIT:
                 self._seen.clear()
             seen = self._seen[key] = self._seen.get(key, 0) + 1

@@ -42,7 +42,7 @@ from ..errors import InputError
 from ..mail.render import day, template_loader
 from ..store.db import Store
 from .admin import admin_pages
-from .clicks import close_clicks
+from .clicks import close_clicks, start_clicks
 from .public import public_pages
 from .ratelimits import SCHEME as LIMIT_STORAGE
 from .site import Site, page
@@ -224,6 +224,7 @@ class WebServer:
     def run(self) -> None:
         """Serve until stopped; then the outbox sender finishes its pass and ends."""
         self.outbox.start()
+        start_clicks(self.app)
         try:
             self.server.run()
         except OSError as exc:

@@ -12,7 +12,7 @@ from flask import Flask, abort, current_app, redirect, request
 from ..audience.clicks import BadToken, ClickCounter
 from .site import site
 
-__all__ = ["close_clicks", "follow_click"]
+__all__ = ["close_clicks", "follow_click", "start_clicks"]
 
 _EXTENSION = "digest-clicks"
 
@@ -26,6 +26,13 @@ def _counter() -> ClickCounter:
                                                   ClickCounter(here.store, here.settings))
     counter: ClickCounter = found
     return counter
+
+
+def start_clicks(app: Flask) -> None:
+    """Start the app's click service and its flusher (the server is starting): the
+    counting of editions closes on time, also while nobody clicks."""
+    with app.app_context():
+        _counter().start()
 
 
 def close_clicks(app: Flask) -> None:
