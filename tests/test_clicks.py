@@ -50,6 +50,7 @@ from digest.store.clicks import (
     article_clicks,
     edition_clicks,
     record_click,
+    source_clicks,
     uncounted_clicks,
 )
 from digest.store.db import Store
@@ -621,6 +622,23 @@ def test_a_hundred_readers_count_once_each_and_a_network_over_its_limit_not_at_a
             assert app.get(link, address="198.51.100.1")[0] == 302
         assert app.counts() == {app.articles[0]: 99}
         assert app.uncounted()["limit"] >= 10
+
+
+def test_clicks_the_limit_takes_back_still_count_for_rankings_made_before(sent: Sent) -> None:
+    target = [ClickTarget(sent.edition_id, 1, a, None, True) for a in sent.articles[:6]]
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    rule = {"burst_clicks": 3, "burst_seconds": 5, "client_clicks": 3}
+    assert record_click(sent.store, target[0], "x", "counted", start, **rule) == "counted"
+    until = start + timedelta(hours=1)
+    before = source_clicks(sent.store, 2, until, 4)
+    assert sum(c for c, _ in before.values()) == 1
+    reasons = [record_click(sent.store, target[n], "x", "counted",
+                            start + timedelta(hours=2, minutes=n), **rule) for n in range(1, 6)]
+    assert reasons == ["counted", "counted", "limit", "limit", "limit"]
+    assert sent.counts() == {}
+    assert source_clicks(sent.store, 2, until, 4) == before
+    assert sum(c for c, _ in source_clicks(sent.store, 2, start + timedelta(hours=3),
+                                           4).values()) == 0
 
 
 def test_when_counting_closes_no_client_hash_nor_key_remains_and_counts_stay(

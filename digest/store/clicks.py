@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from .db import Store, rowcount
@@ -143,8 +143,11 @@ def record_clicks(store: Store, requests: Sequence[Request], *, burst_clicks: in
                 reason = "limit"
             if reason != "counted":
                 if reason == "limit":
+                    # Taken back now: source_clicks still counts them for the
+                    # editions ranked before (uncounted_at), so those rank as they did.
                     session.execute(update(Click).where(*mine, Click.counted)
-                                    .values(counted=False, reason="limit"))
+                                    .values(counted=False, reason="limit",
+                                            uncounted_at=r.at))
                 tallies[target.edition_id, target.article_id, reason] += 1
                 reasons.append(reason)
                 continue
@@ -208,9 +211,10 @@ def click_keys(store: Store, edition_ids: Iterable[int], now: datetime) -> dict[
 
 def close_counting(store: Store, before: datetime) -> list[int]:
     """Close the counting of every edition whose key was opened before `before`: its
-    requests that did not count become tallies, its counted clicks lose their client
-    hash, and the key is deleted, so that nothing left tells one client's clicks from
-    another's. The counts stay as they were. The ids of the editions closed."""
+    requests that did not count become tallies (but for clicks taken back by the limit,
+    which keep their times for source_clicks), every click loses its client hash, and
+    the key is deleted, so that nothing left tells one client's clicks from another's.
+    The counts stay as they were. The ids of the editions closed."""
     due = select(ClickKey.edition_id).where(ClickKey.opened_at < before)
     with store.sessions() as session:
         if session.scalar(due.limit(1)) is None:
@@ -221,12 +225,14 @@ def close_counting(store: Store, before: datetime) -> list[int]:
             return []
         rows = session.execute(
             select(Click.edition_id, Click.article_id, Click.reason, func.count())
-            .where(Click.edition_id.in_(ids), Click.counted.is_(False))
+            .where(Click.edition_id.in_(ids), Click.counted.is_(False),
+                   Click.uncounted_at.is_(None))
             .group_by(Click.edition_id, Click.article_id, Click.reason)).all()
         _add_tallies(session, Counter({(int(e), int(a), str(r)): int(n)
                                        for e, a, r, n in rows}))
         session.execute(delete(Click).where(Click.edition_id.in_(ids),
-                                            Click.counted.is_(False)))
+                                            Click.counted.is_(False),
+                                            Click.uncounted_at.is_(None)))
         session.execute(update(Click).where(Click.edition_id.in_(ids), Click.client != "")
                         .values(client=""))
         session.execute(delete(ClickKey).where(ClickKey.edition_id.in_(ids)))
@@ -287,7 +293,8 @@ def source_clicks(store: Store, before: int, until: datetime, editions: int
                   ) -> dict[int, tuple[int, int]]:
     """Source id → (counted clicks, articles) over the last `editions` editions numbered
     below `before` that went out: each article counts for its first source, and only
-    clicks made before `until`. With `until` some seconds before an edition was made
+    clicks made before `until` (and counted then: a click the limit rule took back
+    later still counts here). With `until` some seconds before an edition was made
     (its cutoff less [tracking] burst_seconds), the answer for that edition never changes
     afterwards: the editions before it and their clicks up to then are settled, so the
     edition ranks the same when it is rendered again (a resumed send, its archive page)."""
@@ -302,7 +309,8 @@ def source_clicks(store: Store, before: int, until: datetime, editions: int
                                 .group_by(Article.source_id)).all()
         clicked = dict(session.execute(
             select(Article.source_id, func.count()).join(Click, Click.article_id == Article.id)
-            .where(from_source, Click.edition_id.in_(ids), Click.counted, Click.at < until)
+            .where(from_source, Click.edition_id.in_(ids), Click.at < until,
+                   or_(Click.counted, Click.uncounted_at >= until))
             .group_by(Article.source_id)).all())
     return {int(source): (int(clicked.get(source, 0)), int(n)) for source, n in shown
             if source is not None}

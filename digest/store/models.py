@@ -400,6 +400,8 @@ class Click(Base):
     client: Mapped[str] = mapped_column(String(64))
     counted: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(16))
+    # When the limit rule took a counted click back (rankings made before still count it).
+    uncounted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ClickTally(Base):

@@ -1,6 +1,7 @@
 """Click counts that keep no reader: requests that never count become tallies per
 (edition, article, reason) instead of one row each, and the clients of an edition's clicks
-are hashed with a random key of that edition (click_keys), deleted when counting closes.
+are hashed with a random key of that edition (click_keys), deleted when counting closes;
+a click the limit rule takes back keeps when (uncounted_at), for the rankings before.
 
 Rows of older stores were hashed with a key derived from the long-lived secret: their
 uncounted rows become tallies and the clients of the rest are blanked.
@@ -37,6 +38,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(64), nullable=False),
         sa.Column("opened_at", sa.DateTime(), nullable=False),
     )
+    with op.batch_alter_table("clicks") as batch:
+        batch.add_column(sa.Column("uncounted_at", sa.DateTime(), nullable=True))
     op.execute("INSERT INTO click_tallies (edition_id, article_id, reason, requests) "
                "SELECT edition_id, article_id, reason, count(*) FROM clicks "
                "WHERE NOT counted GROUP BY edition_id, article_id, reason")
@@ -45,5 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clicks") as batch:
+        batch.drop_column("uncounted_at")
     op.drop_table("click_keys")
     op.drop_table("click_tallies")
