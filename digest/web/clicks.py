@@ -12,7 +12,7 @@ from flask import Flask, abort, current_app, redirect, request
 from ..audience.clicks import BadToken, ClickCounter
 from .site import site
 
-__all__ = ["close_clicks", "follow_click", "start_clicks"]
+__all__ = ["close_clicks", "flush_clicks", "follow_click", "start_clicks"]
 
 _EXTENSION = "digest-clicks"
 
@@ -42,6 +42,15 @@ def close_clicks(app: Flask) -> None:
     if found is not None:
         counter: ClickCounter = found
         counter.close()
+
+
+def flush_clicks() -> None:
+    """Store what the current app's click service holds now, so that a page showing
+    counts shows the clicks this server has answered (other processes: within a flush)."""
+    found = current_app.extensions.get(_EXTENSION)
+    if found is not None:
+        counter: ClickCounter = found
+        counter.flush()
 
 
 def follow_click(token: str) -> Any:
