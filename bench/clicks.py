@@ -16,6 +16,7 @@ edition's links, so they are what readers' clicks look like, not one scanner's f
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -54,7 +55,6 @@ def sent_edition(code: Path) -> tuple[Path, list[str]]:
                        capture_output=True, check=True)
     finally:
         smtp.stop()
-    import sqlite3
     with sqlite3.connect(folder / "digest.db") as db:
         ids = [i for (i,) in db.execute(
             "select id from articles where edition_id = "
@@ -140,7 +140,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    import sqlite3
     with sqlite3.connect(folder / "digest.db") as db:
         (rows,) = db.execute("select count(*) from clicks").fetchone()
     medians = {k: statistics.median(v) for k, v in rates.items()}
