@@ -144,12 +144,12 @@ class ClickCounter:
     """The service behind ``/r/{token}``. A request is answered at once: the rules that
     need no store decide at the door (HEAD, scanner, early, over the network's limit) and
     add to tallies in memory; a candidate click waits in a bounded queue. A background
-    flusher (started with the first click) stores both every flush_seconds in one
-    transaction, hashing each client with its edition's random key, forgets the targets
-    of links it looked up since the last flush (so that a link is one lookup a flush, not
-    one a request), and closes the
-    counting of editions whose [tracking] count_hours have passed. `close` flushes what
-    is left (digest serve calls it on the way down); a kill loses at most the last
+    flusher (started with digest serve, or by the first click) stores both every
+    flush_seconds in one transaction, hashing each client with its edition's random key;
+    forgets the targets of the links looked up since the last flush (so that a link is
+    one lookup a flush, not one a request); and closes the counting of editions whose
+    [tracking] count_hours have passed. `close` flushes what is left (digest serve calls
+    it on the way down); a kill loses what came since the last flush, about
     flush_seconds of requests."""
 
     def __init__(self, store: Store, settings: Settings, flush_seconds: float = 1.0) -> None:
