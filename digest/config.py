@@ -267,6 +267,12 @@ class TrackingSettings:
     # burst_seconds, and none of them counts.
     burst_clicks: int = 3
     burst_seconds: int = 10
+    # A client network's requests of one edition's links while its counting is open:
+    # beyond this many none of them counts, and the rest are only tallied.
+    client_clicks: int = 50
+    # How long an edition's counting stays open from its first click: then the random key
+    # its clients were hashed with, and every hash, are deleted; only counts remain.
+    count_hours: int = 24
     # Clicks as a ranking signal: a source whose stories readers clicked more than their
     # share of the last few editions' articles ranks higher (its stories' score × 0.5–2).
     rank_by_clicks: bool = False
@@ -761,6 +767,9 @@ def _validate_desk(s: Settings, origin: str) -> None:
     if t.burst_clicks < 2 or t.burst_seconds < 1:
         raise ConfigError(f"{origin}: [tracking] burst_clicks must be at least 2 and "
                           f"burst_seconds at least 1")
+    if t.client_clicks < 1 or not 1 <= t.count_hours <= 24 * 31:
+        raise ConfigError(f"{origin}: [tracking] client_clicks must be at least 1 and "
+                          f"count_hours from 1 to 744 (31 days)")
     if a.session_hours < 1 or a.lockout_failures < 1 or a.lockout_minutes < 1:
         raise ConfigError(f"{origin}: [admin] session_hours, lockout_failures and "
                           f"lockout_minutes must each be at least 1")

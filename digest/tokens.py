@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BadToken", "ClickClaims", "ClickSigner", "Signer", "TokenClaims", "Verp",
-           "VerpClaims", "create_secret_file", "erased_key", "erased_keys", "read_token"]
+           "VerpClaims", "client_hash", "create_secret_file", "erased_key", "erased_keys",
+           "read_token"]
 
 
 class BadToken(ValueError):
@@ -149,15 +150,12 @@ class ClickSigner:
     the very same link. ``<number>.<article>.<16 characters of HMAC>``, ids in base 36,
     URL-safe and short. The key is derived for this purpose alone, so no other token is
     ever a valid click token, nor the other way round.
-
-    The signer also keys the hash a click keeps of the requesting address (`client`):
-    per edition, so the same address leaves unrelated values in two editions."""
+"""
 
     _TOKEN = re.compile(r"([0-9a-z]{1,13})\.([0-9a-z]{1,13})\.([A-Za-z0-9_-]{16})")
 
     def __init__(self, secret: bytes) -> None:
         self._key = _purpose_key(secret, "click-link")
-        self._client_key = _purpose_key(secret, "click-client")
 
     def _mac(self, number: int, article_id: int) -> str:
         mac = hmac.new(self._key, f"{number}:{article_id}".encode(), hashlib.sha256)
@@ -187,11 +185,13 @@ class ClickSigner:
             raise BadToken("invalid signature")
         return ClickClaims(number, article_id)
 
-    def client(self, number: int, address: str) -> str:
-        """What a click keeps of the address it came from: an HMAC-SHA256 (64 hex digits)
-        keyed from the secret and bound to the edition; never the address itself."""
-        return hmac.new(self._client_key, f"{number}:{address}".encode(),
-                        hashlib.sha256).hexdigest()
+
+def client_hash(key: bytes, network: str) -> str:
+    """What a click keeps of the network it came from while its edition's counting is
+    open: an HMAC-SHA256 (64 hex digits) keyed by the edition's own random key (deleted,
+    with these hashes, when counting closes); never the address, nor anything the
+    long-lived secret could tell again."""
+    return hmac.new(key, network.encode(), hashlib.sha256).hexdigest()
 
 
 def erased_key(secret: bytes, address: str) -> str:

@@ -46,6 +46,9 @@ def test_lookup_order_and_environment_overlay(tmp_path: Path,
     ('[digest\n', "invalid TOML"),
     ('[schedule]\ntimezone = "Mars/Base"\n', "is not an IANA zone name"),
     ('[[topics]]\nkeywords = ["a"]\n', "topic #1 needs a name"),
+    ('[tracking]\nclient_clicks = 0\n', "[tracking] client_clicks must be at least 1 and "
+                                         "count_hours from 1 to 744 (31 days)"),
+    ('[tracking]\ncount_hours = 0\n', "[tracking] client_clicks must be at least 1"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "digest.toml"

@@ -4,9 +4,13 @@ to, and whether a request for it counts.
 The token names an edition and an article, never a reader, so every subscriber's
 message carries the very same link. A request counts unless a machine made it: a HEAD
 request, a known mail scanner, link previewer, crawler or HTTP library (by its
-User-Agent), a request before any message of the edition was sent, or a burst of links
-from one address within seconds ([tracking] burst_clicks and burst_seconds). What is
-kept of the address is a keyed hash, bound to the edition, never the address.
+User-Agent), a request before any message of the edition was sent, a burst of links
+from one address within seconds ([tracking] burst_clicks and burst_seconds), a repeat of
+a link from one address, or any request of a network that went over [tracking]
+client_clicks in the edition. What is kept of the address, while the edition's counting
+is open ([tracking] count_hours), is a hash keyed by a random key of that edition; when
+it closes the key and the hashes are deleted and only counts remain. Requests that never
+count are tallies per (edition, article, reason), not rows.
 """
 
 from __future__ import annotations
@@ -14,14 +18,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import threading
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..config import Settings
 from ..content.edition import read_more_url
-from ..store.clicks import ClickTarget, click_target, record_click
+from ..store.clicks import (
+    ClickTarget,
+    Request,
+    add_tallies,
+    click_keys,
+    click_target,
+    close_counting,
+    record_clicks,
+)
 from ..store.db import STORE_ERRORS, Store
-from ..tokens import BadToken, ClickSigner
+from ..tokens import BadToken, ClickSigner, client_hash
 
 __all__ = ["SCANNER_AGENTS", "BadToken", "ClickCounter", "Followed", "click_reason",
            "client_network", "is_scanner"]
@@ -100,20 +114,58 @@ def click_reason(method: str, user_agent: str, delivered: bool) -> str:
 
 @dataclass(frozen=True)
 class Followed:
-    """Where a link leads, and what became of the request (None: not recorded, because
-    click counts are off or the store could not take it)."""
+    """Where a link leads, and what became of the request at the door (None: not
+    recorded, because click counts are off). "counted" is a candidate the repeat, burst
+    and limit rules may still overturn when the flusher stores it."""
 
     url: str
     reason: str | None
 
 
-class ClickCounter:
-    """The service behind ``/r/{token}``."""
+@dataclass(frozen=True)
+class _Pending:
+    target: ClickTarget
+    network: str
+    reason: str
+    at: datetime
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+
+# Candidate clicks waiting for the flusher; beyond this many (a flood the per-network
+# limit did not stop: many networks at once) requests are only tallied as "dropped".
+QUEUE_LIMIT = 20_000
+# Client networks whose requests per edition the service remembers between flushes
+# (only in memory); when more come it forgets them all and starts again.
+NETWORKS_LIMIT = 200_000
+# Links whose target (edition, article, where it leads) is kept between two flushes.
+TARGETS_LIMIT = 10_000
+
+
+class ClickCounter:
+    """The service behind ``/r/{token}``. A request is answered at once: the rules that
+    need no store decide at the door (HEAD, scanner, early, over the network's limit) and
+    add to tallies in memory; a candidate click waits in a bounded queue. A background
+    flusher (started with digest serve, or by the first click) stores both every
+    flush_seconds in one transaction, hashing each client with its edition's random key;
+    forgets the targets of the links looked up since the last flush (so that a link is
+    one lookup a flush, not one a request); and closes the counting of editions whose
+    [tracking] count_hours have passed. `close` flushes what is left (digest serve calls
+    it on the way down); a kill loses what came since the last flush, about
+    flush_seconds of requests."""
+
+    def __init__(self, store: Store, settings: Settings, flush_seconds: float = 1.0) -> None:
         self.store = store
         self.settings = settings
         self.signer = ClickSigner(settings.signing_key)
+        self.flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        self._tallies: Counter[tuple[int, int, str]] = Counter()
+        self._seen: dict[tuple[int, str], int] = {}
+        self._targets: dict[tuple[int, int], tuple[ClickTarget, str]] = {}
+        self._flushing = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def link(self, number: int, article_id: int) -> str:
         """The tracked link of an article in edition `number`."""
@@ -122,30 +174,113 @@ class ClickCounter:
     def follow(self, token: str, *, method: str, user_agent: str, address: str,
                now: datetime) -> Followed | None:
         """Where the link leads (the article, with the UTM parameters its message
-        carries), recording the request when click counts are on; None when it leads
+        carries), taking the request in when click counts are on; None when it leads
         nowhere (its edition never went out, or the article is no longer in it), and
         nothing is recorded. BadToken for a token that is forged, altered or cut.
 
         Links of an edition sent while counts were on keep working when they are off."""
         claims = self.signer.read(token)
-        target = click_target(self.store, claims.number, claims.article_id)
-        if target is None:
-            return None
-        url = self._article_url(target)
-        tracking = self.settings.tracking
-        if not tracking.clicks:
+        found = self._targets.get((claims.number, claims.article_id))
+        if found is None:
+            target = click_target(self.store, claims.number, claims.article_id)
+            if target is None:
+                return None
+            found = target, self._article_url(target)
+            if target.delivered:
+                # Until the next flush: an article removed, or an edition cancelled, since
+                # leads nowhere within flush_seconds. One not delivered yet is asked again
+                # (its first message makes its clicks count).
+                with self._lock:
+                    if len(self._targets) >= TARGETS_LIMIT:
+                        self._targets.clear()
+                    self._targets[claims.number, claims.article_id] = found
+        target, url = found
+        if not self.settings.tracking.clicks:
             return Followed(url, None)
         reason = click_reason(method, user_agent, target.delivered)
-        client = self.signer.client(claims.number, client_network(address))
-        try:
-            reason = record_click(self.store, target, client, reason, now,
-                                  burst_clicks=tracking.burst_clicks,
-                                  burst_seconds=tracking.burst_seconds)
-        except STORE_ERRORS as exc:
-            # A reader's click never fails for the count's sake.
-            log.warning("click on edition %s not recorded: %s", claims.number, exc)
-            return Followed(url, None)
-        return Followed(url, reason)
+        return Followed(url, self._take(target, client_network(address), reason, now))
+
+    def start(self) -> None:
+        """Start the flusher (once; `follow` does it too), so that counting closes on
+        time also while nobody clicks."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._run, name="click-flusher",
+                                            daemon=True)
+            self._thread.start()
+
+    def _take(self, target: ClickTarget, network: str, reason: str, now: datetime) -> str:
+        """Decide at the door, and queue or tally the request; the reason it has."""
+        limit = self.settings.tracking.client_clicks
+        key = (target.edition_id, network)
+        with self._lock:
+            self._start()
+            if key not in self._seen and len(self._seen) >= NETWORKS_LIMIT:
+                self._seen.clear()
+            seen = self._seen[key] = self._seen.get(key, 0) + 1
+            if seen > limit:
+                reason = "limit"
+                if seen > limit + 1:
+                    # Its clicks were taken back when it went over: only a tally now.
+                    self._tallies[target.edition_id, target.article_id, reason] += 1
+                    return reason
+            elif reason != "counted":
+                self._tallies[target.edition_id, target.article_id, reason] += 1
+                return reason
+            if len(self._pending) >= QUEUE_LIMIT:
+                self._tallies[target.edition_id, target.article_id, "dropped"] += 1
+                return "dropped"
+            self._pending.append(_Pending(target, network, reason, now))
+            return reason
+
+    def flush(self) -> None:
+        """Store what came in since the last flush, in one transaction, and close the
+        counting of editions whose time is up. A store error loses this batch (logged):
+        a reader's click never fails for the count's sake."""
+        tracking = self.settings.tracking
+        with self._flushing:
+            with self._lock:
+                pending, self._pending = self._pending, []
+                tallies, self._tallies = self._tallies, Counter()
+                self._targets = {}
+            now = self.store.clock.now()
+            try:
+                closed = close_counting(self.store, now - timedelta(hours=tracking.count_hours))
+                if closed:
+                    with self._lock:
+                        self._seen = {k: n for k, n in self._seen.items()
+                                      if k[0] not in closed}
+                if pending:
+                    keys = click_keys(self.store, {p.target.edition_id for p in pending}, now)
+                    record_clicks(self.store, [
+                        Request(p.target, client_hash(keys[p.target.edition_id], p.network),
+                                p.reason, p.at) for p in pending],
+                        burst_clicks=tracking.burst_clicks,
+                        burst_seconds=tracking.burst_seconds,
+                        client_clicks=tracking.client_clicks)
+                if tallies:
+                    add_tallies(self.store, tallies)
+            except STORE_ERRORS as exc:
+                log.warning("%d click requests not recorded: %s",
+                            len(pending) + sum(tallies.values()), exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the flusher and store what is left."""
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join()
+        self.flush()
 
     def _article_url(self, target: ClickTarget) -> str:
         campaign = self.settings.digest.utm_campaign.format(number=target.number)

@@ -452,7 +452,9 @@ def _read_note(path: str) -> str:
 # Why a request of a tracked link was left out of the counts, as `editions show` says it.
 _UNCOUNTED = {"head": "HEAD requests", "scanner": "link scanners or tools",
               "early": "before it went out", "burst": "in bursts from one address",
-              "repeat": "repeats of a link from one address"}
+              "repeat": "repeats of a link from one address",
+              "limit": "from addresses over [tracking] client_clicks",
+              "dropped": "while the click queue was full"}
 # The intro lines `editions show` prints (the rest are counted).
 _INTRO_LINES = 6
 

@@ -382,9 +382,12 @@ class AdminSession(Base):
 
 
 class Click(Base):
-    """One request for a tracked "read more" link. It names the edition and the article,
-    never a reader; `client` is a keyed hash of the requesting address (to tell a
-    scanner's burst), and `reason` why it was or was not counted."""
+    """One request for a tracked "read more" link that was a reader's candidate click. It
+    names the edition and the article, never a reader; while the edition's counting is
+    open `client` is a hash of the requesting network keyed by the edition's ClickKey (to
+    tell a repeat, a burst or a network over its limit), "" once counting closed and the
+    key is gone; `reason` says why it was or was not counted. Requests that never count
+    (HEAD, scanners, early, over a network's limit) are no rows: ClickTally."""
 
     __tablename__ = "clicks"
     __table_args__ = (Index("ix_clicks_edition_article", "edition_id", "article_id"),
@@ -397,6 +400,35 @@ class Click(Base):
     client: Mapped[str] = mapped_column(String(64))
     counted: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(16))
+    # When the limit rule took a counted click back (rankings made before still count it).
+    uncounted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ClickTally(Base):
+    """How many requests of one article's tracked link in one edition were not counted
+    for one reason (head, scanner, early, limit, dropped, and once counting closed burst
+    and repeat): one row per (edition, article, reason), whatever the number of requests."""
+
+    __tablename__ = "click_tallies"
+    __table_args__ = (UniqueConstraint("edition_id", "article_id", "reason"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"))
+    reason: Mapped[str] = mapped_column(String(16))
+    requests: Mapped[int] = mapped_column(Integer)
+
+
+class ClickKey(Base):
+    """The random key the clients of an edition's clicks are hashed with while its
+    counting is open ([tracking] count_hours from the first click); deleted, with every
+    hash made with it, when counting closes."""
+
+    __tablename__ = "click_keys"
+
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Suppression(Base):

@@ -14,6 +14,7 @@ from ..delivery import desk as desks
 from ..errors import InputError
 from ..store.models import EditionStatus
 from .admin_access import Route, back, signed_in
+from .clicks import flush_clicks
 from .site import site
 
 __all__ = ["ROUTES", "anchor_of"]
@@ -51,6 +52,7 @@ def draft_post() -> Any:
 
 def desk(number: int) -> Any:
     here = site()
+    flush_clicks()
     view = desks.desk_view(here.store, here.settings, number)
     present = [s.topic for s in view.sections]
     topics = list(dict.fromkeys([*here.settings.topic_names, *present]))

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..ingest.feeds import FeedBook
 from ..store.models import SubscriberStatus, SuppressionReason
 from .admin_access import Route, back, signed_in
+from .clicks import flush_clicks
 from .site import site
 
 __all__ = ["ROUTES"]
@@ -32,6 +33,7 @@ _STATUSES = {"active": SubscriberStatus.ACTIVE, "unsubscribed": SubscriberStatus
 
 def editions() -> Any:
     here = site()
+    flush_clicks()
     rows = list(reversed(edition_summaries(here.store)))
     clicks = admins.clicks_by_number(here.store)
     return render_template("web/admin/editions.html.j2", editions=rows, clicks=clicks,
@@ -40,6 +42,7 @@ def editions() -> Any:
 
 def edition(number: int) -> Any:
     here = site()
+    flush_clicks()
     detail = edition_detail(here.store, number, problems=100)
     clicks = admins.clicks_by_number(here.store).get(number, 0)
     return render_template("web/admin/edition.html.j2", e=detail, clicks=clicks,

@@ -45,6 +45,7 @@ from ..errors import InputError
 from ..mail.render import day, template_loader
 from ..store.db import Store
 from .admin import admin_pages
+from .clicks import close_clicks, start_clicks
 from .public import public_pages
 from .ratelimits import SCHEME as LIMIT_STORAGE
 from .site import Site, page
@@ -234,6 +235,7 @@ class WebServer:
     def run(self) -> None:
         """Serve until stopped; then the outbox sender finishes its pass and ends."""
         self.outbox.start()
+        start_clicks(self.app)
         try:
             self.server.run()
         except OSError as exc:
@@ -246,6 +248,7 @@ class WebServer:
             # After Ctrl-C the loop is gone but its sockets are open (after stop(): no-op).
             wasyncore.close_all(self._map)
             self.outbox.stop()
+            close_clicks(self.app)
             if self._own_store:
                 self.store.close()
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, current_app, redirect, request
+from flask import Flask, abort, current_app, redirect, request
 
 from ..audience.clicks import BadToken, ClickCounter
 from .site import site
 
-__all__ = ["follow_click"]
+__all__ = ["close_clicks", "flush_clicks", "follow_click", "start_clicks"]
 
 _EXTENSION = "digest-clicks"
 
@@ -26,6 +26,31 @@ def _counter() -> ClickCounter:
                                                   ClickCounter(here.store, here.settings))
     counter: ClickCounter = found
     return counter
+
+
+def start_clicks(app: Flask) -> None:
+    """Start the app's click service and its flusher (the server is starting): the
+    counting of editions closes on time, also while nobody clicks."""
+    with app.app_context():
+        _counter().start()
+
+
+def close_clicks(app: Flask) -> None:
+    """Store the clicks the app's click service holds and stop its flusher (the server
+    is going down)."""
+    found = app.extensions.get(_EXTENSION)
+    if found is not None:
+        counter: ClickCounter = found
+        counter.close()
+
+
+def flush_clicks() -> None:
+    """Store what the current app's click service holds now, so that a page showing
+    counts shows the clicks this server has answered (other processes: within a flush)."""
+    found = current_app.extensions.get(_EXTENSION)
+    if found is not None:
+        counter: ClickCounter = found
+        counter.flush()
 
 
 def follow_click(token: str) -> Any:
