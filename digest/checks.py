@@ -119,10 +119,22 @@ def check_subscriber_topics(settings: Settings, store: Store) -> list[Step]:
                  f"{', '.join(settings.topic_names)})")]
 
 
+def check_mailgun(settings: Settings) -> Step:
+    """A warning while the Mailgun webhook is on: its signature does not cover the event."""
+    return Step("Mailgun webhook", True,
+                f"on: Mailgun signs only a timestamp and a token, not the event, so whoever "
+                f"sees one signed request (a proxy's or a log's copy) can put any event "
+                f"under it; digest takes each token once, and none older than [webhooks] "
+                f"max_age_seconds ({settings.webhooks.max_age_seconds} s), so such a copy "
+                f"works only if it arrives before Mailgun's own request. Keep request "
+                f"bodies out of logs, or use the bounce mailbox instead", warning=True)
+
+
 def check_setup(settings: Settings, store: Store) -> list[Step]:
     """One step per part of the setup, in order: config, store, the schedule, the sender
     address and subscribers' topics (only when something is wrong with them), secret key,
-    DKIM, and the transport (the SMTP session step by step)."""
+    DKIM, the Mailgun webhook (a warning, when it is on), and the transport (the SMTP
+    session step by step)."""
     steps = [Step("config", True, f"{settings.config_path or 'built-in defaults'}: "
                                   f"{len(settings.topics)} topics, {len(settings.feeds)} "
                                   f"feeds in the file")]
@@ -162,6 +174,8 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
     else:
         steps.append(Step("DKIM", True, "not configured: messages go out unsigned ([dkim])",
                           warning=True))
+    if settings.webhooks.mailgun_signing_key:
+        steps.append(check_mailgun(settings))
     if settings.delivery.transport == "maildir":
         maildir = settings.resolve_path(settings.delivery.maildir)
         steps.append(Step("transport", True, f"Maildir {maildir}"))

@@ -231,6 +231,9 @@ class BouncesSettings:
     ca_file: str = ""
     timeout: float = 30.0
     poll_minutes: int = 15
+    # A message bigger than this is not fetched: it stays in the mailbox for a person.
+    # Every other message is fetched alone, so this bounds what a fetch holds in memory.
+    max_message_bytes: int = 10_000_000
     # Mailman 3's bounce score: soft bounces add at most one point a day, the score is
     # forgotten after score_reset_days without one, and the subscriber is bounced at
     # score_threshold.
@@ -811,6 +814,10 @@ def _validate_bounces(b: BouncesSettings, origin: str) -> None:
     if b.score_threshold < 1 or b.score_reset_days < 1 or b.poll_minutes < 1:
         raise ConfigError(f"{origin}: [bounces] score_threshold, score_reset_days and "
                           f"poll_minutes must each be at least 1")
+    if not 10_000 <= b.max_message_bytes <= 1_000_000_000:
+        raise ConfigError(f"{origin}: [bounces] max_message_bytes = {b.max_message_bytes} "
+                          f"is out of range: give a size in bytes from 10000 to 1000000000 "
+                          f"(the default is 10000000, 10 MB)")
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:

@@ -116,3 +116,14 @@ def test_subscribers_left_without_any_current_topic_are_flagged(
     result = digest("check", env=env)
     assert result.exit_code == 0, result.output
     assert "subscriber topics" not in result.stdout
+
+
+def test_the_mailgun_webhook_is_a_warning_naming_what_its_signature_leaves_out(
+        digest: Digest, env: dict[str, str]) -> None:
+    assert "Mailgun" not in digest("check", env=env).stdout
+    result = digest("check", env={**env, "DIGEST_WEBHOOKS__MAILGUN_SIGNING_KEY": "key-1"})
+    assert result.exit_code == 0, result.output       # a warning, not a failure
+    line = step(result.stdout, "Mailgun webhook")
+    assert line.startswith("! Mailgun webhook: on: Mailgun signs only a timestamp and a "
+                           "token, not the event"), line
+    assert "takes each token once" in line and "max_age_seconds (300 s)" in line

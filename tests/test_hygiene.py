@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import HTTP_TIMEOUT, NOW, SAMPLE_JSON, Digest, smtp_env, sql
+from mailservers import free_port
 from test_web import a_site, csrf_form, sign_up
 
 from digest.audience.bounces import BounceDesk
@@ -299,8 +301,10 @@ def test_someone_who_unsubscribed_comes_back_only_through_double_opt_in(
         assert sign_up(client, "angry@example.org").status_code == 200
         assert sign_up(client, "back@example.org").status_code == 200
         site.sent_mail()
-        # The complainer gets nothing, not even a confirmation; the page said the same.
-        assert [m.recipients for m in smtp.received] == [("back@example.org",)]
+        # The complainer gets a confirmation too (a complaint can be forged: only the
+        # mailbox's owner can confirm), and stays suppressed until they do.
+        assert sorted(m.recipients for m in smtp.received) == [("angry@example.org",),
+                                                               ("back@example.org",)]
         assert status(digest, "back@example.org")[0] == "unsubscribed"
         assert _confirm(site, client, "back@example.org").status_code == 200
         site.sent_mail()
@@ -316,6 +320,85 @@ def test_someone_who_unsubscribed_comes_back_only_through_double_opt_in(
     html = mail.get_body(("html",)).get_content()
     text = mail.get_body(("plain",)).get_content()
     assert "/editions/1" in text and "/editions/1" in html and "/p/" in text
+
+
+MAILGUN_KEY = "key-way-back"
+
+
+def test_someone_complained_about_or_bounced_by_a_forgery_comes_back_by_confirming(
+        digest: Digest, smtp: LoopbackSMTPServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A forged complaint (a signed Mailgun request with another event under it, arriving
+    first) and a forged hard bounce suppress two readers. Each signs up again: the
+    confirmation arrives, confirming lifts the suppression on record, and the next
+    edition reaches them. An operator's suppression and an erasure stay."""
+    from test_webhooks import body, mailgun_payload
+
+    from digest.web.app import WebServer
+
+    for name in ("victim", "hard", "kept", "gone"):
+        digest.ok("subscribers", "add", f"{name}@example.org")
+    digest.ok("suppressions", "add", "kept@example.org")           # the operator's
+    env = {"DIGEST_SECRET_KEY": SECRET}
+    digest.ok("subscribers", "erase", "gone@example.org", env=env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = smtp_env(smtp, DIGEST_DIGEST__BASE_URL=base, DIGEST_SECRET_KEY=SECRET,
+                   DIGEST_WEBHOOKS__MAILGUN_SIGNING_KEY=MAILGUN_KEY)
+    settings = load_settings(digest.folder / "digest.toml", environ=env)
+    server = WebServer(settings, "127.0.0.1", port, threads=4, clock=digest.clock)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    caplog.set_level("INFO", logger="digest")
+    try:
+        with httpx.Client(base_url=base, timeout=HTTP_TIMEOUT) as client:
+            forged = mailgun_payload("mailgun-complained.json", key=MAILGUN_KEY,
+                                     at=digest.clock.timestamp())
+            forged["event-data"]["recipient"] = "victim@example.org"
+            assert client.post("/webhooks/mailgun", content=body(forged)).status_code == 200
+            BounceDesk(server.store, settings).apply(      # on the test's clock too
+                finding(BounceKind.HARD, "hard@example.org", "forged-5.1.1"))
+            assert suppressed(digest) == {"victim@example.org": "complained",
+                                          "hard@example.org": "hard-bounced",
+                                          "kept@example.org": "manual",
+                                          **{k: "erased" for k in suppressed(digest)
+                                             if k.startswith("hmac:")}}
+            digest.clock.advance(minutes=5)
+            smtp.received.clear()
+            pages = {email: sign_up(client, email).text.replace(email, "ADDRESS")
+                     for email in ("victim@example.org", "hard@example.org",
+                                   "kept@example.org", "gone@example.org")}
+            assert len(set(pages.values())) == 1       # the same answer for every one
+            assert server.outbox.flush()
+            assert sorted(m.recipients for m in smtp.received) == [("hard@example.org",),
+                                                                   ("victim@example.org",)]
+            for email in ("victim@example.org", "hard@example.org"):
+                mail = [m for m in smtp.received if m.recipients == (email,)][-1].message()
+                link = re.search(r"(http://\S+/confirm/\S+)",
+                                 mail.get_content()).group(1)
+                token = re.search(r'name="csrf_token" value="([^"]+)"',
+                                  client.get(link).text).group(1)
+                assert client.post(link, data={"csrf_token": token}).status_code == 200
+    finally:
+        server.stop()
+        thread.join()
+    assert status(digest, "victim@example.org") == ("active", 0)
+    assert status(digest, "hard@example.org") == ("active", 0)
+    assert set(suppressed(digest)) - {k for k in suppressed(digest) if k.startswith("hmac:")
+                                      } == {"kept@example.org"}
+    [(source, at, ip)] = sql(digest.folder, "select consent_source, consent_at, consent_ip "
+                                            "from subscribers where email_key = "
+                                            "'victim@example.org'")
+    assert (source, ip) == ("sign-up", "127.0.0.1")
+    assert datetime.fromisoformat(str(at)).replace(tzinfo=UTC) == digest.clock.now()
+    lifted = [r.getMessage() for r in caplog.records
+              if "lifted by the subscriber's confirmed sign-up" in r.getMessage()]
+    assert len(lifted) == 2 and "(complained, since " in " ".join(lifted), lifted
+    # The next edition reaches them; the operator's suppression still holds.
+    smtp.received.clear()
+    digest.ok("articles", "import", str(SAMPLE_JSON))
+    digest.ok("send", "--yes", env=smtp_env(smtp))
+    assert {m.recipients[0] for m in smtp.received} == {"victim@example.org",
+                                                        "hard@example.org"}
 
 
 def test_the_preferences_page_hands_over_and_deletes_the_readers_data(

@@ -4,6 +4,7 @@ in is one line naming the mailbox and the setting that fixes it."""
 
 from __future__ import annotations
 
+import imaplib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from conftest import DATA, Digest, need, sql
 from mailservers import Dovecot, DovecotUser, free_port
 
-from digest.audience.mailbox import FetchReport, fetch_mailbox
+from digest.audience.mailbox import MAX_TRIES, FetchReport, fetch_mailbox
 from digest.config import Settings, load_settings, with_overrides
 from digest.errors import ConfigError
 
@@ -246,3 +247,139 @@ def test_digest_bounces_fetch_refusals_are_one_line_and_exit_1(
     assert closed.output == (f"Error: cannot reach the imap mailbox {inbox.username} at "
                              f"127.0.0.1:{port} (Connection refused); check [bounces] host, "
                              f"port and security\n")
+
+
+# --- bounded work: long lines, big messages, bad messages ------------------------------------
+
+def long_line_message(n: int, width: int = 3000) -> bytes:
+    """A bounce that quotes a long HTML line of the original, as real ones do: one line of
+    `width` characters, over poplib's 2,048-byte limit."""
+    line = "<p>" + "x" * (width - 7) + "</p>"
+    return (f"Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example.net\r\n"
+            f"To: bounces@example.org\r\nMessage-ID: <long{n}@mx.example.net>\r\n"
+            f"Subject: Undelivered Mail {n}\r\n\r\n{line}\r\n.starts with a dot\r\n"
+            f"message {n}\r\n").encode()
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_a_line_of_3000_characters_over_pop3_is_read_and_so_are_the_next_ones(
+        inbox: DovecotUser, base: Settings, security: str) -> None:
+    sent = [message(1), long_line_message(2), message(3)]
+    for raw in sent:
+        inbox.deliver(raw)
+    settings = with_overrides(base, bounces=inbox.bounces("pop3", security))
+    desk = Desk()
+    report = fetch_mailbox(settings, desk)
+    assert (report.read, report.handled, report.left, report.errors) == (3, 3, 0, [])
+    assert [raw for raw, _ in desk.seen] == sent          # byte for byte, the dot too
+    assert inbox.messages() == []                         # the session ended with QUIT
+
+
+class MemoryTries:
+    """Failures remembered across fetches, as the store does for digest bounces fetch."""
+
+    def __init__(self) -> None:
+        self.failures = Counter[str]()
+
+    def spent(self, source: str) -> bool:
+        return self.failures[source] >= MAX_TRIES
+
+    def failed(self, source: str) -> None:
+        self.failures[source] += 1
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_broken_message_is_skipped_logged_and_the_rest_are_read(
+        inbox: DovecotUser, base: Settings, protocol: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    sent = [message(1), message(2, "raise"), message(3)]
+    for raw in sent:
+        inbox.deliver(raw)
+    settings = with_overrides(base, bounces=inbox.bounces(protocol))
+    tries = MemoryTries()
+    caplog.set_level("WARNING", logger="digest.bounces")
+    report = fetch_mailbox(settings, Desk(), tries=tries)
+    assert (report.read, report.handled, report.left) == (3, 2, 1)
+    [error] = report.errors
+    assert error.endswith(": ValueError: cannot read this one")
+    assert f"{error} (left in the mailbox)" in caplog.messages
+    assert inbox.messages() == [sent[1]]
+    # It is tried in MAX_TRIES fetches, then left alone: not fetched, one line each time.
+    for _ in range(MAX_TRIES - 1):
+        desk = Desk()
+        assert fetch_mailbox(settings, desk, tries=tries).errors != []
+        assert [raw for raw, _ in desk.seen] == [sent[1]]
+    desk = Desk()
+    report = fetch_mailbox(settings, desk, tries=tries)
+    assert desk.seen == [] and (report.read, report.errors) == (0, [])
+    assert report.skipped == [f"{error.partition(': ValueError')[0]}: failed in {MAX_TRIES} "
+                              f"fetches; left in the mailbox"]
+    assert inbox.messages() == [sent[1]]
+
+
+def big_message(n: int, size: int) -> bytes:
+    """A message of about `size` bytes: lines of 76 characters, as base64 attachments are."""
+    line = b"Q" * 76 + b"\r\n"
+    return message(n) + line * (size // len(line))
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_message_over_max_message_bytes_is_not_fetched_and_stays(
+        inbox: DovecotUser, base: Settings, protocol: str) -> None:
+    sent = [message(1), big_message(2, 300_000), message(3)]
+    for raw in sent:
+        inbox.deliver(raw)
+    settings = with_overrides(base, bounces=inbox.bounces(protocol,
+                                                          max_message_bytes=100_000))
+    desk, told = Desk(), Counter[str]()
+    report = fetch_mailbox(settings, desk, progress=lambda outcome: told.update([outcome]))
+    assert [raw for raw, _ in desk.seen] == [sent[0], sent[2]]
+    assert (report.read, report.handled, told) == (2, 2, {"handled": 2, "skipped": 1})
+    [skipped] = report.skipped
+    assert skipped.endswith(f": {len(sent[1])} bytes, over [bounces] max_message_bytes "
+                            f"(100000); left in the mailbox")
+    assert inbox.messages() == [sent[1]]
+    if protocol == "imap":
+        assert inbox.flags() == [""]                   # a person still sees it as unread
+
+
+def test_imap_asks_every_size_first_then_fetches_one_message_per_command(
+        inbox: DovecotUser, base: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    eight_mb = 8 * 1024 * 1024
+    sent = [big_message(1, eight_mb), big_message(2, eight_mb), big_message(3, 11_000_000),
+            message(4)]
+    for raw in sent:
+        inbox.deliver(raw)
+    # What the client says to the real server: imaplib's commands, passed on unchanged.
+    said: list[tuple[str, ...]] = []
+    command = imaplib.IMAP4._command
+
+    def record(self: imaplib.IMAP4, name: str, *args: Any) -> Any:
+        said.append((name, *(a.decode() if isinstance(a, bytes) else str(a) for a in args)))
+        return command(self, name, *args)
+
+    monkeypatch.setattr(imaplib.IMAP4, "_command", record)
+    lengths: list[int] = []
+    report = fetch_mailbox(with_overrides(base, bounces=inbox.bounces()),
+                           lambda raw, source: lengths.append(len(raw)) is None)
+    fetches = [args for name, *args in said if name == "UID" and args[0] == "FETCH"]
+    assert fetches == [["FETCH", "1,2,3,4", "(RFC822.SIZE)"],
+                       ["FETCH", "1", "(BODY.PEEK[])"], ["FETCH", "2", "(BODY.PEEK[])"],
+                       ["FETCH", "4", "(BODY.PEEK[])"]]
+    assert lengths == [len(sent[0]), len(sent[1]), len(sent[3])]
+    assert report.handled == 3 and len(report.skipped) == 1
+    assert inbox.messages() == [sent[2]]               # over 10 MB: left for a person
+
+
+def test_digest_bounces_fetch_over_pop3_reads_past_a_long_line(
+        digest: Digest, inbox: DovecotUser, tmp_path: Path) -> None:
+    (tmp_path / "subs.csv").write_text("email,name\nuserunknown@example.co.jp,Gone\n")
+    digest.ok("subscribers", "import", str(tmp_path / "subs.csv"))
+    report = need(REPORT).read_bytes()
+    inbox.deliver(long_line_message(1))
+    inbox.deliver(report)
+    inbox.deliver(message(3))
+    result = digest.ok("bounces", "fetch", env=inbox.env("pop3"))
+    assert "3 message(s)" in result.output and "not handled" not in result.output
+    assert _statuses(tmp_path) == {"userunknown@example.co.jp": "bounced"}
+    assert inbox.messages() == []

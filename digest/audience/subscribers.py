@@ -33,7 +33,7 @@ from ..store.models import (
     Suppression,
     SuppressionReason,
 )
-from ..store.outbox import add_mail_if, unsent_mail
+from ..store.outbox import SELF_LIFTABLE, add_mail_if, unsent_mail
 from ..store.ratelimits import count_hit_in
 from ..store.suppressions import (
     find_suppression,
@@ -399,7 +399,8 @@ class SubscriberBook:
         pending one too (a stranger's form changes nothing of theirs: the first sign-up's
         name, topics and consent stand until it is confirmed). The mail goes out within
         the caps of [web] (per mailbox, per hour, the outbox's size), never to an address
-        suppressed for anything but its own unsubscribe. Every case issues the same
+        erased or suppressed by an operator (one suppressed by its own unsubscribe, a
+        complaint or a bounce gets it: confirming lifts that). Every case issues the same
         statements and composes a mail, so neither the answer nor its time tells what the
         address was. Returns the address as normalised (never as stored: that could
         differ). InputError (nothing stored) for an invalid address or an unknown topic."""
@@ -423,8 +424,11 @@ class SubscriberBook:
         mailbox = self.mailbox_hash(address)
         with self.store.writes.begin() as session:
             found = self.suppression(session, address)
-            # Complained, bounced, erased: never mailed again, not even a confirmation.
-            barred = found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED
+            # Erased, or suppressed by an operator: never mailed again, not even a
+            # confirmation. Their own unsubscribe, a complaint or a bounce (which a forged
+            # report or webhook can cause) they may undo themselves: the confirmation goes
+            # to the address, and only its owner can confirm.
+            barred = found is not None and found.reason not in SELF_LIFTABLE
             to_mailbox = count_hit_in(session, f"sign-up mailbox:{mailbox}",
                                       web.signup_mailbox_hours * 3600, 1, stamp)
             waiting = unsent_mail(session)
@@ -469,8 +473,9 @@ class SubscriberBook:
 
     def confirm(self, subscriber_id: int, version: int, welcome: SignUpMail | None = None,
                 client: str | None = None) -> tuple[LinkState, Subscriber | None]:
-        """Confirm a pending subscriber by their link: active, bounces forgotten, and the
-        link used up (the token version moves on). Returns the link's state before (see
+        """Confirm a pending subscriber by their link: active, bounces forgotten, a
+        suppression they may lift (SELF_LIFTABLE) lifted and logged, and the link used up
+        (the token version moves on). Returns the link's state before (see
         `confirmation`); only READY changes anything."""
         with self.store.writes.begin() as session:
             sub = stored.get_subscriber(session, subscriber_id, for_update=True)
@@ -478,11 +483,16 @@ class SubscriberBook:
             if state is LinkState.READY:
                 assert sub is not None
                 found = self.suppression(session, sub.email)
-                if found is not None and found.reason is not SuppressionReason.UNSUBSCRIBED:
+                if found is not None and found.reason not in SELF_LIFTABLE:
                     return LinkState.USED, None
-                # Someone who unsubscribed comes back through double opt-in: their new
-                # consent lifts the suppression of their unsubscribe (and nothing else).
-                unsuppress(session, [sub.email_key], [SuppressionReason.UNSUBSCRIBED])
+                # Someone who unsubscribed, was complained about or bounced comes back
+                # through double opt-in: their new consent lifts that suppression (and no
+                # other: an erasure or an operator's stays).
+                lifted = unsuppress(session, [sub.email_key], SELF_LIFTABLE)
+                for gone in lifted:
+                    log.info("subscriber %s: suppression (%s, since %s, from %s) lifted by "
+                             "the subscriber's confirmed sign-up", sub.id, gone.reason.value,
+                             gone.created_at.isoformat(), gone.source)
                 if sub.status is not SubscriberStatus.PENDING:
                     # Coming back: their new consent is this confirmation.
                     sub.consent_source, sub.consent_at = "sign-up", self.store.clock.now()

@@ -24,10 +24,11 @@ How each provider is verified, and how a replay is stopped:
 - Mailgun: HMAC-SHA256 of timestamp + token with the webhook signing key; the timestamp
   must be within max_age_seconds. The signature covers the timestamp and the token, not
   the event, so a token is accepted once while its timestamp is fresh: `SeenTokens`
-  claims it in this process. The report_id (the event's id, the token when there is
-  none) makes an unaltered replay that reaches another process, or comes after a
-  restart, one event in the store; an altered one there is not stopped (the tokens are
-  not kept in the store).
+  claims it in this process and, with `shared`, in the store, where every process of the
+  site (and the same one after a restart) sees the claim; a copy carrying another event
+  is refused like an unaltered one. The report_id (the event's id, the token when there
+  is none) records an event delivered twice once. Not stopped: a copy that arrives
+  before Mailgun's own request, within max_age_seconds (`digest check` warns).
 - SendGrid's signed event webhook: ECDSA P-256 with SHA-256 over the timestamp header
   followed by the raw body, with the verification key SendGrid shows; a timestamp older
   than max_age_seconds is a replay, and each event's sg_event_id is its report_id.

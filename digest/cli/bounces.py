@@ -127,7 +127,9 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
 
     The password comes from DIGEST_BOUNCES__PASSWORD. Each message does what
     `bounces import` would do with it, and is then moved to processed_folder (or
-    deleted); a message that could not be handled stays for the next time.
+    deleted); a message that could not be handled stays for the next time (at most
+    three times; then it is skipped), and one over [bounces] max_message_bytes is not
+    fetched at all: it stays in the mailbox for you to look at.
 
     Example:
 
@@ -149,7 +151,9 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
                                 progress=lambda _what: bar.advance(task))
     _emit(outcomes, report, "table", dry_run, none="The bounce mailbox holds no messages")
     for line in fetched.errors:
-        err.print(f"not handled: {line}")
+        err.print(f"not handled: {escape(line)}")
+    for line in fetched.skipped:
+        err.print(f"skipped: {escape(line)}")
     if fetched.left:
         err.print(f"{fetched.left} message(s) left in the mailbox for the next fetch")
 

@@ -25,16 +25,27 @@ from sqlalchemy.orm import Session
 from .db import Store, rowcount, table_of
 from .models import OutboxMail, Suppression, SuppressionReason
 
-__all__ = ["add_mail", "add_mail_if", "claim_due_mail", "delete_mail", "drop_blocked_mail",
-           "reschedule_mail", "unsent_mail"]
+__all__ = ["SELF_LIFTABLE", "add_mail", "add_mail_if", "claim_due_mail", "delete_mail",
+           "drop_blocked_mail", "reschedule_mail", "unsent_mail"]
+
+
+# Suppressions the person may lift by signing up again and confirming: a confirmation
+# queued after one of these goes out (it is how a forged complaint or bounce is undone).
+SELF_LIFTABLE = (SuppressionReason.UNSUBSCRIBED, SuppressionReason.COMPLAINED,
+                 SuppressionReason.BOUNCED, SuppressionReason.HARD_BOUNCED)
 
 
 def _blocked() -> ColumnElement[bool]:
     """A queued mail whose recipient is on the suppression list for a reason that bars
-    even a confirmation (anything but their own unsubscribe: they may sign up again)."""
+    it: one an operator set (or an erasure), at any time; a complaint or a bounce recorded
+    since the mail was queued. Their own unsubscribe never does: they may sign up again,
+    and so may someone complained about or bounced before they signed up again."""
     s = table_of(Suppression)
-    return exists().where(s.c.email_key == func.lower(OutboxMail.recipient),
-                          s.c.reason != SuppressionReason.UNSUBSCRIBED.value)
+    since = [r.value for r in SELF_LIFTABLE if r is not SuppressionReason.UNSUBSCRIBED]
+    return exists().where(
+        s.c.email_key == func.lower(OutboxMail.recipient),
+        s.c.reason != SuppressionReason.UNSUBSCRIBED.value,
+        or_(s.c.reason.not_in(since), s.c.created_at >= OutboxMail.created_at))
 
 
 def drop_blocked_mail(store: Store) -> int:
@@ -46,9 +57,10 @@ def drop_blocked_mail(store: Store) -> int:
 
 def add_mail(session: Session, sender: str, recipient: str, message: bytes, now: datetime,
              subscriber_id: int | None = None) -> None:
-    """Add a mail due now, in the caller's transaction (it exists once that commits)."""
+    """Add a mail due now, in the caller's transaction (it exists once that commits).
+    Its created_at is now too: a suppression recorded since then stops it (_blocked)."""
     session.add(OutboxMail(subscriber_id=subscriber_id, sender=sender, recipient=recipient,
-                           message=message, attempts=0, next_attempt_at=now))
+                           message=message, attempts=0, next_attempt_at=now, created_at=now))
 
 
 def add_mail_if(session: Session, allowed: bool, sender: str, recipient: str, message: bytes,
