@@ -8,6 +8,7 @@ fill and inspect directly on disk.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import itertools
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Dovecot", "DovecotUser", "TlsFiles", "free_port", "make_tls_files",
+__all__ = ["Dovecot", "DovecotUser", "TlsFiles", "closed_port", "free_port", "make_tls_files",
            "need_dovecot", "wait_for_port"]
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -48,6 +50,17 @@ def _port_block() -> range:
 
 
 _PORTS = itertools.cycle(_port_block())
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that refuses connections for as long as the block lasts: bound
+    by this process and never listened on, so no other process can start listening on it
+    meanwhile (a port found free and then let go could be taken before the connection the
+    test expects to be refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def free_port() -> int:
@@ -388,7 +401,6 @@ class DovecotUser:
 
 # --- Postfix: a real MTA that writes real delivery status notifications ------------------
 
-import contextlib  # noqa: E402
 import grp  # noqa: E402
 import signal  # noqa: E402
 

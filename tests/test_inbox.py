@@ -23,7 +23,7 @@ from pathlib import Path
 import dkim
 import pytest
 from conftest import SAMPLE_JSON, SAMPLE_WEEK, Digest, smtp_env
-from mailservers import free_port
+from mailservers import closed_port
 
 from digest.mail.loopback import LoopbackSMTPServer
 from digest.mail.render import GMAIL_CLIP_BYTES
@@ -253,8 +253,8 @@ def test_digest_check_walks_through_the_smtp_session(digest: Digest) -> None:
         bad = digest("check", env={**env, "DIGEST_SMTP__PASSWORD": "wrong"})
         assert bad.exit_code == 1
         assert "✗ AUTH: as sender:" in bad.stdout and "DIGEST_SMTP__PASSWORD" in bad.stdout
-    port = free_port()
-    closed = digest("check", env={"DIGEST_SMTP__PORT": str(port)})
+    with closed_port() as port:
+        closed = digest("check", env={"DIGEST_SMTP__PORT": str(port)})
     assert closed.exit_code == 1
     assert (f"✗ connect: cannot reach 127.0.0.1:{port} (Connection refused); check [smtp] "
             f"host, port and security") in closed.stdout

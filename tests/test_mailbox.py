@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 from conftest import DATA, Digest, need, sql
-from mailservers import Dovecot, DovecotUser, free_port
+from mailservers import Dovecot, DovecotUser, closed_port
 
 from digest.audience.mailbox import MAX_TRIES, FetchReport, fetch_mailbox
 from digest.config import Settings, load_settings, with_overrides
@@ -153,9 +153,9 @@ def test_a_wrong_password_is_one_line(inbox: DovecotUser, base: Settings,
 
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
 def test_a_closed_port_is_one_line(base: Settings, protocol: str) -> None:
-    port = free_port()
-    text = _refusal(base, protocol=protocol, host="127.0.0.1", port=port,
-                    username="bounces@example.org", password="secret", timeout=5.0)
+    with closed_port() as port:
+        text = _refusal(base, protocol=protocol, host="127.0.0.1", port=port,
+                        username="bounces@example.org", password="secret", timeout=5.0)
     assert text == (f"cannot reach the {protocol} mailbox bounces@example.org at "
                     f"127.0.0.1:{port} (Connection refused); check [bounces] host, port and "
                     f"security")
@@ -241,8 +241,8 @@ def test_digest_bounces_fetch_refusals_are_one_line_and_exit_1(
     assert wrong.output.startswith(f"Error: the pop3 mailbox {inbox.username} at 127.0.0.1:"
                                    f"{inbox.server.pop3s_port} refused the login ("), wrong.output
     assert wrong.output.count("\n") == 1 and "Traceback" not in wrong.output
-    port = free_port()
-    closed = digest("bounces", "fetch", env=inbox.env(port=port))
+    with closed_port() as port:
+        closed = digest("bounces", "fetch", env=inbox.env(port=port))
     assert closed.exit_code == 1
     assert closed.output == (f"Error: cannot reach the imap mailbox {inbox.username} at "
                              f"127.0.0.1:{port} (Connection refused); check [bounces] host, "

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import SAMPLE_JSON, Digest, run_digest, smtp_env, sql, write_subscribers
+from mailservers import closed_port
 
 from digest.mail.loopback import DROP, LoopbackSMTPServer
 
@@ -131,9 +132,8 @@ def test_per_subscriber_topics(digest: Digest, smtp: LoopbackSMTPServer,
 
 
 def test_server_unreachable_at_the_start(newsroom: Digest, tmp_path: Path) -> None:
-    from digest.mail.loopback import free_port
-    port = free_port()
-    result = newsroom("send", "--yes", env={"DIGEST_SMTP__PORT": str(port)})
+    with closed_port() as port:
+        result = newsroom("send", "--yes", env={"DIGEST_SMTP__PORT": str(port)})
     assert result.exit_code == 1
     assert result.output == (f"Error: cannot reach the SMTP server at 127.0.0.1:{port} "
                              f"(Connection refused); check [smtp] host, port and security, "
