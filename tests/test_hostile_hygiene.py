@@ -192,7 +192,7 @@ def test_erase_says_so_when_a_copy_is_left_in_the_sqlite_file(digest: Digest) ->
     try:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM subscribers").fetchall()
-        result = digest("subscribers", "erase", "wilhelmina@example.org")
+        result = digest("subscribers", "erase", "wilhelmina@example.org", "--yes")
         left = [p.name for p in digest.folder.glob("digest.db*")
                 if b"Zzyzx" in p.read_bytes() or b"wilhelmina@" in p.read_bytes()]
     finally:
@@ -255,7 +255,7 @@ def test_a_provider_list_imported_after_an_erasure_does_not_bring_the_address_ba
     again by mistake. A provider's suppression list imported later (it still names the
     person) finds it suppressed already: the address must not return in clear text."""
     digest.ok("subscribers", "add", "erin@example.org", "--name", "Erin")
-    digest.ok("subscribers", "erase", "erin@example.org")
+    digest.ok("subscribers", "erase", "erin@example.org", "--yes")
     provider = tmp_path / "provider.csv"
     provider.write_text("email,reason\nerin@example.org,hard-bounced\n"
                         "other@example.org,hard-bounced\n")

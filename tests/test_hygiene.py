@@ -132,7 +132,7 @@ def test_add_and_import_refuse_a_suppressed_address_with_its_reason(
         digest: Digest, tmp_path: Path) -> None:
     digest.ok("subscribers", "add", "angry@example.org")
     desk(digest).apply(finding(BounceKind.COMPLAINT, "angry@example.org", "arf-1"))
-    digest.ok("subscribers", "erase", "angry@example.org")
+    digest.ok("subscribers", "erase", "angry@example.org", "--yes")
     for args in (("subscribers", "add", "angry@example.org"),
                  ("subscribers", "add", "angry@example.org", "--force")):
         result = digest(*args)
@@ -196,7 +196,7 @@ def test_show_and_export_person_hold_everything_and_erase_leaves_only_a_hash(
     assert [d["status"] for d in record["deliveries"]] == ["sent"]
     assert [e["kind"] for e in record["bounce_events"]] == ["soft"]
 
-    result = digest.ok("subscribers", "erase", "Erin.Erased@example.org")
+    result = digest.ok("subscribers", "erase", "Erin.Erased@example.org", "--yes")
     assert "keyed hash" in result.stdout
     keys = suppressed(digest)
     assert [r for k, r in keys.items() if k.startswith("hmac:")] == ["erased"]
@@ -489,7 +489,7 @@ def test_an_address_only_the_suppression_list_holds_can_be_shown_and_erased(
     record = json.loads(digest.ok("subscribers", "export-person", "boss@example.org",
                                   "--out", "-").stdout)
     assert record["profile"] is None and record["suppression"]["reason"] == "manual"
-    erased = digest.ok("subscribers", "erase", "boss@example.org").stdout
+    erased = digest.ok("subscribers", "erase", "boss@example.org", "--yes").stdout
     assert "only the suppression list held it" in erased
     assert list(suppressed(digest).values()) == ["erased"]
     assert "boss" not in json.dumps(sql(digest.folder, "select * from suppressions"),

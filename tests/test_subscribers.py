@@ -27,7 +27,7 @@ def test_add_list_change_remove(digest: Digest) -> None:
     digest.ok("subscribers", "unsubscribe", "ada@example.org")
     assert subs(digest, "--status", "unsubscribed")[0]["status"] == "unsubscribed"
     assert subs(digest, "--status", "active") == []
-    digest.ok("subscribers", "remove", "ada@example.org")
+    digest.ok("subscribers", "remove", "ada@example.org", "--yes")
     assert subs(digest) == []
 
 
@@ -117,7 +117,7 @@ def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, t
     digest.ok("subscribers", "add", "eve@example.org", "--name", "'Eve")
     digest.ok("subscribers", "unsubscribe", "bob@example.org")
     digest.ok("subscribers", "add", "gone@example.org")
-    digest.ok("subscribers", "remove", "gone@example.org")
+    digest.ok("subscribers", "remove", "gone@example.org", "--yes")
     digest.ok("subscribers", "export", "all.csv")
     exported = (tmp_path / "all.csv").read_text()
     assert "gone@" not in exported and "removed-" not in exported
@@ -155,7 +155,7 @@ def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, t
 @pytest.mark.both_backends
 def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -> None:
     digest.ok("subscribers", "add", "Gone@Example.org", "--name", "Gone")
-    digest.ok("subscribers", "remove", "gone@example.org")
+    digest.ok("subscribers", "remove", "gone@example.org", "--yes")
     assert subs(digest) == []
     assert sql(tmp_path, "select email, name, status from subscribers") == [
         ("erased-1@invalid", "", "removed")]
@@ -171,7 +171,7 @@ def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -
         assert refused.output == "Error: " + refusal.replace("gone@", "GONE@")
     digest.ok("suppressions", "remove", "gone@example.org")
     digest.ok("subscribers", "add", "gone@example.org")
-    digest.ok("subscribers", "remove", "gone@example.org")      # twice removed: still fine
+    digest.ok("subscribers", "remove", "gone@example.org", "--yes")  # twice: still fine
     assert subs(digest) == []
 
 
@@ -242,6 +242,65 @@ def test_erase_leaves_no_counter_keyed_by_the_address(digest: Digest, tmp_path: 
         store.close()
     keys = [k for (k,) in sql(tmp_path, "select key from rate_limits")]
     assert any("grace.hopper@example.org" in k for k in keys), keys
-    digest.ok("subscribers", "remove", "grace.hopper@example.org")
+    digest.ok("subscribers", "remove", "grace.hopper@example.org", "--yes")
     left = [k for (k,) in sql(tmp_path, "select key from rate_limits")]
     assert not any("grace.hopper" in k.casefold() for k in left), left
+
+
+def _at_terminal(folder: Path, args: list[str], answer: str) -> tuple[int, str]:
+    """Run `digest ARGS` in folder with a pseudo-terminal as its stdin and stderr (as a
+    person at a terminal would), answer its question, and return its exit code and what
+    it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "digest", *args], cwd=folder,
+                            stdin=follower, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen = b""
+    try:
+        while b"Go on?" not in seen:            # the question, then the answer
+            chunk = os.read(leader, 4096)
+            assert chunk, seen
+            seen += chunk
+        os.write(leader, answer.encode() + b"\n")
+        stdout, _ = proc.communicate(timeout=60)
+        while True:                             # the rest of stderr, up to its end
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:                     # Linux: EIO once the process has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    return proc.returncode, seen.decode() + stdout.decode()
+
+
+def test_remove_asks_first_and_refuses_without_a_terminal(digest: Digest) -> None:
+    digest.ok("subscribers", "add", "ada@example.org")
+    for command in ("remove", "erase"):
+        refused = digest("subscribers", command, "ada@example.org")
+        assert (refused.exit_code, refused.output) == (
+            1, "Error: erasing ada@example.org (profile, consent record, bounce events, "
+               "queued mails) cannot be undone; not at a terminal to ask, so nothing was "
+               "changed: add --yes to do it\n")
+    assert [s["email"] for s in subs(digest)] == ["ada@example.org"]
+    # At a terminal it asks: no keeps them, yes erases them.
+    code, shown = _at_terminal(digest.folder, ["subscribers", "remove", "ada@example.org"],
+                               "n")
+    assert code == 1 and "cannot be undone. Go on? [y/N]" in shown, shown
+    assert "Error: nothing was changed" in shown
+    assert [s["email"] for s in subs(digest)] == ["ada@example.org"]
+    code, shown = _at_terminal(digest.folder, ["subscribers", "remove", "ada@example.org"],
+                               "y")
+    assert code == 0 and "Erased ada@example.org" in shown, shown
+    assert subs(digest) == []
+    # --help tells the irreversible erasure from the reversible unsubscribe.
+    helped = " ".join(digest.ok("subscribers", "remove", "--help").output.split())
+    assert "irreversibly" in helped and "`digest subscribers unsubscribe` is the reversible" \
+        in helped and "--yes" in helped

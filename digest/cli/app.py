@@ -29,8 +29,8 @@ if TYPE_CHECKING:       # imported where used: `digest --help` loads none of the
     from ..delivery.runner import SendReport
     from ..store.db import Store
 
-__all__ = ["App", "DigestGroup", "delivery_table", "err", "log_to_stderr", "out",
-           "print_steps", "print_table", "progress_bar"]
+__all__ = ["App", "DigestGroup", "confirm_irreversible", "delivery_table", "err",
+           "log_to_stderr", "out", "print_steps", "print_table", "progress_bar", "yes_option"]
 
 
 # markup=False: printed values (paths, titles, addresses) may contain [brackets].
@@ -109,6 +109,25 @@ def print_table(table: Table, *, keep: Sequence[str] = (), fold: Sequence[str] =
         elif column.header in fold:
             column.overflow = "fold"
     console.print(table)
+
+
+def yes_option(command: Any) -> Any:
+    """The --yes flag of a command that asks before it destroys something."""
+    return click.option("--yes", "-y", is_flag=True,
+                        help="Do it without asking (needed when not at a terminal).")(command)
+
+
+def confirm_irreversible(what: str, yes: bool) -> None:
+    """Ask before an irreversible change, unless --yes. Without a terminal to ask at
+    (a script, a pipe, cron) it refuses: a typo there must not erase anything."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"{what} cannot be undone; not at a terminal to ask, so "
+                                   f"nothing was changed: add --yes to do it")
+    if not click.confirm(f"{what[:1].upper()}{what[1:]} cannot be undone. Go on?",
+                         default=False, err=True):
+        raise click.ClickException("nothing was changed")
 
 
 def progress_bar(console: Console = err) -> Progress:

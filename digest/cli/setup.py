@@ -58,6 +58,14 @@ def init(directory: Path, force: bool) -> None:
         out.print(f"Wrote the secret key {settings.secret_file} (keep it private; it signs "
                   f"the links in every email)")
     out.print("Next: digest articles import FILE…, then digest preview")
+    out.print(f"Before sending real mail, set in {target} (then run digest check):\n"
+              "  [smtp] host, port, username   your mail server; its password goes in "
+              "DIGEST_SMTP__PASSWORD\n"
+              "  [digest] from                 your sender address (not example.org)\n"
+              "  [digest] base_url             the public address of `digest serve`\n"
+              "  [digest] postal_address       your postal address, shown in every footer\n"
+              f"  secret key                    keep {settings.secret_file.name} private, or "
+              "set DIGEST_SECRET_KEY")
 
 
 @click.group(cls=DigestGroup)
