@@ -216,13 +216,14 @@ def _article_json(a: Article) -> dict[str, Any]:
 @click.option("--topic", help="Only this topic.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many (the newest published).")
 @click.option("--removed", is_flag=True,
               help="Only removed articles (kept so that they are not imported again).")
 @click.pass_obj
 def articles_list(app: App, new_only: bool, old_only: bool, topic: str | None, fmt: str,
                   limit: int | None, removed: bool) -> None:
-    """List stored articles, newest first (removed ones only with --removed).
+    """List stored articles, newest first by publication date (undated ones last, newest
+    import first); removed ones only with --removed.
 
     Example:
 
@@ -242,5 +243,5 @@ def articles_list(app: App, new_only: bool, old_only: bool, topic: str | None, f
                       f"{a.published_at:%Y-%m-%d}" if a.published_at else "",
                       "removed" if a.removed_at else str(a.edition_id) if a.edition_id
                       else "too old" if a.too_old else "older" if a.is_backlog else "new")
-    print_table(table, keep=("id", "published", "edition"))
+    print_table(table, keep=("id", "published", "edition"), wide=("title",))
     out.print(f"{len(rows)} article{'s' * (len(rows) != 1)}")

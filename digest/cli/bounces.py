@@ -83,7 +83,7 @@ def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool,
     for outcome in outcomes:
         _outcome_rows(table, outcome)
     if table.row_count:
-        print_table(table, keep=("recipient", "kind", "status"), fold=("message",))
+        print_table(table, keep=("recipient", "kind", "status"), wide=("message",))
     out.print(_summary(report, dry_run, none))
 
 
@@ -188,4 +188,4 @@ def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None
         table.add_row(r.recorded_at.strftime("%Y-%m-%d"), r.recipient, str(r.kind),
                       r.status or "-", str(r.edition_number or "-"), escape(r.reason))
     print_table(table, keep=("received", "recipient", "kind", "status", "edition"),
-                fold=("reason",))
+                wide=("reason",))

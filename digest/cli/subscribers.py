@@ -158,7 +158,7 @@ def subscribers_show(app: App, email: str) -> None:
                        str(e["edition"] or "-"), escape(e["reason"]), escape(e["source"]))
     for table, none in ((deliveries, "Deliveries: none"), (events, "Bounce events: none")):
         if table.row_count:
-            print_table(table, keep=("time", "sent at", "edition"), fold=("reason", "source",
+            print_table(table, keep=("time", "sent at", "edition"), wide=("reason", "source",
                                                                           "error"))
         else:
             out.print(none)

@@ -51,7 +51,7 @@ def suppressions_list(app: App, reason: str | None) -> None:
     for e in entries:
         table.add_row(e.email_key, e.reason.value, e.created_at.strftime("%Y-%m-%d %H:%M"),
                       escape(e.source))
-    print_table(table, keep=("reason", "since"), fold=("address", "source"))
+    print_table(table, keep=("address", "reason", "since"), wide=("source",))
     out.print(f"{len(entries)} suppressed")
 
 
