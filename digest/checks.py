@@ -160,8 +160,9 @@ def check_subscriber_topics(settings: Settings, store: Store) -> list[Step]:
 
 def check_setup(settings: Settings, store: Store) -> list[Step]:
     """One step per part of the setup, in order: config, store, the schedule, the sender
-    address, settings still at the example's values (warnings), and subscribers' topics (only when something is wrong with them), secret key,
-    DKIM, and the transport (the SMTP session step by step)."""
+    address, settings still at the example's values (warnings), and subscribers' topics
+    (only when something is wrong with them), secret key, DKIM, and the transport (the SMTP
+    session step by step)."""
     steps = [Step("config", True, f"{settings.config_path or 'built-in defaults'}: "
                                   f"{len(settings.topics)} topics, {len(settings.feeds)} "
                                   f"feeds in the file")]

@@ -29,8 +29,16 @@ if TYPE_CHECKING:       # imported where used: `digest --help` loads none of the
     from ..delivery.runner import SendReport
     from ..store.db import Store
 
-__all__ = ["App", "DigestGroup", "confirm_irreversible", "delivery_table", "err",
-           "log_to_stderr", "out", "print_steps", "print_table", "progress_bar", "yes_option"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_PARTLY", "App", "DigestGroup", "confirm_irreversible",
+           "delivery_table", "err", "exit_by_outcome", "log_to_stderr", "out", "print_steps",
+           "print_table", "progress_bar", "yes_option"]
+
+# The exit codes, one rule for every command: 0 all done; 1 nothing done (an error, or
+# every record failed); 3 partly done (some records or recipients failed, the others went
+# through: what went through is kept); 130 interrupted (Ctrl-C). 2 is click's: a usage
+# error.
+EXIT_PARTLY = 3
+EXIT_INTERRUPTED = 130
 
 
 # markup=False: printed values (paths, titles, addresses) may contain [brackets].
@@ -79,11 +87,19 @@ class App:
 
 
 class DigestGroup(click.Group):
-    """Expected failures (DigestError) become one "Error: …" line and exit code 1."""
+    """Expected failures (DigestError) become one "Error: …" line and exit code 1; Ctrl-C
+    one "Interrupted." line and exit code 130 (click's own "Aborted!" with 1 read like a
+    failure), also at a question (click.confirm turns Ctrl-C into Abort)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _interrupted()
+        except click.Abort as exc:
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise           # a question answered "no" (confirm(abort=True)): exit 1
+            _interrupted()
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
@@ -94,6 +110,25 @@ class DigestGroup(click.Group):
             # The database went away or stayed locked past the busy timeout.
             raise click.ClickException(f"the store cannot be used right now: {exc.orig}; "
                                        f"check [store] url and retry") from None
+
+
+def _interrupted() -> None:
+    err.print("Interrupted.")
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def exit_by_outcome(done: int, failed: int, error: str | None = None) -> None:
+    """End a command that handles many records (rows, files, feeds, recipients,
+    messages) by the one rule: nothing failed → carry on (exit 0); some failed and none
+    was done → 1; some failed and others were done → EXIT_PARTLY (3). error, when given,
+    is printed as the "Error: …" line of a run that stopped early."""
+    code = 0 if not failed else EXIT_PARTLY if done else 1
+    if error is not None:
+        exc = click.ClickException(error)
+        exc.exit_code = code or 1
+        raise exc
+    if code:
+        sys.exit(code)
 
 
 def print_table(table: Table, *, keep: Sequence[str] = (), wide: Sequence[str] = (),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from ..ingest import import_files, retopic
 from ..ingest.writer import fresh_from
 from ..store.articles import list_articles, remove_articles, set_pinned, set_topic
 from ..store.models import Article
-from .app import App, DigestGroup, err, out, print_table, progress_bar
+from .app import App, DigestGroup, err, exit_by_outcome, out, print_table, progress_bar
 
 __all__ = ["articles"]
 
@@ -102,8 +101,8 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None,
             and not report.now_news:
         summary += " (nothing new: these articles are already in the store)"
     out.print(summary + ".")
-    if report.added == 0 and report.problems:
-        sys.exit(1)
+    # Duplicates are records handled as they should be: only problems failed.
+    exit_by_outcome(report.added + report.duplicates, len(report.problems))
 
 
 @articles.command("remove")
@@ -216,7 +215,8 @@ def _article_json(a: Article) -> dict[str, Any]:
 @click.option("--topic", help="Only this topic.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many (the newest published).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="At most this many (the newest published).")
 @click.option("--removed", is_flag=True,
               help="Only removed articles (kept so that they are not imported again).")
 @click.pass_obj

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 
 import click
@@ -11,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..ingest.feeds import FeedBook
-from .app import App, DigestGroup, err, out, print_table, progress_bar
+from .app import App, DigestGroup, err, exit_by_outcome, out, print_table, progress_bar
 
 __all__ = ["feeds"]
 
@@ -141,5 +140,4 @@ def feeds_fetch(app: App, name: str | None) -> None:
     out.print(f"Fetched {len(results)} feed{'s' * (len(results) != 1)}: {added} new "
               f"article{'s' * (added != 1)}"
               f"{' (' + '; '.join(kept) + ')' if kept else ''}, {failed} failed.")
-    if results and failed == len(results):
-        sys.exit(1)
+    exit_by_outcome(len(results) - failed, failed)

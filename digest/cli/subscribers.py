@@ -18,7 +18,16 @@ from ..audience.privacy import erase, person_record
 from ..audience.subscribers import SubscriberBook, spreadsheet_safe
 from ..errors import InputError
 from ..store.models import Subscriber, SubscriberStatus
-from .app import App, DigestGroup, confirm_irreversible, err, out, print_table, yes_option
+from .app import (
+    App,
+    DigestGroup,
+    confirm_irreversible,
+    err,
+    exit_by_outcome,
+    out,
+    print_table,
+    yes_option,
+)
 
 __all__ = ["subscribers"]
 
@@ -331,8 +340,7 @@ def subscribers_import(app: App, file: Path, dry_run: bool, reactivate: bool) ->
     if report.reactivated:
         summary += f"; re-activated {report.reactivated} who had unsubscribed or bounced"
     out.print(summary + (". Nothing was stored." if dry_run else "."))
-    if report.rejected and report.added + report.updated + report.unchanged == 0:
-        sys.exit(1)
+    exit_by_outcome(report.added + report.updated + report.unchanged, len(report.rejected))
 
 
 @subscribers.command("export")
