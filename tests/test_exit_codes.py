@@ -114,5 +114,5 @@ def test_a_second_ctrl_c_is_130_with_one_line(digest: Digest, smtp: LoopbackSMTP
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "Interrupted."
+    assert err.strip().splitlines()[-1] == "Interrupted.", err
     assert "Aborted" not in out + err

@@ -62,14 +62,16 @@ def _stop_on_signals(*, again_stops_at_once: bool = True) -> Iterator[threading.
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
+        # The event is set before anything is printed: a second signal can run its
+        # handler in the middle of the first one's print, and must find it set.
         if not again_stops_at_once:
-            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
             stop.set()
+            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
             return
         if not stop.is_set():
+            stop.set()
             err.print(f"{signal.Signals(signum).name}: finishing the messages in flight "
                       f"(again to stop at once)")
-            stop.set()
             return
         signal.signal(signum, signal.SIG_DFL)
         raise KeyboardInterrupt
