@@ -117,6 +117,12 @@ def _interrupted() -> None:
     sys.exit(EXIT_INTERRUPTED)
 
 
+class _PartlyDone(click.ClickException):
+    """An "Error: …" line after some of the work was done."""
+
+    exit_code = EXIT_PARTLY
+
+
 def exit_by_outcome(done: int, failed: int, error: str | None = None) -> None:
     """End a command that handles many records (rows, files, feeds, recipients,
     messages) by the one rule: nothing failed → carry on (exit 0); some failed and none
@@ -124,9 +130,7 @@ def exit_by_outcome(done: int, failed: int, error: str | None = None) -> None:
     is printed as the "Error: …" line of a run that stopped early."""
     code = 0 if not failed else EXIT_PARTLY if done else 1
     if error is not None:
-        exc = click.ClickException(error)
-        exc.exit_code = code or 1
-        raise exc
+        raise (_PartlyDone if code == EXIT_PARTLY else click.ClickException)(error)
     if code:
         sys.exit(code)
 

@@ -116,6 +116,8 @@ def suppressions_import(app: App, file: Path) -> None:
         digest suppressions import suppressions.csv
     """
     report = SuppressionBook(app.store, app.settings).import_csv(file)
+    for line in report.notes:
+        err.print(line)
     for line in report.rejected:
         err.print(line)
     out.print(f"{report.added} added, {report.unchanged} already there, "
