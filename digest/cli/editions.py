@@ -167,17 +167,19 @@ def editions_add(app: App, number: int, article: int) -> None:
 
 @editions.command("drop")
 @click.argument("number", type=int)
-@click.argument("article", type=int)
+@click.argument("articles", metavar="ARTICLE...", nargs=-1, required=True, type=int)
 @click.pass_obj
-def editions_drop(app: App, number: int, article: int) -> None:
-    """Take ARTICLE (with the rest of its story) out of draft N: back to the pool.
+def editions_drop(app: App, number: int, articles: tuple[int, ...]) -> None:
+    """Take ARTICLEs (each with the rest of its story) out of draft N: back to the pool.
+    All in one change, or none: an id the edition does not hold is named, and nothing is
+    dropped.
 
     Example:
 
     \b
-        digest editions drop 4 17
+        digest editions drop 4 17 21 33
     """
-    _said(desk.drop_article(app.store, app.settings, number, article))
+    _said(desk.drop_articles(app.store, app.settings, number, articles))
 
 
 @editions.command("pin")
