@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -318,6 +319,33 @@ def test_demo_in_a_fresh_folder(tmp_path: Path) -> None:
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     refused = d("demo", "mine")
     assert refused.exit_code == 1 and "is not empty" in refused.output
+
+
+def test_demo_preview_is_the_whole_edition_and_its_config_says_the_server_is_gone(
+        tmp_path: Path) -> None:
+    """preview.html was the first message the demo's server received: one subscriber's,
+    with only their topics. And demo-out/digest.toml named no server that still listens,
+    without saying so."""
+    d = Digest(tmp_path)
+    result = d("demo", "out")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+
+    def topics(html: str) -> set[str]:
+        return set(re.findall(r"<h2[^>]*>\s*([^<]+?)\s*<", html))
+
+    in_mail = [topics(message_from_bytes(p.read_bytes(), policy=policy.default)
+                      .get_body(preferencelist=("html",)).get_content())  # type: ignore[union-attr]
+               for p in sorted((out / "outbox").glob("*.eml"))]
+    shown = topics((out / "preview.html").read_text())
+    assert shown == set().union(*in_mail) and len(shown) == 8
+    assert any(len(t) < len(shown) for t in in_mail)      # some chose a few topics
+    assert (out / "digest.toml").read_text().startswith("# Written by `digest demo`. Its SMTP "
+                                                        "server (127.0.0.1, a port of the "
+                                                        "moment) ran only")
+    assert "The demo's SMTP server has stopped: to try sending again, " in result.stdout
+    assert "--config out/digest.toml send --dry-run" in result.stdout
+    assert d("--config", "out/digest.toml", "send", "--dry-run").exit_code == 0
 
 
 def subscriber_state(folder: Path) -> set[tuple[str, int]]:

@@ -154,9 +154,11 @@ def demo(app: App, directory: Path) -> None:
     out.print(delivery_table(result.report))
     out.print(f"The loopback SMTP server received {result.messages} messages:")
     out.print(f"  messages  {result.outbox}/*.eml")
-    out.print(f"  preview   {result.preview}")
+    out.print(f"  preview   {result.preview} (the whole edition, every topic)")
     out.print(f"  config    {result.config}")
     # As typed: after the README's first command `digest` is not on PATH yet.
     command = "digest" if shutil.which("digest") else sys.argv[0]
     out.print(f"Look around: {command} --config {result.config} editions show "
               f"{result.report.edition}")
+    out.print(f"The demo's SMTP server has stopped: to try sending again, {command} --config "
+              f"{result.config} send --dry-run (or set [smtp] in it to a real server)")
