@@ -4,6 +4,8 @@ the CLI against a real SMTP server, so every other step passes and exit 1 is the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import Digest, smtp_env
 
@@ -142,3 +144,12 @@ def test_example_values_still_in_place_are_warnings(digest: Digest,
     assert result.exit_code == 0, result.output
     names = [line[2:].split(":")[0] for line in result.stdout.splitlines()]
     assert not {"from", "reply_to", "base_url", "postal_address"} & set(names), result.output
+
+
+def test_init_ends_by_naming_what_a_real_setup_sets(tmp_path: Path) -> None:
+    result = Digest(tmp_path).ok("init", "news")
+    tail = result.stdout.split("Before sending real mail, set in ", 1)[1]
+    for setting in ("[smtp] host, port, username", "DIGEST_SMTP__PASSWORD", "[digest] from",
+                    "[digest] base_url", "[digest] postal_address", "secret.key",
+                    "DIGEST_SECRET_KEY", "digest check"):
+        assert setting in tail, setting
