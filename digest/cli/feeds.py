@@ -97,10 +97,12 @@ def feeds_list(app: App, fmt: str) -> None:
         result = f.last_status or ""
         if f.last_status == "error":
             since = f"{f.last_success_at:%Y-%m-%d %H:%M}" if f.last_success_at else "never"
-            result = f"error: {f.last_error or 'unknown'} (last success: {since})"
+            # The error names the feed's URL first: the url column shows it already.
+            why = (f.last_error or "unknown").removeprefix(f"{f.url}: ")
+            result = f"error: {why} (last success: {since})"
         table.add_row(f.name, f.url, f"{f.last_fetch_at:%Y-%m-%d %H:%M}" if f.last_fetch_at
                       else "never", str(f.items_added), result)
-    print_table(table, keep=("last fetch", "added"), wide=("url",))
+    print_table(table, keep=("last fetch", "added"), wide=("url", "result"))
 
 
 @feeds.command("fetch")

@@ -59,12 +59,12 @@ def init(directory: Path, force: bool) -> None:
                   f"the links in every email)")
     out.print("Next: digest articles import FILE…, then digest preview")
     out.print(f"Before sending real mail, set in {target} (then run digest check):\n"
-              "  [smtp] host, port, username   your mail server; its password goes in "
-              "DIGEST_SMTP__PASSWORD\n"
-              "  [digest] from                 your sender address (not example.org)\n"
-              "  [digest] base_url             the public address of `digest serve`\n"
-              "  [digest] postal_address       your postal address, shown in every footer\n"
-              f"  secret key                    keep {settings.secret_file.name} private, or "
+              "  [smtp] host, port, username  your mail server\n"
+              "  DIGEST_SMTP__PASSWORD        its password (in the environment only)\n"
+              "  [digest] from                your sender address, not at example.org\n"
+              "  [digest] base_url            the public address of `digest serve`\n"
+              "  [digest] postal_address      yours; every footer shows it\n"
+              f"  secret key                   keep {settings.secret_file.name} private, or "
               "set DIGEST_SECRET_KEY")
 
 
