@@ -472,7 +472,7 @@ def _articles_table(view: desk.DeskView) -> None:
                                                                  for f in a.flags),
                                            bool(a.flags))) if on)
         table.add_row(str(a.id), a.topic, a.title, marks, str(a.clicks))
-    print_table(table, keep=("id", "clicks"), wide=("title",))
+    print_table(table, keep=("id", "clicks"), wide=("title", "marks"))
     if view.left_out:
         out.print(f"Left out, only repeating edition {view.left_out[0].number}: "
                   + ", ".join(str(a.id) for a in view.left_out))
