@@ -102,7 +102,7 @@ def feeds_list(app: App, fmt: str) -> None:
             result = f"error: {why} (last success: {since})"
         table.add_row(f.name, f.url, f"{f.last_fetch_at:%Y-%m-%d %H:%M}" if f.last_fetch_at
                       else "never", str(f.items_added), result)
-    print_table(table, keep=("last fetch", "added"), wide=("url", "result"))
+    print_table(table, keep=("last fetch", "added"), wide=("url",))
 
 
 @feeds.command("fetch")
