@@ -366,3 +366,14 @@ def test_latin1_and_bom_csv_files_import(digest: Digest, tmp_path: Path) -> None
     refused = digest("subscribers", "import", "noise.csv")
     assert refused.exit_code == 1 and re.search(r"noise\.csv: .*byte \d+", refused.output), \
         refused.output
+
+
+def test_a_header_with_two_email_columns_is_refused(digest: Digest, tmp_path: Path) -> None:
+    """Which of two e-mail columns holds the subscriber is not for the import to guess."""
+    (tmp_path / "two.csv").write_text("Email Address,email,Name\nx@example.org,"
+                                      "other@example.org,X\n")
+    result = digest("subscribers", "import", "two.csv")
+    assert (result.exit_code, result.output) == (
+        1, "Error: two.csv:1: the header row names 2 email columns (Email Address, email): "
+           "keep one, or rename the others\n")
+    assert subs(digest) == []

@@ -60,13 +60,22 @@ def _simple(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name.strip().lower().lstrip("\ufeff")).strip()
 
 
-def map_header(header: Sequence[str], fields: Mapping[str, Sequence[str]]) -> dict[str, int]:
+def map_header(header: Sequence[str], fields: Mapping[str, Sequence[str]],
+               unique: Sequence[str] = ()) -> dict[str, int]:
     """Which column (by index) holds each field, from a header row and, for each field,
     the names other services give it, most specific first. A column named exactly as one
     of a field's names is taken first; then a field still missing takes the first free
     column whose name contains one of its names, fields in the order given (so put
-    "first name" before "name"). Fields no column names are left out."""
+    "first name" before "name"). Fields no column names are left out. A field in unique
+    that two columns name exactly (an export with "Email Address" and "email") is
+    refused: which one holds the address is not for us to guess."""
     names = [_simple(h) for h in header]
+    for field_name in unique:
+        exact = [header[i] for i, name in enumerate(names)
+                 if name in map(_simple, fields[field_name])]
+        if len(exact) > 1:
+            raise InputError(f"the header row names {len(exact)} {field_name} columns "
+                             f"({', '.join(exact)}): keep one, or rename the others")
     found: dict[str, int] = {}
     for field_name, words in fields.items():
         for word in map(_simple, words):

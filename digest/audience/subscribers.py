@@ -159,7 +159,7 @@ _STATUS_WORDS = {**_IMPORTABLE, "enabled": SubscriberStatus.ACTIVE,
 # created_at / creation_date; listmonk: email, name, status, created_at), most specific
 # first: "first name" is tried before "name".
 IMPORT_HEADERS: dict[str, tuple[str, ...]] = {
-    "email": ("email", "email address", "e-mail", "e-mail address", "mail", "address"),
+    "email": ("email", "email address", "e-mail", "e-mail address"),
     "first_name": ("first name", "firstname", "given name", "fname"),
     "last_name": ("last name", "lastname", "surname", "family name", "lname"),
     "name": ("name", "full name", "display name"),
@@ -561,7 +561,10 @@ class SubscriberBook:
         header = list(reader.fieldnames or [])
         # Columns by the names other services give them too (the same mapping as the
         # suppression import's); the others are passed over.
-        columns = map_header(header, IMPORT_HEADERS)
+        try:
+            columns = map_header(header, IMPORT_HEADERS, unique=("email",))
+        except InputError as exc:
+            raise InputError(f"{path}:1: {exc}") from None
         if "email" not in columns:
             raise InputError(f"{path}:1: the header row ({', '.join(header)}) names no "
                              f"e-mail column; name it email (columns: "
