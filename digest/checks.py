@@ -9,10 +9,12 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parseaddr
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 from .audience.subscribers import normalise_email
-from .config import Settings
+from .config import DigestSettings, Settings
 from .content.quality import article_flags
 from .content.stories import Story
 from .delivery.timing import next_runs
@@ -25,8 +27,8 @@ from .store.db import STORE_ERRORS, Store
 from .store.feeds import feed_count
 from .store.subscribers import active_count, active_topic_choices
 
-__all__ = ["Step", "check_content", "check_rendered", "check_schedule", "check_sender",
-           "check_setup", "check_subscriber_topics"]
+__all__ = ["Step", "check_content", "check_example_values", "check_rendered",
+           "check_schedule", "check_sender", "check_setup", "check_subscriber_topics"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,43 @@ def check_sender(settings: Settings) -> list[Step]:
     return []
 
 
+# The domains reserved for examples (RFC 2606): mail to them goes nowhere, links to them
+# lead nowhere.
+_EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net", "example")
+
+
+def _example_domain(domain: str) -> bool:
+    domain = domain.lower().rstrip(".")
+    return any(domain == d or domain.endswith("." + d) for d in _EXAMPLE_DOMAINS)
+
+
+def check_example_values(settings: Settings) -> list[Step]:
+    """A warning step for each setting that still holds the example config's value or an
+    example domain (from, reply_to, base_url, postal_address): the setup works, but its
+    mail would say it comes from nobody and lead readers nowhere. Nothing when none do."""
+    d = settings.digest
+    where = _config_file(settings)
+    steps: list[Step] = []
+    for key, value in (("from", d.from_), ("reply_to", d.reply_to)):
+        address = parseaddr(value)[1]
+        if address and _example_domain(address.rpartition("@")[2]):
+            steps.append(Step(key, True, f"[digest] {key} {value!r} is an example address "
+                                         f"(mail to it goes nowhere): set your own in "
+                                         f"{where}", warning=True))
+    host = urlsplit(d.base_url).hostname or ""
+    if _example_domain(host):
+        steps.append(Step("base_url", True, f"[digest] base_url {d.base_url!r} is the "
+                                            f"example's: unsubscribe and archive links lead "
+                                            f"nowhere; set the public address of `digest "
+                                            f"serve` in {where}", warning=True))
+    if d.postal_address.strip() == DigestSettings.postal_address:
+        steps.append(Step("postal_address", True, f"[digest] postal_address is the example's "
+                                                  f"({d.postal_address!r}); every footer "
+                                                  f"shows it: set your own in {where}",
+                          warning=True))
+    return steps
+
+
 def check_subscriber_topics(settings: Settings, store: Store) -> list[Step]:
     """A failed step when active subscribers chose topics none of which the config has any
     more (they would get no edition at all); nothing otherwise. An empty choice means every
@@ -132,9 +171,9 @@ def check_mailgun(settings: Settings) -> Step:
 
 def check_setup(settings: Settings, store: Store) -> list[Step]:
     """One step per part of the setup, in order: config, store, the schedule, the sender
-    address and subscribers' topics (only when something is wrong with them), secret key,
-    DKIM, the Mailgun webhook (a warning, when it is on), and the transport (the SMTP
-    session step by step)."""
+    address, settings still at the example's values (warnings), and subscribers' topics
+    (only when something is wrong with them), secret key, DKIM, the Mailgun webhook (a
+    warning, when it is on), and the transport (the SMTP session step by step)."""
     steps = [Step("config", True, f"{settings.config_path or 'built-in defaults'}: "
                                   f"{len(settings.topics)} topics, {len(settings.feeds)} "
                                   f"feeds in the file")]
@@ -150,6 +189,7 @@ def check_setup(settings: Settings, store: Store) -> list[Step]:
         steps.append(Step("store", False, f"{settings.store_url}: {exc}"))
     steps += check_schedule(settings, store.clock.now())
     steps += check_sender(settings)
+    steps += check_example_values(settings)
     if store_ok:
         steps += check_subscriber_topics(settings, store)
     if settings.secret_key:

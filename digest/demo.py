@@ -13,6 +13,7 @@ from .audience.subscribers import SubscriberBook
 from .clock import Clock
 from .config import load_settings, with_overrides
 from .content.topics import TopicClassifier
+from .delivery.desk import preview_edition
 from .delivery.runner import SendReport, send_edition
 from .delivery.sender import ProgressFn
 from .errors import InputError
@@ -27,6 +28,15 @@ from .tokens import create_secret_file
 __all__ = ["DemoResult", "run_demo"]
 
 _MARKER = ".digest-demo"
+# Written at the top of the demo's digest.toml.
+_DEMO_NOTE = """\
+# Written by `digest demo`. Its SMTP server (127.0.0.1, a port of the moment) ran only
+# while the demo ran: [smtp] below is the example's, and no server listens there. To
+# keep exploring: digest --config THIS_FILE send --dry-run (builds everything, sends
+# nothing), or set [smtp] to a real server, or [delivery] transport = "maildir" to keep
+# the mail in a folder.
+
+"""
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,11 @@ def run_demo(folder: Path, progress: ProgressFn | None = None,
              clock: Clock | None = None) -> DemoResult:
     _prepare(folder)
     config = folder / "digest.toml"
-    shutil.copyfile(package_resource("config.example.toml"), config)
+    # The demo's SMTP server lives only as long as the demo: the config says so first.
+    config.write_text(_DEMO_NOTE + package_resource("config.example.toml").read_text(
+        encoding="utf-8"), encoding="utf-8")
     outbox = folder / "outbox"
+    preview = folder / "preview.html"
     with LoopbackSMTPServer(outbox=outbox) as server:
         settings = with_overrides(load_settings(config), smtp={
             "host": "127.0.0.1", "port": server.port, "security": "none", "username": "",
@@ -91,13 +104,13 @@ def run_demo(folder: Path, progress: ProgressFn | None = None,
             subs = book.import_csv(package_resource("data/sample_subscribers.csv"))
             report = send_edition(store, settings, SmtpTransport(settings.smtp),
                                   progress=progress)
+            # The whole edition, every topic (a received message is one subscriber's,
+            # with only their topics).
+            if report.edition is not None:
+                preview.write_text(preview_edition(store, settings, report.edition).html,
+                                   encoding="utf-8")
         finally:
             store.close()
     received = sorted(outbox.glob("*.eml"))
-    preview = folder / "preview.html"
-    if server.received:
-        html_part = server.received[0].message().get_body(preferencelist=("html",))
-        if html_part is not None:
-            preview.write_text(html_part.get_content(), encoding="utf-8")
     return DemoResult(folder, config, outbox, preview, imported.added, subs.added, report,
                       len(received))

@@ -41,6 +41,7 @@ from .errors import DigestError
 from .ingest.feeds import FeedBook
 from .store.db import Store
 from .store.editions import active_zones, recent_editions, wave_times
+from .store.feeds import feed_count
 from .store.locks import SchedulerLock
 
 __all__ = [
@@ -381,6 +382,12 @@ class Overview:
     sweep_every: int
     waves: list[tuple[str, datetime]]
     editions: list[tuple[int, str, datetime, datetime | None]]
+    # The other jobs build_scheduler adds: feed polling (every feeds_every minutes, over
+    # feeds feeds) and the bounce mailbox (every bounces_every minutes; None: no mailbox,
+    # no job).
+    feeds_every: int = 0
+    feeds: int = 0
+    bounces_every: int | None = None
 
 
 def schedule_overview(settings: Settings, store: Store, now: datetime | None = None,
@@ -393,5 +400,10 @@ def schedule_overview(settings: Settings, store: Store, now: datetime | None = N
     if settings.schedule.local_time and runs:
         waves = sorted(((name, wave_time(settings, name, runs[0]))
                         for name in _zones_in_use(store, settings)), key=lambda w: w[1])
-    return Overview(runs, settings.schedule.retry_minutes, waves, recent_editions(store, 5))
+    with store.sessions() as session:
+        feeds = feed_count(session)
+    return Overview(runs, settings.schedule.retry_minutes, waves, recent_editions(store, 5),
+                    feeds_every=settings.schedule.feeds_minutes, feeds=feeds,
+                    bounces_every=settings.bounces.poll_minutes
+                    if settings.bounces.mailbox_enabled else None)
 

@@ -10,8 +10,8 @@ import ftfy
 import regex
 from ftfy.badness import is_bad
 
-__all__ = ["clean_control", "clean_label", "greeting", "has_mojibake", "is_junk_title",
-           "repair_text"]
+__all__ = ["clean_control", "clean_label", "decode_text", "greeting", "has_mojibake",
+           "is_junk_title", "repair_text"]
 
 # ftfy's repair of text decoded with the wrong encoding ("â€™" for "’", "Ã©" for "é")
 # and nothing else: quotes, ligatures, widths, entities and normal forms stay as written.
@@ -71,3 +71,43 @@ def greeting(name: str) -> str:
     if not name.strip() or _LINKLIKE.search(name):
         return "Hello,"
     return f"Hello {name.split()[0].strip(',;:')},"
+
+
+# How much more chaos (charset-normalizer's measure of implausible text, 0 to 1) a Windows
+# or ISO-8859 reading may show than a DOS or Mac code page's and still be preferred.
+_NEARLY_AS_WELL = 0.1
+
+
+def decode_text(data: bytes) -> tuple[str, str | None]:
+    """(text, None) for UTF-8 (a byte-order mark is dropped); else (text, encoding) when
+    charset-normalizer is sure of the encoding (e.g. a Latin-1 or cp1252 page saved by an
+    old scraper, a spreadsheet's CSV); else ValueError naming the first invalid byte. The
+    one decoding of files people bring: article text files and CSV imports."""
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}"
+    # Imported here: only files that are not UTF-8 need it.
+    from charset_normalizer import from_bytes
+
+    results = from_bytes(data)
+    best = results.best()
+    if best is None:
+        raise ValueError(f"not UTF-8 text (an invalid byte at {where}) and its encoding "
+                         f"cannot be told; save it as UTF-8")
+    # A short text (a CSV of names) can read a little "better" as a DOS or Mac code page
+    # (cp775 made "Zoë" "Zoļ"), but files saved today in one byte per letter come from
+    # Windows or ISO-8859, the web's legacy encodings: those win when they read the text
+    # nearly as well.
+    legacy = ("cp437", "cp7", "cp8", "mac")
+    if best.encoding.startswith(legacy):
+        modern = [m for m in results if not m.encoding.startswith(legacy)
+                  and m.chaos <= best.chaos + _NEARLY_AS_WELL]
+        if modern:
+            best = min(modern, key=lambda m: (m.chaos, -m.coherence))
+    # Western text in one byte per letter reads equally well as cp1250, cp1252 and cp1257
+    # ("Grève" vs "Grčve"); when the detector cannot tell them apart, take windows-1252,
+    # the web's own fallback for legacy text (it also reads ISO-8859-1).
+    tied = [m for m in results if m.chaos <= best.chaos and m.coherence >= best.coherence]
+    best = next((m for m in tied if m.encoding == "cp1252"), best)
+    return str(best), best.encoding

@@ -93,6 +93,13 @@ class Digest:
         assert result.exit_code == 0, result.output
         return result
 
+    def partly(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        """Run a command that should do part of its work: some records (rows, feeds,
+        recipients) fail, the others go through: exit code 3."""
+        result = self(*args, env=env)
+        assert result.exit_code == 3, result.output
+        return result
+
 
 # --- the store backend: SQLite always; PostgreSQL too when DIGEST_TEST_POSTGRES names a
 # server (an admin URL such as postgresql+psycopg://postgres@127.0.0.1:5432/postgres).

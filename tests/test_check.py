@@ -4,6 +4,8 @@ the CLI against a real SMTP server, so every other step passes and exit 1 is the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import Digest, smtp_env
 
@@ -127,3 +129,38 @@ def test_the_mailgun_webhook_is_a_warning_naming_what_its_signature_leaves_out(
     assert line.startswith("! Mailgun webhook: on: Mailgun signs only a timestamp and a "
                            "token, not the event"), line
     assert "takes each token once" in line and "max_age_seconds (300 s)" in line
+
+
+def test_example_values_still_in_place_are_warnings(digest: Digest,
+                                                    env: dict[str, str]) -> None:
+    # What config.example.toml ships: the setup works, but mail would come from and lead
+    # to example.org, with the example's postal address in every footer.
+    result = digest("check", env=env)
+    assert result.exit_code == 0, result.output
+    assert step(result.stdout, "from").startswith(
+        "! from: [digest] from 'Weekly Digest <digest@example.org>' is an example address")
+    assert step(result.stdout, "base_url").startswith(
+        "! base_url: [digest] base_url 'https://digest.example.org' is the example's")
+    assert step(result.stdout, "postal_address").startswith(
+        "! postal_address: [digest] postal_address is the example's ('Example Media, 1 "
+        "Example Street")
+    # reply_to too, any example domain (and subdomain), in any case.
+    result = digest("check", env={**env, "DIGEST_DIGEST__REPLY_TO": "Desk <desk@News.Example.COM>"})
+    assert step(result.stdout, "reply_to").startswith("! reply_to: [digest] reply_to")
+    # A real setup: no such line.
+    real = {**env, "DIGEST_DIGEST__FROM": "Weekly <news@newsroom.de>",
+            "DIGEST_DIGEST__BASE_URL": "https://news.newsroom.de",
+            "DIGEST_DIGEST__POSTAL_ADDRESS": "Newsroom GmbH, Hauptstr. 1, 10115 Berlin"}
+    result = digest("check", env=real)
+    assert result.exit_code == 0, result.output
+    names = [line[2:].split(":")[0] for line in result.stdout.splitlines()]
+    assert not {"from", "reply_to", "base_url", "postal_address"} & set(names), result.output
+
+
+def test_init_ends_by_naming_what_a_real_setup_sets(tmp_path: Path) -> None:
+    result = Digest(tmp_path).ok("init", "news")
+    tail = result.stdout.split("Before sending real mail, set in ", 1)[1]
+    for setting in ("[smtp] host, port, username", "DIGEST_SMTP__PASSWORD", "[digest] from",
+                    "[digest] base_url", "[digest] postal_address", "secret.key",
+                    "DIGEST_SECRET_KEY", "digest check"):
+        assert setting in tail, setting

@@ -30,7 +30,7 @@ def test_every_feed_file_imports_without_a_crash(digest: Digest) -> None:
     feeds = need(CORPUS / "feeds")
     result = digest("articles", "import", str(feeds))
     assert "Traceback" not in result.output
-    assert result.exit_code == 0
+    assert result.exit_code == 3          # partly done: some files are bad on purpose
     files = sorted(p for p in feeds.iterdir() if p.suffix in (".xml", ".json"))
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     # One line per bad file, naming it; no file is reported twice.
@@ -99,7 +99,7 @@ def test_corpus_de_duplication_is_unchanged_but_for_distinct_items_of_one_feed(
     guid, so both stay."""
     feeds, pages = need(CORPUS / "feeds"), need(CORPUS / "pages" / "html")
     result = digest("articles", "import", str(feeds), str(pages), str(need(SEED.parent)))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # partly done: the bad files
     # 275 stored: all but two (undated) too old to be news; one more problem than the
     # scan's 8: the line-noise feed's item whose title is only symbols is refused.
     assert ("Imported 2 new articles, kept 273 too old to be news (published before "

@@ -531,3 +531,29 @@ def test_an_edition_of_only_an_intro_goes_out_only_with_allow_empty(
         assert "We are **on holiday** until the 24th." in text
         assert "Nothing new this time" not in text
         assert "on holiday" in _body(item.message(), "html")
+
+
+def test_drop_takes_several_articles_in_one_change_or_none(newsroom: Digest) -> None:
+    """`editions drop N A` took one article: dropping five meant five commands, five
+    subject rewrites, and a typo half-way left the edition half-changed."""
+    d = newsroom
+    d.ok("editions", "draft")
+
+    def held() -> set[int]:
+        return {row[0] for row in sql(d.folder, "select id from articles where edition_id "
+                                                "is not null")}
+
+    before = held()
+    refused = d("editions", "drop", "1", "3", "99999", "5", "88888")
+    assert (refused.exit_code, refused.output) == (
+        1, "Error: articles 99999, 88888 are not in edition 1 (see: digest editions show 1); "
+           "nothing was dropped\n")
+    assert held() == before
+    dropped = d.ok("editions", "drop", "1", "3", "5", "12").output
+    assert dropped.startswith("Dropped articles 3, 5, 12")
+    assert dropped.rstrip().endswith("from edition 1; back in the pool for the next edition.")
+    assert not {3, 5, 12} & held() and len(held()) < len(before)
+    everything = [str(i) for i in sorted(held())]
+    refused = d("editions", "drop", "1", *everything)
+    assert refused.exit_code == 1 and "all edition 1 has left: cancel the edition instead" \
+        in refused.output

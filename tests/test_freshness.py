@@ -143,7 +143,7 @@ def test_an_undated_article_is_never_ranked_as_brand_new(digest: Digest,
 
 def test_old_corpus_feeds_offer_none_of_their_items_to_the_next_edition(
         digest: Digest) -> None:
-    result = digest.ok("articles", "import", str(need(CORPUS / "feeds")))
+    result = digest.partly("articles", "import", str(need(CORPUS / "feeds")))
     stored = _articles(digest)
     dated = [a for a in stored if a["published_at"] is not None]
     assert len(dated) > 200
@@ -240,7 +240,7 @@ def test_mojibake_is_repaired_and_a_symbol_only_title_is_refused(digest: Digest,
         _item("9", now, summary="Nine things to know about the budget vote."),
     ])
     result = digest("articles", "import", str(path))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert " ".join(result.stderr.split()) == (
         f"error: {path}: item 2: the title '’' has no letter or digit (even after "
         f"repairing its encoding); not imported: give the article a real title")

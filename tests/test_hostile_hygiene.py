@@ -66,7 +66,7 @@ def test_an_edition_nobody_received_can_be_discarded_after_a_5xx(
     smtp.reply_policy = lambda phase, mail_from, rcpt: (
         "550 5.1.1 user unknown" if phase == "RCPT" else None)
     digest.ok("articles", "import", str(SAMPLE_JSON))
-    digest.ok("send", "--yes", env=smtp_env(smtp))
+    assert digest("send", "--yes", env=smtp_env(smtp)).exit_code == 1  # its only one
     assert sql(digest.folder, "select count(*) from bounce_events") == [(1,)]
     result = digest("editions", "discard", "1")
     assert result.exit_code in (0, 1), result.output
@@ -137,10 +137,10 @@ def test_a_failure_after_retry_failed_is_a_new_bounce_event(
     replies = {"RCPT": "552 5.2.2 mailbox full"}
     smtp.reply_policy = lambda phase, mail_from, rcpt: replies.get(phase)
     digest.ok("articles", "import", str(SAMPLE_JSON))
-    digest.ok("send", "--yes", env=smtp_env(smtp))
+    assert digest("send", "--yes", env=smtp_env(smtp)).exit_code == 1  # its only one
     assert sql(digest.folder, "select status, bounce_score from subscribers") == [("active", 1)]
     replies["RCPT"] = "550 5.1.1 user unknown"
-    digest.ok("send", "--edition", "1", "--retry-failed", env=smtp_env(smtp))
+    assert digest("send", "--edition", "1", "--retry-failed", env=smtp_env(smtp)).exit_code == 1
     assert sql(digest.folder, "select kind from bounce_events order by id") == [
         ("soft",), ("hard",)]
     assert sql(digest.folder, "select status from subscribers") == [("bounced",)]
@@ -192,7 +192,7 @@ def test_erase_says_so_when_a_copy_is_left_in_the_sqlite_file(digest: Digest) ->
     try:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM subscribers").fetchall()
-        result = digest("subscribers", "erase", "wilhelmina@example.org")
+        result = digest("subscribers", "erase", "wilhelmina@example.org", "--yes")
         left = [p.name for p in digest.folder.glob("digest.db*")
                 if b"Zzyzx" in p.read_bytes() or b"wilhelmina@" in p.read_bytes()]
     finally:
@@ -255,7 +255,7 @@ def test_a_provider_list_imported_after_an_erasure_does_not_bring_the_address_ba
     again by mistake. A provider's suppression list imported later (it still names the
     person) finds it suppressed already: the address must not return in clear text."""
     digest.ok("subscribers", "add", "erin@example.org", "--name", "Erin")
-    digest.ok("subscribers", "erase", "erin@example.org")
+    digest.ok("subscribers", "erase", "erin@example.org", "--yes")
     provider = tmp_path / "provider.csv"
     provider.write_text("email,reason\nerin@example.org,hard-bounced\n"
                         "other@example.org,hard-bounced\n")

@@ -98,7 +98,7 @@ def test_a_deeply_nested_json_file_is_one_line_and_later_files_go_on(
                                          + "[" * 200_000 + "]" * 200_000 + "\n")
     result = digest("articles", "import", str(folder))
     assert "Traceback" not in result.output
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "Imported 2 new articles" in result.stdout
     errors = _errors(result.stderr)
     assert errors == [f"error: {folder / 'a-deep.json'}: not valid JSON: nested too deeply "
@@ -125,7 +125,7 @@ def test_a_jsonl_file_with_bad_lines_keeps_its_good_lines(digest: Digest,
     ]) + b"\n")
     result = digest("articles", "import", str(path))
     assert "Traceback" not in result.output
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "Imported 4 new articles" in result.stdout
     assert [line.split(": ", 2)[1] for line in _errors(result.stderr)] == [
         f"{path}:2", f"{path}:4", f"{path}:5", f"{path}:7"]

@@ -461,6 +461,20 @@ def test_schedule_show(newsroom: Digest) -> None:
                           "day month weekday), e.g. \"0 8 * * mon\"\n")
 
 
+def test_schedule_show_lists_every_job_the_scheduler_runs(newsroom: Digest) -> None:
+    """`schedule show` named the edition and the retries, but not the feed polling and
+    the bounce mailbox, which `schedule run` starts as well."""
+    shown = newsroom.ok("schedule", "show").stdout
+    assert "Feed polling: every 30 minutes, no feeds yet (digest feeds add URL)\n" in shown
+    assert "Bounce mailbox: not read (no [bounces] host)\n" in shown
+    newsroom.ok("feeds", "add", "https://example.org/feed.xml", "--name", "Example")
+    shown = newsroom.ok("schedule", "show", env={
+        "DIGEST_SCHEDULE__FEEDS_MINUTES": "20", "DIGEST_BOUNCES__HOST": "imap.example.org",
+        "DIGEST_BOUNCES__USERNAME": "bounces", "DIGEST_BOUNCES__POLL_MINUTES": "10"}).stdout
+    assert "Feed polling: every 20 minutes, 1 feed\n" in shown
+    assert "Bounce mailbox: every 10 minutes (bounces at imap.example.org)\n" in shown
+
+
 
 
 def add_due_one_shot_jobs(folder: Path, count: int) -> None:

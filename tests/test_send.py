@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -188,7 +189,7 @@ def test_550_fails_that_recipient_and_bounces(newsroom: Digest, smtp: LoopbackSM
     smtp.reply_policy = lambda phase, _f, rcpt: "550 5.1.1 No such user" if (
         phase == "RCPT" and rcpt in ("reader00002@example.org", "reader00007@example.org")
     ) else None
-    newsroom.ok("send", "--yes", env=smtp_env(smtp))        # 5.1.1: hard, bounced at once
+    newsroom.partly("send", "--yes", env=smtp_env(smtp))        # 5.1.1: hard, bounced at once
     assert ledger(tmp_path) == {"sent": 18, "failed": 2}
     bounced = json.loads(newsroom.ok("subscribers", "list", "--status", "bounced",
                                      "--format", "json").stdout)
@@ -320,6 +321,33 @@ def test_demo_in_a_fresh_folder(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "is not empty" in refused.output
 
 
+def test_demo_preview_is_the_whole_edition_and_its_config_says_the_server_is_gone(
+        tmp_path: Path) -> None:
+    """preview.html was the first message the demo's server received: one subscriber's,
+    with only their topics. And demo-out/digest.toml named no server that still listens,
+    without saying so."""
+    d = Digest(tmp_path)
+    result = d("demo", "out")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+
+    def topics(html: str) -> set[str]:
+        return set(re.findall(r"<h2[^>]*>\s*([^<]+?)\s*<", html))
+
+    in_mail = [topics(message_from_bytes(p.read_bytes(), policy=policy.default)
+                      .get_body(preferencelist=("html",)).get_content())  # type: ignore[union-attr]
+               for p in sorted((out / "outbox").glob("*.eml"))]
+    shown = topics((out / "preview.html").read_text())
+    assert shown == set().union(*in_mail) and len(shown) == 8
+    assert any(len(t) < len(shown) for t in in_mail)      # some chose a few topics
+    assert (out / "digest.toml").read_text().startswith("# Written by `digest demo`. Its SMTP "
+                                                        "server (127.0.0.1, a port of the "
+                                                        "moment) ran only")
+    assert "The demo's SMTP server has stopped: to try sending again, " in result.stdout
+    assert "--config out/digest.toml send --dry-run" in result.stdout
+    assert d("--config", "out/digest.toml", "send", "--dry-run").exit_code == 0
+
+
 def subscriber_state(folder: Path) -> set[tuple[str, int]]:
     return set(sql(folder, "select status, hard_bounces from subscribers"))
 
@@ -375,7 +403,7 @@ def test_a_data_5xx_for_one_message_fails_that_delivery_only(
     bad, reply = "reader00012@example.org", "554 5.7.1 Message rejected as spam"
     smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
     env = smtp_env(smtp)
-    result = newsroom.ok("send", "--yes", env=env)
+    result = newsroom.partly("send", "--yes", env=env)
     assert ledger(tmp_path) == {"sent": 19, "failed": 1}
     assert editions(tmp_path) == [(1, "sent")]
     error = f"refused at DATA, this message only (the server took the edition for others): {reply}"
@@ -390,7 +418,7 @@ def test_a_data_5xx_for_one_message_fails_that_delivery_only(
         {"title": "A telescope finds a second moon", "topic": "Science",
          "url": "https://example.org/second-moon", "body": "Astronomers say so."}]))
     newsroom.ok("articles", "import", "more.json")
-    newsroom.ok("send", "--yes", env=env)
+    newsroom.partly("send", "--yes", env=env)
     assert editions(tmp_path) == [(1, "sent"), (2, "sent")]
     assert set(per_recipient(smtp).values()) == {2} and len(per_recipient(smtp)) == 19
 
@@ -402,7 +430,7 @@ def test_a_data_5xx_for_the_first_message_waits_for_the_next_one_to_decide(
     bad, reply = "reader00000@example.org", "554 5.7.1 Listed URI in message"
     smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
     env = smtp_env(smtp, DIGEST_SMTP__CONNECTIONS="1", DIGEST_DELIVERY__BATCH_SIZE="1")
-    newsroom.ok("send", "--yes", env=env)
+    newsroom.partly("send", "--yes", env=env)
     assert ledger(tmp_path) == {"sent": 19, "failed": 1}
     assert editions(tmp_path) == [(1, "sent")]
 
@@ -419,8 +447,9 @@ def test_a_data_5xx_is_decided_by_what_the_server_took_in_an_earlier_run(
     newsroom.ok("send", "--yes", env=env)
     assert ledger(tmp_path) == {"sent": 19, "deferred": 1}
     smtp.reply_policy = lambda p, _f, rcpt: reply if p == "DATA" and rcpt == bad else None
-    result = newsroom.ok("send", "--retry", env=env)
+    result = newsroom("send", "--retry", env=env)  # the one delivery: failed
     assert ledger(tmp_path) == {"sent": 19, "failed": 1}
+    assert result.exit_code == 1, result.output
     assert (f"  {bad}: refused at DATA, this message only (the server took the edition for "
             f"others): {reply}\n") in result.stdout
     assert subscriber_state(tmp_path) == {("active", 0)}
@@ -523,7 +552,7 @@ def test_retry_failed_sends_an_editions_failed_deliveries_again(
     smtp.reply_policy = lambda p, _f, rcpt: "550 5.7.1 Relay access denied" if (
         p == "RCPT" and rcpt in refused) else None
     env = smtp_env(smtp)
-    newsroom.ok("send", "--yes", env=env)
+    newsroom.partly("send", "--yes", env=env)
     assert ledger(tmp_path) == {"sent": 18, "failed": 2}
     newsroom.ok("subscribers", "unsubscribe", "reader00007@example.org")
     usage = newsroom("send", "--retry-failed", env=env)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_add_list_change_remove(digest: Digest) -> None:
     digest.ok("subscribers", "unsubscribe", "ada@example.org")
     assert subs(digest, "--status", "unsubscribed")[0]["status"] == "unsubscribed"
     assert subs(digest, "--status", "active") == []
-    digest.ok("subscribers", "remove", "ada@example.org")
+    digest.ok("subscribers", "remove", "ada@example.org", "--yes")
     assert subs(digest) == []
 
 
@@ -62,7 +63,7 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(digest: Digest, tmp_pat
         "kenji@example.jp,Kenji,,Asia/Atlantis\n"
         "amara@example.org,Amara,,\n")
     result = digest("subscribers", "import", "people.csv")
-    assert result.exit_code == 0
+    assert result.exit_code == 3        # partly done: two rows in, three rejected
     assert result.stderr.splitlines() == [
         "rejected: people.csv:3: 'broken-address' is not a valid email address: An email "
         "address must have an @-sign.",
@@ -85,9 +86,11 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(digest: Digest, tmp_pat
 
     (tmp_path / "noheader.csv").write_text("a@example.org,A\n")
     result = digest("subscribers", "import", "noheader.csv")
-    assert result.output == ("Error: noheader.csv:1: the header row needs an 'email' column "
-                             "(columns: email, name, topics, timezone, status, hard_bounces, "
-                             "created_at)\n")
+    assert result.output == ("Error: noheader.csv:1: the header row (a@example.org, A) names "
+                             "no e-mail column; name it email (columns: email, name, topics, "
+                             "timezone, status, hard_bounces, created_at; other services' "
+                             "names such as \"Email Address\", \"First Name\", \"Last Name\" "
+                             "work too)\n")
 
     digest.ok("subscribers", "export", "out.csv")
     with (tmp_path / "out.csv").open() as fh:
@@ -117,7 +120,7 @@ def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, t
     digest.ok("subscribers", "add", "eve@example.org", "--name", "'Eve")
     digest.ok("subscribers", "unsubscribe", "bob@example.org")
     digest.ok("subscribers", "add", "gone@example.org")
-    digest.ok("subscribers", "remove", "gone@example.org")
+    digest.ok("subscribers", "remove", "gone@example.org", "--yes")
     digest.ok("subscribers", "export", "all.csv")
     exported = (tmp_path / "all.csv").read_text()
     assert "gone@" not in exported and "removed-" not in exported
@@ -155,7 +158,7 @@ def test_export_then_import_round_trips_and_never_resubscribes(digest: Digest, t
 @pytest.mark.both_backends
 def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -> None:
     digest.ok("subscribers", "add", "Gone@Example.org", "--name", "Gone")
-    digest.ok("subscribers", "remove", "gone@example.org")
+    digest.ok("subscribers", "remove", "gone@example.org", "--yes")
     assert subs(digest) == []
     assert sql(tmp_path, "select email, name, status from subscribers") == [
         ("erased-1@invalid", "", "removed")]
@@ -171,7 +174,7 @@ def test_removed_people_are_gone_and_stay_gone(digest: Digest, tmp_path: Path) -
         assert refused.output == "Error: " + refusal.replace("gone@", "GONE@")
     digest.ok("suppressions", "remove", "gone@example.org")
     digest.ok("subscribers", "add", "gone@example.org")
-    digest.ok("subscribers", "remove", "gone@example.org")      # twice removed: still fine
+    digest.ok("subscribers", "remove", "gone@example.org", "--yes")  # twice: still fine
     assert subs(digest) == []
 
 
@@ -242,6 +245,135 @@ def test_erase_leaves_no_counter_keyed_by_the_address(digest: Digest, tmp_path: 
         store.close()
     keys = [k for (k,) in sql(tmp_path, "select key from rate_limits")]
     assert any("grace.hopper@example.org" in k for k in keys), keys
-    digest.ok("subscribers", "remove", "grace.hopper@example.org")
+    digest.ok("subscribers", "remove", "grace.hopper@example.org", "--yes")
     left = [k for (k,) in sql(tmp_path, "select key from rate_limits")]
     assert not any("grace.hopper" in k.casefold() for k in left), left
+
+
+def _at_terminal(folder: Path, args: list[str], answer: str) -> tuple[int, str]:
+    """Run `digest ARGS` in folder with a pseudo-terminal as its stdin and stderr (as a
+    person at a terminal would), answer its question, and return its exit code and what
+    it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "digest", *args], cwd=folder,
+                            stdin=follower, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen = b""
+    try:
+        while b"Go on?" not in seen:            # the question, then the answer
+            chunk = os.read(leader, 4096)
+            assert chunk, seen
+            seen += chunk
+        os.write(leader, answer.encode() + b"\n")
+        stdout, _ = proc.communicate(timeout=60)
+        while True:                             # the rest of stderr, up to its end
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:                     # Linux: EIO once the process has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    return proc.returncode, seen.decode() + stdout.decode()
+
+
+def test_remove_asks_first_and_refuses_without_a_terminal(digest: Digest) -> None:
+    digest.ok("subscribers", "add", "ada@example.org")
+    for command in ("remove", "erase"):
+        refused = digest("subscribers", command, "ada@example.org")
+        assert (refused.exit_code, refused.output) == (
+            1, "Error: erasing ada@example.org (profile, consent record, bounce events, "
+               "queued mails) cannot be undone; not at a terminal to ask, so nothing was "
+               "changed: add --yes to do it\n")
+    assert [s["email"] for s in subs(digest)] == ["ada@example.org"]
+    # At a terminal it asks: no keeps them, yes erases them.
+    code, shown = _at_terminal(digest.folder, ["subscribers", "remove", "ada@example.org"],
+                               "n")
+    assert code == 1 and "cannot be undone. Go on? [y/N]" in shown, shown
+    assert "Error: nothing was changed" in shown
+    assert [s["email"] for s in subs(digest)] == ["ada@example.org"]
+    code, shown = _at_terminal(digest.folder, ["subscribers", "remove", "ada@example.org"],
+                               "y")
+    assert code == 0 and "Erased ada@example.org" in shown, shown
+    assert subs(digest) == []
+    # --help tells the irreversible erasure from the reversible unsubscribe.
+    helped = " ".join(digest.ok("subscribers", "remove", "--help").output.split())
+    assert "irreversibly" in helped and "`digest subscribers unsubscribe` is the reversible" \
+        in helped and "--yes" in helped
+
+
+@pytest.mark.parametrize(("service", "header", "row", "name"), [
+    ("Mailchimp", "Email Address,First Name,Last Name,Address,Phone Number,OPTIN_TIME,TAGS",
+     'ada@example.org,Ada,Lovelace,"1 Main St",555,2026-01-05 10:00:00,"""vip"""',
+     "Ada Lovelace"),
+    ("Substack", "email,active_subscription,expiry,plan,email_disabled,created_at",
+     "ada@example.org,false,,other,false,2026-01-05T10:00:00.000Z", ""),
+    ("Buttondown", "email,notes,metadata,tags,referrer_url,creation_date,subscriber_type",
+     "ada@example.org,,{},[],,2026-01-05T10:00:00Z,regular", ""),
+    ("listmonk", "uuid,email,name,attributes,status,created_at,updated_at",
+     'b7e1,ada@example.org,Ada Lovelace,"{}",enabled,2026-01-05 10:00:00+00,'
+     "2026-01-05 10:00:00+00", "Ada Lovelace"),
+])
+def test_other_services_exports_import(digest: Digest, tmp_path: Path, service: str,
+                                       header: str, row: str, name: str) -> None:
+    """`suppressions import` read a provider's header ("Email Address") while
+    `subscribers import` refused every header but its own: both map headers one way."""
+    (tmp_path / "export.csv").write_text(f"{header}\n{row}\n")
+    result = digest("subscribers", "import", "export.csv")
+    assert result.exit_code == 0, (service, result.output)
+    [sub] = subs(digest)
+    assert (sub["email"], sub["name"], sub["status"]) == ("ada@example.org", name, "active")
+    # And the same file is a suppression list.
+    assert "1 added" in digest.ok("suppressions", "import", "export.csv").stdout
+
+
+def test_a_header_without_an_email_column_names_what_it_saw(digest: Digest,
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "people.csv").write_text("Full Name,Phone\nAda,555\n")
+    result = digest("subscribers", "import", "people.csv")
+    assert (result.exit_code, result.output) == (
+        1, "Error: people.csv:1: the header row (Full Name, Phone) names no e-mail column; "
+           "name it email (columns: email, name, topics, timezone, status, hard_bounces, "
+           "created_at; other services' names such as \"Email Address\", \"First Name\", "
+           "\"Last Name\" work too)\n")
+
+
+def test_latin1_and_bom_csv_files_import(digest: Digest, tmp_path: Path) -> None:
+    """A spreadsheet's Latin-1 (cp1252) CSV was refused with a byte offset; it is read as
+    the article text imports read such files. A UTF-8 file with a byte-order mark works."""
+    (tmp_path / "latin.csv").write_bytes(
+        "email,name\nzoe@example.org,Zoë Müller-Lefèvre\nfrancois@example.org,François "
+        "Côté\n".encode("cp1252"))
+    result = digest("subscribers", "import", "latin.csv")
+    assert result.exit_code == 0, result.output
+    assert "latin.csv: not UTF-8; read as cp1252" in result.output
+    (tmp_path / "bom.csv").write_bytes("email,name\nada@example.org,Ada Ångström\n"
+                                       .encode("utf-8-sig"))
+    digest.ok("subscribers", "import", "bom.csv")
+    names = {s["email"]: s["name"] for s in subs(digest)}
+    assert names == {"zoe@example.org": "Zoë Müller-Lefèvre",
+                     "francois@example.org": "François Côté",
+                     "ada@example.org": "Ada Ångström"}
+    # Bytes no encoding explains are refused, saying where.
+    (tmp_path / "noise.csv").write_bytes(b"email,name\n" + bytes(range(128, 256)) * 4)
+    refused = digest("subscribers", "import", "noise.csv")
+    assert refused.exit_code == 1 and re.search(r"noise\.csv: .*byte \d+", refused.output), \
+        refused.output
+
+
+def test_a_header_with_two_email_columns_is_refused(digest: Digest, tmp_path: Path) -> None:
+    """Which of two e-mail columns holds the subscriber is not for the import to guess."""
+    (tmp_path / "two.csv").write_text("Email Address,email,Name\nx@example.org,"
+                                      "other@example.org,X\n")
+    result = digest("subscribers", "import", "two.csv")
+    assert (result.exit_code, result.output) == (
+        1, "Error: two.csv:1: the header row names 2 email columns (Email Address, email): "
+           "keep one, or rename the others\n")
+    assert subs(digest) == []

@@ -48,7 +48,7 @@ def test_an_unknown_topic_is_refused_in_one_line_and_the_rest_come_in(digest: Di
                                                                   topic="Gardening"),
                                           item(553, "AP", 3, topic="Business")])
     result = digest("articles", "import", str(path))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert errors == [
         f"error: {path}: item 2: topic 'Gardening' is not a configured topic; choose one of "

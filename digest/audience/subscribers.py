@@ -45,6 +45,7 @@ from ..store.suppressions import (
 )
 from ..text import clean_label
 from ..tokens import erased_key, erased_keys
+from .csvfiles import map_header, read_csv_text
 from .outbox import queue_mail
 
 __all__ = [
@@ -168,6 +169,28 @@ EXPORT_COLUMNS = ("email", "name", "topics", "timezone", "status", "hard_bounces
                   "created_at")
 # Statuses an import may give a new subscriber; "removed" is never imported.
 _IMPORTABLE = {s.value: s for s in SubscriberStatus if s is not SubscriberStatus.REMOVED}
+# Other services' words for a status (listmonk: enabled/blocklisted; Mailchimp: subscribed,
+# cleaned), read as ours.
+_STATUS_WORDS = {**_IMPORTABLE, "enabled": SubscriberStatus.ACTIVE,
+                 "subscribed": SubscriberStatus.ACTIVE,
+                 "blocklisted": SubscriberStatus.UNSUBSCRIBED,
+                 "cleaned": SubscriberStatus.BOUNCED}
+# The import's columns and what other services' exports call them (Mailchimp: "Email
+# Address", "First Name", "Last Name", "OPTIN_TIME"; Substack and Buttondown: email,
+# created_at / creation_date; listmonk: email, name, status, created_at), most specific
+# first: "first name" is tried before "name".
+IMPORT_HEADERS: dict[str, tuple[str, ...]] = {
+    "email": ("email", "email address", "e-mail", "e-mail address"),
+    "first_name": ("first name", "firstname", "given name", "fname"),
+    "last_name": ("last name", "lastname", "surname", "family name", "lname"),
+    "name": ("name", "full name", "display name"),
+    "topics": ("topics",),
+    "timezone": ("timezone", "time zone"),
+    "status": ("status",),
+    "hard_bounces": ("hard_bounces",),
+    "created_at": ("created_at", "created", "creation_date", "optin_time", "date added",
+                   "subscribed at"),
+}
 
 
 def spreadsheet_safe(value: str) -> str:
@@ -541,15 +564,16 @@ class SubscriberBook:
             return _from_spreadsheet((row.get(name) or "").strip())
 
         address = normalise_email(cell("email"))
-        merged = _Row(address, line, clean_name(cell("name")),
+        name = cell("name") or " ".join(filter(None, (cell("first_name"), cell("last_name"))))
+        merged = _Row(address, line, clean_name(name),
                       self.check_topics(session, re.split(r"[;,|]", cell("topics")), present),
                       self.check_timezone(cell("timezone")))
         status = cell("status").lower()
         if status:
-            if status not in _IMPORTABLE:
+            if status not in _STATUS_WORDS:
                 raise InputError(f"unknown status {status!r}; use one of "
                                  f"{', '.join(_IMPORTABLE)}")
-            merged.status = _IMPORTABLE[status]
+            merged.status = _STATUS_WORDS[status]
         if cell("hard_bounces"):
             try:
                 merged.hard_bounces = max(0, int(cell("hard_bounces")))
@@ -579,14 +603,26 @@ class SubscriberBook:
 
         An import cut short keeps the batches it committed; running it again is safe: the
         rows stored already are found unchanged, the others are added."""
-        path, text = _read_csv_text(source)
+        read = read_csv_text(source)
+        path, text = read.name, read.text
         reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_dialect(text))
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        if "email" not in header:
-            raise InputError(f"{path}:1: the header row needs an 'email' column (columns: "
-                             f"{', '.join(EXPORT_COLUMNS)})")
-        reader.fieldnames = header
+        header = list(reader.fieldnames or [])
+        # Columns by the names other services give them too (the same mapping as the
+        # suppression import's); the others are passed over.
+        try:
+            columns = map_header(header, IMPORT_HEADERS, unique=("email",))
+        except InputError as exc:
+            raise InputError(f"{path}:1: {exc}") from None
+        if "email" not in columns:
+            raise InputError(f"{path}:1: the header row ({', '.join(header)}) names no "
+                             f"e-mail column; name it email (columns: "
+                             f"{', '.join(EXPORT_COLUMNS)}; other services' names such as "
+                             f"\"Email Address\", \"First Name\", \"Last Name\" work too)")
+        by_index = {i: field_name for field_name, i in columns.items()}
+        reader.fieldnames = [by_index.get(i, f"\0{i}") for i in range(len(header))]
         report = CsvImportReport()
+        if read.note:
+            report.notes.append(read.note)
         with self.store.sessions() as session:
             rows = list(self._read_rows(session, reader, path, report).values())
         held = 0.0
@@ -841,20 +877,3 @@ def _one_line(start: int, end: int) -> None:
         raise InputError(f"a quote opened on this line is not closed, so the row runs to line "
                          f"{end} and swallows the rows in between; close the quote (a quote "
                          f"inside a cell is written \"\")")
-
-
-def _read_csv_text(source: Path | TextIO) -> tuple[str, str]:
-    """(name for messages, text) of a CSV file, or of a stream ("-": stdin)."""
-    if not isinstance(source, Path):
-        return "<stdin>", source.read().lstrip("\ufeff")
-    try:
-        return str(source), source.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{source}: is a folder; give a CSV file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}: not UTF-8 text (byte {exc.start}); save it as UTF-8 "
-                         f"CSV") from None
-    except OSError as exc:
-        raise InputError(f"{source}: {exc.strerror or exc}") from None

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..store import suppressions as stored
 from ..store.db import Session, Store
 from ..store.models import Suppression, SuppressionReason
+from .csvfiles import map_header, read_csv_text
 from .subscribers import SubscriberBook, csv_errors, normalise_email
 
 __all__ = ["SUPPRESSION_COLUMNS", "SuppressionBook", "SuppressionImport"]
@@ -27,6 +28,7 @@ class SuppressionImport:
     unchanged: int = 0
     rejected: list[str] = field(default_factory=list)
     hashes: int = 0          # erased addresses added as their keyed hash
+    notes: list[str] = field(default_factory=list)
 
 
 # What providers and other tools call a reason, by a word it contains.
@@ -37,7 +39,7 @@ _PROVIDER_REASONS = (("complain", SuppressionReason.COMPLAINED),
                      ("bounce", SuppressionReason.HARD_BOUNCED),
                      ("invalid", SuppressionReason.HARD_BOUNCED),
                      ("erase", SuppressionReason.MANUAL))
-_HEADERS = {"email": ("email", "e-mail", "address", "recipient"),
+_HEADERS = {"email": ("email", "email address", "e-mail", "address", "recipient"),
             "reason": ("reason", "type", "status", "category"),
             "source": ("source",),
             "created_at": ("created_at", "created", "date", "since")}
@@ -59,14 +61,8 @@ def _reason(text: str) -> SuppressionReason:
 def _columns(first: list[str]) -> tuple[dict[str, int], int]:
     """Where each field is, from a header row (then the data starts at row 2), or
     email, reason, source, created_at in that order when the first row is data."""
-    names = [c.strip().lower() for c in first]
     if first and "@" not in first[0] and not first[0].strip().startswith("hmac:"):
-        found: dict[str, int] = {}
-        for field_name, words in _HEADERS.items():
-            for i, name in enumerate(names):
-                if i not in found.values() and field_name not in found and \
-                        any(word in name for word in words):
-                    found[field_name] = i
+        found = map_header(first, _HEADERS)
         if "email" not in found:
             raise InputError(f"the header row ({', '.join(first)}) names no e-mail column; "
                              f"name it email (columns: {', '.join(SUPPRESSION_COLUMNS)})")
@@ -122,15 +118,14 @@ class SuppressionBook:
         maybe a reason or type column: "bounce", "spam report", "unsubscribe" …), or bare
         addresses one per line. Every good row in one transaction, every bad one
         reported."""
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {path}: {exc}") from None
-        reader = csv.reader(io.StringIO(text))
+        read = read_csv_text(path)
+        reader = csv.reader(io.StringIO(read.text, newline=""))
         with csv_errors(path, reader):
             rows = list(reader)
         columns, start = _columns(rows[0] if rows else [])
         report = SuppressionImport()
+        if read.note:
+            report.notes.append(read.note)
         with self.store.writes.begin() as session:
             for line, row in enumerate(rows[start:], start + 1):
                 cells = {name: row[i].strip() for name, i in columns.items() if i < len(row)}

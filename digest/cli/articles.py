@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from ..ingest import import_files, retopic
 from ..ingest.writer import fresh_from
 from ..store.articles import list_articles, remove_articles, set_pinned, set_topic
 from ..store.models import Article
-from .app import App, DigestGroup, err, out, print_table, progress_bar
+from .app import App, DigestGroup, err, exit_by_outcome, out, print_table, progress_bar
 
 __all__ = ["articles"]
 
@@ -102,8 +101,8 @@ def articles_import(app: App, paths: Sequence[Path], topic: str | None,
             and not report.now_news:
         summary += " (nothing new: these articles are already in the store)"
     out.print(summary + ".")
-    if report.added == 0 and report.problems:
-        sys.exit(1)
+    # Duplicates are records handled as they should be: only problems failed.
+    exit_by_outcome(report.added + report.duplicates, len(report.problems))
 
 
 @articles.command("remove")
@@ -216,13 +215,15 @@ def _article_json(a: Article) -> dict[str, Any]:
 @click.option("--topic", help="Only this topic.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="At most this many (the newest published).")
 @click.option("--removed", is_flag=True,
               help="Only removed articles (kept so that they are not imported again).")
 @click.pass_obj
 def articles_list(app: App, new_only: bool, old_only: bool, topic: str | None, fmt: str,
                   limit: int | None, removed: bool) -> None:
-    """List stored articles, newest first (removed ones only with --removed).
+    """List stored articles, newest first by publication date (undated ones last, newest
+    import first); removed ones only with --removed.
 
     Example:
 
@@ -242,5 +243,5 @@ def articles_list(app: App, new_only: bool, old_only: bool, topic: str | None, f
                       f"{a.published_at:%Y-%m-%d}" if a.published_at else "",
                       "removed" if a.removed_at else str(a.edition_id) if a.edition_id
                       else "too old" if a.too_old else "older" if a.is_backlog else "new")
-    print_table(table, keep=("id", "published", "edition"))
+    print_table(table, keep=("id", "published", "edition"), wide=("title",))
     out.print(f"{len(rows)} article{'s' * (len(rows) != 1)}")

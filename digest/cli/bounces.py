@@ -16,7 +16,7 @@ from ..audience.bounces import BounceDesk, DeskReport, Outcome
 from ..audience.mailbox import fetch_bounces
 from ..errors import InputError
 from ..store.models import BounceKind
-from .app import App, DigestGroup, err, out, print_table, progress_bar
+from .app import App, DigestGroup, err, exit_by_outcome, out, print_table, progress_bar
 
 __all__ = ["bounces"]
 
@@ -83,7 +83,7 @@ def _emit(outcomes: list[Outcome], report: DeskReport, fmt: str, dry_run: bool,
     for outcome in outcomes:
         _outcome_rows(table, outcome)
     if table.row_count:
-        print_table(table, keep=("recipient", "kind", "status"), fold=("message",))
+        print_table(table, keep=("recipient", "kind", "status"), wide=("message",))
     out.print(_summary(report, dry_run, none))
 
 
@@ -107,15 +107,23 @@ def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) ->
         digest bounces import ~/Maildir/.bounces bounced.eml --dry-run
     """
     desk = BounceDesk(app.store, app.settings)
-    report, outcomes = DeskReport(), []
+    report, outcomes, unreadable = DeskReport(), [], []
     with progress_bar() as progress:
         task = progress.add_task("Reading", total=None)
-        for source, raw in iter_sources(list(sources)):
-            outcome = desk.apply(desk.read(raw, source), dry_run=dry_run)
-            report.add(outcome)
-            outcomes.append(outcome)
-            progress.advance(task)
+        # Source by source: one that cannot be read is named, the others are still read.
+        for given in sources:
+            try:
+                for source, raw in iter_sources([given]):
+                    outcome = desk.apply(desk.read(raw, source), dry_run=dry_run)
+                    report.add(outcome)
+                    outcomes.append(outcome)
+                    progress.advance(task)
+            except InputError as exc:
+                unreadable.append(str(exc))
     _emit(outcomes, report, fmt, dry_run)
+    for line in unreadable:
+        err.print(f"Error: {line}")
+    exit_by_outcome(len(sources) - len(unreadable), len(unreadable))
 
 
 @bounces.command("fetch")
@@ -156,6 +164,7 @@ def bounces_fetch(app: App, dry_run: bool) -> None:
         err.print(f"skipped: {escape(line)}")
     if fetched.left:
         err.print(f"{fetched.left} message(s) left in the mailbox for the next fetch")
+    exit_by_outcome(fetched.handled, len(fetched.errors))
 
 
 @bounces.command("list")
@@ -192,4 +201,4 @@ def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None
         table.add_row(r.recorded_at.strftime("%Y-%m-%d"), r.recipient, str(r.kind),
                       r.status or "-", str(r.edition_number or "-"), escape(r.reason))
     print_table(table, keep=("received", "recipient", "kind", "status", "edition"),
-                fold=("reason",))
+                wide=("reason",))

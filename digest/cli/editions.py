@@ -167,17 +167,19 @@ def editions_add(app: App, number: int, article: int) -> None:
 
 @editions.command("drop")
 @click.argument("number", type=int)
-@click.argument("article", type=int)
+@click.argument("articles", metavar="ARTICLE...", nargs=-1, required=True, type=int)
 @click.pass_obj
-def editions_drop(app: App, number: int, article: int) -> None:
-    """Take ARTICLE (with the rest of its story) out of draft N: back to the pool.
+def editions_drop(app: App, number: int, articles: tuple[int, ...]) -> None:
+    """Take ARTICLEs (each with the rest of its story) out of draft N: back to the pool.
+    All in one change, or none: an id the edition does not hold is named, and nothing is
+    dropped.
 
     Example:
 
     \b
-        digest editions drop 4 17
+        digest editions drop 4 17 21 33
     """
-    _said(desk.drop_article(app.store, app.settings, number, article))
+    _said(desk.drop_articles(app.store, app.settings, number, articles))
 
 
 @editions.command("pin")
@@ -472,7 +474,7 @@ def _articles_table(view: desk.DeskView) -> None:
                                                                  for f in a.flags),
                                            bool(a.flags))) if on)
         table.add_row(str(a.id), a.topic, a.title, marks, str(a.clicks))
-    print_table(table, keep=("id", "clicks"))
+    print_table(table, keep=("id", "clicks"), wide=("title", "marks"))
     if view.left_out:
         out.print(f"Left out, only repeating edition {view.left_out[0].number}: "
                   + ", ".join(str(a.id) for a in view.left_out))

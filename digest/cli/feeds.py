@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 
 import click
@@ -11,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..ingest.feeds import FeedBook
-from .app import App, DigestGroup, err, out, print_table, progress_bar
+from .app import App, DigestGroup, err, exit_by_outcome, out, print_table, progress_bar
 
 __all__ = ["feeds"]
 
@@ -91,14 +90,19 @@ def feeds_list(app: App, fmt: str) -> None:
             "last_status": f.last_status, "last_error": f.last_error,
             "items_added": f.items_added} for f in rows], indent=2, ensure_ascii=False))
         return
-    table = Table("name", "url", "last fetch", "last success", "status", "added",
-                  "last error")
+    # One column for the outcome (an error with its text and the last success), so that
+    # the URL keeps room at 80 columns; --format json has every field apart.
+    table = Table("name", "url", "last fetch", "added", "result")
     for f in rows:
+        result = f.last_status or ""
+        if f.last_status == "error":
+            since = f"{f.last_success_at:%Y-%m-%d %H:%M}" if f.last_success_at else "never"
+            # The error names the feed's URL first: the url column shows it already.
+            why = (f.last_error or "unknown").removeprefix(f"{f.url}: ")
+            result = f"error: {why} (last success: {since})"
         table.add_row(f.name, f.url, f"{f.last_fetch_at:%Y-%m-%d %H:%M}" if f.last_fetch_at
-                      else "never", f"{f.last_success_at:%Y-%m-%d %H:%M}"
-                      if f.last_success_at else "never", f.last_status or "",
-                      str(f.items_added), f.last_error or "")
-    print_table(table, keep=("last fetch", "last success"), fold=("name", "url"))
+                      else "never", str(f.items_added), result)
+    print_table(table, keep=("last fetch", "added"), wide=("url",))
 
 
 @feeds.command("fetch")
@@ -128,7 +132,7 @@ def feeds_fetch(app: App, name: str | None) -> None:
     for r in sorted(results, key=lambda r: r.name):
         table.add_row(r.name, r.status, str(r.added), str(r.backlog), str(r.too_old),
                       str(r.duplicates))
-    print_table(table, keep=("new", "older", "too old", "known"), fold=("feed",))
+    print_table(table, keep=("new", "older", "too old", "known"), wide=("feed",))
     added = sum(r.added for r in results)
     older = sum(r.backlog for r in results)
     too_old = sum(r.too_old for r in results)
@@ -138,5 +142,4 @@ def feeds_fetch(app: App, name: str | None) -> None:
     out.print(f"Fetched {len(results)} feed{'s' * (len(results) != 1)}: {added} new "
               f"article{'s' * (added != 1)}"
               f"{' (' + '; '.join(kept) + ')' if kept else ''}, {failed} failed.")
-    if results and failed == len(results):
-        sys.exit(1)
+    exit_by_outcome(len(results) - failed, failed)

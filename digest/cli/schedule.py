@@ -47,7 +47,8 @@ def schedule_run(app: App) -> None:
               help="How many upcoming runs to list.")
 @click.pass_obj
 def schedule_show(app: App, count: int) -> None:
-    """The next runs of each job, the local-time waves, and the last editions.
+    """The next runs of each job (the edition; retries; feed polling; the bounce
+    mailbox), the local-time waves, and the last editions.
 
     Example:
 
@@ -73,6 +74,13 @@ def schedule_show(app: App, count: int) -> None:
                   f"before its slot and mailed to {', '.join(s.digest.editors)} for review; "
                   f"it {rule}")
     out.print(f"Retries and unfinished editions: every {overview.sweep_every} minutes")
+    out.print(f"Feed polling: every {overview.feeds_every} minutes, "
+              + (f"{overview.feeds} feed{'s' * (overview.feeds != 1)}" if overview.feeds
+                 else "no feeds yet (digest feeds add URL)"))
+    b = s.bounces
+    out.print(f"Bounce mailbox: every {overview.bounces_every} minutes ({b.username or '?'} "
+              f"at {b.host})" if overview.bounces_every is not None
+              else "Bounce mailbox: not read (no [bounces] host)")
     out.print(f"Late runs start within {s.schedule.misfire_grace} s of their time, or are "
               f"skipped")
     if overview.editions:

@@ -32,7 +32,15 @@ from ..delivery.runner import (
 )
 from ..errors import EditionPaused, InputError, NothingToSend
 from ..mail.transport import Transport, make_transport
-from .app import App, delivery_table, err, out, progress_bar
+from .app import (
+    EXIT_INTERRUPTED,
+    App,
+    delivery_table,
+    err,
+    exit_by_outcome,
+    out,
+    progress_bar,
+)
 
 __all__ = ["send", "worker"]
 
@@ -54,14 +62,16 @@ def _stop_on_signals(*, again_stops_at_once: bool = True) -> Iterator[threading.
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
+        # The event is set before anything is printed: a second signal can run its
+        # handler in the middle of the first one's print, and must find it set.
         if not again_stops_at_once:
-            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
             stop.set()
+            err.print(f"{signal.Signals(signum).name}: finishing the messages in flight")
             return
         if not stop.is_set():
+            stop.set()
             err.print(f"{signal.Signals(signum).name}: finishing the messages in flight "
                       f"(again to stop at once)")
-            stop.set()
             return
         signal.signal(signum, signal.SIG_DFL)
         raise KeyboardInterrupt
@@ -302,8 +312,9 @@ def _paused(report: SendReport) -> EditionPaused:
 
 
 def _print_outcome(report: SendReport, interrupted: bool) -> None:
-    """The counts and what failed; EditionPaused when sending paused, exit 130 when
-    interrupted."""
+    """The counts and what failed; then the exit code of the one rule (app.py): the
+    pause's error line with 1, or 3 when this run sent some messages before it; 130 when
+    interrupted; 3 when some recipients failed and others got it, 1 when all failed."""
     out.print(delivery_table(report))
     pending = report.counts.get("pending", 0)
     if (report.edition is not None and not report.created and not report.paused
@@ -316,13 +327,15 @@ def _print_outcome(report: SendReport, interrupted: bool) -> None:
     if report.counts.get("deferred"):
         out.print(f"{report.counts['deferred']} deferred after temporary errors: digest send "
                   f"--retry sends them once due (digest schedule run does it by itself).")
+    sent = report.this_run.get("sent", 0)
     if report.paused:
-        raise _paused(report)
+        exit_by_outcome(sent, 1, error=str(_paused(report)))
     if interrupted:
         left = report.counts.get("pending", 0)
         err.print(f"Interrupted: {left} deliveries still pending; run `digest send` again to "
                   f"resume (nobody gets the edition twice).")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    exit_by_outcome(sent, report.this_run.get("failed", 0))
 
 
 @click.command()
@@ -350,3 +363,4 @@ def worker(app: App, until_done: bool, poll: float) -> None:
                                 progress=lambda _s: progress.advance(task))
         out.print(f"Worker done: sent {totals['sent']}, deferred {totals['deferred']}, "
                   f"failed {totals['failed']}.")
+    exit_by_outcome(totals["sent"], totals["failed"])

@@ -58,6 +58,14 @@ def init(directory: Path, force: bool) -> None:
         out.print(f"Wrote the secret key {settings.secret_file} (keep it private; it signs "
                   f"the links in every email)")
     out.print("Next: digest articles import FILE…, then digest preview")
+    out.print(f"Before sending real mail, set in {target} (then run digest check):\n"
+              "  [smtp] host, port, username  your mail server\n"
+              "  DIGEST_SMTP__PASSWORD        its password (in the environment only)\n"
+              "  [digest] from                your sender address, not at example.org\n"
+              "  [digest] base_url            the public address of `digest serve`\n"
+              "  [digest] postal_address      yours; every footer shows it\n"
+              f"  secret key                   keep {settings.secret_file.name} private, or "
+              "set DIGEST_SECRET_KEY")
 
 
 @click.group(cls=DigestGroup)
@@ -146,9 +154,11 @@ def demo(app: App, directory: Path) -> None:
     out.print(delivery_table(result.report))
     out.print(f"The loopback SMTP server received {result.messages} messages:")
     out.print(f"  messages  {result.outbox}/*.eml")
-    out.print(f"  preview   {result.preview}")
+    out.print(f"  preview   {result.preview} (the whole edition, every topic)")
     out.print(f"  config    {result.config}")
     # As typed: after the README's first command `digest` is not on PATH yet.
     command = "digest" if shutil.which("digest") else sys.argv[0]
     out.print(f"Look around: {command} --config {result.config} editions show "
               f"{result.report.edition}")
+    out.print(f"The demo's SMTP server has stopped: to try sending again, {command} --config "
+              f"{result.config} send --dry-run (or set [smtp] in it to a real server)")

@@ -18,7 +18,16 @@ from ..audience.privacy import erase, person_record
 from ..audience.subscribers import SubscriberBook, spreadsheet_safe
 from ..errors import InputError
 from ..store.models import Subscriber, SubscriberStatus
-from .app import App, DigestGroup, err, out, print_table
+from .app import (
+    App,
+    DigestGroup,
+    confirm_irreversible,
+    err,
+    exit_by_outcome,
+    out,
+    print_table,
+    yes_option,
+)
 
 __all__ = ["subscribers"]
 
@@ -62,7 +71,10 @@ def subscribers_add(app: App, email: str, name: str, topics: Sequence[str],
                                       else " (all topics)"))
 
 
-def _erase(app: App, email: str) -> None:
+def _erase(app: App, email: str, yes: bool) -> None:
+    person_record(app.store, app.settings, email)      # an unknown address: said first
+    confirm_irreversible(f"erasing {email.strip()} (profile, consent record, bounce events, "
+                         f"queued mails)", yes)
     counts = erase(app.store, app.settings, email)
     if not counts["scrubbed"]:
         raise InputError(f"{email.strip()} is erased from the store, but another process "
@@ -80,33 +92,42 @@ def _erase(app: App, email: str) -> None:
 
 @subscribers.command("erase")
 @click.argument("email")
+@yes_option
 @click.pass_obj
-def subscribers_erase(app: App, email: str) -> None:
-    """Erase a person (GDPR): their name, address, consent record, bounce events, queued
-    mails and the error texts of their deliveries are deleted; only a keyed hash of the
-    address stays on the suppression list, so they are never mailed or imported again by
-    mistake (an operator's `digest suppressions remove EMAIL` lifts it).
+def subscribers_erase(app: App, email: str, yes: bool) -> None:
+    """Erase a person (GDPR), irreversibly: their name, address, consent record, bounce
+    events, queued mails and the error texts of their deliveries are deleted; only a keyed
+    hash of the address stays on the suppression list, so they are never mailed or
+    imported again by mistake (an operator's `digest suppressions remove EMAIL` lifts it).
+    Asks first; without a terminal it needs --yes. To stop mailing someone but keep their
+    record, use `digest subscribers unsubscribe`.
 
     Example:
 
     \b
         digest subscribers erase ada@example.org
     """
-    _erase(app, email)
+    _erase(app, email, yes)
 
 
 @subscribers.command("remove")
 @click.argument("email")
+@yes_option
 @click.pass_obj
-def subscribers_remove(app: App, email: str) -> None:
-    """Erase a subscriber (the same as `digest subscribers erase`).
+def subscribers_remove(app: App, email: str, yes: bool) -> None:
+    """Erase a subscriber irreversibly (the same as `digest subscribers erase`): their
+    profile, consent record and history are deleted and cannot be brought back. Asks
+    first; without a terminal it needs --yes.
+
+    `digest subscribers unsubscribe` is the reversible way: it only stops the editions
+    and keeps the record (`subscribers activate --force` with their consent undoes it).
 
     Example:
 
     \b
-        digest subscribers remove ada@example.org
+        digest subscribers remove ada@example.org --yes
     """
-    _erase(app, email)
+    _erase(app, email, yes)
 
 
 @subscribers.command("show")
@@ -146,7 +167,7 @@ def subscribers_show(app: App, email: str) -> None:
                        str(e["edition"] or "-"), escape(e["reason"]), escape(e["source"]))
     for table, none in ((deliveries, "Deliveries: none"), (events, "Bounce events: none")):
         if table.row_count:
-            print_table(table, keep=("time", "sent at", "edition"), fold=("reason", "source",
+            print_table(table, keep=("time", "sent at", "edition"), wide=("reason", "source",
                                                                           "error"))
         else:
             out.print(none)
@@ -319,8 +340,7 @@ def subscribers_import(app: App, file: Path, dry_run: bool, reactivate: bool) ->
     if report.reactivated:
         summary += f"; re-activated {report.reactivated} who had unsubscribed or bounced"
     out.print(summary + (". Nothing was stored." if dry_run else "."))
-    if report.rejected and report.added + report.updated + report.unchanged == 0:
-        sys.exit(1)
+    exit_by_outcome(report.added + report.updated + report.unchanged, len(report.rejected))
 
 
 @subscribers.command("export")

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..audience.suppressions import SuppressionBook
 from ..errors import InputError
 from ..store.models import SuppressionReason
-from .app import App, DigestGroup, err, out, print_table
+from .app import App, DigestGroup, err, exit_by_outcome, out, print_table
 
 __all__ = ["suppressions"]
 
@@ -51,7 +51,7 @@ def suppressions_list(app: App, reason: str | None) -> None:
     for e in entries:
         table.add_row(e.email_key, e.reason.value, e.created_at.strftime("%Y-%m-%d %H:%M"),
                       escape(e.source))
-    print_table(table, keep=("reason", "since"), fold=("address", "source"))
+    print_table(table, keep=("address", "reason", "since"), wide=("source",))
     out.print(f"{len(entries)} suppressed")
 
 
@@ -70,10 +70,17 @@ def suppressions_add(app: App, emails: tuple[str, ...], reason: str) -> None:
         digest suppressions add boss@example.org rival@example.com
     """
     book = SuppressionBook(app.store, app.settings)
+    failed = 0
     for email in emails:
-        changed = book.add(email, SuppressionReason(reason))
+        try:
+            changed = book.add(email, SuppressionReason(reason))
+        except InputError as exc:       # one bad address never takes the others down
+            err.print(f"Error: {exc}")
+            failed += 1
+            continue
         out.print(f"Suppressed {email.strip()} ({reason})" if changed
                   else f"{email.strip()} was suppressed already")
+    exit_by_outcome(len(emails) - failed, failed)
 
 
 @suppressions.command("remove")
@@ -109,6 +116,8 @@ def suppressions_import(app: App, file: Path) -> None:
         digest suppressions import suppressions.csv
     """
     report = SuppressionBook(app.store, app.settings).import_csv(file)
+    for line in report.notes:
+        err.print(line)
     for line in report.rejected:
         err.print(line)
     out.print(f"{report.added} added, {report.unchanged} already there, "
@@ -117,8 +126,7 @@ def suppressions_import(app: App, file: Path) -> None:
         err.print(f"{report.hashes} erased address(es) kept as their keyed hash: they match "
                   f"only in a store signed with the same secret key (DIGEST_SECRET_KEY or "
                   f"secret.key) as the one they were exported from")
-    if report.rejected:
-        raise SystemExit(1)
+    exit_by_outcome(report.added + report.unchanged, len(report.rejected))
 
 
 @suppressions.command("export")

@@ -30,7 +30,7 @@ from ..content.intro import INTRO_MAX
 from ..content.quality import article_flags
 from ..content.stories import Story
 from ..content.topics import TopicClassifier
-from ..errors import InputError, NothingToSend
+from ..errors import InputError, NotFound, NothingToSend
 from ..mail.ranking import editorial_for, previous_for
 from ..mail.render import SUBJECT_MAX, Personal, Renderer
 from ..store.clicks import article_clicks, uncounted_clicks
@@ -52,6 +52,7 @@ __all__ = [
     "desk_view",
     "draft_edition",
     "drop_article",
+    "drop_articles",
     "edit_article",
     "move_article",
     "order_article",
@@ -311,16 +312,39 @@ def add_article(store: Store, settings: Settings, number: int, article_id: int) 
 def drop_article(store: Store, settings: Settings, number: int, article_id: int) -> str:
     """Take an article (and the rest of its story) out of the edition: back to the pool,
     for the next edition."""
+    return drop_articles(store, settings, number, [article_id])
+
+
+def drop_articles(store: Store, settings: Settings, number: int,
+                  article_ids: Sequence[int]) -> str:
+    """Take articles (each with the rest of its story) out of the edition in one
+    transaction: back to the pool, for the next edition. All or none: an id the edition
+    does not hold is named (every such id), and nothing changes."""
+    ids = list(dict.fromkeys(article_ids))
+
     def change(work: DraftWork) -> str:
-        story = _story_of(store, settings, work, article_id)
-        if len(work.articles()) == len(story.articles):
-            raise InputError(f"article {article_id} is all edition {number} has left: "
-                             f"cancel the edition instead (digest editions cancel {number})")
-        work.release(story.articles)
-        also = len(story.others)
-        return (f"Dropped article {article_id}" + (f" and {also} more of its story"
-                                                   if also else "") +
-                f" from edition {number}; back in the pool for the next edition.")
+        held = {a.id for a in work.articles()}
+        unknown = [i for i in ids if i not in held]
+        if unknown:
+            listed = ", ".join(map(str, unknown))
+            raise NotFound(f"article{'s' * (len(unknown) != 1)} {listed} "
+                           f"{'is' if len(unknown) == 1 else 'are'} not in edition {number} "
+                           f"(see: digest editions show {number}); nothing was dropped")
+        stories = [story for _topic, found in _stories(store, settings, work.edition,
+                                                        work.articles())
+                   for story in found if any(a.id in ids for a in story.articles)]
+        going = {a.id: a for story in stories for a in story.articles}
+        named = (f"article {ids[0]}" if len(ids) == 1
+                 else f"articles {', '.join(map(str, ids))}")
+        if len(going) == len(held):
+            raise InputError(f"{named} {'is' if len(ids) == 1 else 'are'} all edition "
+                             f"{number} has left: cancel the edition instead (digest "
+                             f"editions cancel {number})")
+        work.release(list(going.values()))
+        also = len(going) - len(ids)
+        return (f"Dropped {named}" + (f" and {also} more of {'its' if len(ids) == 1 else 'their'}"
+                                      f" stor{'y' if len(ids) == 1 else 'ies'}" if also else "")
+                + f" from edition {number}; back in the pool for the next edition.")
 
     return _shape(store, settings, number, change)
 

@@ -26,6 +26,7 @@ from ..content.teasers import (
     sanitize_html,
     split_highlights,
 )
+from ..text import decode_text
 from .dates import date_from_page
 from .records import ArticleInput
 
@@ -216,32 +217,9 @@ def _collect(out: ParsedFile, where: str, build: Callable[[], ArticleInput]) -> 
 
 # --- Plain text (scraped pages) ---------------------------------------------------------
 
-def _decode_text(data: bytes) -> tuple[str, str | None]:
-    """(text, None) for UTF-8; else (text, encoding) when charset-normalizer is sure of the
-    encoding (e.g. a Latin-1 or cp1252 page saved by an old scraper); else ValueError."""
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as exc:
-        where = f"byte {exc.start}"
-    # Imported here: only files that are not UTF-8 need it.
-    from charset_normalizer import from_bytes
-
-    results = from_bytes(data)
-    best = results.best()
-    if best is None:
-        raise ValueError(f"not UTF-8 text (an invalid byte at {where}) and its encoding "
-                         f"cannot be told; save it as UTF-8")
-    # Western text in one byte per letter reads equally well as cp1250, cp1252 and cp1257
-    # ("Grève" vs "Grčve"); when the detector cannot tell them apart, take windows-1252,
-    # the web's own fallback for legacy text (it also reads ISO-8859-1).
-    tied = [m for m in results if m.chaos <= best.chaos and m.coherence >= best.coherence]
-    best = next((m for m in tied if m.encoding == "cp1252"), best)
-    return str(best), best.encoding
-
-
 def _parse_txt(path: Path, data: bytes, out: ParsedFile) -> None:
     try:
-        text, encoding = _decode_text(data)
+        text, encoding = decode_text(data)
     except ValueError as exc:
         out.problems.append(f"{path}: {exc}")
         return

@@ -94,13 +94,15 @@ def edition_articles(session: Session, edition_id: int) -> list[Article]:
 def list_articles(store: Store, *, new_only: bool = False, old_only: bool = False,
                   topic: str | None = None, limit: int | None = None,
                   removed: bool = False) -> list[Article]:
-    """Stored articles, newest first; new_only: only those the next edition would offer
+    """Stored articles, newest first: by publication date, undated ones last, ties (and
+    the undated) by import time, newest first; new_only: only those the next edition would offer
     (in no edition, neither back catalogue nor too old); old_only: those in no edition
     that came in too old; removed: the removed ones (tombstones) instead of the others."""
     with store.sessions() as session:
         query = (select(Article).where(Article.removed_at.is_not(None) if removed
                                        else Article.removed_at.is_(None))
-                 .order_by(Article.added_at.desc(), Article.id.desc()))
+                 .order_by(Article.published_at.desc().nulls_last(), Article.added_at.desc(),
+                           Article.id.desc()))
         if new_only:
             query = query.where(Article.edition_id.is_(None), Article.is_backlog.is_(False),
                                 Article.too_old.is_(False))
