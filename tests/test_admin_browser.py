@@ -205,7 +205,7 @@ def test_the_whole_editorial_flow_in_a_real_browser_reaches_the_mail(
         smtp.reply_policy = lambda phase, _f, rcpt: "550 5.1.1 no such user" \
             if phase == "RCPT" and rcpt == "gone@example.org" else None
         sent = newsroom("send", "--yes", env=env)
-        assert sent.exit_code == 0, sent.output
+        assert sent.exit_code == 3, sent.output     # partly done: one recipient failed
         the_mail_shows_every_change(smtp, titles, dropped, pinned, moved)
         other_pages(browser, shots)
     assert len(shots.taken) == 14

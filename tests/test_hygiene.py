@@ -339,7 +339,7 @@ def test_someone_complained_about_or_bounced_by_a_forgery_comes_back_by_confirmi
         digest.ok("subscribers", "add", f"{name}@example.org")
     digest.ok("suppressions", "add", "kept@example.org")           # the operator's
     env = {"DIGEST_SECRET_KEY": SECRET}
-    digest.ok("subscribers", "erase", "gone@example.org", env=env)
+    digest.ok("subscribers", "erase", "gone@example.org", "--yes", env=env)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = smtp_env(smtp, DIGEST_DIGEST__BASE_URL=base, DIGEST_SECRET_KEY=SECRET,
