@@ -240,7 +240,11 @@ def test_dkim_config_errors_are_clear(digest: Digest) -> None:
 def test_digest_check_walks_through_the_smtp_session(digest: Digest) -> None:
     with LoopbackSMTPServer(login=("sender", "s3cret")) as server:
         env = {"DIGEST_SMTP__PORT": str(server.port), "DIGEST_SMTP__USERNAME": "sender",
-               "DIGEST_SMTP__PASSWORD": "s3cret", "DIGEST_SECRET_KEY": "k" * 32}
+               "DIGEST_SMTP__PASSWORD": "s3cret", "DIGEST_SECRET_KEY": "k" * 32,
+               # A real sender, site and postal address: none of the example's warnings.
+               "DIGEST_DIGEST__FROM": "Weekly <news@newsroom.de>",
+               "DIGEST_DIGEST__BASE_URL": "https://news.newsroom.de",
+               "DIGEST_DIGEST__POSTAL_ADDRESS": "Newsroom GmbH, Hauptstr. 1, 10115 Berlin"}
         result = digest("check", env=env)
         assert result.exit_code == 0, result.output
         lines = result.stdout.splitlines()

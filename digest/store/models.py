@@ -32,6 +32,8 @@ __all__ = [
     "BounceEvent",
     "BounceKind",
     "Click",
+    "ClickKey",
+    "ClickTally",
     "Delivery",
     "DeliveryStatus",
     "ArticleSource",
