@@ -727,7 +727,9 @@ def read_message(raw: bytes, source: str, *, verp: VerpLookup | None = None,
     sender. Never raises for what the message holds: a malformed message is ignored."""
     reading = Reading(source=source, report_id=_raw_id(raw))
     try:
-        msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES])
+        # Blank lines before the headers (a message saved from a web mail or pasted into
+        # a file) would end the header section at once and leave a message of no headers.
+        msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES].lstrip(b" \t\r\n"))
         reading.report_id = _report_id(msg, raw)
         return _read(msg, reading, verp, unsubscribe_address)
     except _MALFORMED as error:
