@@ -6,6 +6,7 @@ hostile input; reading Maildirs, mbox files, folders and single files."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import mailbox
 import random
 import re
@@ -14,8 +15,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import DATA, ROOT, need
+from conftest import DATA, ROOT, Digest, need
 
+from digest.audience import bouncemail
 from digest.audience.bouncemail import (
     VerpLookupError,
     classify_failure,
@@ -90,13 +92,29 @@ def test_crlf_line_endings_read_the_same() -> None:
         assert first.unsubscribe == second.unsubscribe
 
 
+def test_the_split_follows_its_fixed_rule() -> None:
+    """Held out by a hash of the file's name, decided before any rule was fitted; Sisimai's
+    own sample mail is out of both parts."""
+    for name, rows in LABELS.items():
+        assert {row["split"] for row in rows} == {bench.split_of(name)}, name
+    assert all(bench.split_of(name) == "excluded" for name in LABELS
+               if name.startswith("sisimai/"))
+
+
 def test_corpus_figures_stay_above_their_floors() -> None:
     """Floors a little under what the reader measured when it was written (bench/bounces.py
     prints the figures): a regression fails here."""
     figures = bench.measure(BOUNCES, rounds=1)
-    assert figures.bounced >= 180
+    assert figures.bounced >= 185
     assert figures.found / figures.bounced >= 0.97
-    assert figures.agreed / figures.found >= 0.96
+    assert figures.agreed / figures.found >= 0.97
+    for split in ("tuning", "held-out"):
+        part = bench.measure(BOUNCES, rounds=1, split=split)
+        assert part.bounced >= 40, split
+        assert part.found / part.bounced >= 0.97, split
+        assert part.agreed / part.found >= 0.97, split
+        assert part.complaints_found == part.complaints >= 1, split
+        assert part.bounces_on_auto_replies == 0 and part.findings_on_ordinary == 0, split
     assert figures.complaints >= 25 and figures.complaints_found / figures.complaints >= 0.95
     assert figures.auto_replies_found == figures.auto_replies >= 6
     assert figures.unsubscribes_found == figures.unsubscribes >= 1
@@ -394,6 +412,69 @@ def test_auto_replies_and_bounces_to_the_unsubscribe_address_unsubscribe_nobody(
 ])
 def test_classify_failure(status: str | None, text: str, kind: BounceKind) -> None:
     assert classify_failure(status, text) is kind
+
+
+@pytest.mark.parametrize(("status", "text"), [
+    # The words name a block, a filter or a policy: the sender's problem, whatever the code.
+    ("5.1.1", "550 5.1.1 Mail from 192.0.2.1 blocked using zen.spamhaus.org"),
+    ("5.2.1", "550 5.2.1 The email was rejected by the recipient's filter"),
+    ("5.1.0", "550 5.1.0 Message rejected as spam by Content Filtering"),
+    ("5.1.1", "550 5.1.1 Sender address rejected: Domain of sender address does not exist"),
+])
+def test_policy_and_content_rejections_are_soft_whatever_the_code(status: str,
+                                                                  text: str) -> None:
+    assert classify_failure(status, text) is SOFT
+
+
+@pytest.mark.parametrize(("status", "text"), [
+    ("4.1.1", "450 4.1.1 <x@y>: Recipient address rejected: User unknown in local table"),
+    ("4.0.0", "451 4.0.0 unknown user"),
+    ("5.7.1", "554 5.7.1 <x@y>: Recipient address rejected: User unknown"),
+])
+def test_an_unknown_user_is_hard_whatever_the_code(status: str, text: str) -> None:
+    assert classify_failure(status, text) is HARD
+
+
+def test_findings_carry_sisimais_reason_names() -> None:
+    causes = {name: {f.cause for f in bench.read_all({name: LABELS[name]}, BOUNCES)[
+        name].findings} for name in (
+            "phpbounce/sendmail-invaliduser.eml", "phpbounce/sendmail-dsn-hdrs-invalidhost.eml",
+            "flufl/yahoo_04.txt", "flufl/yahoo_03.txt", "phpbounce/fbl-hotmail.txt",
+            "phpbounce/vac2.eml")}
+    assert causes == {
+        "phpbounce/sendmail-invaliduser.eml": {"userunknown"},
+        "phpbounce/sendmail-dsn-hdrs-invalidhost.eml": {"hostunknown"},
+        "flufl/yahoo_04.txt": {"mailboxfull"},
+        "flufl/yahoo_03.txt": {"suspend"},
+        "phpbounce/fbl-hotmail.txt": {"feedback"},
+        "phpbounce/vac2.eml": {"vacation"}}
+
+
+def test_the_import_json_names_the_cause(digest: Digest) -> None:
+    result = digest.ok("bounces", "import", "--dry-run", "--format", "json",
+                       str(BOUNCES / "phpbounce" / "sendmail-dsn-hdrs-invalidhost.eml"))
+    found = json.loads(result.stdout)
+    assert [(f["recipient"], f["kind"], f["status"], f["cause"]) for f in found] == [
+        ("richard+test@example.invalid", "hard", "5.1.2", "hostunknown")]
+
+
+def test_a_report_naming_thousands_reads_the_first_thousand() -> None:
+    """2,000 status blocks whose diagnostics say nothing, the notice naming everyone by
+    the local part only: every recipient sends the reader to the whole notice, which is
+    read once (bench/bounces.py times it)."""
+    reading = read_message(bench.wide_report(2000), "wide")
+    assert len(reading.findings) == bouncemail.MAX_RECIPIENTS == 1000
+    assert [f.recipient for f in reading.findings[:2]] == ["user0@example.net",
+                                                           "user1@example.net"]
+    assert {(f.kind, f.cause) for f in reading.findings} == {(HARD, "userunknown")}
+
+
+def test_blank_lines_before_the_headers_are_passed_over() -> None:
+    message = raw("phpbounce/exchange1.eml")
+    assert message.startswith(b"\n ")
+    reading = read_message(message, "exchange1")
+    assert [(f.recipient, f.kind) for f in reading.findings] == [
+        ("phk@nordiskeiendom.no", HARD)]
 
 
 def test_a_dotted_ip_address_is_no_status_code() -> None:
