@@ -190,7 +190,8 @@ def _wide(rounds: int) -> str:
 def _line(name: str, f: Figures) -> str:
     return (f"  {name} ({f.messages} messages): found {_share(f.found, f.bounced)}, "
             f"hard/soft agrees {_share(f.agreed, f.found)}, complaints "
-            f"{_share(f.complaints_found, f.complaints)}, on auto-replies "
+            f"{_share(f.complaints_found, f.complaints)}, auto-replies "
+            f"{_share(f.auto_replies_found, f.auto_replies)}, findings on auto-replies "
             f"{f.bounces_on_auto_replies}, on ordinary mail {f.findings_on_ordinary}")
 
 
