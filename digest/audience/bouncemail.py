@@ -443,10 +443,12 @@ def _dsn_failures(msg: Message, text: _Text) -> list[_Failure] | None:
 _NOTES = re.compile(r"-+ *Failure Reasons *-+\s*\n(.*?)\n\s*-+ *Returned Message",
                     re.IGNORECASE | re.DOTALL)
 # "The following recipients failed:", "… list of recipients:", "… addresses had permanent
-# fatal errors -----", "… address failed:" and the like, then the addresses.
+# fatal errors -----", "… address failed:", GroupWise's "… was undeliverable to the
+# following:" and the like, then the addresses.
 _LIST_HEADING = re.compile(
-    r"(following|these) (list of )?(recipient|address|user)s?(\(s\)|\(es\)|es)?"
-    r"[^\n.]{0,60}[:-]\s*$", re.IGNORECASE | re.MULTILINE)
+    r"((following|these) (list of )?(recipient|address|user)s?(\(s\)|\(es\)|es)?"
+    r"[^\n.]{0,60}|(undeliverable|not (be )?delivered) to the following)[:-]\s*$",
+    re.IGNORECASE | re.MULTILINE)
 _ANGLE_LINE = re.compile(r"^<" + _ADDRESS.pattern + r">:")
 _LISTED_LINE = re.compile(r"^\s*[<\"']?(" + _ADDRESS.pattern + r")[>\"']?:?\s*(.*)$")
 
