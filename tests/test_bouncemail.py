@@ -482,6 +482,55 @@ def test_a_groupwise_notice_listing_addresses_after_to_the_following_is_read() -
         ("recipient@example.net", HARD, "userunknown")]
 
 
+def _sns_mail(sender: str, body: str) -> bytes:
+    return (f"From: AWS Notifications <{sender}>\nTo: ops@example.org\n"
+            "Subject: AWS Notification Message\nMessage-ID: <sns-1@email.amazonses.com>\n"
+            "Content-Type: text/plain; charset=UTF-8\n\n" + body +
+            "\n\n--\nIf you wish to stop receiving notifications from this topic, please"
+            " click or visit the link below to unsubscribe:\n"
+            "https://sns.eu-west-1.amazonaws.com/unsubscribe.html?SubscriptionArn=x\n"
+            ).encode()
+
+
+SES_COMPLAINT = {
+    "notificationType": "Complaint",
+    "complaint": {"complainedRecipients": [{"emailAddress": "Reader@Example.net"}],
+                  "timestamp": "2026-03-01T10:00:00.000Z", "feedbackId": "0100-feedback",
+                  "complaintFeedbackType": "abuse"},
+    "mail": {"source": "news@example.org", "messageId": "0100-msg",
+             "destination": ["reader@example.net"]}}
+SES_BOUNCE = {
+    "notificationType": "Bounce",
+    "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+               "bouncedRecipients": [{"emailAddress": "gone@example.net", "action": "failed",
+                                      "status": "5.1.1",
+                                      "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+               "timestamp": "2026-03-01T10:00:00.000Z", "feedbackId": "0100-bounce"},
+    "mail": {"source": "news@example.org", "messageId": "0100-msg2",
+             "destination": ["gone@example.net"]}}
+
+
+def test_ses_notifications_mailed_by_sns_are_read() -> None:
+    # SNS's "email" subscription mails the notification itself; "email-json" wraps it.
+    plain = read_message(_sns_mail("no-reply@sns.amazonaws.com", json.dumps(SES_COMPLAINT)),
+                         "ses-1")
+    wrapped = read_message(_sns_mail("no-reply@sns.amazonaws.com", json.dumps(
+        {"Type": "Notification", "Message": json.dumps(SES_BOUNCE)})), "ses-2")
+    assert [(f.recipient, f.kind, f.cause, f.source) for f in plain.findings] == [
+        ("reader@example.net", BounceKind.COMPLAINT, "feedback", "ses-1")]
+    assert [(f.recipient, f.kind, f.status, f.cause) for f in wrapped.findings] == [
+        ("gone@example.net", HARD, "5.1.1", "userunknown")]
+    assert all(f.report_id == plain.report_id for f in plain.findings)
+
+
+def test_ses_json_from_anyone_else_is_ordinary_mail() -> None:
+    forged = read_message(_sns_mail("someone@example.com", json.dumps(SES_COMPLAINT)), "x")
+    assert forged.ignored
+    broken = read_message(_sns_mail("no-reply@sns.amazonaws.com",
+                                    '{"notificationType": "Complaint", "complaint": 7}'), "y")
+    assert broken.ignored
+
+
 def test_blank_lines_before_the_headers_are_passed_over() -> None:
     message = raw("phpbounce/exchange1.eml")
     assert message.startswith(b"\n ")

@@ -24,13 +24,14 @@ import contextlib
 import functools
 import hashlib
 import html
+import json
 import logging
 import mailbox
 import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string
 from email.errors import MessageError
@@ -47,6 +48,7 @@ from ..text import clean_label
 from ..tokens import VerpClaims
 from .bouncereasons import cause_of, is_hard
 from .findings import Finding, Reading
+from .webhooks import WebhookRejected, read_ses_notification
 
 __all__ = ["VerpLookup", "VerpLookupError", "classify_failure", "iter_sources", "read_message"]
 
@@ -632,6 +634,36 @@ def _jmrp(msg: Message) -> _Complaint | None:
 
 
 # ---------------------------------------------------------------------------------------
+# Amazon SES notifications mailed by SNS (an email subscription to the SES identity's
+# bounce and complaint topic): the body is the notification's JSON ("email"), or SNS's
+# envelope with the notification in its Message ("email-json"), then SNS's footer.
+
+_SNS_SENDER = re.compile(r"@(sns\.amazonaws\.com|amazonses\.com|[\w.-]+\.amazonses\.com)$")
+
+
+def _ses_mail(msg: Message, text: _Text, reading: Reading) -> list[Finding] | None:
+    """The findings of an SES notification mailed by SNS; None for any other message."""
+    if not _SNS_SENDER.search(_address(_header(msg, "from"))):
+        return None
+    start = text.notice.find("{")
+    if start < 0:
+        return None
+    try:
+        notification, _ = json.JSONDecoder().raw_decode(text.notice[start:])
+        if isinstance(notification, dict) and isinstance(notification.get("Message"), str):
+            notification = json.loads(notification["Message"])
+        if not isinstance(notification, dict):
+            return None
+        found = read_ses_notification(notification, _header(msg, "message-id"))
+    except (ValueError, WebhookRejected, RecursionError):
+        return None
+    return [replace(finding, source=reading.source, report_id=reading.report_id,
+                    cause="feedback"
+                    if finding.kind is BounceKind.COMPLAINT
+                    else _cause(finding.status, finding.reason)[1]) for finding in found]
+
+
+# ---------------------------------------------------------------------------------------
 # Automatic replies (RFC 3834) and mail to the unsubscribe address.
 
 _AUTO_SUBJECT = re.compile(
@@ -744,6 +776,10 @@ def _read(msg: Message, reading: Reading, verp: VerpLookup | None,
     text = _texts(msg)
     claims = _verp_claims(verp, msg, text)
     when = _date(_header(msg, "date"))
+    mailed = _ses_mail(msg, text, reading)
+    if mailed is not None:
+        reading.findings = mailed
+        return reading
     complaint = _arf(msg) or _jmrp(msg)
     if complaint is not None:
         if complaint.reason:
