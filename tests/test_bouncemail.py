@@ -531,6 +531,27 @@ def test_ses_json_from_anyone_else_is_ordinary_mail() -> None:
     assert broken.ignored
 
 
+EXCHANGE_NDR = (
+    "From: Microsoft Outlook <postmaster@mail.example.jp>\nTo: news@example.org\n"
+    "Subject: Undeliverable: This week\nContent-Language: en-US\n"
+    "Message-ID: <ndr-1@mail.example.jp>\nContent-Type: text/plain\n\n"
+    "Delivery has failed to these recipients or groups:\n\n"
+    "Reader One\nThe e-mail address you entered couldn't be found.\n\n"
+    "Diagnostic information for administrators:\n\nGenerating server: mta2.example.jp\n\n"
+    "gone@example.jp\n#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n\n"
+    "late@example.jp\nRemote Server returned '550 4.4.7 QUEUE.Expired; message expired'\n\n"
+    "big@example.jp\n#550 5.2.3 RESOLVER.RST.RecipSizeLimit; message too large ##\n\n"
+    "Original message headers:\n\nTo: gone@example.jp\n")
+
+
+def test_exchange_2007_administrator_diagnostics_are_read_per_recipient() -> None:
+    reading = read_message(EXCHANGE_NDR.encode(), "ndr")
+    assert sorted((f.recipient, f.kind, f.status, f.cause) for f in reading.findings) == [
+        ("big@example.jp", SOFT, "5.2.3", "mesgtoobig"),
+        ("gone@example.jp", HARD, "5.1.1", "userunknown"),
+        ("late@example.jp", SOFT, "4.4.7", "expired")]
+
+
 def test_blank_lines_before_the_headers_are_passed_over() -> None:
     message = raw("phpbounce/exchange1.eml")
     assert message.startswith(b"\n ")

@@ -46,6 +46,7 @@ from ..errors import InputError
 from ..store.models import BounceKind
 from ..text import clean_label
 from ..tokens import VerpClaims
+from .bounceformats import read_formats
 from .bouncereasons import cause_of, is_hard
 from .findings import Finding, Reading
 from .webhooks import WebhookRejected, read_ses_notification
@@ -272,7 +273,7 @@ class _Failure:
 
 
 # Causes that say nothing yet: look further (the recipient's lines, then the notice).
-_UNTOLD = frozenset({"undefined", "expired"})
+_UNTOLD = frozenset({"undefined"})
 
 
 class _Text:
@@ -344,6 +345,8 @@ def _explain(recipient: str, status: str | None, said: str, text: _Text, *,
     if cause in _UNTOLD:
         kind, cause, more = text.cause(status, delayed=delayed)
         code = code or more
+    if delayed and cause in _UNTOLD:
+        cause = "expired"      # still being retried, and nothing says why
     reason = said or nearby or otherwise or ("delayed" if delayed else "failed")
     return _Failure(recipient, kind, code, _reason(reason), cause)
 
@@ -512,7 +515,25 @@ def _for_detectors(msg: Message) -> None:
                 part[name] = _unfolded(str(value)) if _escaped(str(value)) else value
 
 
+def _formatted_failures(text: _Text) -> list[_Failure]:
+    """Failures an MTA's own notice format names (`bounceformats`), the cause taken from
+    the MTA's own error name when it gives one."""
+    found: dict[str, _Failure] = {}
+    for listed in read_formats(text.notice):
+        failure = _explain(listed.address, None, listed.said, text)
+        if listed.cause and failure.cause in {"undefined", "expired", "securityerror",
+                                              "systemerror"}:
+            hard = is_hard(listed.cause, failure.status, listed.said)
+            failure = replace(failure, cause=listed.cause,
+                              kind=BounceKind.HARD if hard else BounceKind.SOFT)
+        _add(found, failure)
+    return list(found.values())
+
+
 def _detected_failures(msg: Message, text: _Text) -> list[_Failure]:
+    formatted = _formatted_failures(text)
+    if formatted:
+        return formatted
     _for_detectors(msg)
     try:
         temporary, permanent = all_failures(msg)

@@ -153,8 +153,8 @@ def _by_code(code: str | None) -> str:
 
 def cause_of(code: str | None, words: str, *, delayed: bool = False) -> str:
     """Sisimai's reason name for a failure: from the diagnostic's words (names already
-    taken out), else from the enhanced status code, else "expired" for a delivery that is
-    still being retried, else "undefined"."""
+    taken out), else from the enhanced status code, else "undefined" (which a caller
+    reads as "expired" for a delivery still being retried, once nothing else tells)."""
     for name, pattern in _PHRASES:
         if pattern.search(words):
             if delayed and name in HARD_CAUSES:
@@ -162,9 +162,9 @@ def cause_of(code: str | None, words: str, *, delayed: bool = False) -> str:
                 return "expired"
             return name
     cause = _by_code(code)
-    if delayed and (not cause or cause in HARD_CAUSES):
+    if delayed and cause in HARD_CAUSES:
         return "expired"
-    return cause or ("expired" if delayed else "undefined")
+    return cause or "undefined"
 
 
 def is_hard(cause: str, code: str | None, words: str = "") -> bool:
