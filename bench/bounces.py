@@ -72,6 +72,21 @@ def load_labels(corpus: Path = CORPUS) -> dict[str, list[dict[str, str]]]:
     return labels
 
 
+# Files whose original messages Sisimai also took into its own sample mail (its
+# eg/maildir-as-a-sample/new/README.md names their sources: Mailman's bounce tests, a port
+# of PHP-Bounce-Handler's samples). They came here from those sources, not from Sisimai,
+# but a comparison against Sisimai's sample sets has seen them: the bench also prints
+# the held-out figures without them.
+SISIMAI_ALSO_HOLDS = frozenset({
+    *(f"flufl/{name}.txt" for name in (
+        "groupwise_01", "smtp32_03", "simple_15", "postfix_05", "qmail_01", "dsn_17",
+        "dsn_08", "dsn_07", "dsn_03", "bounce_02", "bounce_03", "dsn_14", "microsoft_03",
+        "postfix_03", "sendmail_01", "simple_24", "simple_17", "simple_28", "yahoo_03",
+        "newmailru_01", "qmail_03", "qmail_04", "qmail_05", "qmail_06")),
+    "phpbounce/13.eml", "phpbounce/fbl-hotmail.txt",
+})
+
+
 def split_of(name: str) -> str:
     """The fixed rule the split column of labels.tsv follows."""
     if name.startswith("sisimai/"):
@@ -128,12 +143,16 @@ def _score_file(figures: Figures, rows: list[dict[str, str]], reading: Reading) 
     figures.extra += sum(recipient not in labelled for recipient in bounced)
 
 
-def measure(corpus: Path = CORPUS, rounds: int = 5, split: str | None = None) -> Figures:
+def measure(corpus: Path = CORPUS, rounds: int = 5, split: str | None = None,
+            unseen: bool = False) -> Figures:
     """The figures on the corpus, or on one part of it (split: tuning, held-out,
-    excluded)."""
+    excluded); unseen: without the files Sisimai's sample mail also holds."""
     labels = load_labels(corpus)
     if split is not None:
         labels = {name: rows for name, rows in labels.items() if rows[0]["split"] == split}
+    if unseen:
+        labels = {name: rows for name, rows in labels.items()
+                  if name not in SISIMAI_ALSO_HOLDS}
     verp = Verp(b"bench-bounces-secret-0123456789abcdef", "bounces+{token}@example.org")
     times = []
     readings: dict[str, Reading] = {}
@@ -209,6 +228,8 @@ def main() -> int:
     print(f"hard/soft agrees with the label  {_share(f.agreed, f.found)}")
     for name, part in parts.items():
         print(_line(name, part))
+    print(_line("held-out, not in Sisimai's samples",
+                measure(rounds=1, split="held-out", unseen=True)))
     print(f"complaints found                 {_share(f.complaints_found, f.complaints)}")
     print(f"auto-replies found               {_share(f.auto_replies_found, f.auto_replies)}")
     print(f"unsubscribes found               {_share(f.unsubscribes_found, f.unsubscribes)}")
