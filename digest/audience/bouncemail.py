@@ -64,6 +64,7 @@ MAX_DEPTH = 12                         # multipart nesting followed
 MAX_TEXT = 64 * 1024                   # characters of one text part read
 REASON_CHARS = 300
 MAX_RECIPIENTS = 1000                  # recipients read from one message; the rest are not
+MAX_SAID = 2000                        # characters of one recipient's diagnostic read
 
 # ---------------------------------------------------------------------------------------
 # Classifying a failure: hard (the address is gone) or soft (anything else).
@@ -98,17 +99,21 @@ def _code_text(code: tuple[int, int, int] | None) -> str | None:
     return ".".join(map(str, code)) if code else None
 
 
-@functools.lru_cache(maxsize=1024)
-def _cause(status: str | None, text: str, *, delayed: bool = False
-           ) -> tuple[BounceKind, str, str | None]:
+def _cause_of(status: str | None, text: str, *, delayed: bool = False
+              ) -> tuple[BounceKind, str, str | None]:
     """(kind, cause, code) for a failure: the cause by Sisimai's reason names
-    (`bouncereasons.cause_of`), the kind by its hard-bounce rule. Kept for the same
-    words: a report that says the same thing of a thousand recipients is read once."""
+    (`bouncereasons.cause_of`), the kind by its hard-bounce rule."""
     code = _code_text(_pick_code(status, text))
     words = _prose(text)
     cause = cause_of(code, words, delayed=delayed)
     kind = BounceKind.HARD if is_hard(cause, code, words) else BounceKind.SOFT
     return kind, cause, code
+
+
+# A recipient's own words (its diagnostic, its lines of the notice), kept: a report that
+# says the same thing of a thousand recipients is read once. A whole notice is kept by
+# its message (`_Text.cause`), not here, so this holds short texts only.
+_cause = functools.lru_cache(maxsize=512)(_cause_of)
 
 
 def classify_failure(status: str | None, text: str) -> BounceKind:
@@ -294,7 +299,7 @@ class _Text:
         """What the whole notice says, for a recipient whose own lines say nothing."""
         key = (status, delayed)
         if key not in self._causes:
-            self._causes[key] = _cause(status, self.notice, delayed=delayed)
+            self._causes[key] = _cause_of(status, self.notice, delayed=delayed)
         return self._causes[key]
 
     def window(self, address: str) -> str:
@@ -337,7 +342,8 @@ def _explain(recipient: str, status: str | None, said: str, text: _Text, *,
              delayed: bool = False, otherwise: str = "") -> _Failure:
     """The failure of one recipient: what its own diagnostic says, else the lines of the
     notice about it, else the notice as a whole (read once per message)."""
-    nearby = text.window(recipient) if recipient else ""
+    said = said[:MAX_SAID]
+    nearby = text.window(recipient)[:MAX_SAID] if recipient else ""
     kind, cause, code = _cause(status, said, delayed=delayed)
     if cause in _UNTOLD and nearby:
         kind, cause, more = _cause(status, nearby, delayed=delayed)
