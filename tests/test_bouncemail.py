@@ -6,6 +6,7 @@ hostile input; reading Maildirs, mbox files, folders and single files."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import mailbox
 import random
 import re
@@ -14,8 +15,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import DATA, ROOT, need
+from conftest import DATA, ROOT, Digest, need
 
+from digest.audience import bouncemail
 from digest.audience.bouncemail import (
     VerpLookupError,
     classify_failure,
@@ -90,15 +92,31 @@ def test_crlf_line_endings_read_the_same() -> None:
         assert first.unsubscribe == second.unsubscribe
 
 
+def test_the_split_follows_its_fixed_rule() -> None:
+    """Held out by a hash of the file's name, decided before any rule was fitted; Sisimai's
+    own sample mail is out of both parts."""
+    for name, rows in LABELS.items():
+        assert {row["split"] for row in rows} == {bench.split_of(name)}, name
+    assert all(bench.split_of(name) == "excluded" for name in LABELS
+               if name.startswith("sisimai/"))
+
+
 def test_corpus_figures_stay_above_their_floors() -> None:
     """Floors a little under what the reader measured when it was written (bench/bounces.py
     prints the figures): a regression fails here."""
     figures = bench.measure(BOUNCES, rounds=1)
-    assert figures.bounced >= 180
+    assert figures.bounced >= 185
     assert figures.found / figures.bounced >= 0.97
-    assert figures.agreed / figures.found >= 0.96
+    assert figures.agreed / figures.found >= 0.97
+    for split in ("tuning", "held-out"):
+        part = bench.measure(BOUNCES, rounds=1, split=split)
+        assert part.bounced >= 40, split
+        assert part.found / part.bounced >= 0.97, split
+        assert part.agreed / part.found >= 0.97, split
+        assert part.complaints_found == part.complaints >= 1, split
+        assert part.bounces_on_auto_replies == 0 and part.findings_on_ordinary == 0, split
     assert figures.complaints >= 25 and figures.complaints_found / figures.complaints >= 0.95
-    assert figures.auto_replies_found == figures.auto_replies >= 6
+    assert figures.auto_replies >= 8 and figures.auto_replies_found >= figures.auto_replies - 1
     assert figures.unsubscribes_found == figures.unsubscribes >= 1
     assert figures.bounces_on_auto_replies == 0
     assert figures.findings_on_ordinary == 0
@@ -106,11 +124,18 @@ def test_corpus_figures_stay_above_their_floors() -> None:
 
 
 def test_auto_replies_are_never_bounces() -> None:
+    """No automatic reply is read as a bounce or a complaint; those the rules were fitted
+    to are read as automatic replies (a held-out one may be missed: it then yields
+    nothing, and the bench counts it)."""
     for name, rows in LABELS.items():
         if rows[0]["kind"] == "auto-reply":
             reading = read_message(raw(name), name)
-            assert [(f.recipient, f.kind) for f in reading.findings] == [
-                (rows[0]["recipient"], BounceKind.AUTO_REPLY)], name
+            found = [(f.recipient, f.kind) for f in reading.findings]
+            expected = [(rows[0]["recipient"], BounceKind.AUTO_REPLY)]
+            if rows[0]["split"] == "held-out":
+                assert found in ([], expected), name
+            else:
+                assert found == expected, name
 
 
 def test_ordinary_mail_yields_nothing() -> None:
@@ -363,24 +388,24 @@ def test_auto_replies_and_bounces_to_the_unsubscribe_address_unsubscribe_nobody(
 @pytest.mark.parametrize(("status", "text", "kind"), [
     ("5.1.1", "550 5.1.1 <x@y>: Recipient address rejected: User unknown", HARD),
     ("5.1.6", "551 5.1.6 User has moved", HARD),
-    ("5.2.1", "550 5.2.1 Mailbox disabled", HARD),
-    ("5.7.13", "525 5.7.13 User account disabled", HARD),
+    ("5.2.1", "550 5.2.1 Mailbox disabled", SOFT),
+    ("5.7.13", "525 5.7.13 User account disabled", SOFT),
     ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", HARD),
     ("5.2.2", "552 5.2.2 Mailbox full", SOFT),
     ("5.2.3", "552 5.2.3 Message size exceeds fixed maximum", SOFT),
     ("5.3.4", "552 5.3.4 Message too big for system", SOFT),
     ("5.7.1", "550 5.7.1 Message rejected as spam", SOFT),
-    ("5.7.1", "554 5.7.1 <x@y>: Recipient address rejected: User unknown", SOFT),
+    ("5.7.1", "554 5.7.1 <x@y>: Recipient address rejected: User unknown", HARD),
     ("5.1.8", "553 5.1.8 Sender address domain does not exist", SOFT),
     ("4.2.2", "452 4.2.2 Mailbox full", SOFT),
-    ("4.1.1", "450 4.1.1 User unknown", SOFT),
+    ("4.1.1", "450 4.1.1 User unknown", HARD),
     ("5.4.4", "Host or domain name not found. Name service error", HARD),
     ("5.4.4", "Unable to route", SOFT),
-    ("5.4.1", "550 5.4.1 Recipient address rejected: Access denied", SOFT),
+    ("5.4.1", "550 5.4.1 Recipient address rejected: Access denied", HARD),
     ("5.0.0", "550 User unknown", HARD),
     ("5.0.0", "553 sorry, no such domain", HARD),
     ("5.0.0", "554 Service unavailable; client host blocked", SOFT),
-    ("5.0.0", "the account has been suspended", HARD),
+    ("5.0.0", "the account has been suspended", SOFT),
     ("5.0.0", "", SOFT),
     (None, "550 Requested action not taken: mailbox unavailable", HARD),
     (None, "mailbox is full", SOFT),
@@ -394,6 +419,145 @@ def test_auto_replies_and_bounces_to_the_unsubscribe_address_unsubscribe_nobody(
 ])
 def test_classify_failure(status: str | None, text: str, kind: BounceKind) -> None:
     assert classify_failure(status, text) is kind
+
+
+@pytest.mark.parametrize(("status", "text"), [
+    # The words name a block, a filter or a policy: the sender's problem, whatever the code.
+    ("5.1.1", "550 5.1.1 Mail from 192.0.2.1 blocked using zen.spamhaus.org"),
+    ("5.2.1", "550 5.2.1 The email was rejected by the recipient's filter"),
+    ("5.1.0", "550 5.1.0 Message rejected as spam by Content Filtering"),
+    ("5.1.1", "550 5.1.1 Sender address rejected: Domain of sender address does not exist"),
+])
+def test_policy_and_content_rejections_are_soft_whatever_the_code(status: str,
+                                                                  text: str) -> None:
+    assert classify_failure(status, text) is SOFT
+
+
+@pytest.mark.parametrize(("status", "text"), [
+    ("4.1.1", "450 4.1.1 <x@y>: Recipient address rejected: User unknown in local table"),
+    ("4.0.0", "451 4.0.0 unknown user"),
+    ("5.7.1", "554 5.7.1 <x@y>: Recipient address rejected: User unknown"),
+])
+def test_an_unknown_user_is_hard_whatever_the_code(status: str, text: str) -> None:
+    assert classify_failure(status, text) is HARD
+
+
+def test_findings_carry_sisimais_reason_names() -> None:
+    causes = {name: {f.cause for f in bench.read_all({name: LABELS[name]}, BOUNCES)[
+        name].findings} for name in (
+            "phpbounce/sendmail-invaliduser.eml", "phpbounce/sendmail-dsn-hdrs-invalidhost.eml",
+            "flufl/yahoo_04.txt", "flufl/yahoo_03.txt", "phpbounce/fbl-hotmail.txt",
+            "phpbounce/vac2.eml")}
+    assert causes == {
+        "phpbounce/sendmail-invaliduser.eml": {"userunknown"},
+        "phpbounce/sendmail-dsn-hdrs-invalidhost.eml": {"hostunknown"},
+        "flufl/yahoo_04.txt": {"mailboxfull"},
+        "flufl/yahoo_03.txt": {"suspend"},
+        "phpbounce/fbl-hotmail.txt": {"feedback"},
+        "phpbounce/vac2.eml": {"vacation"}}
+
+
+def test_the_import_json_names_the_cause(digest: Digest) -> None:
+    result = digest.ok("bounces", "import", "--dry-run", "--format", "json",
+                       str(BOUNCES / "phpbounce" / "sendmail-dsn-hdrs-invalidhost.eml"))
+    found = json.loads(result.stdout)
+    assert [(f["recipient"], f["kind"], f["status"], f["cause"]) for f in found] == [
+        ("richard+test@example.invalid", "hard", "5.1.2", "hostunknown")]
+
+
+def test_a_report_naming_thousands_reads_the_first_thousand() -> None:
+    """2,000 status blocks whose diagnostics say nothing, the notice naming everyone by
+    the local part only: every recipient sends the reader to the whole notice, which is
+    read once (bench/bounces.py times it)."""
+    reading = read_message(bench.wide_report(2000), "wide")
+    assert len(reading.findings) == bouncemail.MAX_RECIPIENTS == 1000
+    assert [f.recipient for f in reading.findings[:2]] == ["user0@example.net",
+                                                           "user1@example.net"]
+    assert {(f.kind, f.cause) for f in reading.findings} == {(HARD, "userunknown")}
+
+
+def test_a_groupwise_notice_listing_addresses_after_to_the_following_is_read() -> None:
+    reading = read_message(raw("bounceparser/novell-with-rhs.msg"), "groupwise")
+    assert [(f.recipient, f.kind, f.cause) for f in reading.findings] == [
+        ("recipient@example.net", HARD, "userunknown")]
+
+
+def _sns_mail(sender: str, body: str) -> bytes:
+    return (f"From: AWS Notifications <{sender}>\nTo: ops@example.org\n"
+            "Subject: AWS Notification Message\nMessage-ID: <sns-1@email.amazonses.com>\n"
+            "Content-Type: text/plain; charset=UTF-8\n\n" + body +
+            "\n\n--\nIf you wish to stop receiving notifications from this topic, please"
+            " click or visit the link below to unsubscribe:\n"
+            "https://sns.eu-west-1.amazonaws.com/unsubscribe.html?SubscriptionArn=x\n"
+            ).encode()
+
+
+SES_COMPLAINT = {
+    "notificationType": "Complaint",
+    "complaint": {"complainedRecipients": [{"emailAddress": "Reader@Example.net"}],
+                  "timestamp": "2026-03-01T10:00:00.000Z", "feedbackId": "0100-feedback",
+                  "complaintFeedbackType": "abuse"},
+    "mail": {"source": "news@example.org", "messageId": "0100-msg",
+             "destination": ["reader@example.net"]}}
+SES_BOUNCE = {
+    "notificationType": "Bounce",
+    "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+               "bouncedRecipients": [{"emailAddress": "gone@example.net", "action": "failed",
+                                      "status": "5.1.1",
+                                      "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+               "timestamp": "2026-03-01T10:00:00.000Z", "feedbackId": "0100-bounce"},
+    "mail": {"source": "news@example.org", "messageId": "0100-msg2",
+             "destination": ["gone@example.net"]}}
+
+
+def test_ses_notifications_mailed_by_sns_are_read() -> None:
+    # SNS's "email" subscription mails the notification itself; "email-json" wraps it.
+    plain = read_message(_sns_mail("no-reply@sns.amazonaws.com", json.dumps(SES_COMPLAINT)),
+                         "ses-1")
+    wrapped = read_message(_sns_mail("no-reply@sns.amazonaws.com", json.dumps(
+        {"Type": "Notification", "Message": json.dumps(SES_BOUNCE)})), "ses-2")
+    assert [(f.recipient, f.kind, f.cause, f.source) for f in plain.findings] == [
+        ("reader@example.net", BounceKind.COMPLAINT, "feedback", "ses-1")]
+    assert [(f.recipient, f.kind, f.status, f.cause) for f in wrapped.findings] == [
+        ("gone@example.net", HARD, "5.1.1", "userunknown")]
+    assert all(f.report_id == plain.report_id for f in plain.findings)
+
+
+def test_ses_json_from_anyone_else_is_ordinary_mail() -> None:
+    forged = read_message(_sns_mail("someone@example.com", json.dumps(SES_COMPLAINT)), "x")
+    assert forged.ignored
+    broken = read_message(_sns_mail("no-reply@sns.amazonaws.com",
+                                    '{"notificationType": "Complaint", "complaint": 7}'), "y")
+    assert broken.ignored
+
+
+EXCHANGE_NDR = (
+    "From: Microsoft Outlook <postmaster@mail.example.jp>\nTo: news@example.org\n"
+    "Subject: Undeliverable: This week\nContent-Language: en-US\n"
+    "Message-ID: <ndr-1@mail.example.jp>\nContent-Type: text/plain\n\n"
+    "Delivery has failed to these recipients or groups:\n\n"
+    "Reader One\nThe e-mail address you entered couldn't be found.\n\n"
+    "Diagnostic information for administrators:\n\nGenerating server: mta2.example.jp\n\n"
+    "gone@example.jp\n#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n\n"
+    "late@example.jp\nRemote Server returned '550 4.4.7 QUEUE.Expired; message expired'\n\n"
+    "big@example.jp\n#550 5.2.3 RESOLVER.RST.RecipSizeLimit; message too large ##\n\n"
+    "Original message headers:\n\nTo: gone@example.jp\n")
+
+
+def test_exchange_2007_administrator_diagnostics_are_read_per_recipient() -> None:
+    reading = read_message(EXCHANGE_NDR.encode(), "ndr")
+    assert sorted((f.recipient, f.kind, f.status, f.cause) for f in reading.findings) == [
+        ("big@example.jp", SOFT, "5.2.3", "mesgtoobig"),
+        ("gone@example.jp", HARD, "5.1.1", "userunknown"),
+        ("late@example.jp", SOFT, "4.4.7", "expired")]
+
+
+def test_blank_lines_before_the_headers_are_passed_over() -> None:
+    message = raw("phpbounce/exchange1.eml")
+    assert message.startswith(b"\n ")
+    reading = read_message(message, "exchange1")
+    assert [(f.recipient, f.kind) for f in reading.findings] == [
+        ("phk@nordiskeiendom.no", HARD)]
 
 
 def test_a_dotted_ip_address_is_no_status_code() -> None:

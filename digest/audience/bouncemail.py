@@ -21,15 +21,17 @@ Reading, never an exception.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html
+import json
 import logging
 import mailbox
 import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string
 from email.errors import MessageError
@@ -44,7 +46,10 @@ from ..errors import InputError
 from ..store.models import BounceKind
 from ..text import clean_label
 from ..tokens import VerpClaims
+from .bounceformats import read_formats
+from .bouncereasons import cause_of, is_hard
 from .findings import Finding, Reading
+from .webhooks import WebhookRejected, read_ses_notification
 
 __all__ = ["VerpLookup", "VerpLookupError", "classify_failure", "iter_sources", "read_message"]
 
@@ -58,59 +63,14 @@ MAX_PARTS = 400                        # MIME parts looked at in one message
 MAX_DEPTH = 12                         # multipart nesting followed
 MAX_TEXT = 64 * 1024                   # characters of one text part read
 REASON_CHARS = 300
+MAX_RECIPIENTS = 1000                  # recipients read from one message; the rest are not
+MAX_SAID = 2000                        # characters of one recipient's diagnostic read
 
 # ---------------------------------------------------------------------------------------
 # Classifying a failure: hard (the address is gone) or soft (anything else).
 
 # An enhanced status code (RFC 3463) in text; not part of a dotted IP address.
 _CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-
-# Checked first: these name a reason that passes or that is about the message or the
-# sender, even when the text also says "not found" ("Host not found, try again").
-_SOFT_TEXT = re.compile(
-    r"quota|over ?quota|mail ?box (is )?full|mail ?folder is full|(mailbox|inbox|disk|storage)"
-    r" (is )?full|full mailbox|insufficient (system )?storage|space not enough"
-    r"|too (large|big)|exceeds? (the )?(maximum|fixed maximum|size)|size (limit|exceed)"
-    r"|maximum (incoming |inbound )?message size|message size exceeds"
-    r"|temporar|try again later|not found, try again|timed? ?out|time-out|expired"
-    r"|too long|postponed|delayed|deferred|not yet been delivered|will (continue|be retried)"
-    r"|spam|unsolicited|blocked|\bblock ?list|black ?list|deny ?list|\brbl\b|reputation"
-    r"|policy|banned|access denied|permission denied|relay(ing)? (access )?(denied|not)"
-    r"|unable to relay|not accepting mail|rate limit|too many|throttl|grey ?list|virus"
-    r"|content (rejected|filter)|message content|\bloop|\bhops\b|connection (refused|reset|lost)"
-    r"|could not connect|unable to connect|did not accept our requests to connect"
-    r"|establish an smtp connection|socket error|no route|unreachable|not reachable"
-    r"|not responding|did not respond|server (unavailable|busy)|could not find a gateway"
-    r"|network",
-    re.IGNORECASE,
-)
-
-_HARD_TEXT = re.compile(
-    r"user(name)? (is )?unknown|unknown (user|recipient|local[- ]?part|mailbox|address)"
-    r"|addressee unknown|unknown or illegal user|illegal user|user not known"
-    r"|no such (user|mailbox|recipient|address|account|person|local user|domain)"
-    r"|does ?n[o']t exist|did not exist|n'existe pas|existiert nicht|unbekannt"
-    r"|(user|recipient|address|mailbox|account|name) (was )?not (found|known|listed)"
-    r"|not listed in|recipientnotfound|wasn'?t found at|was not found at"
-    r"|invalid (recipient|mailbox|address|user|final delivery userid|e-?mail)"
-    r"|bad destination mailbox|no mailbox|no (account|mailbox) (here )?by that name"
-    r"|(does ?n[o']t|does not) have an?\s+(\S+\s+)?account"
-    r"|not (a )?valid (user|recipient|address)"
-    r"|no longer (valid|exists|active|in use)|(is )?not recognized|mailbox unavailable"
-    r"|mailbox (is )?(disabled|inactive|deactivated)"
-    r"|account (has been |is )?(disabled|discontinued|suspended|deactivated|closed|deleted"
-    r"|terminated|removed|inactive)"
-    r"|no such domain|domain (name )?(does ?n[o']t exist|not found)|unknown (host|domain)"
-    r"|host (or domain name )?not found|host unknown|nxdomain|unrouteable address"
-    r"|has moved|moved permanently|final email delivery point|nameserver query"
-    r"|did not (exactly )?match an? [\w ]{0,20}address"
-    r"|ディレクトリ",
-    re.IGNORECASE,
-)
-
-_HOST_NOT_FOUND = re.compile(r"not found|does ?n[o']t exist|nxdomain|unknown (host|domain)",
-                             re.IGNORECASE)
-
 
 # Addresses, host names, IP addresses and URLs: names, not words ("user@network.example"
 # says nothing about the network, "mx.policy.example" nothing about a policy).
@@ -139,59 +99,32 @@ def _code_text(code: tuple[int, int, int] | None) -> str | None:
     return ".".join(map(str, code)) if code else None
 
 
-def _by_code(code: tuple[int, int, int], text: str) -> BounceKind | None:
-    """What a specific enhanced code says on its own; None for a generic one (x.y.0)."""
-    klass, subject, detail = code
-    if klass == 4:
-        return BounceKind.SOFT
-    if klass != 5 or detail == 0:
-        return None
-    if subject == 1:
-        # 5.1.7 and 5.1.8 are about our own sender address, not the recipient's.
-        return BounceKind.SOFT if detail in (7, 8) else BounceKind.HARD
-    if subject == 2:
-        return BounceKind.HARD if detail == 1 else BounceKind.SOFT
-    if subject == 4 and detail == 4:
-        # "Unable to route": a domain that does not exist is gone; anything else passes.
-        return BounceKind.HARD if _HOST_NOT_FOUND.search(text) else BounceKind.SOFT
-    if subject == 7 and detail == 13:
-        return BounceKind.HARD        # user account disabled (RFC 3463 registry)
-    return BounceKind.SOFT
-
-
-def _classify(status: str | None, text: str) -> tuple[BounceKind | None, str | None]:
-    """(kind, code): kind None when neither a specific code nor the text tells."""
-    code = _pick_code(status, text)
-    code_text = _code_text(code)
+def _cause_of(status: str | None, text: str, *, delayed: bool = False
+              ) -> tuple[BounceKind, str, str | None]:
+    """(kind, cause, code) for a failure: the cause by Sisimai's reason names
+    (`bouncereasons.cause_of`), the kind by its hard-bounce rule."""
+    code = _code_text(_pick_code(status, text))
     words = _prose(text)
-    if code is not None:
-        kind = _by_code(code, words)
-        if kind is not None:
-            return kind, code_text
-    if _SOFT_TEXT.search(words):
-        return BounceKind.SOFT, code_text
-    if _HARD_TEXT.search(words):
-        return BounceKind.HARD, code_text
-    return None, code_text
+    cause = cause_of(code, words, delayed=delayed)
+    kind = BounceKind.HARD if is_hard(cause, code, words) else BounceKind.SOFT
+    return kind, cause, code
 
 
-def _fallback(code: str | None) -> BounceKind:
-    """A failure nothing explains: hard only for a generic address status (5.1.0);
-    an unexplained failure counts towards the soft-bounce score instead of removing
-    someone at once."""
-    return BounceKind.HARD if code is not None and code.startswith("5.1.") else BounceKind.SOFT
+# A recipient's own words (its diagnostic, its lines of the notice), kept: a report that
+# says the same thing of a thousand recipients is read once. A whole notice is kept by
+# its message (`_Text.cause`), not here, so this holds short texts only.
+_cause = functools.lru_cache(maxsize=512)(_cause_of)
 
 
 def classify_failure(status: str | None, text: str) -> BounceKind:
     """hard or soft for a failure, from its enhanced status code and its diagnostic text.
 
-    A specific code decides (5.1.x bad address, 5.1.6 moved, 5.2.1 disabled, 5.7.13
-    account disabled, 5.4.4 for a domain that does not exist: hard; 4.x.x, 5.1.7/5.1.8
-    about our sender, 5.2.2 full, 5.2.3 and 5.3.4 too large, 5.4.x network, 5.5.x, 5.6.x,
-    5.7.x policy: soft). With no code or a generic one (5.0.0, 5.3.0, …) the text
-    decides, and a failure nothing explains is soft."""
-    kind, code = _classify(status, text or "")
-    return kind if kind is not None else _fallback(code)
+    The text's words name the cause first (an unknown user, a full mailbox, a filter, a
+    block, …; `bouncereasons`), else the code's meaning (5.1.1 bad mailbox, 5.1.2 bad
+    domain, 5.1.6 moved, 5.2.2 full, 5.7.x security, …). Hard only when the address is
+    gone (userunknown, hostunknown, hasmoved) or its domain accepts no mail; a policy,
+    filter or block is the sender's problem and soft, as is a failure nothing explains."""
+    return _cause(status, text or "")[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,12 +274,54 @@ class _Failure:
     kind: BounceKind
     status: str | None
     reason: str
+    cause: str = "undefined"
 
 
-@dataclass(frozen=True)
+# Causes that say nothing yet: look further (the recipient's lines, then the notice).
+_UNTOLD = frozenset({"undefined"})
+
+
 class _Text:
-    full: str       # every text part, the quoted original included
-    notice: str     # the report's own words: cut where the quoted original starts
+    """A message's text, read once: every text part (the quoted original included), the
+    report's own words (cut where the quoted original starts), and what they say, worked
+    out once per message however many recipients ask."""
+
+    def __init__(self, full: str) -> None:
+        self.full = full
+        cut = _ORIGINAL.search(full)
+        self.notice = full[: cut.start()] if cut and cut.start() > 0 else full
+        self._lines: list[str] | None = None
+        self._where: dict[str, int] | None = None
+        self._causes: dict[tuple[str | None, bool], tuple[BounceKind, str, str | None]] = {}
+
+    def cause(self, status: str | None, *, delayed: bool = False
+              ) -> tuple[BounceKind, str, str | None]:
+        """What the whole notice says, for a recipient whose own lines say nothing."""
+        key = (status, delayed)
+        if key not in self._causes:
+            self._causes[key] = _cause_of(status, self.notice, delayed=delayed)
+        return self._causes[key]
+
+    def window(self, address: str) -> str:
+        """The lines of the notice about one address: the line naming it and the few
+        after it, up to the next line that is only another address."""
+        if self._lines is None or self._where is None:
+            self._lines = self.notice.splitlines()
+            self._where = {}
+            for at, line in enumerate(self._lines):
+                for named in _ADDRESS.findall(line):
+                    self._where.setdefault(named.lower(), at)
+        found = self._where.get(address)
+        if found is None:
+            return ""
+        lines = self._lines
+        picked = [lines[found]]
+        for following in lines[found + 1: found + 7]:
+            only = _ADDRESS.fullmatch(following.strip().strip("<>:\"' "))
+            if only and only.group(0).lower() != address:
+                break
+            picked.append(following)
+        return " ".join(picked)
 
 
 def _texts(msg: Message) -> _Text:
@@ -360,25 +335,26 @@ def _texts(msg: Message) -> _Text:
             texts.append(_decoded(part))
         if sum(len(text) for text in texts) > MAX_TEXT:
             break
-    full = "\n".join(texts)
-    cut = _ORIGINAL.search(full)
-    return _Text(full, full[: cut.start()] if cut and cut.start() > 0 else full)
+    return _Text("\n".join(texts))
 
 
-def _window(notice: str, address: str) -> str:
-    """The lines of a notice about one address: the line naming it and the few after it,
-    up to the next line that is only another address."""
-    lines = notice.splitlines()
-    for at, line in enumerate(lines):
-        if address in line.lower():
-            picked = [line]
-            for following in lines[at + 1: at + 7]:
-                only = _ADDRESS.fullmatch(following.strip().strip("<>:\"' "))
-                if only and only.group(0).lower() != address:
-                    break
-                picked.append(following)
-            return " ".join(picked)
-    return ""
+def _explain(recipient: str, status: str | None, said: str, text: _Text, *,
+             delayed: bool = False, otherwise: str = "") -> _Failure:
+    """The failure of one recipient: what its own diagnostic says, else the lines of the
+    notice about it, else the notice as a whole (read once per message)."""
+    said = said[:MAX_SAID]
+    nearby = text.window(recipient)[:MAX_SAID] if recipient else ""
+    kind, cause, code = _cause(status, said, delayed=delayed)
+    if cause in _UNTOLD and nearby:
+        kind, cause, more = _cause(status, nearby, delayed=delayed)
+        code = code or more
+    if cause in _UNTOLD:
+        kind, cause, more = text.cause(status, delayed=delayed)
+        code = code or more
+    if delayed and cause in _UNTOLD:
+        cause = "expired"      # still being retried, and nothing says why
+    reason = said or nearby or otherwise or ("delayed" if delayed else "failed")
+    return _Failure(recipient, kind, code, _reason(reason), cause)
 
 
 def _add(failures: dict[str, _Failure], failure: _Failure) -> None:
@@ -424,6 +400,8 @@ def _recipient_blocks(msg: Message) -> list[Message] | None:
                 blocks = blocks if blocks is not None else []
                 blocks.extend(block for block in _status_blocks(part) if
                               block.get("final-recipient") or block.get("original-recipient"))
+                if len(blocks) >= MAX_RECIPIENTS:
+                    return blocks[:MAX_RECIPIENTS]
         if blocks is not None:
             return blocks
     return None
@@ -453,15 +431,7 @@ def _dsn_failure(block: Message, text: _Text) -> _Failure | None:
     if re.match(r"^[\w-]{1,20};", diagnostic):
         diagnostic = diagnostic.split(";", 1)[1].strip()
     said = diagnostic or re.sub(r"^\s*\d\.\d{1,3}\.\d{1,3}\s*", "", status).strip(" ()")
-    recipient = _dsn_recipient(block)
-    nearby = _window(text.notice, recipient) if recipient else ""
-    if delayed:
-        kind, code = BounceKind.SOFT, _code_text(_pick_code(status, said))
-    else:
-        found, code = _classify(status, said)
-        kind = found or _classify(status, nearby or text.notice)[0] or _fallback(code)
-    reason = said or nearby or ("delayed" if delayed else "failed")
-    return _Failure(recipient, kind, code, _reason(reason))
+    return _explain(_dsn_recipient(block), status, said, text, delayed=delayed)
 
 
 def _dsn_failures(msg: Message, text: _Text) -> list[_Failure] | None:
@@ -484,10 +454,12 @@ def _dsn_failures(msg: Message, text: _Text) -> list[_Failure] | None:
 _NOTES = re.compile(r"-+ *Failure Reasons *-+\s*\n(.*?)\n\s*-+ *Returned Message",
                     re.IGNORECASE | re.DOTALL)
 # "The following recipients failed:", "… list of recipients:", "… addresses had permanent
-# fatal errors -----", "… address failed:" and the like, then the addresses.
+# fatal errors -----", "… address failed:", GroupWise's "… was undeliverable to the
+# following:" and the like, then the addresses.
 _LIST_HEADING = re.compile(
-    r"(following|these) (list of )?(recipient|address|user)s?(\(s\)|\(es\)|es)?"
-    r"[^\n.]{0,60}[:-]\s*$", re.IGNORECASE | re.MULTILINE)
+    r"((following|these) (list of )?(recipient|address|user)s?(\(s\)|\(es\)|es)?"
+    r"[^\n.]{0,60}|(undeliverable|not (be )?delivered) to the following)[:-]\s*$",
+    re.IGNORECASE | re.MULTILINE)
 _ANGLE_LINE = re.compile(r"^<" + _ADDRESS.pattern + r">:")
 _LISTED_LINE = re.compile(r"^\s*[<\"']?(" + _ADDRESS.pattern + r")[>\"']?:?\s*(.*)$")
 
@@ -509,21 +481,13 @@ def _listed(text: _Text) -> list[tuple[str, str]]:
         listed = _LISTED_LINE.match(line)
         if listed:
             address = listed.group(1).lower()
-            found.append((address, _window(text.notice, address) or listed.group(2)))
+            found.append((address, text.window(address) or listed.group(2)))
     return found
 
 
 def _explained(address: str, text: _Text, temporary: bool) -> _Failure:
-    nearby = _window(text.notice, address)
-    if temporary:
-        return _Failure(address, BounceKind.SOFT, _code_text(_pick_code(None, nearby)),
-                        _reason(nearby or "delayed"))
-    kind, status = _classify(None, nearby)
-    if kind is None:
-        kind, more = _classify(None, text.notice)
-        status = status or more
-    return _Failure(address, kind or _fallback(status), status,
-                    _reason(nearby or text.notice or "failed"))
+    return _explain(address, None, "", text, delayed=temporary,
+                    otherwise="" if temporary else text.notice)
 
 
 def _for_detectors(msg: Message) -> None:
@@ -557,7 +521,25 @@ def _for_detectors(msg: Message) -> None:
                 part[name] = _unfolded(str(value)) if _escaped(str(value)) else value
 
 
+def _formatted_failures(text: _Text) -> list[_Failure]:
+    """Failures an MTA's own notice format names (`bounceformats`), the cause taken from
+    the MTA's own error name when it gives one."""
+    found: dict[str, _Failure] = {}
+    for listed in read_formats(text.notice):
+        failure = _explain(listed.address, None, listed.said, text)
+        if listed.cause and failure.cause in {"undefined", "expired", "securityerror",
+                                              "systemerror"}:
+            hard = is_hard(listed.cause, failure.status, listed.said)
+            failure = replace(failure, cause=listed.cause,
+                              kind=BounceKind.HARD if hard else BounceKind.SOFT)
+        _add(found, failure)
+    return list(found.values())
+
+
 def _detected_failures(msg: Message, text: _Text) -> list[_Failure]:
+    formatted = _formatted_failures(text)
+    if formatted:
+        return formatted
     _for_detectors(msg)
     try:
         temporary, permanent = all_failures(msg)
@@ -565,14 +547,13 @@ def _detected_failures(msg: Message, text: _Text) -> list[_Failure]:
         temporary, permanent = frozenset(), frozenset()
     found: dict[str, _Failure] = {}
     for addresses, is_temporary in ((permanent, False), (temporary, True)):
-        for raw_address in sorted(addresses):
+        for raw_address in sorted(addresses)[:MAX_RECIPIENTS]:
             address = _address(raw_address.decode("ascii", "replace"))
             if address:
                 _add(found, _explained(address, text, is_temporary))
     if not found:
         for address, said in _listed(text):
-            kind, status = _classify(None, said)
-            _add(found, _Failure(address, kind or _fallback(status), status, _reason(said)))
+            _add(found, _explain(address, None, said, text))
     return list(found.values())
 
 
@@ -680,6 +661,36 @@ def _jmrp(msg: Message) -> _Complaint | None:
 
 
 # ---------------------------------------------------------------------------------------
+# Amazon SES notifications mailed by SNS (an email subscription to the SES identity's
+# bounce and complaint topic): the body is the notification's JSON ("email"), or SNS's
+# envelope with the notification in its Message ("email-json"), then SNS's footer.
+
+_SNS_SENDER = re.compile(r"@(sns\.amazonaws\.com|amazonses\.com|[\w.-]+\.amazonses\.com)$")
+
+
+def _ses_mail(msg: Message, text: _Text, reading: Reading) -> list[Finding] | None:
+    """The findings of an SES notification mailed by SNS; None for any other message."""
+    if not _SNS_SENDER.search(_address(_header(msg, "from"))):
+        return None
+    start = text.notice.find("{")
+    if start < 0:
+        return None
+    try:
+        notification, _ = json.JSONDecoder().raw_decode(text.notice[start:])
+        if isinstance(notification, dict) and isinstance(notification.get("Message"), str):
+            notification = json.loads(notification["Message"])
+        if not isinstance(notification, dict):
+            return None
+        found = read_ses_notification(notification, _header(msg, "message-id"))
+    except (ValueError, WebhookRejected, RecursionError):
+        return None
+    return [replace(finding, source=reading.source, report_id=reading.report_id,
+                    cause="feedback"
+                    if finding.kind is BounceKind.COMPLAINT
+                    else _cause(finding.status, finding.reason)[1]) for finding in found]
+
+
+# ---------------------------------------------------------------------------------------
 # Automatic replies (RFC 3834) and mail to the unsubscribe address.
 
 _AUTO_SUBJECT = re.compile(
@@ -777,7 +788,9 @@ def read_message(raw: bytes, source: str, *, verp: VerpLookup | None = None,
     sender. Never raises for what the message holds: a malformed message is ignored."""
     reading = Reading(source=source, report_id=_raw_id(raw))
     try:
-        msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES])
+        # Blank lines before the headers (a message saved from a web mail or pasted into
+        # a file) would end the header section at once and leave a message of no headers.
+        msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES].lstrip(b" \t\r\n"))
         reading.report_id = _report_id(msg, raw)
         return _read(msg, reading, verp, unsubscribe_address)
     except _MALFORMED as error:
@@ -790,18 +803,23 @@ def _read(msg: Message, reading: Reading, verp: VerpLookup | None,
     text = _texts(msg)
     claims = _verp_claims(verp, msg, text)
     when = _date(_header(msg, "date"))
+    mailed = _ses_mail(msg, text, reading)
+    if mailed is not None:
+        reading.findings = mailed
+        return reading
     complaint = _arf(msg) or _jmrp(msg)
     if complaint is not None:
         if complaint.reason:
             recipients = complaint.recipients or ([""] if claims else [])
             reading.findings = [_finding(reading, recipient, BounceKind.COMPLAINT, None,
-                                         complaint.reason, claims, complaint.occurred_at or when)
+                                         complaint.reason, claims, complaint.occurred_at or when,
+                                         "feedback")
                                 for recipient in recipients]
         return reading
     shape = _bounce_shape(msg)
     if shape:
         reading.findings = [_finding(reading, failure.recipient, failure.kind, failure.status,
-                                     failure.reason, claims, when)
+                                     failure.reason, claims, when, failure.cause)
                             for failure in _bounce_failures(msg, text, claims)]
         # A reply whose subject only sounds like a bounce ("Re: delivery report") is
         # read by the rules below when it reports no failure.
@@ -812,7 +830,8 @@ def _read(msg: Message, reading: Reading, verp: VerpLookup | None,
         if senders or claims:
             reason = _reason(_header(msg, "subject") or "automatic reply")
             reading.findings = [_finding(reading, senders[0] if senders else "",
-                                         BounceKind.AUTO_REPLY, None, reason, claims, when)]
+                                         BounceKind.AUTO_REPLY, None, reason, claims, when,
+                                         "vacation")]
         return reading
     reading.unsubscribe = _unsubscriber(msg, unsubscribe_address)
     return reading
@@ -828,18 +847,18 @@ def _bounce_failures(msg: Message, text: _Text, claims: VerpClaims | None) -> li
     if not failures:
         failures = _detected_failures(msg, text)
     if not failures and claims is not None:
-        kind, status = _classify(None, text.notice)
-        failures = [_Failure("", kind or _fallback(status), status,
-                             _reason(text.notice or "failed"))]
+        kind, cause, status = text.cause(None)
+        failures = [_Failure("", kind, status, _reason(text.notice or "failed"), cause)]
     return failures
 
 
 def _finding(reading: Reading, recipient: str, kind: BounceKind, status: str | None,
-             reason: str, claims: VerpClaims | None, when: datetime | None) -> Finding:
+             reason: str, claims: VerpClaims | None, when: datetime | None,
+             cause: str) -> Finding:
     return Finding(source=reading.source, recipient=recipient, kind=kind, status=status,
                    reason=reason, subscriber_id=claims.subscriber_id if claims else None,
                    edition_id=claims.edition_id if claims else None,
-                   report_id=reading.report_id, occurred_at=when)
+                   report_id=reading.report_id, occurred_at=when, cause=cause)
 
 
 # ---------------------------------------------------------------------------------------

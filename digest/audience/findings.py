@@ -27,6 +27,11 @@ class Finding:
     # the report, a provider's event id, …); the service adds the recipient and kind.
     report_id: str = ""
     occurred_at: datetime | None = None
+    # Why, by the reason names of Sisimai (the reference bounce parser): userunknown,
+    # hostunknown, hasmoved (hard); mailboxfull, filtered, blocked, policyviolation,
+    # spamdetected, suspend, expired, … (soft); feedback for a complaint, vacation for an
+    # automatic reply; "" when the source gives none (a provider's event, say).
+    cause: str = ""
 
 
 @dataclass

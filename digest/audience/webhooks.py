@@ -69,6 +69,7 @@ __all__ = [
     "load_sendgrid_key",
     "mailgun_token",
     "postmark_configured",
+    "read_ses_notification",
     "ses_topics",
     "verify_and_read_mailgun",
     "verify_and_read_postmark",
@@ -348,6 +349,13 @@ def verify_and_read_ses(body: bytes, settings: WebhooksSettings, sns: SnsClient,
     notification = _obj(_json(_text(message.get("Message"), "Message").encode("utf-8")),
                         "the SES notification")
     return _ses_findings(notification, _text(message.get("MessageId"), "MessageId"))
+
+
+def read_ses_notification(notification: Mapping[str, Any], message_id: str) -> list[Finding]:
+    """The findings of one SES notification (bounce or complaint), however it came: an
+    SNS POST here, or the same JSON that SNS mails to an email subscription (read by
+    `bouncemail`). Raises WebhookRejected for a notification of the wrong shape."""
+    return _ses_findings(notification, message_id)
 
 
 def _ses_findings(notification: Mapping[str, Any], message_id: str) -> list[Finding]:

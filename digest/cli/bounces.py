@@ -34,7 +34,8 @@ def bounces() -> None:
 
 def _finding_objects(outcome: Outcome) -> list[dict[str, Any]]:
     return [{"source": r.finding.source, "recipient": r.recipient, "kind": r.finding.kind.value,
-             "status": r.finding.status, "reason": r.finding.reason}
+             "status": r.finding.status, "cause": r.finding.cause,
+             "reason": r.finding.reason}
             for r in outcome.resolved]
 
 
