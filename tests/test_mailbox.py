@@ -231,7 +231,7 @@ def test_digest_bounces_fetch_holds_a_report_about_mail_we_never_sent(
     digest.ok("bounces", "fetch", env=env)                 # nothing new: nothing changes
     assert inbox.messages("Processed") == [report]
     [held] = json.loads(digest.ok("bounces", "review", "--format", "json").stdout)
-    assert held["claims"] == "hard: userunknown@example.co.jp"
+    assert held["claims"] == "hard: filtered@example.co.jp, userunknown@example.co.jp"
     digest.ok("bounces", "review", "--apply", str(held["id"]))
     assert _statuses(tmp_path) == {"userunknown@example.co.jp": "bounced",
                                    "reader@example.org": "active"}
