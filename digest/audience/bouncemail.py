@@ -815,10 +815,19 @@ def _results(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:
     return (head[0].lower() if head else ""), results
 
 
+def _ascii_domain(domain: str) -> str:
+    """A domain as DNS writes it (an IDN in xn-- form), lower-cased."""
+    domain = domain.strip(".").lower()
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain
+
+
 def _aligned(signer: str, domain: str) -> bool:
     """A DKIM signing domain aligned with the From domain (relaxed: the same domain or
-    a parent of it)."""
-    signer = signer.strip(".").lower()
+    a parent of it), IDNs compared in their xn-- form."""
+    signer, domain = _ascii_domain(signer), _ascii_domain(domain)
     return bool(signer) and "." in signer and (domain == signer
                                                or domain.endswith("." + signer))
 
@@ -837,7 +846,8 @@ def _sender_authenticated(msg: Message, authserv_id: str) -> bool:
         if server != wanted:
             continue
         return any(
-            (method == "dmarc" and result == "pass" and props.get("header.from") == domain)
+            (method == "dmarc" and result == "pass"
+             and _ascii_domain(props.get("header.from", "")) == _ascii_domain(domain))
             or (method == "dkim" and result == "pass"
                 and _aligned(props.get("header.d", ""), domain))
             for method, result, props in results)
