@@ -346,3 +346,14 @@ def test_forged_reports_fetched_from_the_mailbox_are_held(
     assert changed(digest, before) == {"carol@example.net": ("bounced", 0)}
     assert inbox.messages() == []              # held ones leave the mailbox too
     assert len(held(digest)) == 4
+
+
+def test_erasing_a_person_deletes_the_held_reports_naming_them(
+        digest: Digest, sent: dict[str, str], tmp_path: Path) -> None:
+    import_(digest, write(tmp_path, "alice.eml", dsn(["alice@example.net"])),
+            write(tmp_path, "dave.eml", unsubscribe_mail("Dave@Example.net")))
+    assert len(held(digest)) == 2
+    digest.ok("subscribers", "erase", "alice@example.net", env=env())
+    digest.ok("subscribers", "erase", "dave@example.net", env=env())
+    assert held(digest) == []
+    assert sql(digest.folder, "select count(*) from held_reports") == [(0,)]

@@ -244,7 +244,8 @@ class BounceDesk:
         report = reading.report_id or reading.source
         holding.hold(session, fingerprint=hashlib.sha256(f"held|{report}".encode()).hexdigest(),
                      source=reading.source, summary=_summary(reading), held_because=why,
-                     claims=json.dumps([_finding_json(f) for f in reading.findings]),
+                     claims=json.dumps([_finding_json(f) for f in reading.findings],
+                                         ensure_ascii=False),
                      unsubscribe=reading.unsubscribe, now=now)
 
     # -- review --
