@@ -527,6 +527,7 @@ def test_the_scheduler_reads_the_bounce_mailbox_at_start(
         env = env_for(smtp, "0 8 * * mon", DIGEST_BOUNCES__POLL_MINUTES="60", **inbox.env())
         sched = Scheduler(tmp_path, env)
         sched.wait_for("bounce mailbox: 1 read, 1 handled, 0 left")
+        sched.wait_for("bounce mailbox: 1 message(s) held for review")
         assert sched.stop() == 0
         assert inbox.messages() == []
         assert inbox.messages("Processed") == [report]
