@@ -357,3 +357,10 @@ def test_erasing_a_person_deletes_the_held_reports_naming_them(
     digest.ok("subscribers", "erase", "dave@example.net", env=env())
     assert held(digest) == []
     assert sql(digest.folder, "select count(*) from held_reports") == [(0,)]
+
+
+def test_an_authserv_id_that_is_no_host_name_is_one_line(digest: Digest) -> None:
+    result = digest("bounces", "review", env=env(DIGEST_BOUNCES__AUTHSERV_ID="mx; dkim=pass"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+    assert "[bounces] authserv_id 'mx; dkim=pass' is not a host name" in result.output
