@@ -136,26 +136,28 @@ class BounceDesk:
         dry_run: work out the same and write nothing). A reading from mail whose proof
         does not tie it to mail this store sent is held for review instead."""
         now = now or self.store.clock.now()
-        outcome = Outcome(reading)
         session = self.store.writes()
         try:
-            held = self._held_because(session, reading)
-            if held is not None:
-                outcome.held = held
-                self._hold(session, reading, held, now)
-                findings: list[Finding] = []
-            else:
-                findings = reading.findings
-            for finding in findings:
-                outcome.resolved.append(self._apply_one(session, finding, now))
-            if reading.unsubscribe and held is None:
-                outcome.unsubscribed = self._unsubscribe(session, reading, now)
+            outcome = self._apply_in(session, reading, now)
             if dry_run:
                 session.rollback()
             else:
                 session.commit()
         finally:
             session.close()
+        return outcome
+
+    def _apply_in(self, session: Session, reading: Reading, now: datetime) -> Outcome:
+        outcome = Outcome(reading)
+        held = self._held_because(session, reading)
+        if held is not None:
+            outcome.held = held
+            self._hold(session, reading, held, now)
+            return outcome
+        for finding in reading.findings:
+            outcome.resolved.append(self._apply_one(session, finding, now))
+        if reading.unsubscribe:
+            outcome.unsubscribed = self._unsubscribe(session, reading, now)
         return outcome
 
     def _apply_one(self, session: Session, finding: Finding, now: datetime) -> Resolved:
@@ -259,49 +261,45 @@ class BounceDesk:
             return rows
 
     def apply_held(self, report_id: int, *, now: datetime | None = None) -> Outcome:
-        """Do what a held report claims, on an editor's word."""
+        """Do what a held report claims, on an editor's word, and mark it applied: one
+        transaction, so two editors cannot both apply it."""
         now = now or self.store.clock.now()
-        report = self._undecided(report_id)
-        reading = Reading(report.source, [_finding_from(item) for item in
-                                          json.loads(report.claims)],
-                          unsubscribe=report.unsubscribe, report_id=f"held:{report.id}")
-        outcome = self.apply(reading, now=now)
-        effects = [f"{r.recipient} {r.effect}" for r in outcome.resolved]
-        if outcome.unsubscribed:
-            effects.append(f"{outcome.unsubscribed} unsubscribed")
-        self._decide(report_id, HeldStatus.APPLIED, "; ".join(effects) or "nobody changed", now)
+        with self.store.writes() as session:
+            report = self._undecided(session, report_id)
+            reading = Reading(report.source, [_finding_from(item) for item in
+                                              json.loads(report.claims)],
+                              unsubscribe=report.unsubscribe, report_id=f"held:{report.id}")
+            outcome = self._apply_in(session, reading, now)
+            effects = [f"{r.recipient} {r.effect}" for r in outcome.resolved]
+            if outcome.unsubscribed:
+                effects.append(f"{outcome.unsubscribed} unsubscribed")
+            holding.decide(report, HeldStatus.APPLIED, "; ".join(effects) or "nobody changed",
+                           now)
+            session.commit()
         return outcome
 
     def dismiss_held(self, report_id: int, *, now: datetime | None = None) -> None:
-        self._undecided(report_id)
-        self._decide(report_id, HeldStatus.DISMISSED, "dismissed",
-                     now or self.store.clock.now())
-
-    def _undecided(self, report_id: int) -> HeldReport:
-        with self.store.sessions() as session:
-            report = holding.held_report(session, report_id)
-            if report is None:
-                raise InputError(f"no held report {report_id}; see digest bounces review")
-            if report.status is not HeldStatus.HELD:
-                raise InputError(f"held report {report_id} was {report.status.value} "
-                                 f"already ({report.outcome})")
-            session.expunge(report)
-            return report
-
-    def _decide(self, report_id: int, status: HeldStatus, outcome: str, now: datetime) -> None:
+        """Throw a held report away: it changes nobody."""
         with self.store.writes() as session:
-            report = holding.held_report(session, report_id)
-            assert report is not None
-            holding.decide(report, status, outcome, now)
+            report = self._undecided(session, report_id)
+            holding.decide(report, HeldStatus.DISMISSED, "dismissed",
+                           now or self.store.clock.now())
             session.commit()
+
+    @staticmethod
+    def _undecided(session: Session, report_id: int) -> HeldReport:
+        report = holding.held_report(session, report_id)
+        if report is None:
+            raise InputError(f"no held report {report_id}; see digest bounces review")
+        if report.status is not HeldStatus.HELD:
+            raise InputError(f"held report {report_id} was {report.status.value} "
+                             f"already ({report.outcome})")
+        return report
 
     def events(self, *, since: datetime | None = None, limit: int = 100) -> list[Any]:
         """The latest events, newest first (each with its edition's number)."""
         with self.store.sessions() as session:
             return stored.event_rows(session, since=since, limit=limit)
-
-
-
 
 def _mailable(session: Session, address: str) -> Subscriber | None:
     sub = _by_address(session, address)

@@ -48,7 +48,9 @@ def held_rows(session: Session, *, status: HeldStatus | None = HeldStatus.HELD,
 
 
 def held_report(session: Session, report_id: int) -> HeldReport | None:
-    return session.get(HeldReport, report_id)
+    """One held report, its row locked until the caller's transaction ends (a server
+    database; SQLite's writer holds the whole store)."""
+    return session.get(HeldReport, report_id, with_for_update=True)
 
 
 def decide(report: HeldReport, status: HeldStatus, outcome: str, now: datetime) -> None:
