@@ -259,9 +259,14 @@ def test_unsubscribe_mail_acts_for_an_authenticated_sender_or_a_reply_to_our_mai
         # A reply, to someone else's message.
         unsubscribe_mail("dave@example.net", message_id="<u-3@example.net>",
                          headers=f"In-Reply-To: {sent['alice@example.net']}\n"),
+        # The sender's own header under our server's id, below the one our server added
+        # on top: only the topmost counts.
+        unsubscribe_mail("dave@example.net", message_id="<u-7@example.net>", headers=results(
+            "mx.news.example.org; dkim=none; dmarc=none header.from=example.net") + results(
+            "mx.news.example.org; dkim=pass header.d=example.net")),
     ]
     files = [write(tmp_path, f"forged{n}.eml", text) for n, text in enumerate(forged)]
-    assert "3 held for review" in import_(digest, *files, **trusted)
+    assert "4 held for review" in import_(digest, *files, **trusted)
     # Without authserv_id, no server's word counts: the aligned verdict is held too.
     aligned = write(tmp_path, "aligned.eml", unsubscribe_mail(
         "carol@example.net", message_id="<u-4@example.net>", headers=results(
