@@ -239,6 +239,12 @@ class BouncesSettings:
     # score_threshold.
     score_threshold: int = 5
     score_reset_days: int = 7
+    # The authserv-id of the server that receives the bounce mailbox's mail (the first
+    # word of the Authentication-Results header it adds, RFC 8601). A mail to the
+    # unsubscribe address acts when that header says its From address passed DKIM
+    # (aligned) or DMARC. Empty: no server's verdict is believed, and only a reply to one
+    # of our mails unsubscribes by mail.
+    authserv_id: str = ""
 
     @property
     def mailbox_enabled(self) -> bool:
@@ -811,6 +817,11 @@ def _validate_bounces(b: BouncesSettings, origin: str) -> None:
         raise ConfigError(f"{origin}: [bounces] return_path {rp!r} must be an address with "
                           f"{{token}} once in its local part, e.g. "
                           f"\"bounces+{{token}}@example.org\"")
+    if b.authserv_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", b.authserv_id):
+        raise ConfigError(f"{origin}: [bounces] authserv_id {b.authserv_id!r} is not a host "
+                          f"name; give the first word of the Authentication-Results header "
+                          f"the receiving server adds (e.g. \"mx.example.org\"), or leave it "
+                          f"empty")
     if b.score_threshold < 1 or b.score_reset_days < 1 or b.poll_minutes < 1:
         raise ConfigError(f"{origin}: [bounces] score_threshold, score_reset_days and "
                           f"poll_minutes must each be at least 1")

@@ -173,9 +173,14 @@ def bounces_job(config: str | None) -> None:
     with _job(config) as (settings, store):
         if not settings.bounces.mailbox_enabled:
             return
-        report = fetch_bounces(settings, store)
+        held: list[str] = []
+        report = fetch_bounces(settings, store, on_outcome=lambda outcome: held.extend(
+            [outcome.held] if outcome.held else []))
         log.info("bounce mailbox: %s read, %s handled, %s left", report.read, report.handled,
                  report.left)
+        if held:
+            log.warning("bounce mailbox: %s message(s) held for review (nothing ties them to "
+                        "mail we sent): see digest bounces review", len(held))
 
 
 def _schedule_waves(store: Store, config: str | None, number: int | None) -> None:

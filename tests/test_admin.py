@@ -925,12 +925,20 @@ def test_feeds_bounces_and_suppressions(site: Site) -> None:
         "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\n"
         "Final-Recipient: rfc822; ada@example.org\nAction: failed\nStatus: 5.1.1\n"
         "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n\n--b--\n")
+    # The report quotes no Message-ID this store sent: held for review, shown as held.
     site.digest.ok("bounces", "import", "bounce.eml")
+    with signed_in(site) as client:
+        held = client.get("/admin/bounces").text
+        assert "hard: ada@example.org" in held
+        assert "quotes no Message-ID of mail this store sent" in held
+        assert "No bounce events yet." in held
+    site.digest.ok("bounces", "review", "--apply", "1")
     with signed_in(site) as client:
         feeds = client.get("/admin/feeds").text
         assert "Broken feed" in feeds and "failing" in feeds
         bounces = client.get("/admin/bounces").text
         assert "ada@example.org" in bounces and "5.1.1" in bounces
+        assert "No reports held for review." in bounces
         listed = client.get("/admin/suppressions").text
         assert "ada@example.org" in listed and "hard-bounced" in listed
         post(client, "/admin/suppressions", "/admin/suppressions/add", email="Boss@Example.org")

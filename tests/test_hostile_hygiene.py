@@ -111,20 +111,23 @@ def _soft(report: str, when: datetime) -> Reading:
 
 
 @pytest.mark.both_backends
-def test_soft_bounces_of_one_day_score_one_point_whatever_order_they_are_read_in(
+def test_soft_bounces_read_on_one_day_score_one_point_whatever_dates_they_carry(
         digest: Digest) -> None:
-    """Two soft bounces dated the same day are one point, also when a report of another
-    day is read between them (a mailbox is not read in date order)."""
+    """The day a soft bounce counts on is the day it is read: reports dated Monday,
+    Wednesday and Monday again, all read on Thursday, are one point (their dates are the
+    sender's word); one more read on Friday is the second."""
     digest.ok("subscribers", "add", "full@example.org")
     desk, store = _desk(digest)
     monday = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    thursday = monday + timedelta(days=3)
     try:
         for report, when in (("a", monday), ("b", monday + timedelta(days=2)),
                              ("c", monday + timedelta(hours=3))):
-            desk.apply(_soft(report, when))
+            desk.apply(_soft(report, when), now=thursday)
+        assert sql(digest.folder, "select bounce_score from subscribers") == [(1,)]
+        desk.apply(_soft("d", monday), now=thursday + timedelta(days=1))
     finally:
         store.close()
-    # Monday and Wednesday: two days with a soft bounce, two points.
     assert sql(digest.folder, "select bounce_score from subscribers") == [(2,)]
 
 
@@ -173,8 +176,13 @@ def test_a_bounce_whose_verp_token_names_no_edition_of_this_store_stops_nothing(
            "DIGEST_BOUNCES__RETURN_PATH": "bounces+{token}@example.org"}
     result = digest("bounces", "import", str(folder), env=env)
     assert "Traceback" not in result.output
-    assert sql(digest.folder, "select status from subscribers where email = "
-                              "'bob@example.org'") == [("bounced",)]
+    # Both read: the first names an edition never sent, the second has no token at all,
+    # so each is held for review and nobody changes.
+    assert "2 held for review" in result.output
+    assert sql(digest.folder, "select held_because from held_reports order by id") == [
+        ("its VERP token names a delivery this store did not send",),
+        ("carries no valid VERP token of ours",)]
+    assert sql(digest.folder, "select distinct status from subscribers") == [("active",)]
 
 
 @pytest.mark.slow
@@ -219,14 +227,18 @@ def test_an_unclosed_quote_in_a_big_csv_is_one_line_not_a_traceback(
 def test_an_unsubscribe_mail_from_an_idn_address_in_unicode_unsubscribes_it(
         digest: Digest, tmp_path: Path) -> None:
     """The subscriber was stored with the domain in ASCII (xn--); their mail client
-    writes it in Unicode in From. Their request to stop must still be honoured."""
+    writes it in Unicode in From, and the receiving server names the signing domain in
+    ASCII. Their request to stop must still be honoured."""
     digest.ok("subscribers", "add", "ada@bücher.de")
     mail = tmp_path / "unsubscribe.eml"
-    mail.write_bytes("From: Ada <ada@bücher.de>\nTo: unsubscribe@example.org\n"
+    mail.write_bytes("Authentication-Results: mx.example.org; dkim=pass "
+                     "header.d=xn--bcher-kva.de\n"
+                     "From: Ada <ada@bücher.de>\nTo: unsubscribe@example.org\n"
                      "Subject: unsubscribe\nMessage-ID: <u1@example.net>\n\n"
                      "unsubscribe\n".encode())
     digest.ok("bounces", "import", str(mail),
-              env={"DIGEST_DIGEST__UNSUBSCRIBE_MAILTO": "unsubscribe@example.org"})
+              env={"DIGEST_DIGEST__UNSUBSCRIBE_MAILTO": "unsubscribe@example.org",
+                   "DIGEST_BOUNCES__AUTHSERV_ID": "mx.example.org"})
     assert sql(digest.folder, "select status from subscribers") == [("unsubscribed",)]
 
 
@@ -235,7 +247,8 @@ def test_a_report_without_message_id_read_from_imap_and_from_a_file_counts_once(
         digest: Digest) -> None:
     """A bounce without a Message-ID (not every MTA adds one) is known by the hash of its
     bytes; the same report as IMAP hands it over (CRLF) and as a Maildir file holds it
-    (LF) is still one report."""
+    (LF) is still one report: held for review once (it quotes no Message-ID of ours),
+    and once applied, one event."""
     digest.ok("subscribers", "add", "full@example.org")
     desk, store = _desk(digest)
     report = _dsn("bounces@example.org", "full@example.org", "x").replace(
@@ -244,6 +257,8 @@ def test_a_report_without_message_id_read_from_imap_and_from_a_file_counts_once(
     try:
         for raw in (report.encode(), report.replace("\n", "\r\n").encode()):
             desk.apply(desk.read(raw, "somewhere"))
+        [(held,)] = sql(digest.folder, "select id from held_reports")
+        desk.apply_held(int(held))
     finally:
         store.close()
     assert sql(digest.folder, "select count(*) from bounce_events") == [(1,)]
@@ -324,8 +339,10 @@ def test_a_bounce_piped_to_dev_stdin_is_read_whole_or_refused(digest: Digest) ->
                           cwd=digest.folder, env=env, capture_output=True, text=True,
                           input=_dsn("bounces@example.org", "bob@example.org", "p1@x"),
                           timeout=120)
-    bounced = sql(digest.folder, "select status from subscribers") == [("bounced",)]
-    assert bounced or done.returncode == 1, done.stdout + done.stderr
+    # Read whole, it is a hard bounce for bob (held for review: no Message-ID of ours).
+    read = sql(digest.folder, "select summary from held_reports") == [
+        ("hard: bob@example.org",)]
+    assert read or done.returncode == 1, done.stdout + done.stderr
 
 
 def test_fetch_of_an_empty_mailbox_does_not_ask_for_a_maildir(

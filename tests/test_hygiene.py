@@ -98,7 +98,9 @@ def test_soft_bounces_score_a_point_a_day_decay_and_bounce_at_the_threshold(
     day = datetime(2026, 11, 2, 9, tzinfo=UTC)
 
     def soft(n: int, when: datetime) -> str:
-        out = d.apply(finding(BounceKind.SOFT, "full@example.org", f"s{n}", when, "4.2.2"))
+        # The day that counts is the day the report is read (now), not its own date.
+        out = d.apply(finding(BounceKind.SOFT, "full@example.org", f"s{n}", when, "4.2.2"),
+                      now=when)
         return out.resolved[0].effect
 
     assert soft(1, day) == "score 1/3"
@@ -464,18 +466,29 @@ BOUNCES = Path(__file__).parent / "data" / "bounces"
 
 
 def test_a_real_complaint_and_a_real_unsubscribe_mail_through_bounces_import(
-        digest: Digest) -> None:
+        digest: Digest, tmp_path: Path) -> None:
     """A feedback-loop report (abusix, ARF) and Apple Mail's unsubscribe mail to the
-    List-Unsubscribe mailto, as their senders wrote them."""
+    List-Unsubscribe mailto, as their senders wrote them. The complaint is about mail
+    this store never sent (no Message-ID of ours): it is held until an editor applies
+    it. The unsubscribe mail acts once the receiving server vouches for its sender."""
     for email in ("kijitora@example.com", "example@icloud.com", "other@example.org"):
         digest.ok("subscribers", "add", email)
-    env = {"DIGEST_DIGEST__UNSUBSCRIBE_MAILTO": "opt-out-100731.e75std53hz8rnmy4r@example.org"}
+    env = {"DIGEST_DIGEST__UNSUBSCRIBE_MAILTO": "opt-out-100731.e75std53hz8rnmy4r@example.org",
+           "DIGEST_BOUNCES__AUTHSERV_ID": "mx.example.org"}
+    apple = tmp_path / "apple.eml"
+    apple.write_bytes(b"Authentication-Results: mx.example.org; dkim=pass (2048-bit key) "
+                      b"header.d=icloud.com header.s=1a1hai; dmarc=pass header.from="
+                      b"icloud.com\n" + (BOUNCES / "sisimai" / "rb-bsd-arf-26.eml").read_bytes())
     result = digest.ok("bounces", "import", "--format", "json",
-                       str(BOUNCES / "sisimai" / "rb-bsd-arf-17.eml"),
-                       str(BOUNCES / "sisimai" / "rb-bsd-arf-26.eml"), env=env)
-    found = json.loads(result.stdout)
-    assert [(f["recipient"], f["kind"]) for f in found if f["recipient"] ==
-            "kijitora@example.com"] == [("kijitora@example.com", "complaint")]
+                       str(BOUNCES / "sisimai" / "rb-bsd-arf-17.eml"), str(apple), env=env)
+    assert json.loads(result.stdout) == []
+    assert "1 held for review" in result.stderr
+    assert status(digest, "kijitora@example.com")[0] == "active"
+    [held] = json.loads(digest.ok("bounces", "review", "--format", "json").stdout)
+    assert held["claims"] == "complaint: kijitora@example.com, sabatora@example.net"
+    assert held["held_because"] == "quotes no Message-ID of mail this store sent"
+    applied = digest.ok("bounces", "review", "--apply", str(held["id"]), env=env)
+    assert "kijitora@example.com" in applied.stdout
     assert status(digest, "kijitora@example.com")[0] == "unsubscribed"
     assert status(digest, "example@icloud.com")[0] == "unsubscribed"
     assert status(digest, "other@example.org")[0] == "active"
@@ -585,4 +598,10 @@ def test_a_bounce_on_standard_input_is_read_as_a_pipe_alias_hands_it_over(
     bounce = (BOUNCES / "flufl" / "postfix_01.txt").read_text(encoding="latin-1")
     result = digest("bounces", "import", "-", input=bounce)
     assert result.exit_code == 0, result.output
+    # It quotes no Message-ID of ours: read, and held for review.
+    assert "1 held for review" in result.output
+    assert status(digest, "xxxxx@local.ie")[0] == "active"
+    [held] = json.loads(digest.ok("bounces", "review", "--format", "json").stdout)
+    assert held["source"] == "stdin#1" and held["claims"] == "hard: xxxxx@local.ie"
+    digest.ok("bounces", "review", "--apply", str(held["id"]))
     assert status(digest, "xxxxx@local.ie")[0] == "bounced"

@@ -5,6 +5,7 @@ in is one line naming the mailbox and the setting that fixes it."""
 from __future__ import annotations
 
 import imaplib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,11 @@ def test_settings_that_cannot_work_are_refused_before_connecting(base: Settings,
 REPORT = DATA / "bounces" / "sisimai" / "rb-bsd-email-postfix-02.eml"   # 5.1.1 for one
 
 
-def test_digest_bounces_fetch_bounces_the_subscriber_a_report_names(
+def test_digest_bounces_fetch_holds_a_report_about_mail_we_never_sent(
         digest: Digest, inbox: DovecotUser, tmp_path: Path) -> None:
+    """A real MTA's report naming a subscriber, about a message this store never sent
+    (its quoted Message-ID is not ours): fetched, held for review, bouncing nobody until
+    an editor applies it."""
     (tmp_path / "subs.csv").write_text("email,name\nuserunknown@example.co.jp,Gone\n"
                                        "reader@example.org,Reader\n")
     digest.ok("subscribers", "import", str(tmp_path / "subs.csv"))
@@ -220,13 +224,18 @@ def test_digest_bounces_fetch_bounces_the_subscriber_a_report_names(
     assert _statuses(tmp_path)["userunknown@example.co.jp"] == "active"
 
     result = digest.ok("bounces", "fetch", env=env)
-    assert "userunknown@example.co.jp" in result.output
-    assert _statuses(tmp_path) == {"userunknown@example.co.jp": "bounced",
+    assert "1 held for review" in result.output
+    assert _statuses(tmp_path) == {"userunknown@example.co.jp": "active",
                                    "reader@example.org": "active"}
     assert inbox.messages() == []
     assert inbox.messages("Processed") == [report]
     digest.ok("bounces", "fetch", env=env)                 # nothing new: nothing changes
     assert inbox.messages("Processed") == [report]
+    [held] = json.loads(digest.ok("bounces", "review", "--format", "json").stdout)
+    assert held["claims"] == "hard: filtered@example.co.jp, userunknown@example.co.jp"
+    digest.ok("bounces", "review", "--apply", str(held["id"]))
+    assert _statuses(tmp_path) == {"userunknown@example.co.jp": "bounced",
+                                   "reader@example.org": "active"}
 
 
 def _statuses(folder: Path) -> dict[str, str]:

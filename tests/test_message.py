@@ -129,6 +129,17 @@ def test_message_id_is_stable_per_edition_and_subscriber(setup: tuple[Settings, 
                 message_id(settings, 4, 9)}) == 3
 
 
+def test_message_id_cannot_be_worked_out_without_the_secret(
+        setup: tuple[Settings, Store]) -> None:
+    """A bounce report acts only when it quotes the Message-ID we gave a delivery, so the
+    Message-ID must not follow from public facts (the ids, the store's URL): another
+    secret, the same store, gives another tag."""
+    settings, _ = setup
+    other = dataclasses.replace(settings, secret_key="o" * 32)
+    assert message_id(settings, 3, 9) != message_id(other, 3, 9)
+    assert message_id(settings, 3, 9).startswith("<digest.3.9.")
+
+
 def test_one_render_per_variant_not_per_subscriber(setup: tuple[Settings, Store],
                                                    tmp_path: Path) -> None:
     settings, store = setup

@@ -527,7 +527,8 @@ def test_sigterm_at_any_early_moment_exits_0_without_a_traceback(
 def test_the_scheduler_reads_the_bounce_mailbox_at_start(
         digest: Digest, smtp: LoopbackSMTPServer, tmp_path: Path) -> None:
     # A real Postfix report (5.1.1 for one address) in a real Dovecot's INBOX: the bounce
-    # job runs as the scheduler starts, bounces that subscriber and moves the report away.
+    # job runs as the scheduler starts and moves the report away. The report is about a
+    # message this store never sent (no Message-ID of ours), so it is held for review.
     need_dovecot()
     (tmp_path / "subs.csv").write_text("email,name\nuserunknown@example.co.jp,Gone\n"
                                        "reader@example.org,Reader\n")
@@ -540,10 +541,13 @@ def test_the_scheduler_reads_the_bounce_mailbox_at_start(
         env = env_for(smtp, "0 8 * * mon", DIGEST_BOUNCES__POLL_MINUTES="60", **inbox.env())
         sched = Scheduler(tmp_path, env)
         sched.wait_for("bounce mailbox: 1 read, 1 handled, 0 left")
+        sched.wait_for("bounce mailbox: 1 message(s) held for review")
         assert sched.stop() == 0
         assert inbox.messages() == []
         assert inbox.messages("Processed") == [report]
     finally:
         server.stop()
     assert sorted(db_rows(tmp_path, "SELECT email, status FROM subscribers")) == [
-        ("reader@example.org", "active"), ("userunknown@example.co.jp", "bounced")]
+        ("reader@example.org", "active"), ("userunknown@example.co.jp", "active")]
+    assert db_rows(tmp_path, "SELECT summary, status FROM held_reports") == [
+        ("hard: filtered@example.co.jp, userunknown@example.co.jp", "held")]

@@ -171,3 +171,22 @@ def test_a_postfix_dsn_for_a_full_mailbox_is_a_soft_bounce(
     people = {email: row[1:3] for email, row in subscribers(digest).items()}
     assert people == {"ada@example.net": ("active", 0), "dan@full.example": ("active", 1)}
     assert sql(digest.folder, "select email_key from suppressions") == []
+
+
+def test_a_postfix_dsn_to_a_forged_verp_address_is_held_and_bounces_nobody(
+        digest: Digest, mta: PostfixServer) -> None:
+    """Anyone can send through an MTA with a made-up VERP return path: the DSN Postfix
+    writes is genuine, but the token is not ours, so it names nobody and is held."""
+    env = send_edition(digest, mta, "ada@example.net")
+    mta.wait_for_relayed(1)
+    digest.ok("subscribers", "add", "carol@gone.example")
+    send(mta, "bounces+1-1-aaaaaaaaaaaaa@example.org", "carol@gone.example")
+    [path] = mta.wait_for_mail("bounces")
+    assert read_mail(path)["To"] == "bounces+1-1-aaaaaaaaaaaaa@example.org"
+    before = subscribers(digest)
+    result = digest.ok("bounces", "import", str(mta.maildir("bounces")), env=env)
+    assert "1 held for review" in result.output
+    assert subscribers(digest) == before
+    [held] = json.loads(digest.ok("bounces", "review", "--format", "json", env=env).stdout)
+    assert (held["claims"], held["held_because"]) == (
+        "hard: carol@gone.example", "carries no valid VERP token of ours")

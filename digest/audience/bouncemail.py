@@ -48,7 +48,7 @@ from ..text import clean_label
 from ..tokens import VerpClaims
 from .bounceformats import read_formats
 from .bouncereasons import cause_of, is_hard
-from .findings import Finding, Reading
+from .findings import Finding, Proof, Reading
 from .webhooks import WebhookRejected, read_ses_notification
 
 __all__ = ["VerpLookup", "VerpLookupError", "classify_failure", "iter_sources", "read_message"]
@@ -774,34 +774,133 @@ def _verp_claims(verp: VerpLookup | None, msg: Message, text: _Text) -> VerpClai
 
 
 # ---------------------------------------------------------------------------------------
+# What ties a message to mail we sent: the Message-IDs it quotes or replies to, and the
+# receiving server's word on who sent it.
+
+MAX_IDS = 20          # Message-IDs kept of one message
+
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s]+>")
+_QUOTED_ID_LINE = re.compile(r"^[ \t>]*message-id:[ \t]*(<[^<>\s@]+@[^<>\s]+>)",
+                             re.IGNORECASE | re.MULTILINE)
+
+
+def _message_ids(values: Sequence[str]) -> tuple[str, ...]:
+    found = (m.lower() for value in values for m in _MESSAGE_ID.findall(value))
+    return tuple(dict.fromkeys(found))[:MAX_IDS]
+
+
+def _quoted_ids(msg: Message, text: _Text) -> tuple[str, ...]:
+    """The Message-IDs of the message a report is about: of every attached message or
+    header block (message/rfc822, text/rfc822-headers), and of "Message-ID:" lines in
+    the text (a plain-text bounce quoting the original). Never the report's own."""
+    values: list[str] = []
+    for part in _parts(msg):
+        kind = part.get_content_type()
+        if kind == "message/rfc822":
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                values += _all_headers(payload[0], "message-id")
+        elif kind == "text/rfc822-headers":
+            headers = message_from_string(_decoded(part).lstrip() + "\n")
+            values += _all_headers(headers, "message-id")
+    values += _QUOTED_ID_LINE.findall(text.full)
+    return _message_ids(values)
+
+
+def _results(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:
+    """An Authentication-Results value (RFC 8601): its authserv-id and each result as
+    (method, result, {ptype.property: value}); comments dropped."""
+    for _ in range(5):          # nested comments, a few levels deep
+        value = re.sub(r"\([^()]*\)", " ", value)
+    fields = [field.strip() for field in value.split(";")]
+    head = fields[0].split()
+    results = []
+    for field in fields[1:]:
+        words = field.split()
+        if not words or "=" not in words[0]:
+            continue
+        method, _, result = words[0].partition("=")
+        props = {key.lower(): val.strip('"').lower()
+                 for key, _, val in (word.partition("=") for word in words[1:]) if val}
+        results.append((method.lower().split("/")[0], result.lower(), props))
+    return (head[0].lower() if head else ""), results
+
+
+def _ascii_domain(domain: str) -> str:
+    """A domain as DNS writes it (an IDN in xn-- form), lower-cased."""
+    domain = domain.strip(".").lower()
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain
+
+
+def _aligned(signer: str, domain: str) -> bool:
+    """A DKIM signing domain aligned with the From domain (relaxed: the same domain or
+    a parent of it), IDNs compared in their xn-- form."""
+    signer, domain = _ascii_domain(signer), _ascii_domain(domain)
+    return bool(signer) and "." in signer and (domain == signer
+                                               or domain.endswith("." + signer))
+
+
+def _sender_authenticated(msg: Message, authserv_id: str) -> bool:
+    """True when the receiving server's Authentication-Results (the topmost header with
+    the configured authserv-id; the server adds its own on top) says the one From address
+    passed DMARC, or DKIM with a signing domain aligned with it."""
+    wanted = authserv_id.strip().lower()
+    senders = _addresses(_all_headers(msg, "from"))
+    if not wanted or len(senders) != 1:
+        return False
+    domain = senders[0].rpartition("@")[2]
+    for value in _all_headers(msg, "authentication-results"):
+        server, results = _results(value)
+        if server != wanted:
+            continue
+        return any(
+            (method == "dmarc" and result == "pass"
+             and _ascii_domain(props.get("header.from", "")) == _ascii_domain(domain))
+            or (method == "dkim" and result == "pass"
+                and _aligned(props.get("header.d", ""), domain))
+            for method, result, props in results)
+    return False
+
+
+# ---------------------------------------------------------------------------------------
 # Reading one message.
 
 
 def read_message(raw: bytes, source: str, *, verp: VerpLookup | None = None,
-                 unsubscribe_address: str = "") -> Reading:
+                 unsubscribe_address: str = "", authserv_id: str = "") -> Reading:
     """What one raw RFC 5322 message from the bounce mailbox says.
 
     verp reads our VERP return paths (`tokens.Verp.read`): a valid token found in the
     report's envelope recipient or the returned message's Return-Path fills subscriber_id
     and edition_id. unsubscribe_address is the address of our List-Unsubscribe mailto: a
     mail to it (not itself an automatic reply or a bounce) asks to unsubscribe its
-    sender. Never raises for what the message holds: a malformed message is ignored."""
-    reading = Reading(source=source, report_id=_raw_id(raw))
+    sender. authserv_id names the receiving server whose Authentication-Results header
+    is believed (empty: none is). The Reading's proof holds what ties the message to mail
+    we sent, for the desk to check. Never raises for what the message holds: a malformed
+    message is ignored."""
+    reading = Reading(source=source, report_id=_raw_id(raw), proof=Proof())
     try:
         # Blank lines before the headers (a message saved from a web mail or pasted into
         # a file) would end the header section at once and leave a message of no headers.
         msg = message_from_bytes(raw[:MAX_MESSAGE_BYTES].lstrip(b" \t\r\n"))
         reading.report_id = _report_id(msg, raw)
-        return _read(msg, reading, verp, unsubscribe_address)
+        return _read(msg, reading, verp, unsubscribe_address, authserv_id)
     except _MALFORMED as error:
         log.info("%s: unreadable message ignored (%s)", source, type(error).__name__)
-        return Reading(source=source, report_id=reading.report_id)
+        return Reading(source=source, report_id=reading.report_id, proof=Proof())
 
 
 def _read(msg: Message, reading: Reading, verp: VerpLookup | None,
-          unsubscribe_address: str) -> Reading:
+          unsubscribe_address: str, authserv_id: str) -> Reading:
     text = _texts(msg)
     claims = _verp_claims(verp, msg, text)
+    reading.proof = Proof(verp=claims, quoted_ids=_quoted_ids(msg, text),
+                          reply_ids=_message_ids(_all_headers(msg, "in-reply-to")
+                                                 + _all_headers(msg, "references")),
+                          sender_authenticated=_sender_authenticated(msg, authserv_id))
     when = _date(_header(msg, "date"))
     mailed = _ses_mail(msg, text, reading)
     if mailed is not None:

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..store.models import BounceKind
+from ..tokens import VerpClaims
 
-__all__ = ["Finding", "Reading"]
+__all__ = ["Finding", "Proof", "Reading"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,22 @@ class Finding:
     cause: str = ""
 
 
+@dataclass(frozen=True)
+class Proof:
+    """What a message from the bounce mailbox shows of its link to mail we sent, as read
+    from the message; the bounce desk checks it against the store before acting."""
+
+    verp: VerpClaims | None = None       # a valid token of ours (VERP on)
+    # Message-IDs the report quotes of the message it is about (the returned message or
+    # its headers, an ARF's attached headers, "Message-ID:" lines of a quoted original).
+    quoted_ids: tuple[str, ...] = ()
+    # In-Reply-To and References: a reply to one of our mails.
+    reply_ids: tuple[str, ...] = ()
+    # The receiving server (its Authentication-Results, under the configured authserv-id)
+    # says the From address passed DKIM (aligned header.d) or DMARC.
+    sender_authenticated: bool = False
+
+
 @dataclass
 class Reading:
     """What one message yields: findings, a request to unsubscribe its sender (a mail to
@@ -43,6 +60,10 @@ class Reading:
     findings: list[Finding] = field(default_factory=list)
     unsubscribe: str | None = None   # the From address of a mail to unsubscribe_mailto
     report_id: str = ""
+    # Set for every message read from mail (anyone can write to the bounce address): the
+    # desk acts only on what it proves. None for sources that authenticate themselves
+    # (a provider's signed webhook, the SMTP session of our own sending).
+    proof: Proof | None = None
 
     @property
     def ignored(self) -> bool:

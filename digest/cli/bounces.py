@@ -1,4 +1,5 @@
-"""digest bounces: import (files of bounce mail), fetch (the bounce mailbox), list."""
+"""digest bounces: import (files of bounce mail), fetch (the bounce mailbox), list, review
+(reports held because nothing tied them to mail we sent)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def _outcome_rows(table: Table, outcome: Outcome) -> None:
     if outcome.unsubscribed:
         table.add_row(outcome.unsubscribed, "unsubscribe", "-", "unsubscribed",
                       escape(_short_source(outcome.reading.source)))
+    if outcome.held:
+        table.add_row("-", "held", "-", escape(f"held for review: {outcome.held}"),
+                      escape(_short_source(outcome.reading.source)))
 
 
 _NONE_IN_FILES = ("No messages found (give a Maildir with cur/ new/ tmp/, an mbox file, "
@@ -69,6 +73,9 @@ def _summary(report: DeskReport, dry_run: bool, none: str = _NONE_IN_FILES) -> s
     if report.requests:
         line += (f"; {report.requests} mail(s) to the unsubscribe address, "
                  f"{report.unsubscribed} unsubscribed")
+    if report.held:
+        line += (f"; {report.held} held for review (nothing ties them to mail we sent: "
+                 f"see digest bounces review)")
     if effects:
         line += f". Subscribers: {effects}"
     return line + (" (dry run: nothing was stored)" if dry_run else "")
@@ -100,7 +107,9 @@ def bounces_import(app: App, sources: Sequence[str], dry_run: bool, fmt: str) ->
     Bounces, complaints (ARF), auto-replies and mails to the unsubscribe address are
     found, and each kind does what it does: hard → bounced and suppressed; soft → the
     bounce score; complaint → unsubscribed and suppressed; auto-reply → nothing. Reading
-    the same message twice records it once.
+    the same message twice records it once. A message that nothing ties to mail this
+    store sent (a valid VERP token, else a Message-ID we sent that recipient) is held for
+    review and changes nobody: see digest bounces review.
 
     Example:
 
@@ -203,3 +212,60 @@ def bounces_list(app: App, since: datetime | None, limit: int, fmt: str) -> None
                       r.status or "-", str(r.edition_number or "-"), escape(r.reason))
     print_table(table, keep=("received", "recipient", "kind", "status", "edition"),
                 wide=("reason",))
+
+
+@bounces.command("review")
+@click.option("--apply", "apply_id", type=click.IntRange(1), metavar="ID",
+              help="Do what held report ID claims.")
+@click.option("--dismiss", "dismiss_id", type=click.IntRange(1), metavar="ID",
+              help="Throw held report ID away; it changes nobody.")
+@click.option("--all", "every", is_flag=True, help="Decided reports too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def bounces_review(app: App, apply_id: int | None, dismiss_id: int | None, every: bool,
+                   fmt: str) -> None:
+    """Reports held for review, and applying or dismissing one.
+
+    Mail to the bounce address acts only when it is tied to mail this store sent: a
+    valid VERP token (with [bounces] return_path), else a quoted Message-ID we gave that
+    recipient; a mail to the unsubscribe address, when the receiving server authenticated
+    its sender or it replies to our mail. Anything else, and any message naming more
+    than 10 recipients, is held here and changes nobody until applied.
+
+    Example:
+
+    \b
+        digest bounces review
+        digest bounces review --apply 3
+    """
+    desk = BounceDesk(app.store, app.settings)
+    if apply_id is not None and dismiss_id is not None:
+        raise InputError("give --apply or --dismiss, not both")
+    if apply_id is not None:
+        outcome = desk.apply_held(apply_id)
+        report = DeskReport()
+        report.add(outcome)
+        _emit([outcome], report, "table", False)
+        return
+    if dismiss_id is not None:
+        desk.dismiss_held(dismiss_id)
+        out.print(f"Held report {dismiss_id} dismissed; it changed nobody")
+        return
+    rows = desk.held(every=every)
+    if fmt == "json":
+        click.echo(json.dumps([
+            {"id": r.id, "received": r.received_at.isoformat(), "source": r.source,
+             "claims": r.summary, "held_because": r.held_because, "status": r.status.value,
+             "outcome": r.outcome} for r in rows], indent=2))
+        return
+    if not rows:
+        out.print("No reports held for review")
+        return
+    table = Table("id", "received", "claims", "held because", "status", "message")
+    for r in rows:
+        table.add_row(str(r.id), r.received_at.strftime("%Y-%m-%d"), escape(r.summary),
+                      escape(r.held_because), r.status.value + (f" ({escape(r.outcome)})"
+                                                                 if r.outcome else ""),
+                      escape(_short_source(r.source)))
+    print_table(table, keep=("id", "received", "status"), wide=("claims", "held because"))

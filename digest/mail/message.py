@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 import html
 import re
 from collections.abc import Sequence
@@ -94,9 +95,11 @@ def list_id(settings: Settings) -> str:
 
 
 def message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
-    """Stable per (edition, subscriber): a resend carries the same Message-ID."""
-    tag = hashlib.sha256(f"{settings.store_url}|{edition_id}|{subscriber_id}".encode()
-                         ).hexdigest()[:12]
+    """Stable per (edition, subscriber): a resend carries the same Message-ID. Its tag
+    is keyed with the secret: a bounce report counts only when it quotes the Message-ID
+    we gave that delivery (without VERP), so nobody else may work one out."""
+    tag = hmac.new(settings.signing_key, f"message-id:{edition_id}:{subscriber_id}".encode(),
+                   hashlib.sha256).hexdigest()[:16]
     return f"<digest.{edition_id}.{subscriber_id}.{tag}@{_domain(settings)}>"
 
 

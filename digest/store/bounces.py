@@ -7,6 +7,7 @@ mail and the providers' webhooks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ from .db import table_of
 from .models import (
     BounceEvent,
     BounceKind,
+    Delivery,
+    DeliveryStatus,
     Edition,
     Subscriber,
     SubscriberStatus,
@@ -26,8 +29,8 @@ from .models import (
 )
 from .suppressions import suppress
 
-__all__ = ["BouncePolicy", "NewEvent", "edition_exists", "event_rows", "forget_events",
-           "record_event"]
+__all__ = ["BouncePolicy", "NewEvent", "delivery_sent", "edition_exists", "event_rows",
+           "forget_events", "record_event", "sent_with_ids"]
 
 _MAILABLE = (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
 
@@ -79,7 +82,11 @@ def record_event(conn: Any, event: NewEvent, policy: BouncePolicy, now: datetime
 
     hard → bounced and suppressed at once; soft → the score: at most one point a day,
     forgotten after score_reset_days without a bounce, bounced at score_threshold;
-    complaint → unsubscribed and suppressed at once; auto-reply → nothing."""
+    complaint → unsubscribed and suppressed at once; auto-reply → nothing.
+
+    The days the score counts are the days digest learned of the bounces (now, the
+    caller's clock), never the dates the reports give themselves: a report's Date is
+    the sender's word, and back-dated reports would each count a day of their own."""
     if not _insert(conn, event, now):
         return None
     s = table_of(Subscriber)
@@ -87,7 +94,6 @@ def record_event(conn: Any, event: NewEvent, policy: BouncePolicy, now: datetime
                        .where(s.c.id == event.subscriber_id)).first()
     if row is None or event.kind is BounceKind.AUTO_REPLY:
         return "nothing"
-    when = event.occurred_at
     mine = s.c.id == event.subscriber_id
     if event.kind is BounceKind.COMPLAINT:
         conn.execute(update(s).where(mine, s.c.status.in_(_MAILABLE)).values(
@@ -96,10 +102,10 @@ def record_event(conn: Any, event: NewEvent, policy: BouncePolicy, now: datetime
         return "unsubscribed"
     if event.kind is BounceKind.HARD:
         conn.execute(update(s).where(mine).values(
-            hard_bounces=s.c.hard_bounces + 1, last_bounce_at=when, updated_at=now))
+            hard_bounces=s.c.hard_bounces + 1, last_bounce_at=now, updated_at=now))
         return _bounce(conn, row, mine, SuppressionReason.HARD_BOUNCED, event.source, now)
-    score = _score(conn, event, row.bounce_score, row.last_bounce_at, policy)
-    last = max(when, row.last_bounce_at) if row.last_bounce_at else when
+    score = _score(conn, event, row.bounce_score, row.last_bounce_at, policy, now)
+    last = max(now, row.last_bounce_at) if row.last_bounce_at else now
     conn.execute(update(s).where(mine).values(bounce_score=score, last_bounce_at=last,
                                               updated_at=now))
     if score >= policy.score_threshold:
@@ -108,22 +114,19 @@ def record_event(conn: Any, event: NewEvent, policy: BouncePolicy, now: datetime
 
 
 def _score(conn: Any, event: NewEvent, score: int, last: datetime | None,
-           policy: BouncePolicy) -> int:
-    """The score after a soft bounce: a point for a day without one before (whatever
-    order the reports are read in), a new count after score_reset_days without a bounce;
-    a report older than the current count's window adds nothing."""
-    when, window = event.occurred_at, timedelta(days=policy.score_reset_days)
-    if last is not None and when < last - window:
-        return score
+           policy: BouncePolicy, now: datetime) -> int:
+    """The score after a soft bounce recorded now: a point for a day on which no soft
+    bounce was recorded before, a new count after score_reset_days without a bounce."""
+    window = timedelta(days=policy.score_reset_days)
     e = table_of(BounceEvent)
-    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     same_day = conn.execute(select(func.count()).select_from(e).where(
         e.c.subscriber_id == event.subscriber_id, e.c.kind == BounceKind.SOFT.value,
-        e.c.occurred_at >= day, e.c.occurred_at < day + timedelta(days=1),
+        e.c.recorded_at >= day, e.c.recorded_at < day + timedelta(days=1),
         e.c.fingerprint != event.fingerprint)).scalar_one()
     if same_day:
         return max(score, 1)
-    if last is None or when - last > window:
+    if last is None or now - last > window:
         return 1
     return score + 1
 
@@ -135,6 +138,31 @@ def _bounce(conn: Any, row: Any, mine: Any, reason: SuppressionReason, source: s
         status=SubscriberStatus.BOUNCED.value, updated_at=now))
     suppress(conn, row.email_key, reason, source, now)
     return "bounced" if row.status in _MAILABLE else "suppressed"
+
+
+# A delivery handed to (or tried on) the SMTP server: one a report may be about.
+_TRIED = (DeliveryStatus.SENDING.value, DeliveryStatus.SENT.value,
+          DeliveryStatus.DEFERRED.value, DeliveryStatus.FAILED.value)
+
+
+def delivery_sent(session: Session, edition_id: int, subscriber_id: int) -> bool:
+    """Whether this store sent (or tried to send) that edition to that subscriber."""
+    d = table_of(Delivery)
+    return session.execute(select(d.c.id).where(
+        d.c.edition_id == edition_id, d.c.subscriber_id == subscriber_id,
+        d.c.status.in_(_TRIED))).first() is not None
+
+
+def sent_with_ids(session: Session, message_ids: Sequence[str]) -> set[int]:
+    """The subscribers this store sent (or tried to send) a message with one of these
+    Message-IDs (compared lower-cased, as a report may write them)."""
+    if not message_ids:
+        return set()
+    d = table_of(Delivery)
+    rows = session.execute(select(d.c.subscriber_id).where(
+        func.lower(d.c.message_id).in_([m.lower() for m in message_ids]),
+        d.c.status.in_(_TRIED))).all()
+    return {row.subscriber_id for row in rows}
 
 
 def edition_exists(session: Session, edition_id: int) -> bool:

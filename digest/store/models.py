@@ -465,3 +465,32 @@ class BounceEvent(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_written_at, index=True)
     # The same report read twice (a mailbox re-read, a webhook retried) is one event.
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class HeldStatus(enum.StrEnum):
+    HELD = "held"                # waiting for an editor
+    APPLIED = "applied"          # an editor applied it
+    DISMISSED = "dismissed"      # an editor threw it away
+
+
+class HeldReport(Base):
+    """A report from the bounce mailbox that changed nobody because nothing tied it to
+    mail this store sent (no valid VERP token, no Message-ID of ours, an unauthenticated
+    sender, too many recipients): what it claims, kept for an editor to apply or dismiss."""
+
+    __tablename__ = "held_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    # The same message read twice (a mailbox re-read) is held once.
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    summary: Mapped[str] = mapped_column(String(500), default="")     # what it claims
+    held_because: Mapped[str] = mapped_column(String(500), default="")
+    # The findings (JSON) and the unsubscribe request, as the reading had them.
+    claims: Mapped[str] = mapped_column(Text, default="[]")
+    unsubscribe: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[HeldStatus] = mapped_column(_enum(HeldStatus), default=HeldStatus.HELD,
+                                               index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(500), default="")

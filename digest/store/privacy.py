@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .bounces import forget_events
@@ -13,6 +13,7 @@ from .db import Store, rowcount, table_of
 from .models import (
     Delivery,
     Edition,
+    HeldReport,
     OutboxMail,
     RateLimitHit,
     Subscriber,
@@ -39,9 +40,10 @@ def erase_person(session: Session, address: str, hashed_key: str,
                  sub: Subscriber | None, now: datetime) -> dict[str, int]:
     """Erase everything personal about address in the caller's transaction: the
     subscriber row keeps only its id (the ledger's rows refer to it), their deliveries
-    lose their error texts (a server's reply can quote the address), their bounce events
-    and queued mails go, and the suppression list keeps only hashed_key. Returns counts."""
-    counts = {"events": 0, "mails": 0, "deliveries": 0}
+    lose their error texts (a server's reply can quote the address), their bounce events,
+    queued mails and the held reports naming them go, and the suppression list keeps only
+    hashed_key. Returns counts."""
+    counts = {"events": 0, "mails": 0, "deliveries": 0, "held": 0}
     o, d = table_of(OutboxMail), table_of(Delivery)
     counts["mails"] = rowcount(session.execute(delete(o).where(o.c.recipient == address)))
     # Counters keyed by an address end with it ("admin-try:<network>:<address>",
@@ -51,6 +53,13 @@ def erase_person(session: Session, address: str, hashed_key: str,
                                                       autoescape=True)))
     session.execute(delete(table_of(Suppression)).where(
         table_of(Suppression).c.email_key == address.lower()))
+    # Reports held for review that name the address (as a recipient or as the sender of
+    # an unsubscribe mail) go whole: nothing else in them is worth keeping.
+    h, key = table_of(HeldReport), address.lower()
+    counts["held"] = rowcount(session.execute(delete(h).where(or_(
+        func.lower(h.c.claims).contains(key, autoescape=True),
+        func.lower(h.c.summary).contains(key, autoescape=True),
+        func.lower(h.c.unsubscribe) == key))))
     suppress(session, hashed_key, SuppressionReason.ERASED, "erased on request", now)
     if sub is None:
         return counts

@@ -134,8 +134,9 @@ def feeds() -> Any:
 
 def bounces() -> Any:
     here = site()
-    return render_template("web/admin/bounces.html.j2",
-                           events=BounceDesk(here.store, here.settings).events(limit=200))
+    desk = BounceDesk(here.store, here.settings)
+    return render_template("web/admin/bounces.html.j2", events=desk.events(limit=200),
+                           held=desk.held(limit=200))
 
 
 def suppressions() -> Any:
