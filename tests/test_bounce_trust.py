@@ -73,11 +73,11 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 def dsn(recipients: list[str], *, status: str = "5.1.1", to: str = "bounces@news.example.org",
         quoted_id: str = "", date: str = "Thu, 26 Nov 2026 10:00:00 +0000",
-        report_id: str = "<dsn-1@mx.example.net>") -> str:
+        report_id: str = "<dsn-1@mx.example.net>", diagnostic: str = "User unknown") -> str:
     """An RFC 3464 report, one block per recipient, the returned headers quoting
     quoted_id when given."""
     blocks = "".join(f"\nFinal-Recipient: rfc822; {r}\nAction: failed\nStatus: {status}\n"
-                     f"Diagnostic-Code: smtp; 550 {status} <{r}>: User unknown\n"
+                     f"Diagnostic-Code: smtp; 550 {status} <{r}>: {diagnostic}\n"
                      for r in recipients)
     headers = ("\n--B\nContent-Type: text/rfc822-headers\n\n"
                f"Message-ID: {quoted_id}\nFrom: news@news.example.org\n"
@@ -223,7 +223,8 @@ def test_back_dated_soft_bounces_count_one_point_a_day(
     now = digest.clock.now()
     files = [write(tmp_path, f"soft{n}.eml", dsn(
         ["alice@example.net"], status="4.2.2", quoted_id=sent["alice@example.net"],
-        date=format_datetime(now - timedelta(days=n)), report_id=f"<soft{n}@mx.example.net>"))
+        date=format_datetime(now - timedelta(days=n)), report_id=f"<soft{n}@mx.example.net>",
+        diagnostic="Mailbox full"))
         for n in range(1, 6)]
     import_(digest, *files)
     assert people(digest)["alice@example.net"] == ("active", 1)
@@ -232,7 +233,8 @@ def test_back_dated_soft_bounces_count_one_point_a_day(
     digest.clock.advance(days=1)
     import_(digest, write(tmp_path, "soft6.eml", dsn(
         ["alice@example.net"], status="4.2.2", quoted_id=sent["alice@example.net"],
-        date=format_datetime(now - timedelta(days=30)), report_id="<soft6@mx.example.net>")))
+        date=format_datetime(now - timedelta(days=30)), report_id="<soft6@mx.example.net>",
+        diagnostic="Mailbox full")))
     assert people(digest)["alice@example.net"] == ("active", 2)
 
 
@@ -358,8 +360,8 @@ def test_erasing_a_person_deletes_the_held_reports_naming_them(
     import_(digest, write(tmp_path, "alice.eml", dsn(["alice@example.net"])),
             write(tmp_path, "dave.eml", unsubscribe_mail("Dave@Example.net")))
     assert len(held(digest)) == 2
-    digest.ok("subscribers", "erase", "alice@example.net", env=env())
-    digest.ok("subscribers", "erase", "dave@example.net", env=env())
+    digest.ok("subscribers", "erase", "alice@example.net", "--yes", env=env())
+    digest.ok("subscribers", "erase", "dave@example.net", "--yes", env=env())
     assert held(digest) == []
     assert sql(digest.folder, "select count(*) from held_reports") == [(0,)]
 

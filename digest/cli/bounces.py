@@ -34,9 +34,16 @@ def bounces() -> None:
 
 
 def _finding_objects(outcome: Outcome) -> list[dict[str, Any]]:
+    """What a message was read to say, one object per finding, and what came of it (a
+    held report's findings too: what it claims is what the editor reviews)."""
+    if outcome.held:
+        return [{"source": f.source, "recipient": f.recipient, "kind": f.kind.value,
+                 "status": f.status, "cause": f.cause, "reason": f.reason,
+                 "effect": f"held for review: {outcome.held}"}
+                for f in outcome.reading.findings]
     return [{"source": r.finding.source, "recipient": r.recipient, "kind": r.finding.kind.value,
              "status": r.finding.status, "cause": r.finding.cause,
-             "reason": r.finding.reason}
+             "reason": r.finding.reason, "effect": r.effect}
             for r in outcome.resolved]
 
 
