@@ -481,7 +481,10 @@ def test_a_real_complaint_and_a_real_unsubscribe_mail_through_bounces_import(
                       b"icloud.com\n" + (BOUNCES / "sisimai" / "rb-bsd-arf-26.eml").read_bytes())
     result = digest.ok("bounces", "import", "--format", "json",
                        str(BOUNCES / "sisimai" / "rb-bsd-arf-17.eml"), str(apple), env=env)
-    assert json.loads(result.stdout) == []
+    # What the held complaint claims is listed, and that it was held.
+    assert [(f["recipient"], f["kind"], f["effect"]) for f in json.loads(result.stdout)] == [
+        (who, "complaint", "held for review: quotes no Message-ID of mail this store sent")
+        for who in ("kijitora@example.com", "sabatora@example.net")]
     assert "1 held for review" in result.stderr
     assert status(digest, "kijitora@example.com")[0] == "active"
     [held] = json.loads(digest.ok("bounces", "review", "--format", "json").stdout)

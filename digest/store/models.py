@@ -40,6 +40,8 @@ __all__ = [
     "Edition",
     "EditionStatus",
     "Feed",
+    "HeldReport",
+    "HeldStatus",
     "OutboxMail",
     "RateLimitHit",
     "Source",
