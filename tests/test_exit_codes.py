@@ -116,3 +116,4 @@ def test_a_second_ctrl_c_is_130_with_one_line(digest: Digest, smtp: LoopbackSMTP
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "Interrupted.", err
     assert "Aborted" not in out + err
+    assert "Traceback" not in err and "Error closing" not in err, err
