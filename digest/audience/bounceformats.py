@@ -95,7 +95,11 @@ def _domino(notice: str) -> list[Listed]:
 def read_formats(notice: str) -> list[Listed]:
     """The recipients the notice names by its MTA's own format; [] when no reader knows
     it (the notice is then left to the generic detectors)."""
-    for reader in (_exchange, _domino):
+    # Imported here: the readers of other MTAs build on Listed and the patterns above.
+    from .bounceformats_services import READERS as SERVICES
+    from .bounceformats_unix import READERS as UNIX
+
+    for reader in (_exchange, _domino, *UNIX, *SERVICES):
         found = reader(notice)
         if found:
             return found
