@@ -526,7 +526,7 @@ def _formatted_failures(text: _Text) -> list[_Failure]:
     the MTA's own error name when it gives one."""
     found: dict[str, _Failure] = {}
     for listed in read_formats(text.notice):
-        failure = _explain(listed.address, None, listed.said, text)
+        failure = _explain(listed.address, None, listed.said, text, delayed=listed.delayed)
         if listed.cause and failure.cause in {"undefined", "expired", "securityerror",
                                               "systemerror"}:
             hard = is_hard(listed.cause, failure.status, listed.said)
