@@ -126,6 +126,21 @@ def test_opensmtpd_delay_warning_is_soft() -> None:
     assert _found(message) == [("heidi@example.net", SOFT, "expired")]
 
 
+def test_opensmtpd_first_releases_recipient_and_reason() -> None:
+    """OpenSMTPD's first releases (smtpd's bounce client: "Hi !", the MAILER-DAEMON
+    line, "Recipient: user@host", "Reason:" and the reason on the next line)."""
+    body = ("Hi !\n\n"
+            "This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n"
+            "An error has occurred while attempting to deliver a message.\n\n"
+            "Recipient: ruth@example.net\n"
+            "Reason:\n"
+            "550 5.1.1 <ruth@example.net>... User unknown\n\n"
+            "Below is a copy of the original message:\n\n" + ORIGINAL)
+    message = _notice("Mailer Daemon <MAILER-DAEMON@mx.example.org>",
+                      "Delivery status notification", body)
+    assert _found(message) == [("ruth@example.net", HARD, "userunknown")]
+
+
 EXIM_INTRO = "This message was created automatically by mail delivery software.\n\n"
 
 

@@ -15,7 +15,8 @@ delay is not a verdict on the address, so such a failure is never hard.
   "Recipient address:" (or "Original address:"), "Reason:" and "Diagnostic code:".
 - OpenSMTPD (bounce.c): "This is the MAILER-DAEMON, please DO NOT REPLY to this
   e-mail.", then "user@host: 550 5.1.1 …" per recipient; its warnings say "A message is
-  delayed for more than …" and "this is only a temporary failure report".
+  delayed for more than …" and "this is only a temporary failure report". Its first
+  releases wrote "Recipient: user@host" and "Reason:" with the reason below.
 - Exim (deliver.c): "This message was created automatically by mail delivery software."
   (or another of its opening lines), then each recipient indented two spaces, what
   happened indented four; its warnings say "has not yet been delivered", "Delay
@@ -142,6 +143,9 @@ _OPENSMTPD_END = re.compile(r"^\s*Below is a copy of the original message", _M)
 _OPENSMTPD_DELAY = re.compile(r"A message is delayed for more than|only a temporary"
                               r" failure report", re.I)
 _OPENSMTPD_LINE = re.compile(r"^\s*<?(" + _ADDRESS + r")>?:\s*(.+)$")
+# Its first releases: "Recipient: user@host", then "Reason:" and the reason below it.
+_OPENSMTPD_OLD = re.compile(r"^\s*Recipient:\s*<?(" + _ADDRESS + r")>?\s*\n\s*Reason:\s*\n?"
+                            r"(.*)$", _M)
 
 
 def _opensmtpd(notice: str) -> list[Listed]:
@@ -153,6 +157,8 @@ def _opensmtpd(notice: str) -> list[Listed]:
     body = body[: end.start()] if end else body
     delayed = bool(_OPENSMTPD_DELAY.search(body))
     found: dict[str, Listed] = {}
+    for address, said in _OPENSMTPD_OLD.findall(body)[:MAX_LISTED]:
+        found.setdefault(address.lower(), Listed(address.lower(), said.strip()))
     for line in body.splitlines():
         listed = _OPENSMTPD_LINE.match(line)
         if listed:
