@@ -80,6 +80,26 @@ domain. The error that the other server returned was: 450 450 4.2.2
 <full@example.jp>... Mailbox Full (state 14).
 """
 
+# A delay warning as a Gmail user quoted it in a public forum thread: still retried, so no
+# verdict on the address whatever the DNS said.
+GMAIL_DELAYED_DNS = """This is an automatically generated Delivery Status Notification
+
+THIS IS A WARNING MESSAGE ONLY.
+
+YOU DO NOT NEED TO RESEND YOUR MESSAGE.
+
+Delivery to the following recipient has been delayed:
+
+     kevin@mydomain.example
+
+Message will be retried for 1 more day(s)
+
+Technical details of temporary failure:
+DNS Error: Domain name not found
+
+----- Original message -----
+"""
+
 GMAIL_DNS = """Delivery to the following recipient failed permanently:
 
      someone@nxdomain.example
@@ -94,6 +114,7 @@ DNS Error: Domain name not found
     (GMAIL_NEW, [("nobody@example.jp", HARD, "userunknown")]),
     (GMAIL_DELAYED, [("full@example.jp", SOFT, "mailboxfull")]),
     (GMAIL_DNS, [("someone@nxdomain.example", HARD, "hostunknown")]),
+    (GMAIL_DELAYED_DNS, [("kevin@mydomain.example", SOFT, "expired")]),
 ])
 def test_gmail_plain_text_notices_name_their_recipients(
         body: str, expected: list[tuple[str, BounceKind, str]]) -> None:

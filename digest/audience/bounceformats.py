@@ -26,12 +26,13 @@ MAX_LISTED = 1000
 
 @dataclass(frozen=True)
 class Listed:
-    """One recipient a notice names: what the server said, and the cause when the MTA's
-    own error name gives it."""
+    """One recipient a notice names: what the server said, the cause when the MTA's
+    own error name gives it, and whether the MTA is still trying (a delay warning)."""
 
     address: str
     said: str
     cause: str = ""
+    delayed: bool = False
 
 
 # Exchange's error names and Sisimai's reason for each.

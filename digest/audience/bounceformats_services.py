@@ -87,9 +87,8 @@ def _gmail(notice: str) -> list[Listed]:
         said = _said(lines) or details
         # The remote server's own reply, without Google's sentences around it.
         said = said.rpartition(_GMAIL_REPLY)[2].strip() or said
-        if delayed:
-            said = f"Delivery to the following recipient has been delayed: {said}".strip()
-        found.append(Listed(address, said, _gmail_cause(said)))
+        cause = "expired" if delayed else _gmail_cause(said)
+        found.append(Listed(address, said, cause, delayed=delayed))
     return found
 
 

@@ -528,13 +528,13 @@ def _formatted_failures(text: _Text) -> list[_Failure]:
     the MTA's own error name when it gives one."""
     found: dict[str, _Failure] = {}
     for listed in read_formats(text.notice):
-        failure = _explain(listed.address, None, listed.said, text)
+        failure = _explain(listed.address, None, listed.said, text, delayed=listed.delayed)
         # The MTA's own error name for this recipient, when their own words name no
         # cause, before what the rest of the notice says (it may be about others).
         own = _cause(None, listed.said)[1] if listed.said else "undefined"
         if listed.cause and (own in _UNTOLD or failure.cause in {
                 "undefined", "expired", "securityerror", "systemerror"}):
-            hard = is_hard(listed.cause, failure.status, listed.said)
+            hard = is_hard(listed.cause, failure.status, listed.said) and not listed.delayed
             failure = replace(failure, cause=listed.cause,
                               kind=BounceKind.HARD if hard else BounceKind.SOFT)
         _add(found, failure)
