@@ -20,6 +20,8 @@ Reading, never an exception.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
 import hashlib
@@ -527,9 +529,12 @@ def _formatted_failures(text: _Text) -> list[_Failure]:
     found: dict[str, _Failure] = {}
     for listed in read_formats(text.notice):
         failure = _explain(listed.address, None, listed.said, text, delayed=listed.delayed)
-        if listed.cause and failure.cause in {"undefined", "expired", "securityerror",
-                                              "systemerror"}:
-            hard = is_hard(listed.cause, failure.status, listed.said)
+        # The MTA's own error name for this recipient, when their own words name no
+        # cause, before what the rest of the notice says (it may be about others).
+        own = _cause(None, listed.said)[1] if listed.said else "undefined"
+        if listed.cause and (own in _UNTOLD or failure.cause in {
+                "undefined", "expired", "securityerror", "systemerror"}):
+            hard = is_hard(listed.cause, failure.status, listed.said) and not listed.delayed
             failure = replace(failure, cause=listed.cause,
                               kind=BounceKind.HARD if hard else BounceKind.SOFT)
         _add(found, failure)
@@ -568,7 +573,8 @@ _BOUNCE_SUBJECT = re.compile(
     r"|notification|has failed)|returned mail|returning message|failure notice|failed mail"
     r"|mail delivery|non-?delivery|could not be delivered|delayed mail|message delayed"
     r"|mail (system )?error|warning: message|error during delivery|delivery failure"
-    r"|processing error|rejected mail|non remis|unzustellbar|nicht zustellbar",
+    r"|processing error|rejected mail|non remis|unzustellbar|nicht zustellbar"
+    r"|^fail(ed|ure) delivery",
     re.IGNORECASE)
 
 
@@ -603,6 +609,14 @@ def _attached_headers(msg: Message) -> Message | None:
         if kind == "message/rfc822":
             payload = part.get_payload()
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                encoded = payload[0].get_payload()
+                if _header(part, "content-transfer-encoding").strip().lower() == "base64" \
+                        and not payload[0].keys() and isinstance(encoded, str):
+                    # Base64 (against RFC 2046, but feedback loops do it): the parser
+                    # took the encoded text for a message without headers.
+                    with contextlib.suppress(binascii.Error, ValueError):
+                        data = base64.b64decode(encoded[: MAX_TEXT * 4], validate=False)
+                        return message_from_string(_bytes_text(data).lstrip() + "\n")
                 return payload[0]
         elif kind == "text/rfc822-headers":
             return message_from_string(_decoded(part).lstrip() + "\n")
@@ -626,7 +640,31 @@ class _Complaint:
     occurred_at: datetime | None
 
 
-def _arf(msg: Message) -> _Complaint | None:
+# A report's fields written in its text (a feedback report whose fields are not in a
+# message/feedback-report part).
+_REPORTED_LINE = re.compile(r"^(?:original-rcpt-to|removal-recipient):[ \t]*(.+)$",
+                            re.I | re.M)
+
+
+def _complained(msg: Message, fields: Message | None, text: _Text) -> list[str]:
+    """The readers a complaint names, as Sisimai::ARF reads them: its Original-Rcpt-To
+    fields (Removal-Recipient in an opt-out report), else those fields written in its
+    text, else the reported message's X-HmXmrOriginalRecipient (Microsoft's) or To (a
+    report that redacts Original-Rcpt-To, or leaves it out, still returns the message)."""
+    found: list[str] = []
+    if fields is not None:
+        found = _addresses(_all_headers(fields, "original-rcpt-to")
+                           + _all_headers(fields, "removal-recipient"))
+    if not found:
+        found = _addresses(_REPORTED_LINE.findall(text.notice)[:MAX_RECIPIENTS])
+    original = _attached_headers(msg)
+    if not found and original is not None:
+        found = _addresses(_all_headers(original, "x-hmxmroriginalrecipient")) or _addresses(
+            _all_headers(original, "to"))
+    return list(dict.fromkeys(found))[:MAX_RECIPIENTS]
+
+
+def _arf(msg: Message, text: _Text) -> _Complaint | None:
     """None when the message is no feedback report; a complaint with no recipients for a
     report that is not one (not-spam, auth-failure)."""
     fields = _feedback_fields(msg)
@@ -635,29 +673,34 @@ def _arf(msg: Message) -> _Complaint | None:
     feedback_type = (_header(fields, "feedback-type").lower().split() or ["abuse"])[0]
     if feedback_type not in COMPLAINT_TYPES:
         return _Complaint([], "", None)
-    recipients = _addresses(_all_headers(fields, "original-rcpt-to"))
-    original = _attached_headers(msg)
-    if not recipients and original is not None:
-        recipients = _addresses(_all_headers(original, "to"))
+    recipients = _complained(msg, fields, text)
     agent = _header(fields, "user-agent") or _header(msg, "from")
     when = _date(_header(fields, "arrival-date") or _header(fields, "received-date"))
-    return _Complaint(list(dict.fromkeys(recipients)),
-                      _reason(f"ARF {feedback_type} report ({agent})"), when)
+    return _Complaint(recipients, _reason(f"ARF {feedback_type} report ({agent})"), when)
 
 
-def _jmrp(msg: Message) -> _Complaint | None:
-    """Microsoft's Junk Mail Reporting Program: not ARF, the reported message attached
-    with the reader's address in X-HmXmrOriginalRecipient."""
+def _jmrp(msg: Message, text: _Text) -> _Complaint | None:
+    """Microsoft's Junk Mail Reporting Program and Amazon SES's complaints by mail
+    (complaints@email-abuse.amazonses.com): not ARF, "complaint about message from …",
+    the reported message attached; the reader's address in its X-HmXmrOriginalRecipient
+    (Microsoft), in Original-Rcpt-To lines of the report's text, or its To."""
     subject = _header(msg, "subject").lower()
     sender = _address(_header(msg, "from"))
-    if not subject.startswith("complaint about message from") and sender != (
-            "staff@hotmail.com"):
+    if not subject.startswith("complaint about message from") and sender not in (
+            "staff@hotmail.com", "complaints@email-abuse.amazonses.com"):
         return None
     original = _attached_headers(msg)
-    if original is None or not original.get("x-hmxmroriginalrecipient"):
+    if original is None:
         return None
-    recipients = _addresses(_all_headers(original, "x-hmxmroriginalrecipient"))
-    return _Complaint(recipients, _reason(f"JMRP complaint ({sender})"), None)
+    if not original.get("x-hmxmroriginalrecipient") and not (
+            subject.startswith("complaint about message from")
+            and sender in ("staff@hotmail.com", "complaints@email-abuse.amazonses.com")):
+        return None        # the reader named only by the To of a message: only theirs
+    recipients = _complained(msg, None, text)
+    if not recipients:
+        return None
+    name = "JMRP complaint" if original.get("x-hmxmroriginalrecipient") else "complaint"
+    return _Complaint(recipients, _reason(f"{name} ({sender})"), None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -906,7 +949,7 @@ def _read(msg: Message, reading: Reading, verp: VerpLookup | None,
     if mailed is not None:
         reading.findings = mailed
         return reading
-    complaint = _arf(msg) or _jmrp(msg)
+    complaint = _arf(msg, text) or _jmrp(msg, text)
     if complaint is not None:
         if complaint.reason:
             recipients = complaint.recipients or ([""] if claims else [])

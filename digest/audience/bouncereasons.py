@@ -56,7 +56,9 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(patt
      r"|address)|addressee unknown|unknown or illegal user|illegal user|user not known"
      r"|no such (user|mailbox|recipient|address|account|person|local user)"
      r"|does ?n[o']t exist|did not exist|n'existe pas|existiert nicht|unbekannt"
-     r"|(user|recipient|address|mailbox|account|name) (was )?not (found|known|listed|present)"
+     # "Domain name not found" is about the domain (hostunknown), not a user's name.
+     r"|(user|recipient|address|mailbox|account|(?<!domain )name) (was )?not"
+     r" (found|known|listed|present)"
      r"|not listed in|recipientnotfound|wasn'?t found at|was not found (at|in)"
      r"|invalid (recipient|mailbox|address|user|final delivery userid|e-?mail)"
      r"|bad destination mailbox|bad[-_ ]recipient|no mailbox|no (account|mailbox) (here )?by"
