@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Listed", "read_formats"]
+__all__ = ["ADDRESS", "MAX_LISTED", "Listed", "read_formats"]
 
-_ADDRESS = r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}"
+# An address as bounce notices write it (no quoted local parts, a dotted domain).
+ADDRESS = r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}"
 MAX_LISTED = 1000
 
 
@@ -67,7 +68,7 @@ def _exchange(notice: str) -> list[Listed]:
     address = ""
     for line in (body[: end.start()] if end else body).splitlines():
         line = line.strip()
-        only = re.fullmatch(r"<?(" + _ADDRESS + r")>?", line)
+        only = re.fullmatch(r"<?(" + ADDRESS + r")>?", line)
         if only:
             address = only.group(1).lower()
             continue
@@ -91,7 +92,7 @@ def _domino(notice: str) -> list[Listed]:
         return []
     why = " ".join(found.group("why").split())
     return [Listed(address.lower(), why)
-            for address in re.findall(_ADDRESS, found.group("who"))[:MAX_LISTED]]
+            for address in re.findall(ADDRESS, found.group("who"))[:MAX_LISTED]]
 
 
 def read_formats(notice: str) -> list[Listed]:

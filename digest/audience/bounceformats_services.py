@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .bounceformats import _ADDRESS, MAX_LISTED, Listed
+from .bounceformats import ADDRESS, MAX_LISTED, Listed
 
 __all__ = ["READERS"]
 
@@ -41,7 +41,7 @@ def _said(lines: list[str]) -> str:
 
 _GMAIL_MARK = re.compile(r"^\s*Delivery to the following recipients? (?:failed permanently"
                          r"|has been delayed|failed)", re.I | re.M)
-_GMAIL_RECIPIENT = re.compile(r"^\s+<?(" + _ADDRESS + r")>?\s*$")
+_GMAIL_RECIPIENT = re.compile(r"^\s+<?(" + ADDRESS + r")>?\s*$")
 # Google's "(state N)": the stage of the SMTP session that failed, and Sisimai's reason.
 _GMAIL_STATES = {"6": "systemerror", "8": "systemerror", "9": "systemerror",
                  "12": "norelaying", "13": "blocked", "14": "userunknown", "15": "filtered",
@@ -95,9 +95,9 @@ def _gmail(notice: str) -> list[Listed]:
 # ---------------------------------------------------------------------------------------
 # Trend Micro InterScan MSS
 
-_TREND_SENT = re.compile(r"^\s*Sent <<< RCPT TO:\s*<(" + _ADDRESS + r")>", re.I)
+_TREND_SENT = re.compile(r"^\s*Sent <<< RCPT TO:\s*<(" + ADDRESS + r")>", re.I)
 _TREND_RECEIVED = re.compile(r"^\s*Received >>> (.+)$", re.I)
-_TREND_UNABLE = re.compile(r"^\s*Unable to deliver message to <(" + _ADDRESS + r")>", re.I)
+_TREND_UNABLE = re.compile(r"^\s*Unable to deliver message to <(" + ADDRESS + r")>", re.I)
 
 
 def _trendmicro(notice: str) -> list[Listed]:
@@ -124,7 +124,7 @@ def _trendmicro(notice: str) -> list[Listed]:
 # Digital Arts m-FILTER
 
 _MFILTER_MARK = re.compile(r"^-------server message\s*$", re.M)
-_MFILTER_RECIPIENT = re.compile(r"^\s*(" + _ADDRESS + r")\s*$")
+_MFILTER_RECIPIENT = re.compile(r"^\s*(" + ADDRESS + r")\s*$")
 
 
 def _mfilter(notice: str) -> list[Listed]:
@@ -145,7 +145,7 @@ def _mfilter(notice: str) -> list[Listed]:
 # X2 (Sisimai's name for an MTA it has seen but not identified)
 
 _X2_MARK = re.compile(r"^Unable to deliver message to the following address", re.M)
-_X2_RECIPIENT = re.compile(r"^<(" + _ADDRESS + r")>:\s*$")
+_X2_RECIPIENT = re.compile(r"^<(" + ADDRESS + r")>:\s*$")
 
 
 def _x2(notice: str) -> list[Listed]:
@@ -173,7 +173,7 @@ _EZWEB_REASONS = (("mailboxfull", ("The user(s) account is temporarily over quot
                   ("expired", ("Your message was not delivered within ",)),
                   ("", ("Each of the following recipients was rejected by a remote mail"
                         " server",)))
-_EZWEB_RECIPIENT = re.compile(r"^(?:<(" + _ADDRESS + r")>:?(.*)|\s+Recipient: <(" + _ADDRESS
+_EZWEB_RECIPIENT = re.compile(r"^(?:<(" + ADDRESS + r")>:?(.*)|\s+Recipient: <(" + ADDRESS
                               + r")>.*)$")
 
 
@@ -209,7 +209,7 @@ def _ezweb(notice: str) -> list[Listed]:
 # au by KDDI
 
 _KDDI_MARK = re.compile(r"^Your mail (?:sent on|attempted to be delivered on):", re.M)
-_KDDI_RECIPIENT = re.compile(r"^\s+Could not be delivered to: <(" + _ADDRESS + r")>")
+_KDDI_RECIPIENT = re.compile(r"^\s+Could not be delivered to: <(" + ADDRESS + r")>")
 _KDDI_REASONS = (("mailboxfull", "As their mailbox is full"),
                  ("norelaying", "Due to the following SMTP relay error"),
                  ("hostunknown", "As the remote domain doesnt exist"))

@@ -1,9 +1,10 @@
 """Reading bounce mail: what one raw message from the bounce mailbox says about whom.
 
 `read_message` turns a message into a `Reading`: the recipients an RFC 3464 delivery
-status notification (or a non-standard bounce, through Mailman's detectors in
-flufl.bounce) reports as failed or delayed, the readers an ARF feedback report (RFC 5965)
-or Microsoft's JMRP says complained, the sender of an automatic reply (RFC 3834), or the
+status notification (or a non-standard bounce, by its MTA's own format in
+bounceformats*, else through Mailman's detectors in flufl.bounce) reports as failed or
+delayed, the readers an ARF feedback report (RFC 5965), Microsoft's JMRP or Amazon SES's
+complaint mail says complained, the sender of an automatic reply (RFC 3834), or the
 sender of a mail to the unsubscribe address. Nothing here touches the store: the bounce
 desk (`audience.bounces`) records what a Reading holds.
 
