@@ -16,9 +16,10 @@ the readers never guess at a notice another MTA wrote.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["ADDRESS", "MAX_LISTED", "Listed", "read_formats"]
+__all__ = ["ADDRESS", "MAX_LISTED", "Listed", "listed_with_details", "read_formats"]
 
 # An address as bounce notices write it (no quoted local parts, a dotted domain).
 ADDRESS = r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}"
@@ -35,6 +36,25 @@ class Listed:
     said: str
     cause: str = ""
     delayed: bool = False
+
+
+def listed_with_details(lines: Iterable[str], recipient: re.Pattern[str],
+                        detail: Callable[[str], bool] | None = None,
+                        ) -> list[tuple[str, list[str]]]:
+    """(address, its detail lines) for each line recipient matches (its first group is
+    the address), with the non-blank lines after it that detail accepts, up to
+    MAX_LISTED recipients: the shape of notices that list each recipient and then what
+    the server said about them."""
+    found: list[tuple[str, list[str]]] = []
+    for line in lines:
+        named = recipient.match(line)
+        if named:
+            found.append((named.group(1).lower(), []))
+            if len(found) >= MAX_LISTED:
+                break
+        elif found and line.strip() and (detail is None or detail(line)):
+            found[-1][1].append(line.strip())
+    return found
 
 
 # Exchange's error names and Sisimai's reason for each.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .bounceformats import ADDRESS, MAX_LISTED, Listed
+from .bounceformats import ADDRESS, MAX_LISTED, Listed, listed_with_details
 
 __all__ = ["READERS"]
 
@@ -71,15 +71,7 @@ def _gmail(notice: str) -> list[Listed]:
     if mark is None:
         return []
     delayed = "delayed" in mark.group(0).lower()
-    recipients: list[tuple[str, list[str]]] = []
-    for line in notice[mark.end():].splitlines():
-        only = _GMAIL_RECIPIENT.match(line)
-        if only:
-            recipients.append((only.group(1).lower(), []))
-            if len(recipients) >= MAX_LISTED:
-                break
-        elif recipients and line.strip():
-            recipients[-1][1].append(line.strip())
+    recipients = listed_with_details(notice[mark.end():].splitlines(), _GMAIL_RECIPIENT)
     # The technical details follow the last recipient and are about them all.
     details = _said(recipients[-1][1]) if recipients else ""
     found = []
@@ -152,15 +144,8 @@ def _x2(notice: str) -> list[Listed]:
     mark = _X2_MARK.search(notice)
     if mark is None:
         return []
-    recipients: list[tuple[str, list[str]]] = []
-    for line in notice[mark.end():].splitlines()[1:]:
-        only = _X2_RECIPIENT.match(line.strip())
-        if only:
-            recipients.append((only.group(1).lower(), []))
-            if len(recipients) >= MAX_LISTED:
-                break
-        elif recipients and line.strip():
-            recipients[-1][1].append(line.strip())
+    lines = [line.strip() for line in notice[mark.end():].splitlines()[1:]]
+    recipients = listed_with_details(lines, _X2_RECIPIENT)
     return [Listed(address, _said(lines)) for address, lines in recipients]
 
 
@@ -219,15 +204,9 @@ def _kddi(notice: str) -> list[Listed]:
     mark = _KDDI_MARK.search(notice)
     if mark is None:
         return []
-    recipients: list[tuple[str, list[str]]] = []
-    for line in notice[mark.start():].splitlines():
-        listed = _KDDI_RECIPIENT.match(line)
-        if listed:
-            recipients.append((listed.group(1).lower(), []))
-            if len(recipients) >= MAX_LISTED:
-                break
-        elif recipients and line.startswith((" ", "\t")) and line.strip():
-            recipients[-1][1].append(line.strip())
+    # Only the indented lines under a recipient are about them.
+    recipients = listed_with_details(notice[mark.start():].splitlines(), _KDDI_RECIPIENT,
+                                     lambda line: line.startswith((" ", "\t")))
     found = []
     for address, lines in recipients:
         said = _said(lines)
