@@ -63,7 +63,7 @@ def found(message: bytes) -> list[tuple[str, BounceKind, str]]:
 ])
 def test_godaddy_codes_name_the_cause(diagnostic: str, cause: str) -> None:
     status = "4.7.1" if diagnostic.startswith("4") else "5.7.1"
-    message = dsn("p3plibsmtp01-01.prod.phx3.secureserver.net", status, diagnostic)
+    message = dsn("smtp.secureserver.net", status, diagnostic)
     assert found(message) == [("reader@example.net", SOFT, cause)]
 
 
@@ -101,6 +101,34 @@ def test_iua_error_links_name_the_cause() -> None:
         ("reader@example.net", SOFT, "mailboxfull")]
 
 
+# Sisimai::Rhost::FrancePTT: OFR, LPN or OUK and a number, of Orange and La Poste.
+def test_orange_and_la_poste_codes_name_the_cause() -> None:
+    message = dsn("smtp-in.orange.fr", "5.5.0",
+                  "550 5.5.0 Le compte du destinataire est bloque. The recipient account is"
+                  " blocked. LPN007_426")
+    assert found(message) == [("reader@example.net", SOFT, "suspend")]
+    message = dsn("mx.laposte.net", "4.2.0", "421 mwinf5c04 ME Trop de connexions, "
+                  "ralentissez. Too many connections, slow down. LPN105_104")
+    assert found(message) == [("reader@example.net", SOFT, "toomanyconn")]
+
+
+# Sisimai::Rhost::Tencent: the phrases of *.qq.com.
+def test_tencent_phrases_name_the_cause() -> None:
+    message = dsn("mx3.qq.com", "5.7.1",
+                  "550 Mail is rejected by recipients [MG5Bc3ADr0E= IP: 192.0.2.1]. "
+                  "https://open.work.weixin.qq.com/help?doc_id=17528&notice=1")
+    assert found(message) == [("reader@example.net", SOFT, "rejected")]
+    message = dsn("mx3.qq.com", "5.7.1", "550 DMARC check failed. https://service.mail.qq.com")
+    assert found(message) == [("reader@example.net", SOFT, "authfailure")]
+
+
+def test_a_recipient_domain_of_a_known_host_reads_its_codes() -> None:
+    # Sisimai asks the recipient's domain first: reader@cox.net, whatever relay answered.
+    message = dsn("relay.example.org", "5.7.1", "554 5.7.1 rejected AUP#CXDNS",
+                  recipient="reader@cox.net")
+    assert found(message) == [("reader@cox.net", SOFT, "requireptr")]
+
+
 def test_the_host_named_in_a_postfix_notice_reads_its_codes() -> None:
     # No DSN part: the host comes from "host … said:" in the notice's own words.
     message = b"""\
@@ -121,7 +149,8 @@ be delivered to one or more recipients.
 
 
 @pytest.mark.parametrize("host", ["mx.example.net", "secureserver.net.example.net",
-                                  "notcox.net", "mx1.email.ua.example.org", ""])
+                                  "notcox.net", "mx1.email.ua.example.org", "cox.com",
+                                  "mx.qq.com.example.org", ""])
 def test_other_hosts_keep_the_generic_reading(host: str) -> None:
     # The same words from a host that is not the family's (a look-alike name included)
     # are read by the generic words: an unknown mailbox, hard.
@@ -139,12 +168,13 @@ def test_every_host_reason_is_a_known_soft_or_hard_cause() -> None:
     from digest.audience.bouncereasons import CAUSES, HARD_CAUSES
     tables = (bouncehosts._GODADDY_CODES, bouncehosts._GODADDY_PHRASES,
               dict((c, c) for *_, c in bouncehosts._SPECTRUM_CODES), bouncehosts._COX_CODES,
-              bouncehosts._COX_PHRASES, bouncehosts._IUA_CODES)
+              bouncehosts._COX_PHRASES, bouncehosts._IUA_CODES, bouncehosts._FRANCE_CODES,
+              bouncehosts._TENCENT_PHRASES)
     names = {cause for table in tables for cause in table.values() if isinstance(cause, str)}
-    names |= {cause for table in (bouncehosts._GODADDY_PHRASES, bouncehosts._COX_PHRASES)
-              for cause in table}
+    names |= {cause for table in (bouncehosts._GODADDY_PHRASES, bouncehosts._COX_PHRASES,
+                                  bouncehosts._TENCENT_PHRASES) for cause in table}
     assert names <= CAUSES
-    assert len(bouncehosts._FAMILIES) == 4
+    assert len(bouncehosts._FAMILIES) == 6
     assert not {"speeding", "requireptr", "authfailure"} & HARD_CAUSES
 
 

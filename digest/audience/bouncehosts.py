@@ -7,10 +7,17 @@ reason classes).
 Each family is the hosts it answers for (a name or any name under it) and how its codes
 and phrases map to Sisimai's reason names:
 
-- GoDaddy (*.secureserver.net): "IB" and three digits at the end of the reply.
+- GoDaddy (smtp.secureserver.net, mailstore1.secureserver.net): "IB" and three digits
+  at the end of the reply, then its phrases.
 - Spectrum (charter.net): "AUP#I1000", "AUP#O1350", … four digits, read as ranges.
-- Cox (cox.net, cox.com): "AUP#CXBL", "AUP#IPBL0001", …, then its phrases.
+- Cox (cox.net): "AUP#CXBL", "AUP#IPBL0001", …, then its phrases.
 - IUA (*.email.ua): a link to "https://mail.i.ua/err/N" in the reply.
+- Orange and La Poste (*.orange.fr, *.wanadoo.fr, *.laposte.net): "OFR_506",
+  "LPN105_104", "OUK_513", … the last three digits.
+- Tencent (*.qq.com): its phrases.
+
+As Sisimai does, a recipient whose domain is one of these names (reader@cox.net) is read
+by that family's table too, whoever answered.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ class _Family:
     name: str
     domains: tuple[str, ...]
     read: Callable[[str], str]
+
+    def answers_for(self, host: str) -> bool:
+        return any(host == domain or host.endswith("." + domain) for domain in self.domains)
 
 
 def _phrases(table: dict[str, tuple[str, ...]], said: str) -> str:
@@ -164,11 +174,66 @@ def _iua(said: str) -> str:
     return _IUA_CODES.get(int(code.group(1)), "") if code else ""
 
 
+# Orange and La Poste: the number after OFR, LPN or OUK names the cause (None: says
+# nothing, read the words).
+_FRANCE_CODES: dict[int, str | None] = {
+    102: "blocked",        # source IP blocked for spamming issues
+    103: "blocked",        # service refused
+    104: "toomanyconn",    # too many connections, slow down
+    105: None, 108: None, 109: None, 201: None,  # please try later
+    305: "securityerror",  # invalid authentication code
+    401: "blocked",        # SPF: not allowed to send mail
+    402: "securityerror",  # authentication required
+    403: "rejected", 405: "rejected", 415: "rejected",  # invalid sender
+    416: "userunknown",    # invalid recipient
+    417: "mailboxfull",    # recipient over quota
+    418: "userunknown",    # invalid recipient
+    420: "suspend",        # archived recipient
+    421: "rejected",       # mail from not owned by user
+    423: None, 424: None,  # service refused, please try later
+    426: "suspend",        # the recipient account is blocked
+    505: "systemerror",    # service refused, please try later
+    506: "spamdetected",   # mail rejected
+    510: "blocked",        # service refused, please try later
+    513: None,             # mail rejected
+    514: "mesgtoobig",     # message size limit reached
+    999: "blocked",        # service refused
+}
+
+
+def _france(said: str) -> str:
+    code = re.search(r"\b(?:LPN|OFR|OUK)(?:_(\d{3})|\d{3}[-_](\d{3}))\b", said, re.IGNORECASE)
+    if not code:
+        return ""
+    return _FRANCE_CODES.get(int(code.group(1) or code.group(2))) or ""
+
+
+# https://service.mail.qq.com/detail/122
+_TENCENT_PHRASES = {
+    "authfailure": ("spf check failed", "dmarc check failed"),
+    "blocked": ("suspected bounce attacks", "suspected spam ip", "connection denied"),
+    "mesgtoobig": ("message too large",),
+    "rejected": ("suspected spam", "mail is rejected by recipients"),
+    "spamdetected": ("spam is embedded in the email", "mail content denied"),
+    "suspend": ("is a deactivated mailbox",),
+    "syntaxerror": ("bad address syntax",),
+    "toomanyconn": ("ip frequency limited", "domain frequency limited",
+                    "sender frequency limited", "connection frequency limited"),
+    "userunknown": ("mailbox not found",),
+}
+
+
+def _tencent(said: str) -> str:
+    return _phrases(_TENCENT_PHRASES, said)
+
+
 _FAMILIES = (
-    _Family("GoDaddy", ("secureserver.net",), _godaddy),
+    _Family("GoDaddy", ("smtp.secureserver.net", "mailstore1.secureserver.net"), _godaddy),
     _Family("Spectrum", ("charter.net",), _spectrum),
-    _Family("Cox", ("cox.net", "cox.com"), _cox),
+    _Family("Cox", ("cox.net",), _cox),
     _Family("IUA", ("email.ua",), _iua),
+    _Family("FrancePTT", ("orange.fr", "wanadoo.fr", "laposte.net"), _france),
+    _Family("Tencent", ("qq.com",), _tencent),
 )
 
 # The host in a notice's own words: Postfix's "host mx.example.net[192.0.2.1] said:",
@@ -191,16 +256,17 @@ def remote_host(field: str, *texts: str) -> str:
     return ""
 
 
-def _under(host: str, domain: str) -> bool:
-    return host == domain or host.endswith("." + domain)
-
-
-def host_cause(host: str, said: str) -> str:
+def host_cause(host: str, said: str, destination: str = "") -> str:
     """The reason a known remote host's own code or phrase in `said` gives, by Sisimai's
-    reason names; "" for a host not listed here, or words its table does not hold."""
-    if not host or not said:
+    reason names; "" for a host not listed here, or words its table does not hold. The
+    recipient's domain (`destination`) is asked first, then the host, as Sisimai does:
+    only a domain that is itself one of a family's names (cox.net, qq.com)."""
+    if not said:
         return ""
     for family in _FAMILIES:
-        if any(_under(host, domain) for domain in family.domains):
+        if destination and destination in family.domains:
+            return family.read(said)
+    for family in _FAMILIES:
+        if host and family.answers_for(host):
             return family.read(said)
     return ""
