@@ -50,6 +50,7 @@ from ..store.models import BounceKind
 from ..text import clean_label
 from ..tokens import VerpClaims
 from .bounceformats import read_formats
+from .bouncehosts import host_cause, remote_host
 from .bouncereasons import cause_of, is_hard
 from .findings import Finding, Proof, Reading
 from .webhooks import WebhookRejected, read_ses_notification
@@ -102,13 +103,14 @@ def _code_text(code: tuple[int, int, int] | None) -> str | None:
     return ".".join(map(str, code)) if code else None
 
 
-def _cause_of(status: str | None, text: str, *, delayed: bool = False
-              ) -> tuple[BounceKind, str, str | None]:
+def _cause_of(status: str | None, text: str, *, delayed: bool = False, host: str = "",
+              destination: str = "") -> tuple[BounceKind, str, str | None]:
     """(kind, cause, code) for a failure: the cause by Sisimai's reason names
-    (`bouncereasons.cause_of`), the kind by its hard-bounce rule."""
+    (`bouncereasons.cause_of`; a known remote host's own code first, `bouncehosts`), the
+    kind by its hard-bounce rule."""
     code = _code_text(_pick_code(status, text))
     words = _prose(text)
-    cause = cause_of(code, words, delayed=delayed)
+    cause = cause_of(code, words, delayed=delayed, told=host_cause(host, text, destination))
     kind = BounceKind.HARD if is_hard(cause, code, words) else BounceKind.SOFT
     return kind, cause, code
 
@@ -295,14 +297,16 @@ class _Text:
         self.notice = full[: cut.start()] if cut and cut.start() > 0 else full
         self._lines: list[str] | None = None
         self._where: dict[str, int] | None = None
-        self._causes: dict[tuple[str | None, bool], tuple[BounceKind, str, str | None]] = {}
+        self._causes: dict[tuple[str | None, bool, str, str],
+                           tuple[BounceKind, str, str | None]] = {}
 
-    def cause(self, status: str | None, *, delayed: bool = False
-              ) -> tuple[BounceKind, str, str | None]:
+    def cause(self, status: str | None, *, delayed: bool = False, host: str = "",
+              destination: str = "") -> tuple[BounceKind, str, str | None]:
         """What the whole notice says, for a recipient whose own lines say nothing."""
-        key = (status, delayed)
+        key = (status, delayed, host, destination)
         if key not in self._causes:
-            self._causes[key] = _cause_of(status, self.notice, delayed=delayed)
+            self._causes[key] = _cause_of(status, self.notice, delayed=delayed, host=host,
+                                          destination=destination)
         return self._causes[key]
 
     def window(self, address: str) -> str:
@@ -342,17 +346,21 @@ def _texts(msg: Message) -> _Text:
 
 
 def _explain(recipient: str, status: str | None, said: str, text: _Text, *,
-             delayed: bool = False, otherwise: str = "") -> _Failure:
+             delayed: bool = False, otherwise: str = "", remote_mta: str = "") -> _Failure:
     """The failure of one recipient: what its own diagnostic says, else the lines of the
-    notice about it, else the notice as a whole (read once per message)."""
+    notice about it, else the notice as a whole (read once per message). The remote host
+    that answered (the DSN's Remote-MTA, else the host the words name) may read its own
+    codes (`bouncehosts`), as may the recipient's domain when it is such a host's."""
     said = said[:MAX_SAID]
     nearby = text.window(recipient)[:MAX_SAID] if recipient else ""
-    kind, cause, code = _cause(status, said, delayed=delayed)
+    where = {"host": remote_host(remote_mta, said, nearby),
+             "destination": recipient.rpartition("@")[2]}
+    kind, cause, code = _cause(status, said, delayed=delayed, **where)
     if cause in _UNTOLD and nearby:
-        kind, cause, more = _cause(status, nearby, delayed=delayed)
+        kind, cause, more = _cause(status, nearby, delayed=delayed, **where)
         code = code or more
     if cause in _UNTOLD:
-        kind, cause, more = text.cause(status, delayed=delayed)
+        kind, cause, more = text.cause(status, delayed=delayed, **where)
         code = code or more
     if delayed and cause in _UNTOLD:
         cause = "expired"      # still being retried, and nothing says why
@@ -434,7 +442,8 @@ def _dsn_failure(block: Message, text: _Text) -> _Failure | None:
     if re.match(r"^[\w-]{1,20};", diagnostic):
         diagnostic = diagnostic.split(";", 1)[1].strip()
     said = diagnostic or re.sub(r"^\s*\d\.\d{1,3}\.\d{1,3}\s*", "", status).strip(" ()")
-    return _explain(_dsn_recipient(block), status, said, text, delayed=delayed)
+    return _explain(_dsn_recipient(block), status, said, text, delayed=delayed,
+                    remote_mta=_header(block, "remote-mta"))
 
 
 def _dsn_failures(msg: Message, text: _Text) -> list[_Failure] | None:

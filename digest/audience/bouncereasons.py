@@ -11,13 +11,19 @@ accepts no mail, RFC 7505) unless the code or text says it is temporary. Everyth
 (a full mailbox, a filter, a block, a policy, spam, a suspended account, an expired
 delivery, a network or system fault) is soft: the address may work tomorrow, or the
 problem is the sender's.
+
+Some reason names come only from a remote host's own error codes (`bouncehosts`):
+speeding (too many messages in too short a time), requireptr (no reverse DNS for the
+sending IP), badreputation (the sending IP's reputation), authfailure (SPF, DKIM or DMARC
+of the sender failed) and notcompliantrfc (the message breaks the RFCs, a blank From:,
+say). All of them are soft: they are about the sender, not the address.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["HARD_CAUSES", "cause_of", "is_hard"]
+__all__ = ["CAUSES", "HARD_CAUSES", "HOST_CAUSES", "cause_of", "is_hard"]
 
 HARD_CAUSES = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
@@ -120,6 +126,10 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(patt
      r"x-unix|mailer error|command (died|failed)|exit code|procmail|\bpipe\b|mail(er)? program"),
 ))
 
+# Reasons a remote host's own codes give (`bouncehosts`), which no words here name.
+HOST_CAUSES = frozenset({"speeding", "requireptr", "badreputation", "authfailure",
+                         "notcompliantrfc"})
+
 # What an enhanced status code means on its own (RFC 3463, as Sisimai reads it).
 _BY_CODE: dict[str, str] = {
     "1.0": "userunknown", "1.1": "userunknown", "1.2": "hostunknown", "1.3": "userunknown",
@@ -135,6 +145,10 @@ _BY_CODE: dict[str, str] = {
     "7.1": "securityerror", "7.13": "suspend", "7.14": "securityerror",
     "7.26": "securityerror", "7.25": "blocked", "7.27": "notaccept",
 }
+
+# Every reason name a failure can be given.
+CAUSES = frozenset({name for name, _ in _PHRASES} | set(_BY_CODE.values()) | HOST_CAUSES
+                   | {"syntaxerror", "contenterror", "securityerror", "expired", "undefined"})
 
 
 def _by_code(code: str | None) -> str:
@@ -153,10 +167,14 @@ def _by_code(code: str | None) -> str:
     return cause
 
 
-def cause_of(code: str | None, words: str, *, delayed: bool = False) -> str:
-    """Sisimai's reason name for a failure: from the diagnostic's words (names already
-    taken out), else from the enhanced status code, else "undefined" (which a caller
-    reads as "expired" for a delivery still being retried, once nothing else tells)."""
+def cause_of(code: str | None, words: str, *, delayed: bool = False, told: str = "") -> str:
+    """Sisimai's reason name for a failure: what the remote host's own code told (`told`,
+    from `bouncehosts`: Sisimai asks the remote host before its reason words), else from
+    the diagnostic's words (names already taken out), else from the enhanced status code,
+    else "undefined" (which a caller reads as "expired" for a delivery still being
+    retried, once nothing else tells)."""
+    if told:
+        return "expired" if delayed and told in HARD_CAUSES else told
     for name, pattern in _PHRASES:
         if pattern.search(words):
             if delayed and name in HARD_CAUSES:
